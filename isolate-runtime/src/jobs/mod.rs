@@ -1,0 +1,1 @@
+//! Supervise arbitrary Linux commands as jobs (work in progress).
