@@ -1,0 +1,160 @@
+//! The attribute's arguments, typed, each kept with its span.
+
+use proc_macro2::{Span, TokenStream};
+use syn::LitStr;
+use syn::meta::ParseNestedMeta;
+
+const KEYS: &str = "`start_method`, `backend`, `timeout`, `panic`";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum StartMethod {
+    #[default]
+    Spawn,
+    Fork,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Backend {
+    #[default]
+    File,
+    Pipe,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum PanicMode {
+    #[default]
+    Resume,
+    Error,
+}
+
+/// `#[bombsquad(start_method = "..", backend = "..", timeout = "..", panic = "..")]`
+#[derive(Debug, Default)]
+pub(crate) struct Args {
+    pub(crate) start_method: Option<(StartMethod, Span)>,
+    pub(crate) backend: Option<(Backend, Span)>,
+    /// In milliseconds.
+    pub(crate) timeout: Option<(u64, Span)>,
+    pub(crate) panic: Option<(PanicMode, Span)>,
+}
+
+impl Args {
+    pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Self> {
+        let mut args = Self::default();
+        let parser = syn::meta::parser(|meta| args.set(&meta));
+        syn::parse::Parser::parse2(parser, tokens)?;
+        Ok(args)
+    }
+
+    pub(crate) fn start_method(&self) -> StartMethod {
+        self.start_method.map(|(m, _)| m).unwrap_or_default()
+    }
+
+    fn set(&mut self, meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+        let key = meta
+            .path
+            .get_ident()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        match key.as_str() {
+            "start_method" => set_once(
+                &mut self.start_method,
+                meta,
+                &key,
+                |v| match v {
+                    "spawn" => Some(StartMethod::Spawn),
+                    "fork" => Some(StartMethod::Fork),
+                    _ => None,
+                },
+                "\"spawn\" or \"fork\"",
+            ),
+            "backend" => set_once(
+                &mut self.backend,
+                meta,
+                &key,
+                |v| match v {
+                    "file" => Some(Backend::File),
+                    "pipe" => Some(Backend::Pipe),
+                    _ => None,
+                },
+                "\"file\" or \"pipe\"",
+            ),
+            "timeout" => set_once(
+                &mut self.timeout,
+                meta,
+                &key,
+                parse_millis,
+                "a duration such as \"250ms\", \"2s\", \"1m\" or \"1h\", above zero",
+            ),
+            "panic" => set_once(
+                &mut self.panic,
+                meta,
+                &key,
+                |v| match v {
+                    "resume" => Some(PanicMode::Resume),
+                    "error" => Some(PanicMode::Error),
+                    _ => None,
+                },
+                "\"resume\" or \"error\"",
+            ),
+            _ => Err(meta.error(format_args!("unknown option; expected one of {KEYS}"))),
+        }
+    }
+}
+
+/// Reads `key = "value"` into `slot`, refusing a repeated key and a value
+/// `parse` does not accept.
+fn set_once<T>(
+    slot: &mut Option<(T, Span)>,
+    meta: &ParseNestedMeta<'_>,
+    key: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+    expected: &str,
+) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(meta.error(format_args!("`{key}` is set more than once")));
+    }
+    let value: LitStr = meta
+        .value()?
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), format!("`{key}` takes a string: {expected}")))?;
+    let parsed = parse(&value.value()).ok_or_else(|| {
+        syn::Error::new(
+            value.span(),
+            format!("invalid `{key}`; expected {expected}"),
+        )
+    })?;
+    *slot = Some((parsed, value.span()));
+    Ok(())
+}
+
+/// "250ms", "2s", "1m", "1h" in milliseconds; `None` for anything else or 0.
+fn parse_millis(text: &str) -> Option<u64> {
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number.checked_mul(scale).filter(|&millis| millis > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_millis;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_millis("250ms"), Some(250));
+        assert_eq!(parse_millis("2s"), Some(2_000));
+        assert_eq!(parse_millis("1m"), Some(60_000));
+        assert_eq!(parse_millis("1h"), Some(3_600_000));
+        assert_eq!(parse_millis("0s"), None);
+        assert_eq!(parse_millis("2"), None);
+        assert_eq!(parse_millis("s"), None);
+        assert_eq!(parse_millis("1.5s"), None);
+    }
+}

@@ -1,0 +1,190 @@
+//! The expansion: the user's function becomes a wrapper with the same name,
+//! visibility, parameters and attributes that returns
+//! `Result<R, ::bombsquad::Error>`; the original body moves into an inner
+//! function that the child runs. Generated code names only `::bombsquad::`
+//! and `::core::` paths.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote};
+use syn::{FnArg, Ident, ItemFn, Pat, PatType, ReturnType, Type};
+
+use crate::args::{Args, Backend, PanicMode, StartMethod};
+
+/// One parameter, as the wrapper names it and the child rebuilds it.
+struct Param<'a> {
+    name: Ident,
+    ty: &'a Type,
+}
+
+impl Param<'_> {
+    /// `&T` is sent as `T` and rebuilt owned in the child; the body gets a
+    /// reference to it.
+    fn referent(&self) -> Option<&Type> {
+        match self.ty {
+            Type::Reference(reference) => Some(&reference.elem),
+            _ => None,
+        }
+    }
+
+    fn owned_type(&self) -> TokenStream {
+        match self.referent() {
+            Some(referent) => quote!(<#referent as ::bombsquad::__private::OwnedArg>::Owned),
+            None => {
+                let ty = self.ty;
+                quote!(#ty)
+            }
+        }
+    }
+
+    fn passed_in_child(&self) -> TokenStream {
+        let name = &self.name;
+        match self.referent() {
+            Some(_) => quote!(&#name),
+            None => quote!(#name),
+        }
+    }
+}
+
+pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
+    let params = params(function);
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = function;
+    let name = &sig.ident;
+    let unsafety = &sig.unsafety;
+    let result = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let outer_inputs = params.iter().map(|Param { name, ty }| quote!(#name: #ty));
+    let inner_inputs = &sig.inputs;
+    let lint_attrs = attrs.iter().filter(|a| is_lint(a));
+    let track_caller =
+        (!attrs.iter().any(|a| a.path().is_ident("track_caller"))).then(|| quote!(#[track_caller]));
+    let options = options(args);
+    let call = match args.start_method() {
+        StartMethod::Fork => call_forked(&params, unsafety.is_some()),
+        StartMethod::Spawn => call_spawned(name, &params, &result, unsafety.is_some()),
+    };
+    quote! {
+        #(#attrs)*
+        #track_caller
+        #vis #unsafety fn #name(#(#outer_inputs),*) -> ::core::result::Result<#result, ::bombsquad::Error> {
+            #[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps)]
+            #(#lint_attrs)*
+            #unsafety fn __bombsquad_body(#inner_inputs) -> #result #block
+
+            #[allow(unused_imports)]
+            use ::bombsquad::__private::{BytesCodec as _, SerdeCodec as _};
+            let __bombsquad_options = #options;
+            let __bombsquad_codec = (&&::bombsquad::__private::CodecTag::<#result>::new()).codec();
+            #call
+        }
+    }
+}
+
+/// The wrapper's parameters: the user's names where the pattern is a plain
+/// identifier, generated ones otherwise (`(a, b): (i32, i32)`).
+fn params(function: &ItemFn) -> Vec<Param<'_>> {
+    function
+        .sig
+        .inputs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, input)| match input {
+            FnArg::Typed(PatType { pat, ty, .. }) => Some(Param {
+                name: match &**pat {
+                    Pat::Ident(ident) if ident.subpat.is_none() => ident.ident.clone(),
+                    _ => format_ident!("__bombsquad_arg{}", index),
+                },
+                ty,
+            }),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+fn is_lint(attr: &syn::Attribute) -> bool {
+    ["allow", "warn", "deny", "expect", "forbid"]
+        .iter()
+        .any(|lint| attr.path().is_ident(lint))
+}
+
+fn options(args: &Args) -> TokenStream {
+    let backend = args.backend.map(|(backend, _)| match backend {
+        Backend::File => quote!(.backend(::bombsquad::Backend::File)),
+        Backend::Pipe => quote!(.backend(::bombsquad::Backend::Pipe)),
+    });
+    let timeout = args
+        .timeout
+        .map(|(millis, _)| quote!(.timeout(::core::time::Duration::from_millis(#millis))));
+    let panic = args.panic.map(|(mode, _)| match mode {
+        PanicMode::Resume => quote!(.panic_mode(::bombsquad::PanicMode::Resume)),
+        PanicMode::Error => quote!(.panic_mode(::bombsquad::PanicMode::Error)),
+    });
+    quote!(::bombsquad::Isolate::new() #backend #timeout #panic)
+}
+
+fn body_call(names: impl Iterator<Item = TokenStream>, unsafe_fn: bool) -> TokenStream {
+    let call = quote!(__bombsquad_body(#(#names),*));
+    if unsafe_fn {
+        // SAFETY: the wrapper is `unsafe fn` with the body's own contract.
+        quote!(unsafe { #call })
+    } else {
+        call
+    }
+}
+
+fn call_forked(params: &[Param<'_>], unsafe_fn: bool) -> TokenStream {
+    let body = body_call(
+        params.iter().map(|p| {
+            let name = &p.name;
+            quote!(#name)
+        }),
+        unsafe_fn,
+    );
+    quote! {
+        ::bombsquad::__private::call_forked(&__bombsquad_options, __bombsquad_codec, move || #body)
+    }
+}
+
+fn call_spawned(
+    name: &Ident,
+    params: &[Param<'_>],
+    result: &TokenStream,
+    unsafe_fn: bool,
+) -> TokenStream {
+    let name = name.to_string();
+    let names: Vec<&Ident> = params.iter().map(|p| &p.name).collect();
+    let owned_types = params.iter().map(Param::owned_type);
+    let body = body_call(params.iter().map(Param::passed_in_child), unsafe_fn);
+    quote! {
+        fn __bombsquad_run(__bombsquad_args: &[u8]) -> ! {
+            #[allow(unused_imports)]
+            use ::bombsquad::__private::{BytesCodec as _, SerdeCodec as _};
+            let codec = (&&::bombsquad::__private::CodecTag::<#result>::new()).codec();
+            ::bombsquad::__private::serve::<(#(#owned_types,)*), #result>(
+                __bombsquad_args,
+                codec,
+                |(#(#names,)*)| #body,
+            )
+        }
+
+        #[::bombsquad::__private::linkme::distributed_slice(::bombsquad::__private::ENTRIES)]
+        #[linkme(crate = ::bombsquad::__private::linkme)]
+        static __BOMBSQUAD_ENTRY: ::bombsquad::__private::Entry = ::bombsquad::__private::Entry {
+            name: ::core::concat!(::core::module_path!(), "::", #name, "@", ::core::line!(), ":", ::core::column!()),
+            run: __bombsquad_run,
+        };
+
+        ::bombsquad::__private::call_spawned(
+            &__bombsquad_options,
+            &__BOMBSQUAD_ENTRY,
+            &(#(&#names,)*),
+            __bombsquad_codec,
+        )
+    }
+}

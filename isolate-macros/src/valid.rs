@@ -1,0 +1,128 @@
+//! What an isolated function may look like. Every problem is reported on
+//! its own token, all at once.
+
+use quote::ToTokens;
+use syn::visit::Visit;
+use syn::{FnArg, ItemFn, ReturnType, Signature, Type};
+
+use crate::args::{Args, StartMethod};
+
+pub(crate) fn check(args: &Args, function: &ItemFn) -> syn::Result<()> {
+    let mut errors = Errors::default();
+    check_signature(&function.sig, &mut errors);
+    for input in &function.sig.inputs {
+        check_argument(args, input, &mut errors);
+    }
+    check_return(&function.sig.output, &mut errors);
+    errors.finish()
+}
+
+fn check_signature(sig: &Signature, errors: &mut Errors) {
+    if let Some(token) = &sig.asyncness {
+        errors.push(token, "an isolated function cannot be `async`: call a synchronous function from `spawn_blocking` instead");
+    }
+    if let Some(token) = &sig.constness {
+        errors.push(token, "an isolated function cannot be `const`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.push(
+            abi,
+            "an isolated function cannot have an `extern` ABI: its wrapper returns a `Result`",
+        );
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.push(variadic, "an isolated function cannot be variadic");
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push(&sig.generics, "an isolated function cannot be generic: the child must find one concrete function by name");
+    }
+}
+
+fn check_argument(args: &Args, input: &FnArg, errors: &mut Errors) {
+    let pat_type = match input {
+        FnArg::Receiver(receiver) => {
+            return errors.push(
+                receiver,
+                "an isolated function cannot take `self`: make it a free function",
+            );
+        }
+        FnArg::Typed(pat_type) => pat_type,
+    };
+    let ty = &*pat_type.ty;
+    if contains_impl_trait(ty) {
+        errors.push(
+            ty,
+            "`impl Trait` arguments are not supported: name a concrete type",
+        );
+    }
+    if args.start_method() == StartMethod::Spawn
+        && let Type::Reference(reference) = ty
+        && let Some(mutability) = &reference.mutability
+    {
+        errors.push(mutability, "a spawned child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
+    }
+}
+
+fn check_return(output: &ReturnType, errors: &mut Errors) {
+    let ReturnType::Type(_, ty) = output else {
+        return;
+    };
+    if contains_impl_trait(ty) {
+        errors.push(
+            ty,
+            "an isolated function cannot return `impl Trait`: name a concrete type",
+        );
+    } else if borrows(ty) {
+        errors.push(ty, "the return type borrows, but the result crosses a process boundary: return an owned type");
+    } else if matches!(**ty, Type::Never(_)) {
+        errors.push(
+            ty,
+            "an isolated function must return a value (use `()` for none), not `!`",
+        );
+    }
+}
+
+fn contains_impl_trait(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl Visit<'_> for Finder {
+        fn visit_type_impl_trait(&mut self, _: &syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut finder = Finder(false);
+    finder.visit_type(ty);
+    finder.0
+}
+
+/// Whether a type holds a reference or a non-`'static` lifetime.
+fn borrows(ty: &Type) -> bool {
+    struct Finder(bool);
+    impl Visit<'_> for Finder {
+        fn visit_type_reference(&mut self, _: &syn::TypeReference) {
+            self.0 = true;
+        }
+        fn visit_lifetime(&mut self, lifetime: &syn::Lifetime) {
+            self.0 |= lifetime.ident != "static";
+        }
+    }
+    let mut finder = Finder(false);
+    finder.visit_type(ty);
+    finder.0
+}
+
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, tokens: &impl ToTokens, message: &str) {
+        let error = syn::Error::new_spanned(tokens, message);
+        match &mut self.0 {
+            Some(all) => all.combine(error),
+            None => self.0 = Some(error),
+        }
+    }
+
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}

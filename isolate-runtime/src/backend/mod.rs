@@ -1,0 +1,102 @@
+//! Where the child's reply goes: a pipe the parent drains while the child
+//! runs, or an unnamed temp file the parent reads after the child exits.
+
+mod file;
+mod pipe;
+
+use std::os::fd::BorrowedFd;
+use std::path::Path;
+
+use crate::error::Error;
+
+/// How the reply travels from child to parent.
+///
+/// # Examples
+///
+/// ```
+/// use bombsquad::{Backend, Isolate};
+///
+/// let len = Isolate::new()
+///     .backend(Backend::Pipe)
+///     .fork(|| vec![7u8; 1 << 20].len())
+///     .unwrap();
+/// assert_eq!(len, 1 << 20);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// An unnamed temp file (`O_TMPFILE`, mode 0600) in the temp dir; the
+    /// reply survives in the file however the child dies. The default, as
+    /// in Python's bombsquad.
+    #[default]
+    File,
+    /// A pipe, drained by the parent while the child writes; needs no
+    /// temp dir.
+    Pipe,
+}
+
+/// The parent's end of a reply channel.
+#[derive(Debug)]
+pub(crate) enum ReplyChannel {
+    Pipe(pipe::PipeReply),
+    File(file::FileReply),
+}
+
+impl ReplyChannel {
+    pub(crate) fn create(backend: Backend, temp_dir: Option<&Path>) -> Result<Self, Error> {
+        Ok(match backend {
+            Backend::Pipe => Self::Pipe(pipe::PipeReply::create()?),
+            Backend::File => Self::File(file::FileReply::create(temp_dir)?),
+        })
+    }
+
+    /// The descriptor the child writes its reply to.
+    pub(crate) fn child_end(&self) -> BorrowedFd<'_> {
+        match self {
+            Self::Pipe(pipe) => pipe.child_end(),
+            Self::File(file) => file.child_end(),
+        }
+    }
+
+    /// Drops the parent's copy of the child's end once the child has its own.
+    pub(crate) fn close_child_end(&mut self) {
+        if let Self::Pipe(pipe) = self {
+            pipe.close_child_end();
+        }
+    }
+
+    /// A descriptor to poll for readability while the child runs.
+    pub(crate) fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        match self {
+            Self::Pipe(pipe) => pipe.poll_fd(),
+            Self::File(_) => None,
+        }
+    }
+
+    /// Takes in what the child has written so far.
+    ///
+    /// # Errors
+    ///
+    /// A malformed frame header (the child is lying or corrupt).
+    pub(crate) fn read_available(&mut self) -> Result<(), String> {
+        match self {
+            Self::Pipe(pipe) => pipe.read_available(),
+            Self::File(_) => Ok(()),
+        }
+    }
+
+    /// Everything the child wrote, once it has exited.
+    ///
+    /// # Errors
+    ///
+    /// The reply could not be read or is larger than any frame may be.
+    pub(crate) fn finish(self) -> Result<Vec<u8>, String> {
+        match self {
+            Self::Pipe(mut pipe) => {
+                pipe.read_available()?;
+                Ok(pipe.into_bytes())
+            }
+            Self::File(file) => file.read_all(),
+        }
+    }
+}

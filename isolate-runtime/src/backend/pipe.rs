@@ -1,0 +1,87 @@
+//! The pipe backend: the parent drains the pipe while the child writes (a
+//! pipe holds only its capacity; a writer blocks until it is read), checking
+//! each frame header as it arrives so a lying length is refused at once.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
+
+use crate::codec::{self, HEADER_LEN};
+use crate::error::Error;
+use crate::sys;
+
+/// Asked-for pipe capacity: fewer wake-ups for large replies. The kernel
+/// caps it at `/proc/sys/fs/pipe-max-size`; failure is harmless.
+const PIPE_CAPACITY: i32 = 1 << 20;
+/// Most the buffer grows ahead of the data on a frame's announced length.
+const MAX_RESERVE_AHEAD: usize = 64 << 20;
+
+#[derive(Debug)]
+pub(crate) struct PipeReply {
+    read: OwnedFd,
+    write: Option<OwnedFd>,
+    bytes: Vec<u8>,
+    /// Offset of the next frame header not yet checked.
+    next_header: usize,
+    eof: bool,
+}
+
+impl PipeReply {
+    pub(crate) fn create() -> Result<Self, Error> {
+        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
+            .map_err(|e| Error::spawn("create the reply pipe", e))?;
+        let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
+        sys::set_nonblocking(&read).map_err(|e| Error::spawn("configure the reply pipe", e))?;
+        Ok(Self {
+            read,
+            write: Some(write),
+            bytes: Vec::new(),
+            next_header: 0,
+            eof: false,
+        })
+    }
+
+    pub(crate) fn child_end(&self) -> BorrowedFd<'_> {
+        self.write.as_ref().expect("child end taken").as_fd()
+    }
+
+    pub(crate) fn close_child_end(&mut self) {
+        self.write = None;
+    }
+
+    pub(crate) fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        (!self.eof).then(|| self.read.as_fd())
+    }
+
+    /// Reads until the pipe is empty (it never blocks).
+    pub(crate) fn read_available(&mut self) -> Result<(), String> {
+        while !self.eof {
+            match sys::read_into_spare(self.read.as_fd(), &mut self.bytes, HEADER_LEN.max(64 << 10))
+            {
+                Ok(0) => self.eof = true,
+                Ok(_) => self.check_headers()?,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(format!("read the reply pipe: {e}")),
+            }
+        }
+        Ok(())
+    }
+
+    fn check_headers(&mut self) -> Result<(), String> {
+        while let Some(head) = self
+            .bytes
+            .get(self.next_header..self.next_header + HEADER_LEN)
+        {
+            let (_, len) = codec::parse_header(head.try_into().expect("header length"))?;
+            let len = usize::try_from(len).map_err(|e| e.to_string())?;
+            self.next_header += HEADER_LEN + len;
+            let ahead = self.next_header.saturating_sub(self.bytes.len());
+            self.bytes.reserve(ahead.min(MAX_RESERVE_AHEAD));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}

@@ -1,0 +1,152 @@
+//! The child's side of a call: run the function under `catch_unwind`, send
+//! one reply frame, leave with `_exit`. Shared by fork and spawn mode.
+
+use std::cell::Cell;
+use std::io::Write as _;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, Codec, FrameKind};
+use crate::error::{CodecStage, Error};
+use crate::panic::{PanicReport, message_of};
+use crate::sys;
+
+/// The descriptor replies go to; -1 in a process that is not a child.
+static REPLY_FD: AtomicI32 = AtomicI32::new(-1);
+/// How deeply this process is nested inside isolated calls.
+static DEPTH: AtomicU32 = AtomicU32::new(0);
+/// Whether to flush std's stdout before leaving (spawned children only: a
+/// forked child could find the lock held by a thread that no longer exists).
+static FLUSH_STDOUT: AtomicBool = AtomicBool::new(false);
+/// Whether the panic hook has sent a report (it may have been replaced by
+/// the user, in which case `serve` reports from the caught payload).
+static PANIC_SENT: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Set on the thread that runs the isolated function, so panics of other
+    /// threads it starts are left to the previous hook, as in-process.
+    static ON_FUNCTION_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Why a child could not produce a result, sent in a `Failure` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum ChildFailure {
+    Codec { stage: CodecStage, message: String },
+    UnknownFunction { message: String },
+}
+
+/// How deep isolated calls may nest: a fork-bomb guard (FAULTS.md G5).
+pub(crate) const MAX_DEPTH: u32 = 8;
+
+/// The depth a new call from this process runs at.
+///
+/// # Errors
+///
+/// `NestingTooDeep` beyond [`MAX_DEPTH`].
+pub(crate) fn next_depth() -> Result<u32, Error> {
+    let depth = DEPTH.load(Ordering::Relaxed) + 1;
+    if depth > MAX_DEPTH {
+        return Err(Error::NestingTooDeep { limit: MAX_DEPTH });
+    }
+    Ok(depth)
+}
+
+/// Makes this process a child that replies on `reply_fd`, at `depth`.
+pub(crate) fn become_child(reply_fd: i32, depth: u32, flush_stdout: bool) {
+    REPLY_FD.store(reply_fd, Ordering::Relaxed);
+    DEPTH.store(depth, Ordering::Relaxed);
+    FLUSH_STDOUT.store(flush_stdout, Ordering::Relaxed);
+    ON_FUNCTION_THREAD.set(true);
+    crate::panic::install_hook();
+}
+
+/// Sends the report of a panic on the function thread; `false` when this
+/// panic is not ours to report (the caller then runs the previous hook).
+pub(crate) fn report_panic(report: impl FnOnce() -> PanicReport) -> bool {
+    if !ON_FUNCTION_THREAD.with(Cell::get) || REPLY_FD.load(Ordering::Relaxed) < 0 {
+        return false;
+    }
+    if let Ok(payload) = codec::to_msgpack(&report()) {
+        let _ = send_frame(FrameKind::Panic, &payload);
+    }
+    PANIC_SENT.store(true, Ordering::Relaxed);
+    true
+}
+
+fn send_frame(kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
+    // SAFETY: REPLY_FD was handed over by `become_child` and is never closed
+    // by the runtime before the process leaves.
+    let fd = unsafe { sys::borrow_fd(REPLY_FD.load(Ordering::Relaxed)) };
+    sys::write_all(fd, &codec::header(kind, payload.len()))?;
+    sys::write_all(fd, payload)
+}
+
+/// Sends a failure and leaves the process.
+pub(crate) fn fail(failure: &ChildFailure) -> ! {
+    if let Ok(payload) = codec::to_msgpack(failure) {
+        let _ = send_frame(FrameKind::Failure, &payload);
+    }
+    leave()
+}
+
+/// Leaves the child: exit code 0 whatever happened, because the reply frame
+/// (or its absence) tells the parent what happened. A child that could not
+/// send anything is reported as `ZeroExitcodeWithoutPayload`.
+fn leave() -> ! {
+    if FLUSH_STDOUT.load(Ordering::Relaxed) {
+        let _ = std::io::stdout().flush();
+    }
+    sys::exit_now(0)
+}
+
+/// Runs `function` and replies with its result (or its panic). Never returns:
+/// the child must not unwind or return past the fork point.
+pub(crate) fn serve<R>(codec: Codec<R>, function: impl FnOnce() -> R) -> ! {
+    let value = match catch_unwind(AssertUnwindSafe(function)) {
+        Ok(value) => value,
+        Err(payload) => {
+            if !PANIC_SENT.load(Ordering::Relaxed) {
+                report_panic(|| PanicReport::from_payload(payload.as_ref()));
+            }
+            leave()
+        }
+    };
+    let encoded = catch_unwind(AssertUnwindSafe(|| (codec.encode)(&value)));
+    // The value's destructor is not run: the process ends right here.
+    std::mem::forget(value);
+    match encoded {
+        Ok(Ok(bytes)) => {
+            let _ = send_frame(FrameKind::Return, &bytes);
+            leave()
+        }
+        Ok(Err(message)) => fail(&ChildFailure::Codec {
+            stage: CodecStage::EncodeResult,
+            message,
+        }),
+        Err(payload) => fail(&ChildFailure::Codec {
+            stage: CodecStage::EncodeResult,
+            message: message_of(payload.as_ref()),
+        }),
+    }
+}
+
+/// Decodes the arguments of a registered function, then serves it.
+pub(crate) fn serve_registered<A: DeserializeOwned, R>(
+    args: &[u8],
+    codec: Codec<R>,
+    function: impl FnOnce(A) -> R,
+) -> ! {
+    let decoded = catch_unwind(AssertUnwindSafe(|| codec::from_msgpack::<A>(args)));
+    let message = match decoded {
+        Ok(Ok(args)) => serve(codec, move || function(args)),
+        Ok(Err(message)) => message,
+        Err(payload) => message_of(payload.as_ref()),
+    };
+    fail(&ChildFailure::Codec {
+        stage: CodecStage::DecodeArguments,
+        message,
+    })
+}

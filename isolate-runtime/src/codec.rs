@@ -1,0 +1,247 @@
+//! Frames on the wire and the MessagePack encoding of values.
+//!
+//! A frame is a 16-byte header (magic, kind, length) followed by the payload.
+//! Values are MessagePack from `rmp_serde::to_vec_named` (`to_vec` would
+//! break `skip_serializing_if`); a `Vec<u8>` travels as one `bin` object, not
+//! byte by byte.
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+const MAGIC: [u8; 4] = *b"BSQ\x01";
+pub(crate) const HEADER_LEN: usize = 16;
+
+/// The largest frame the parent accepts. Lengths above it are rejected before
+/// anything is allocated, so a lying child cannot exhaust the parent.
+pub(crate) const MAX_FRAME_LEN: u64 = 16 << 30;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum FrameKind {
+    /// Parent to child: the registered name of the function to run.
+    Call = 1,
+    /// Parent to child: the encoded arguments.
+    Args = 2,
+    /// Child to parent: the encoded result.
+    Return = 16,
+    /// Child to parent: a `PanicReport`.
+    Panic = 17,
+    /// Child to parent: a `ChildFailure`.
+    Failure = 18,
+}
+
+impl FrameKind {
+    fn from_byte(byte: u8) -> Option<Self> {
+        [
+            Self::Call,
+            Self::Args,
+            Self::Return,
+            Self::Panic,
+            Self::Failure,
+        ]
+        .into_iter()
+        .find(|kind| *kind as u8 == byte)
+    }
+}
+
+/// The header that precedes a payload of `len` bytes.
+pub(crate) fn header(kind: FrameKind, len: usize) -> [u8; HEADER_LEN] {
+    let mut header = [0; HEADER_LEN];
+    header[..4].copy_from_slice(&MAGIC);
+    header[4] = kind as u8;
+    header[8..].copy_from_slice(&(len as u64).to_le_bytes());
+    header
+}
+
+/// A header read back: its kind and payload length.
+pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<(FrameKind, u64), String> {
+    if bytes[..4] != MAGIC {
+        return Err(format!("bad frame magic {:02x?}", &bytes[..4]));
+    }
+    let kind =
+        FrameKind::from_byte(bytes[4]).ok_or_else(|| format!("unknown frame kind {}", bytes[4]))?;
+    let len = u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes"));
+    if len > MAX_FRAME_LEN {
+        return Err(format!(
+            "frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN} bytes"
+        ));
+    }
+    Ok((kind, len))
+}
+
+/// Splits a buffer of frames into `(kind, payload)` pairs.
+///
+/// # Errors
+///
+/// A bad header, or a last frame cut short ("truncated").
+pub(crate) fn split_frames(mut bytes: &[u8]) -> Result<Vec<(FrameKind, &[u8])>, String> {
+    let mut frames = Vec::new();
+    while !bytes.is_empty() {
+        let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
+            return Err(format!("truncated frame header ({} bytes)", bytes.len()));
+        };
+        let (kind, len) = parse_header(head)?;
+        let rest = &bytes[HEADER_LEN..];
+        let len = usize::try_from(len).map_err(|_| "frame length overflows usize".to_owned())?;
+        if rest.len() < len {
+            return Err(format!(
+                "truncated frame: {} of {len} payload bytes arrived",
+                rest.len()
+            ));
+        }
+        frames.push((kind, &rest[..len]));
+        bytes = &rest[len..];
+    }
+    Ok(frames)
+}
+
+/// Encodes any serde value as MessagePack with field names.
+pub(crate) fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec_named(value).map_err(|e| e.to_string())
+}
+
+/// Decodes a MessagePack value.
+pub(crate) fn from_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
+}
+
+/// How one type is encoded and decoded: chosen at the call site, where the
+/// type is concrete, so `Vec<u8>` can take the `bin` path without the user
+/// annotating anything.
+#[derive(Debug)]
+pub struct Codec<T> {
+    pub(crate) encode: fn(&T) -> Result<Vec<u8>, String>,
+    pub(crate) decode: fn(&[u8]) -> Result<T, String>,
+}
+
+impl<T> Clone for Codec<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Codec<T> {}
+
+impl<T: Serialize + DeserializeOwned> Codec<T> {
+    /// The general serde path.
+    #[must_use]
+    pub fn serde() -> Self {
+        Self {
+            encode: to_msgpack::<T>,
+            decode: from_msgpack::<T>,
+        }
+    }
+}
+
+fn encode_bytes(bytes: &Vec<u8>) -> Result<Vec<u8>, String> {
+    to_msgpack(serde_bytes::Bytes::new(bytes))
+}
+
+fn decode_bytes(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    from_msgpack::<serde_bytes::ByteBuf>(bytes).map(serde_bytes::ByteBuf::into_vec)
+}
+
+/// Selects a [`Codec`] by autoref specialization: `(&&CodecTag::<T>::new()).codec()`
+/// finds [`BytesCodec`] for `Vec<u8>` and [`SerdeCodec`] for everything else.
+#[derive(Debug)]
+pub struct CodecTag<T>(PhantomData<T>);
+
+impl<T> CodecTag<T> {
+    #[must_use]
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> Default for CodecTag<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The `bin` codec, chosen for `Vec<u8>`.
+pub trait BytesCodec {
+    fn codec(&self) -> Codec<Vec<u8>> {
+        Codec {
+            encode: encode_bytes,
+            decode: decode_bytes,
+        }
+    }
+}
+impl BytesCodec for &CodecTag<Vec<u8>> {}
+
+/// The serde codec, chosen for every other type.
+pub trait SerdeCodec<T> {
+    fn codec(&self) -> Codec<T>;
+}
+impl<T: Serialize + DeserializeOwned> SerdeCodec<T> for CodecTag<T> {
+    fn codec(&self) -> Codec<T> {
+        Codec::serde()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_truncation_is_reported() {
+        let mut buf = header(FrameKind::Return, 3).to_vec();
+        buf.extend_from_slice(b"abc");
+        buf.extend_from_slice(&header(FrameKind::Panic, 0));
+        let frames = split_frames(&buf).unwrap();
+        assert_eq!(
+            frames,
+            vec![
+                (FrameKind::Return, &b"abc"[..]),
+                (FrameKind::Panic, &b""[..])
+            ]
+        );
+        assert_eq!(
+            split_frames(&buf[..18]).unwrap_err(),
+            "truncated frame: 2 of 3 payload bytes arrived"
+        );
+    }
+
+    #[test]
+    fn lying_length_is_rejected_before_allocating() {
+        let mut head = header(FrameKind::Return, 0);
+        head[8..].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(
+            parse_header(&head)
+                .unwrap_err()
+                .contains("exceeds the limit")
+        );
+    }
+
+    #[test]
+    fn bytes_take_the_bin_path() {
+        let codec = (&&CodecTag::<Vec<u8>>::new()).codec();
+        let encoded = (codec.encode)(&vec![200u8; 1000]).unwrap();
+        assert_eq!(encoded.len(), 1000 + 3, "bin16 header, one byte per byte");
+        assert_eq!((codec.decode)(&encoded).unwrap(), vec![200u8; 1000]);
+    }
+}
+
+/// The owned type a spawned child rebuilds for a `&T` argument: `String`
+/// for `&str`, `Vec<T>` for `&[T]`, `PathBuf` for `&Path`, `T` for `&T`.
+pub trait OwnedArg {
+    type Owned: DeserializeOwned;
+}
+impl<T: DeserializeOwned> OwnedArg for T {
+    type Owned = T;
+}
+impl OwnedArg for str {
+    type Owned = String;
+}
+impl<T: DeserializeOwned> OwnedArg for [T] {
+    type Owned = Vec<T>;
+}
+impl OwnedArg for std::path::Path {
+    type Owned = std::path::PathBuf;
+}
+impl OwnedArg for std::ffi::OsStr {
+    type Owned = std::ffi::OsString;
+}

@@ -1,0 +1,152 @@
+//! The entry of a re-executed child: a constructor that runs before `main`,
+//! so neither the user's `main` nor libtest ever starts in the child.
+//!
+//! Checks, in order (FAULTS.md section 4): a malformed marker or a secure
+//! exec is refused (exit 2); a marker whose parent pid is not ours was
+//! inherited and is ignored (the normal `main` runs); the channel must be a
+//! Unix socket created by our parent and must carry the marker's token.
+
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sockopt};
+use nix::sys::stat::{SFlag, fstat};
+
+use crate::codec::{self, FrameKind, HEADER_LEN};
+use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
+use crate::{child, registry, sys};
+
+/// Function names longer than this are refused.
+const MAX_NAME_LEN: u64 = 4096;
+
+#[ctor::ctor(unsafe)]
+fn bombsquad_child_entry() {
+    run_if_marked();
+}
+
+/// Keeps the constructor's object file in every binary that makes spawned
+/// calls: the linker may drop unreferenced members of an rlib.
+pub(crate) fn keep_linked() {
+    std::hint::black_box(bombsquad_child_entry as fn());
+}
+
+fn run_if_marked() {
+    let Some(raw) = std::env::var_os(MARKER_VAR) else {
+        return;
+    };
+    let marker =
+        Marker::parse(&raw).unwrap_or_else(|why| refuse(&format!("malformed marker: {why}")));
+    if sys::is_secure_exec() {
+        refuse("the binary runs as a secure exec (setuid, setcap)");
+    }
+    if sys::parent_pid() != marker.parent_pid {
+        return; // inherited from an ancestor: this process is not our child
+    }
+    let channel = take_channel(&marker).unwrap_or_else(|why| refuse(&why));
+    if !sys::die_with_parent(marker.parent_pid) {
+        sys::exit_now(2);
+    }
+    sys::disable_core_dumps();
+    sys::ignore_sigpipe();
+    let (reply_fd, name, args) =
+        receive_call(channel.as_fd(), &marker).unwrap_or_else(|why| refuse(&why));
+    drop(channel);
+    child::become_child(reply_fd.into_raw_fd(), marker.depth, true);
+    match registry::find(&name) {
+        Ok(entry) => (entry.run)(&args),
+        Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
+    }
+}
+
+fn refuse(why: &str) -> ! {
+    eprintln!(
+        "bombsquad: refusing to run an isolated call in process {}: {why}",
+        std::process::id()
+    );
+    sys::exit_now(2)
+}
+
+/// Checks the marker's descriptor is a socket our parent made, moves it off
+/// its number and gives that number `/dev/null` (it is stdin).
+fn take_channel(marker: &Marker) -> Result<OwnedFd, String> {
+    // SAFETY: the descriptor is only inspected here; it is duplicated before
+    // its number is reused.
+    let fd = unsafe { sys::borrow_fd(marker.fd) };
+    let stat = fstat(fd).map_err(|e| format!("channel descriptor {}: {e}", marker.fd))?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
+        return Err(format!("channel descriptor {} is not a socket", marker.fd));
+    }
+    let peer =
+        getsockopt(&fd, sockopt::PeerCredentials).map_err(|e| format!("channel peer: {e}"))?;
+    if peer.pid() != marker.parent_pid || peer.uid() != nix::unistd::Uid::effective().as_raw() {
+        return Err("the channel was not created by the parent process".to_owned());
+    }
+    let channel = fd
+        .try_clone_to_owned()
+        .map_err(|e| format!("duplicate channel: {e}"))?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+    sys::dup_onto(null.as_fd(), marker.fd).map_err(|e| format!("redirect stdin: {e}"))?;
+    Ok(channel)
+}
+
+/// Reads the token and the reply descriptor, then the call and args frames.
+fn receive_call(
+    channel: BorrowedFd<'_>,
+    marker: &Marker,
+) -> Result<(OwnedFd, String, Vec<u8>), String> {
+    let mut token = [0u8; TOKEN_LEN];
+    let reply_fd = receive_token_and_fd(channel, &mut token)?;
+    if !tokens_match(&token, &marker.token) {
+        return Err("the channel token does not match the marker".to_owned());
+    }
+    let name = read_frame(channel, FrameKind::Call, MAX_NAME_LEN)?;
+    let name = String::from_utf8(name).map_err(|_| "function name is not UTF-8".to_owned())?;
+    let args = read_frame(channel, FrameKind::Args, codec::MAX_FRAME_LEN)?;
+    Ok((reply_fd, name, args))
+}
+
+fn receive_token_and_fd(
+    channel: BorrowedFd<'_>,
+    token: &mut [u8; TOKEN_LEN],
+) -> Result<OwnedFd, String> {
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let (received, fd) = {
+        let mut iov = [IoSliceMut::new(token)];
+        let msg = recvmsg::<()>(
+            channel.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("receive the token: {e}"))?;
+        let fd = msg
+            .cmsgs()
+            .ok()
+            .into_iter()
+            .flatten()
+            .find_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            });
+        (msg.bytes, fd)
+    };
+    // SAFETY: SCM_RIGHTS installed this descriptor in our table just now.
+    let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    sys::read_exact(channel, &mut token[received..])
+        .map_err(|e| format!("receive the token: {e}"))?;
+    fd.ok_or_else(|| "the parent sent no reply descriptor".to_owned())
+}
+
+fn read_frame(channel: BorrowedFd<'_>, expected: FrameKind, limit: u64) -> Result<Vec<u8>, String> {
+    let mut head = [0u8; HEADER_LEN];
+    sys::read_exact(channel, &mut head).map_err(|e| format!("receive the call: {e}"))?;
+    let (kind, len) = codec::parse_header(&head)?;
+    if kind != expected || len > limit {
+        return Err(format!(
+            "expected a {expected:?} frame, got {kind:?} of {len} bytes"
+        ));
+    }
+    let mut payload = vec![0; usize::try_from(len).map_err(|e| e.to_string())?];
+    sys::read_exact(channel, &mut payload).map_err(|e| format!("receive the call: {e}"))?;
+    Ok(payload)
+}

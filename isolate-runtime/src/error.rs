@@ -1,0 +1,156 @@
+//! The error every isolated call can return.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::NonzeroExitcode;
+
+/// Why an isolated call did not return a value.
+///
+/// `NonzeroExitcode` is a tuple variant; every other variant is a struct
+/// variant, so `Error::Timeout { .. }` matches whatever fields are added later.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The child was killed by a signal or exited with a nonzero code.
+    #[error(transparent)]
+    NonzeroExitcode(NonzeroExitcode),
+
+    /// The child exited with code 0 but never sent a result: the function
+    /// called `std::process::exit(0)` or `libc::_exit(0)`, closed the
+    /// channel, or exited with a code whose low 8 bits are 0 (`exit(256)`).
+    #[error(
+        "the isolated call (pid {pid}) exited with code 0 without sending a result; \
+         does it call std::process::exit?"
+    )]
+    ZeroExitcodeWithoutPayload {
+        /// The child's process id.
+        pid: u32,
+    },
+
+    /// The call ran longer than its `timeout`; the child's process group was
+    /// killed with SIGKILL and reaped.
+    #[error(
+        "the isolated call (pid {pid}) did not finish within {after:?}; its process group was killed"
+    )]
+    Timeout {
+        /// The configured timeout.
+        after: Duration,
+        /// The child's process id.
+        pid: u32,
+    },
+
+    /// The function panicked and the call was made with `panic = "error"`.
+    #[error("the isolated call panicked{}: {message}", at(location.as_ref()))]
+    Panicked {
+        /// The panic message (truncated to 64 KiB).
+        message: String,
+        /// Where the panic happened in the child, when known.
+        location: Option<Location>,
+        /// The child's backtrace, when `RUST_BACKTRACE` asked for one.
+        backtrace: Option<String>,
+    },
+
+    /// Encoding or decoding the arguments or the result failed.
+    #[error("could not {stage}: {message}")]
+    Codec {
+        /// Which of the four encode/decode steps failed.
+        stage: CodecStage,
+        /// What the serializer said (or the panic message of a user impl).
+        message: String,
+    },
+
+    /// The operating system refused to start the child or to create its
+    /// channel (pipe, temp file, socket, process).
+    #[error("could not {what}: {source}")]
+    Spawn {
+        /// What was being created.
+        what: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The child sent malformed or truncated data.
+    #[error("the isolated call (pid {pid}) sent a malformed reply: {message}")]
+    Protocol {
+        /// The child's process id.
+        pid: u32,
+        /// What was wrong with the data.
+        message: String,
+    },
+
+    /// Isolated calls were nested deeper than the limit (a fork-bomb guard).
+    #[error(
+        "isolated calls are nested more than {limit} deep; is the function recursing through #[bombsquad]?"
+    )]
+    NestingTooDeep {
+        /// The maximum depth.
+        limit: u32,
+    },
+}
+
+fn at(location: Option<&Location>) -> String {
+    location.map(|l| format!(" at {l}")).unwrap_or_default()
+}
+
+/// The four places where arguments or results are encoded or decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CodecStage {
+    /// Encoding the arguments in the parent (nothing was started).
+    EncodeArguments,
+    /// Decoding the arguments in the child (the function never ran).
+    DecodeArguments,
+    /// Encoding the result in the child (the function did run).
+    EncodeResult,
+    /// Decoding the result in the parent (the function did run).
+    DecodeResult,
+}
+
+impl fmt::Display for CodecStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::EncodeArguments => "encode the arguments in the parent",
+            Self::DecodeArguments => "decode the arguments in the child",
+            Self::EncodeResult => "encode the result in the child",
+            Self::DecodeResult => "decode the result in the parent",
+        })
+    }
+}
+
+/// A source location in the child, as `std::panic::Location` gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Location {
+    /// The source file.
+    pub file: String,
+    /// The line, from 1.
+    pub line: u32,
+    /// The column, from 1.
+    pub column: u32,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+impl Error {
+    pub(crate) fn spawn(what: impl Into<String>, source: impl Into<io::Error>) -> Self {
+        Self::Spawn {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    pub(crate) fn codec(stage: CodecStage, message: impl Into<String>) -> Self {
+        Self::Codec {
+            stage,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Fork mode: the one place that calls fork(2). The child runs the closure
+//! directly and leaves by `_exit`; until the closure runs it makes raw
+//! syscalls only (FAULTS.md L16).
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use crate::backend::ReplyChannel;
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::isolate::Isolate;
+use crate::supervise::{Child, Outgoing, supervise};
+use crate::{child, outcome, sys};
+
+#[track_caller]
+pub(crate) fn call<R>(
+    options: &Isolate,
+    codec: Codec<R>,
+    function: impl FnOnce() -> R,
+) -> Result<R, Error> {
+    let depth = child::next_depth()?;
+    let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
+    let null = File::open("/dev/null")
+        .map_err(|e| Error::spawn("open /dev/null for the child's stdin", e))?;
+    crate::panic::install_hook();
+    let parent = std::process::id().cast_signed();
+    let deadline = options.deadline();
+    // SAFETY: the child branch runs `run_child`, which never returns: it
+    // makes raw syscalls, runs the closure and leaves with `_exit`.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(Error::spawn("fork the child process", e)),
+        Ok(nix::unistd::ForkResult::Child) => {
+            let reply_fd = reply.child_end().as_raw_fd();
+            run_child(reply_fd, &null, parent, depth, codec, function)
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            sys::put_in_own_group(child.as_raw());
+            reply.close_child_end();
+            drop(null);
+            let child = Child::adopt(child.as_raw())?;
+            let exit = supervise(child, deadline, &mut reply, Outgoing::none())?;
+            outcome::conclude(exit, reply.finish(), codec, options)
+        }
+    }
+}
+
+/// The forked child: hygiene first (own process group, only its reply fd
+/// and stdio, stdin from /dev/null, exec-like signal state, death with the
+/// parent, no core files), then the closure.
+fn run_child<R>(
+    reply_fd: RawFd,
+    null: &File,
+    parent: i32,
+    depth: u32,
+    codec: Codec<R>,
+    function: impl FnOnce() -> R,
+) -> ! {
+    sys::lead_own_process_group();
+    let _ = sys::dup_onto(null.as_fd(), 0);
+    sys::close_fds_except(&mut [reply_fd]);
+    sys::reset_signal_state();
+    if !sys::die_with_parent(parent) {
+        sys::exit_now(2);
+    }
+    sys::disable_core_dumps();
+    child::become_child(reply_fd, depth, false);
+    child::serve(codec, function)
+}

@@ -1,0 +1,132 @@
+//! Panics: captured in the child by a hook, re-raised in the parent.
+
+use std::any::Any;
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::panic::PanicHookInfo;
+use std::sync::Once;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Location;
+
+/// The largest panic message sent back; longer ones are cut (FAULTS B5).
+const MAX_MESSAGE_LEN: usize = 64 << 10;
+
+/// A panic in the child, as sent to the parent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PanicReport {
+    pub(crate) message: String,
+    pub(crate) location: Option<Location>,
+    pub(crate) backtrace: Option<String>,
+}
+
+impl PanicReport {
+    fn from_hook(info: &PanicHookInfo<'_>) -> Self {
+        let backtrace = Backtrace::capture();
+        Self {
+            message: message_of(info.payload()),
+            location: info.location().map(|l| Location {
+                file: l.file().to_owned(),
+                line: l.line(),
+                column: l.column(),
+            }),
+            backtrace: (backtrace.status() == BacktraceStatus::Captured)
+                .then(|| backtrace.to_string()),
+        }
+    }
+
+    /// A report built from a caught payload, for when our hook did not run
+    /// (the user replaced it).
+    pub(crate) fn from_payload(payload: &(dyn Any + Send)) -> Self {
+        Self {
+            message: message_of(payload),
+            location: None,
+            backtrace: None,
+        }
+    }
+}
+
+/// The panic message as std's hook prints it, bounded.
+pub(crate) fn message_of(payload: &(dyn Any + Send)) -> String {
+    let message = if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "child panicked with a non-string payload (Box<dyn Any>)".to_owned()
+    };
+    truncate(message)
+}
+
+fn truncate(mut message: String) -> String {
+    if message.len() <= MAX_MESSAGE_LEN {
+        return message;
+    }
+    let dropped = message.len() - cut_point(&message);
+    message.truncate(message.len() - dropped);
+    message.push_str(&format!("…[truncated {dropped} bytes]"));
+    message
+}
+
+fn cut_point(message: &str) -> usize {
+    (0..=MAX_MESSAGE_LEN)
+        .rev()
+        .find(|&i| message.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// Installs, once per process, a hook that reports panics of an isolated
+/// function to its parent and otherwise defers to the hook it replaced.
+pub(crate) fn install_hook() {
+    static INSTALL: Once = Once::new();
+    if std::thread::panicking() {
+        return; // set_hook would panic; the child falls back to the payload.
+    }
+    INSTALL.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !crate::child::report_panic(|| PanicReport::from_hook(info)) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Re-raises a child's panic in the parent, with the child's message as a
+/// `String` payload so `should_panic(expected)` and `downcast_ref::<String>`
+/// behave as in-process. `panic_any` runs the parent's hook, which prints
+/// the caller's location; the child's location is printed first.
+#[track_caller]
+pub(crate) fn resume(report: PanicReport, pid: u32) -> ! {
+    let at = report
+        .location
+        .as_ref()
+        .map(|l| format!(" at {l}"))
+        .unwrap_or_default();
+    eprintln!("bombsquad: the isolated call (pid {pid}) panicked{at}; re-raising in the caller");
+    if let Some(backtrace) = &report.backtrace {
+        eprintln!("child backtrace:\n{backtrace}");
+    }
+    std::panic::panic_any(report.message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_are_cut_with_a_marker() {
+        let message = truncate("é".repeat(MAX_MESSAGE_LEN));
+        assert!(message.len() <= MAX_MESSAGE_LEN + 40);
+        assert!(message.ends_with(&format!("…[truncated {} bytes]", MAX_MESSAGE_LEN)));
+    }
+
+    #[test]
+    fn non_string_payloads_are_named() {
+        assert_eq!(
+            message_of(&42u32),
+            "child panicked with a non-string payload (Box<dyn Any>)"
+        );
+        assert_eq!(message_of(&"boom"), "boom");
+    }
+}

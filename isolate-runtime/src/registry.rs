@@ -1,0 +1,29 @@
+//! The link-time registry of `#[bombsquad]` functions, looked up by name in
+//! a re-executed child. Functions are found by their registered name, never
+//! by address (DESIGN.md, mechanism 1).
+
+/// One registered function. Not public API: generated code builds these.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Entry {
+    /// `module_path!()::name@line:column`: unique within one binary.
+    pub name: &'static str,
+    /// Decodes the arguments, runs the function, sends the reply and leaves
+    /// the process.
+    pub run: fn(&[u8]) -> !,
+}
+
+/// Every registered function of this binary. Not public API.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static ENTRIES: [Entry];
+
+/// The entry registered under `name`.
+pub(crate) fn find(name: &str) -> Result<&'static Entry, String> {
+    let mut matches = ENTRIES.iter().filter(|entry| entry.name == name);
+    match (matches.next(), matches.next()) {
+        (Some(entry), None) => Ok(entry),
+        (None, _) => Err(format!("unknown function id {name:?}")),
+        (Some(_), Some(_)) => Err(format!("function id {name:?} is registered twice")),
+    }
+}

@@ -1,0 +1,124 @@
+//! Spawn mode: re-execute `/proc/self/exe` with no arguments and let the
+//! constructor in `entry.rs` run the registered function before `main`.
+//!
+//! The channel is a Unix socket handed over as the child's stdin, so std
+//! can use `posix_spawn` (no `pre_exec`, whose fork costs grow with the
+//! parent's memory). The child swaps it for `/dev/null` before anything
+//! else runs. The reply descriptor travels over the socket (SCM_RIGHTS).
+
+use std::io::IoSlice;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+};
+use serde::Serialize;
+
+use crate::backend::ReplyChannel;
+use crate::codec::{self, Codec, FrameKind};
+use crate::error::{CodecStage, Error};
+use crate::isolate::Isolate;
+use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, new_token};
+use crate::panic::message_of;
+use crate::registry::Entry;
+use crate::supervise::{Child, Outgoing, supervise};
+use crate::{child, entry, outcome, sys};
+
+/// The binary to re-execute: the same inode even if the file was replaced.
+const SELF_EXE: &str = "/proc/self/exe";
+
+/// Runs the registered `entry` in a re-executed child with `args`.
+#[track_caller]
+pub(crate) fn call<A, R>(
+    options: &Isolate,
+    entry: &'static Entry,
+    args: &A,
+    codec: Codec<R>,
+) -> Result<R, Error>
+where
+    A: Serialize + ?Sized,
+{
+    entry::keep_linked();
+    let depth = child::next_depth()?;
+    let request = encode_request(entry.name, args)?;
+    let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
+    let (socket, child_socket) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| Error::spawn("create the channel to the child (socketpair)", e))?;
+    let token = new_token().map_err(|e| Error::spawn("draw a random token", e))?;
+    let marker = Marker {
+        parent_pid: std::process::id().cast_signed(),
+        fd: 0,
+        depth,
+        token,
+    };
+    let deadline = options.deadline();
+    let started = Command::new(SELF_EXE)
+        .env(MARKER_VAR, marker.encode())
+        .stdin(Stdio::from(child_socket))
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            Error::spawn(
+                format!("re-execute {SELF_EXE} (is /proc mounted? start_method = \"fork\" does not need it)"),
+                e,
+            )
+        })?;
+    let child = Child::adopt(started.id().cast_signed())?;
+    drop(started); // std's handle neither waits nor kills; `child` owns the process now
+    // A child that died early cannot take the token; its exit status will say why.
+    let _ = send_token_and_fd(socket.as_fd(), &token, reply.child_end());
+    reply.close_child_end();
+    sys::set_nonblocking(&socket).map_err(|e| Error::spawn("configure the channel", e))?;
+    let exit = supervise(
+        child,
+        deadline,
+        &mut reply,
+        Outgoing::new(socket.as_fd(), &request),
+    )?;
+    outcome::conclude(exit, reply.finish(), codec, options)
+}
+
+/// The `Call` and `Args` frames, encoded before anything is started, so an
+/// argument that fails to encode leaves nothing behind (FAULTS.md A12).
+fn encode_request<A: Serialize + ?Sized>(name: &str, args: &A) -> Result<Vec<u8>, Error> {
+    let encoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::to_msgpack(args)));
+    let args = match encoded {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(message)) => return Err(Error::codec(CodecStage::EncodeArguments, message)),
+        Err(payload) => {
+            return Err(Error::codec(
+                CodecStage::EncodeArguments,
+                message_of(payload.as_ref()),
+            ));
+        }
+    };
+    let mut request = Vec::with_capacity(2 * codec::HEADER_LEN + name.len() + args.len());
+    request.extend_from_slice(&codec::header(FrameKind::Call, name.len()));
+    request.extend_from_slice(name.as_bytes());
+    request.extend_from_slice(&codec::header(FrameKind::Args, args.len()));
+    request.extend_from_slice(&args);
+    Ok(request)
+}
+
+fn send_token_and_fd(
+    socket: BorrowedFd<'_>,
+    token: &[u8; TOKEN_LEN],
+    reply: BorrowedFd<'_>,
+) -> nix::Result<usize> {
+    let fds = [reply.as_raw_fd()];
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(token)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+}

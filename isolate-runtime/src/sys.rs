@@ -1,0 +1,270 @@
+//! Thin wrappers over the Linux calls the runtime makes. With `fork.rs`,
+//! the only home of `unsafe`. Linux only.
+//!
+//! Functions marked "async-signal-safe" make raw syscalls only and allocate
+//! nothing, so a child forked from a multi-threaded parent may call them.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+
+/// Leaves the process at once: no atexit handlers, no destructors, no
+/// waiting for other threads. Async-signal-safe.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reaps `pid` (blocking), retrying on EINTR, and returns its raw wait status
+/// and resource usage.
+pub(crate) fn reap(pid: i32) -> io::Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are valid for writes for the whole call.
+        let ret = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+        if ret == pid {
+            return Ok((status, usage));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Sends SIGKILL to every process in the group `pgid`. A group that is
+/// already empty is not an error. Async-signal-safe.
+pub(crate) fn kill_group(pgid: i32) {
+    // SAFETY: plain syscall; a negative pid addresses the group.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+/// Sends SIGKILL to one process. The caller must not have reaped it yet, so
+/// the pid cannot have been reused.
+pub(crate) fn kill_one(pid: i32) {
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Asks for SIGKILL when the parent thread exits, then checks the parent is
+/// still `expected` (it may have died before the request). Returns `false`
+/// when the parent is gone. Async-signal-safe.
+pub(crate) fn die_with_parent(expected: i32) -> bool {
+    // SAFETY: raw prctl syscall with integer arguments; no libc locks.
+    unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL,
+            0,
+            0,
+            0,
+        )
+    };
+    parent_pid() == expected
+}
+
+/// `getppid(2)`. Async-signal-safe.
+pub(crate) fn parent_pid() -> i32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getppid() }
+}
+
+/// Makes the calling process the leader of a new process group.
+/// Async-signal-safe.
+pub(crate) fn lead_own_process_group() {
+    // SAFETY: plain syscall.
+    unsafe { libc::setpgid(0, 0) };
+}
+
+/// Puts `pid` into its own process group from the parent's side, closing
+/// the race with the child's own call. EACCES (it already exec'd) is fine.
+pub(crate) fn put_in_own_group(pid: i32) {
+    // SAFETY: plain syscall.
+    unsafe { libc::setpgid(pid, pid) };
+}
+
+/// Sets `RLIMIT_CORE` to 0 so a crash writes no core file and does not wait
+/// on a slow `core_pattern` pipe. Async-signal-safe (raw prlimit64).
+pub(crate) fn disable_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: raw syscall; `zero` outlives it and the old-limit pointer is null.
+    unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_CORE,
+            &raw const zero,
+            std::ptr::null_mut::<libc::rlimit>(),
+        )
+    };
+}
+
+/// Closes every descriptor from 3 up, except those in `keep`.
+/// Async-signal-safe (raw close_range).
+pub(crate) fn close_fds_except(keep: &mut [RawFd]) {
+    keep.sort_unstable();
+    let mut first: u32 = 3;
+    for &fd in keep.iter() {
+        let Ok(fd) = u32::try_from(fd) else { continue };
+        if fd >= first {
+            if fd > first {
+                close_range(first, fd - 1);
+            }
+            first = fd + 1;
+        }
+    }
+    close_range(first, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: raw syscall with integer arguments; the caller gave up these fds.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
+}
+
+/// Gives the child the signal state an exec'd process would have: an empty
+/// mask and default actions for caught signals. Ignored signals stay ignored
+/// (exec keeps them), and std's SIGSEGV/SIGBUS stack-overflow handler stays.
+pub(crate) fn reset_signal_state() {
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    for signal in Signal::iterator() {
+        if matches!(
+            signal,
+            Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS
+        ) {
+            continue;
+        }
+        // SAFETY: a query (null new action) changes nothing.
+        let current = unsafe { query_handler(signal) };
+        if current != libc::SIG_DFL && current != libc::SIG_IGN {
+            // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+            let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+        }
+    }
+}
+
+/// # Safety
+///
+/// Always safe in practice: a null new action only reads the disposition.
+unsafe fn query_handler(signal: Signal) -> libc::sighandler_t {
+    // SAFETY: sigaction with a null `act` only fills `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(signal as i32, std::ptr::null(), &raw mut old);
+        old.sa_sigaction
+    }
+}
+
+/// Ignores SIGPIPE, as every Rust `main` does, so the child behaves as the
+/// function would in-process.
+pub(crate) fn ignore_sigpipe() {
+    // SAFETY: SIG_IGN runs no code.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+}
+
+/// Whether the kernel marked this exec as secure (setuid, setcap, LSM).
+pub(crate) fn is_secure_exec() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// Duplicates `fd` onto descriptor `target`. Async-signal-safe.
+pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 on a valid fd; the caller owns `target`'s slot.
+    Errno::result(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+    Ok(())
+}
+
+/// Borrows a descriptor known only by number (stdin in the child, the
+/// reply fd recorded in a static).
+///
+/// # Safety
+///
+/// `fd` must stay open for `'a`.
+pub(crate) unsafe fn borrow_fd<'a>(fd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: guaranteed by the caller.
+    unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Writes all of `bytes`, retrying on EINTR. Async-signal-safe.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        match nix::unistd::write(fd, bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes, retrying on EINTR.
+pub(crate) fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => buf = &mut buf[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Puts a descriptor into non-blocking mode.
+pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Reads once into `buf`'s spare capacity (growing it by at least
+/// `min_spare` first), without zero-filling. Retries on EINTR; `Ok(0)` is
+/// end of file.
+pub(crate) fn read_into_spare(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    min_spare: usize,
+) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < min_spare {
+        buf.reserve(min_spare);
+    }
+    let spare = buf.spare_capacity_mut();
+    loop {
+        // SAFETY: `spare` is valid for writes of `spare.len()` bytes; read(2)
+        // writes at most that many.
+        let n = unsafe { libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        if n >= 0 {
+            let n = n.cast_unsigned();
+            // SAFETY: the kernel initialised the first `n` spare bytes.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
