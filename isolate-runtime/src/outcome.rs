@@ -121,7 +121,7 @@ impl NonzeroExitcode {
         self.pid
     }
 
-    /// The message of a panic the child reported before it died: a panic
+    /// The message of the first panic the child reported before it died: a panic
     /// while unwinding, or any panic in a `panic = "abort"` build.
     #[must_use]
     pub fn panic_message(&self) -> Option<&str> {
@@ -208,7 +208,7 @@ pub(crate) fn conclude<R>(
     let bytes = reply.map_err(protocol)?;
     let frames = codec::split_frames(&bytes);
     if exit.termination != Termination::Exited(0) {
-        let panic = frames.ok().and_then(|f| last_panic(&f));
+        let panic = frames.ok().and_then(|f| first_panic(&f));
         return Err(Error::NonzeroExitcode(NonzeroExitcode::new(
             pid,
             exit.termination,
@@ -233,11 +233,11 @@ pub(crate) fn conclude<R>(
     }
 }
 
-fn last_panic(frames: &[(FrameKind, &[u8])]) -> Option<PanicReport> {
-    let (_, payload) = frames
-        .iter()
-        .rev()
-        .find(|(kind, _)| *kind == FrameKind::Panic)?;
+/// The panic that started a fatal cascade: a panic while unwinding reports
+/// the first panic, the one in the destructor, then std's "panic in a
+/// destructor during cleanup" before it aborts.
+fn first_panic(frames: &[(FrameKind, &[u8])]) -> Option<PanicReport> {
+    let (_, payload) = frames.iter().find(|(kind, _)| *kind == FrameKind::Panic)?;
     codec::from_msgpack(payload).ok()
 }
 

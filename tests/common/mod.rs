@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests: leak snapshots, a watchdog, and
+//! access to the reply channel from inside a child (to fake a broken child).
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::fd::RawFd;
+use std::sync::Once;
+use std::time::Duration;
+
+/// Aborts the whole test binary if it runs longer than `limit`: a hang must
+/// fail CI loudly instead of eating its time budget.
+pub fn watchdog() {
+    static START: Once = Once::new();
+    START.call_once(|| {
+        std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_secs(300));
+            eprintln!("watchdog: the test binary ran for 300 s; aborting");
+            std::process::abort();
+        });
+    });
+}
+
+/// This process's open descriptors and what they point to.
+pub fn open_fds() -> BTreeMap<RawFd, String> {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let fd = entry.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            Some((fd, target.display().to_string()))
+        })
+        .collect()
+}
+
+/// Pids of this process's children that are zombies (exited, not reaped).
+pub fn zombie_children() -> Vec<i32> {
+    children_of(std::process::id())
+        .into_iter()
+        .filter(|(_, state)| *state == 'Z')
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every live process whose parent is `parent`, with its state letter.
+pub fn children_of(parent: u32) -> Vec<(i32, char)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "pid (comm) S ppid ...": comm may hold spaces, so split after ')'.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let mut fields = rest.split(' ');
+            let state = fields.next()?.chars().next()?;
+            let ppid: u32 = fields.next()?.parse().ok()?;
+            (ppid == parent).then_some((pid, state))
+        })
+        .collect()
+}
+
+/// Whether a process with this pid exists (a zombie counts).
+pub fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Inside a child: the descriptor the library replies on (the only pipe or
+/// deleted file above stdio). Used to fake a child that sends bad data.
+pub fn reply_fd_in_child() -> RawFd {
+    open_fds()
+        .into_iter()
+        .find(|(fd, target)| {
+            *fd > 2 && (target.starts_with("pipe:") || target.ends_with("(deleted)"))
+        })
+        .map(|(fd, _)| fd)
+        .expect("no reply descriptor in this child")
+}
+
+/// Writes raw bytes to a descriptor, as a misbehaving child would.
+pub fn write_raw(fd: RawFd, bytes: &[u8]) {
+    let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+    assert_eq!(written, bytes.len() as isize);
+}
+
+/// A frame header as the library writes it: magic, kind, length.
+pub fn frame_header(kind: u8, len: u64) -> Vec<u8> {
+    let mut header = b"BSQ\x01".to_vec();
+    header.extend_from_slice(&[kind, 0, 0, 0]);
+    header.extend_from_slice(&len.to_le_bytes());
+    header
+}
+
+/// The frame kind of a returned value.
+pub const RETURN_FRAME: u8 = 16;
