@@ -90,6 +90,7 @@ fn take_channel(marker: &Marker) -> Result<OwnedFd, String> {
 }
 
 /// Reads the token and the reply descriptor, then the call and args frames.
+/// The token is checked before anything else is believed.
 fn receive_call(
     channel: BorrowedFd<'_>,
     marker: &Marker,
@@ -99,6 +100,7 @@ fn receive_call(
     if !tokens_match(&token, &marker.token) {
         return Err("the channel token does not match the marker".to_owned());
     }
+    let reply_fd = reply_fd.ok_or("the parent sent no reply descriptor")?;
     let name = read_frame(channel, FrameKind::Call, MAX_NAME_LEN)?;
     let name = String::from_utf8(name).map_err(|_| "function name is not UTF-8".to_owned())?;
     let args = read_frame(channel, FrameKind::Args, codec::MAX_FRAME_LEN)?;
@@ -108,7 +110,7 @@ fn receive_call(
 fn receive_token_and_fd(
     channel: BorrowedFd<'_>,
     token: &mut [u8; TOKEN_LEN],
-) -> Result<OwnedFd, String> {
+) -> Result<Option<OwnedFd>, String> {
     let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let (received, fd) = {
         let mut iov = [IoSliceMut::new(token)];
@@ -134,7 +136,7 @@ fn receive_token_and_fd(
     let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     sys::read_exact(channel, &mut token[received..])
         .map_err(|e| format!("receive the token: {e}"))?;
-    fd.ok_or_else(|| "the parent sent no reply descriptor".to_owned())
+    Ok(fd)
 }
 
 fn read_frame(channel: BorrowedFd<'_>, expected: FrameKind, limit: u64) -> Result<Vec<u8>, String> {

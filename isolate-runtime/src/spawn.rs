@@ -122,3 +122,25 @@ fn send_token_and_fd(
         None,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Not in the registry: the child must refuse it by name.
+    static UNREGISTERED: Entry = Entry {
+        name: "no::such::function@1:1",
+        run: |_| sys::exit_now(9),
+    };
+
+    #[test]
+    fn an_unknown_function_is_a_protocol_error() {
+        let result = call(&Isolate::new(), &UNREGISTERED, &(), Codec::<u8>::serde());
+        match result {
+            Err(Error::Protocol { message, .. }) => {
+                assert_eq!(message, "unknown function id \"no::such::function@1:1\"");
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+    }
+}

@@ -2,9 +2,9 @@
 //! unlinked at once with a random name and mode 0600, by `tempfile`), so no
 //! name is ever predictable and nothing is left behind (FAULTS.md I5, C10).
 
-use std::fs::File;
+use std::fs::{File, Permissions};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::Path;
 
 use crate::codec::{HEADER_LEN, MAX_FRAME_LEN};
@@ -18,7 +18,14 @@ pub(crate) struct FileReply {
 impl FileReply {
     pub(crate) fn create(dir: Option<&Path>) -> Result<Self, Error> {
         let dir = dir.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let file = tempfile::tempfile_in(&dir)
+        let create = || {
+            let file = tempfile::tempfile_in(&dir)?;
+            // tempfile's O_TMPFILE path honours the umask (0644); the file
+            // has no name yet, so narrowing it now leaves no window.
+            file.set_permissions(Permissions::from_mode(0o600))?;
+            Ok::<_, std::io::Error>(file)
+        };
+        let file = create()
             .map_err(|e| Error::spawn(format!("create the reply file in {}", dir.display()), e))?;
         Ok(Self { file })
     }

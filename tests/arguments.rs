@@ -1,0 +1,100 @@
+//! Spawn-mode arguments: encoded in the parent, rebuilt owned in the child,
+//! and the failures of both steps (FAULTS.md A11, A12).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use bombsquad::{CodecStage, Error, bombsquad};
+use serde::{Deserialize, Serialize};
+
+/// Serializes to an error.
+#[derive(Debug, Deserialize)]
+pub struct RefusesToSerialize;
+impl Serialize for RefusesToSerialize {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to serialize"))
+    }
+}
+
+/// Serializes fine, panics in `Deserialize`.
+#[derive(Debug, Serialize)]
+pub struct PanicsInDeserialize(u8);
+impl<'de> Deserialize<'de> for PanicsInDeserialize {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("deserialize panicked")
+    }
+}
+
+/// The side effect that proves a function ran.
+fn touch(path: &Path) {
+    std::fs::write(path, b"ran").unwrap();
+}
+
+#[bombsquad]
+fn takes_unserializable(_value: RefusesToSerialize, witness: PathBuf) {
+    touch(&witness);
+}
+
+#[bombsquad]
+fn takes_undecodable(_value: PanicsInDeserialize, witness: PathBuf) {
+    touch(&witness);
+}
+
+#[bombsquad]
+fn borrowed(text: &str, numbers: &[u32], path: &Path, pair: &(u8, String)) -> String {
+    format!("{text}:{}:{}:{}{}", numbers.iter().sum::<u32>(), path.display(), pair.0, pair.1)
+}
+
+#[bombsquad]
+fn patterns((a, b): (i32, i32), mut c: i32) -> i32 {
+    c += a * b;
+    c
+}
+
+fn witness_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("bombsquad-witness-{name}-{}", std::process::id()))
+}
+
+#[test]
+fn an_argument_that_fails_to_encode_starts_nothing() {
+    common::watchdog();
+    let witness = witness_path("encode");
+    let children_before = common::children_of(std::process::id()).len();
+    match takes_unserializable(RefusesToSerialize, witness.clone()) {
+        Err(Error::Codec { stage, message }) => {
+            assert_eq!(stage, CodecStage::EncodeArguments);
+            assert_eq!(message, "refuses to serialize");
+        }
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    assert!(!witness.exists(), "the function never ran");
+    assert!(common::children_of(std::process::id()).len() <= children_before);
+}
+
+#[test]
+fn an_argument_that_fails_to_decode_in_the_child_never_runs_the_function() {
+    common::watchdog();
+    let witness = witness_path("decode");
+    match takes_undecodable(PanicsInDeserialize(1), witness.clone()) {
+        Err(Error::Codec { stage, message }) => {
+            assert_eq!(stage, CodecStage::DecodeArguments);
+            assert_eq!(message, "deserialize panicked");
+        }
+        other => panic!("expected a codec error, got {other:?}"),
+    }
+    assert!(!witness.exists(), "the function never ran");
+}
+
+#[test]
+fn shared_references_are_rebuilt_owned() {
+    common::watchdog();
+    let got = borrowed("t", &[1, 2, 3], Path::new("/x/y"), &(4, "z".into())).unwrap();
+    assert_eq!(got, "t:6:/x/y:4z");
+}
+
+#[test]
+fn pattern_and_mut_parameters_work() {
+    common::watchdog();
+    assert_eq!(patterns((3, 4), 5).unwrap(), 17);
+}
