@@ -2,6 +2,11 @@
 //!
 //! Run it with `cargo run --release --example quickstart`.
 
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "crash tests call libc to fault on purpose"
+)]
+
 use bombsquad::{Error, bombsquad};
 
 /// Python bombsquad's README example: a child killed by SIGKILL.

@@ -1,6 +1,11 @@
 //! Spawn-mode arguments: encoded in the parent, rebuilt owned in the child,
 //! and the failures of both steps (FAULTS.md A11, A12).
 
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "crash tests call libc to fault on purpose"
+)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -43,7 +48,13 @@ fn takes_undecodable(_value: PanicsInDeserialize, witness: PathBuf) {
 
 #[bombsquad]
 fn borrowed(text: &str, numbers: &[u32], path: &Path, pair: &(u8, String)) -> String {
-    format!("{text}:{}:{}:{}{}", numbers.iter().sum::<u32>(), path.display(), pair.0, pair.1)
+    format!(
+        "{text}:{}:{}:{}{}",
+        numbers.iter().sum::<u32>(),
+        path.display(),
+        pair.0,
+        pair.1
+    )
 }
 
 #[bombsquad]

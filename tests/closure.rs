@@ -1,5 +1,10 @@
 //! The closure form `bombsquad::fork(|| ...)` and the `Isolate` builder.
 
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "crash tests call libc to fault on purpose"
+)]
+
 mod common;
 
 use std::cell::RefCell;
@@ -20,7 +25,11 @@ fn captures_need_no_serde() {
     })
     .unwrap();
     assert_eq!(sum, 10);
-    assert_eq!(*state.borrow(), vec![1, 2, 3], "the child's changes stay in the child");
+    assert_eq!(
+        *state.borrow(),
+        vec![1, 2, 3],
+        "the child's changes stay in the child"
+    );
 }
 
 #[test]
@@ -37,7 +46,9 @@ fn the_builder_applies_backend_timeout_and_panic_mode() {
 
     let as_error = Isolate::new().panic_mode(PanicMode::Error);
     match as_error.fork(|| -> u8 { panic!("closure panic") }) {
-        Err(Error::Panicked { message, location, .. }) => {
+        Err(Error::Panicked {
+            message, location, ..
+        }) => {
             assert_eq!(message, "closure panic");
             assert_eq!(location.unwrap().file, file!());
         }
@@ -57,7 +68,9 @@ fn an_unusable_temp_dir_is_a_spawn_error_naming_it() {
         other => panic!("expected Spawn, got {other:?}"),
     }
     // The pipe backend needs no temp dir at all.
-    let pipe = Isolate::new().temp_dir("/proc/version/x").backend(Backend::Pipe);
+    let pipe = Isolate::new()
+        .temp_dir("/proc/version/x")
+        .backend(Backend::Pipe);
     assert_eq!(pipe.fork(|| 1).unwrap(), 1);
 }
 
@@ -74,13 +87,24 @@ fn the_reply_file_has_no_name_and_mode_0600() {
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect();
             let fd = common::reply_fd_in_child();
-            let mode = std::fs::metadata(format!("/proc/self/fd/{fd}")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
+                .unwrap()
+                .permissions()
+                .mode();
             (names, mode & 0o777)
         })
         .unwrap();
-    assert_eq!(names, Vec::<String>::new(), "nothing is ever visible in the temp dir");
+    assert_eq!(
+        names,
+        Vec::<String>::new(),
+        "nothing is ever visible in the temp dir"
+    );
     assert_eq!(mode, 0o600);
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
 }
 
 #[test]

@@ -2,6 +2,11 @@
 //! returns past the fork point, and the parent's `atexit` handlers run in it
 //! only when the function itself calls `std::process::exit`.
 
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "crash tests call libc to fault on purpose"
+)]
+
 mod common;
 
 use std::io::Write;
@@ -17,13 +22,21 @@ extern "C" fn log_exit_in_child() {
     if Some(&std::process::id()) != PARENT.get()
         && let Some(path) = ATEXIT_LOG.get()
     {
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         file.write_all(b"atexit ran in a child\n").unwrap();
     }
 }
 
 fn append(path: &std::path::Path, text: &str) {
-    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     file.write_all(text.as_bytes()).unwrap();
 }
 
@@ -38,7 +51,11 @@ fn the_child_never_continues_past_the_call() {
     append(&marks, "R");
     let _ = bombsquad::fork(|| unsafe { libc::strlen(std::ptr::null()) });
     append(&marks, "S");
-    assert_eq!(std::fs::read_to_string(&marks).unwrap(), "PRS", "exactly one process continued");
+    assert_eq!(
+        std::fs::read_to_string(&marks).unwrap(),
+        "PRS",
+        "exactly one process continued"
+    );
 }
 
 #[test]

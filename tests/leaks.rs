@@ -2,6 +2,11 @@
 //! left behind. One test in its own binary, so no other test opens
 //! descriptors meanwhile.
 
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "crash tests call libc to fault on purpose"
+)]
+
 mod common;
 
 use std::time::Duration;
@@ -51,7 +56,10 @@ fn every_kind_of_call() {
         }
     }
     // A failure before anything starts.
-    assert!(matches!(Isolate::new().temp_dir("/proc/version/x").fork(|| 1), Err(Error::Spawn { .. })));
+    assert!(matches!(
+        Isolate::new().temp_dir("/proc/version/x").fork(|| 1),
+        Err(Error::Spawn { .. })
+    ));
 }
 
 #[test]
@@ -66,7 +74,11 @@ fn nothing_leaks() {
     every_kind_of_call();
     assert_eq!(common::open_fds(), fds, "descriptors leaked");
     assert_eq!(common::zombie_children(), Vec::<i32>::new(), "zombies left");
-    assert_eq!(common::children_of(std::process::id()), Vec::new(), "children left running");
+    assert_eq!(
+        common::children_of(std::process::id()),
+        Vec::new(),
+        "children left running"
+    );
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "temp files left: {left:?}");
 }

@@ -1,5 +1,10 @@
 //! Isolated functions calling isolated functions (FAULTS.md G5).
 
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "crash tests call libc to fault on purpose"
+)]
+
 mod common;
 
 use bombsquad::{Error, bombsquad};
@@ -57,7 +62,10 @@ fn depth_spawn(n: u32) -> Result<u32, String> {
 
 fn assert_nested((outer, inner): (u32, u32)) {
     let me = std::process::id();
-    assert!(outer != me && inner != me && inner != outer, "{me} {outer} {inner}");
+    assert!(
+        outer != me && inner != me && inner != outer,
+        "{me} {outer} {inner}"
+    );
 }
 
 #[test]

@@ -1,6 +1,11 @@
 //! Every outcome of an isolated call, under all four start_method x backend
 //! combinations, with real crashes. Fields are asserted exactly.
 
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "crash tests call libc to fault on purpose"
+)]
+
 mod common;
 
 use std::fmt::Debug;

@@ -1,6 +1,11 @@
 //! The marker is not a door (FAULTS.md I1, I2): a forged marker runs
 //! nothing, and a marker inherited by a grandchild is ignored.
 
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "crash tests call libc to fault on purpose"
+)]
+
 mod common;
 
 use std::io::Write;
@@ -30,15 +35,24 @@ fn token_hex() -> &'static str {
 fn assert_refused(output: &Output, why: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "stderr: {stderr}");
-    assert!(stderr.contains("bombsquad: refusing to run an isolated call"), "{stderr}");
+    assert!(
+        stderr.contains("bombsquad: refusing to run an isolated call"),
+        "{stderr}"
+    );
     assert!(stderr.contains(why), "expected {why:?} in {stderr}");
-    assert!(!String::from_utf8_lossy(&output.stdout).contains("running 0 tests"), "libtest must not start");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("running 0 tests"),
+        "libtest must not start"
+    );
 }
 
 #[test]
 fn a_garbage_marker_is_refused() {
     common::watchdog();
-    assert_refused(&run_self("garbage", Stdio::null()), "malformed marker: expected 5 fields, found 1");
+    assert_refused(
+        &run_self("garbage", Stdio::null()),
+        "malformed marker: expected 5 fields, found 1",
+    );
 }
 
 #[test]
@@ -56,7 +70,12 @@ fn a_pipe_with_a_matching_token_is_refused() {
     let me = std::process::id();
     let (reader, mut writer) = std::io::pipe().unwrap();
     // A well-formed token followed by junk, as an attacker with the env would send.
-    writer.write_all(&[0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff]).unwrap();
+    writer
+        .write_all(&[
+            0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ])
+        .unwrap();
     drop(writer);
     let output = run_self(&format!("v1:{me}:0:1:{}", token_hex()), Stdio::from(reader));
     assert_refused(&output, "channel descriptor 0 is not a socket");
@@ -68,7 +87,10 @@ fn a_socket_with_the_wrong_token_is_refused() {
     let me = std::process::id();
     let (ours, theirs) = UnixStream::pair().unwrap();
     (&ours).write_all(&[0xee; 16]).unwrap();
-    let output = run_self(&format!("v1:{me}:0:1:{}", token_hex()), Stdio::from(std::os::fd::OwnedFd::from(theirs)));
+    let output = run_self(
+        &format!("v1:{me}:0:1:{}", token_hex()),
+        Stdio::from(std::os::fd::OwnedFd::from(theirs)),
+    );
     assert_refused(&output, "the channel token does not match the marker");
 }
 
@@ -77,7 +99,10 @@ fn a_marker_naming_another_parent_is_ignored() {
     common::watchdog();
     let output = run_self(&format!("v1:1:0:1:{}", token_hex()), Stdio::null());
     assert_eq!(output.status.code(), Some(0));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("running 0 tests"), "the normal main ran");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("running 0 tests"),
+        "the normal main ran"
+    );
 }
 
 /// Prints a line only the normal (libtest) main of this binary can print.
@@ -95,7 +120,10 @@ fn start_myself_again() -> (Option<i32>, String) {
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
 }
 
 #[test]

@@ -135,6 +135,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
     }
 }
 
+#[allow(clippy::ptr_arg)] // the signature must be `fn(&T)` with `T = Vec<u8>`
 fn encode_bytes(bytes: &Vec<u8>) -> Result<Vec<u8>, String> {
     to_msgpack(serde_bytes::Bytes::new(bytes))
 }
@@ -182,6 +183,27 @@ impl<T: Serialize + DeserializeOwned> SerdeCodec<T> for CodecTag<T> {
     }
 }
 
+/// The owned type a spawned child rebuilds for a `&T` argument: `String`
+/// for `&str`, `Vec<T>` for `&[T]`, `PathBuf` for `&Path`, `T` for `&T`.
+pub trait OwnedArg {
+    type Owned: DeserializeOwned;
+}
+impl<T: DeserializeOwned> OwnedArg for T {
+    type Owned = T;
+}
+impl OwnedArg for str {
+    type Owned = String;
+}
+impl<T: DeserializeOwned> OwnedArg for [T] {
+    type Owned = Vec<T>;
+}
+impl OwnedArg for std::path::Path {
+    type Owned = std::path::PathBuf;
+}
+impl OwnedArg for std::ffi::OsStr {
+    type Owned = std::ffi::OsString;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,25 +245,4 @@ mod tests {
         assert_eq!(encoded.len(), 1000 + 3, "bin16 header, one byte per byte");
         assert_eq!((codec.decode)(&encoded).unwrap(), vec![200u8; 1000]);
     }
-}
-
-/// The owned type a spawned child rebuilds for a `&T` argument: `String`
-/// for `&str`, `Vec<T>` for `&[T]`, `PathBuf` for `&Path`, `T` for `&T`.
-pub trait OwnedArg {
-    type Owned: DeserializeOwned;
-}
-impl<T: DeserializeOwned> OwnedArg for T {
-    type Owned = T;
-}
-impl OwnedArg for str {
-    type Owned = String;
-}
-impl<T: DeserializeOwned> OwnedArg for [T] {
-    type Owned = Vec<T>;
-}
-impl OwnedArg for std::path::Path {
-    type Owned = std::path::PathBuf;
-}
-impl OwnedArg for std::ffi::OsStr {
-    type Owned = std::ffi::OsString;
 }
