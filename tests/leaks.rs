@@ -23,6 +23,18 @@ fn spawned_pipe(kind: u8) -> u8 {
     act(kind)
 }
 
+/// Serializes to an error: the call fails before anything starts.
+#[derive(Debug, serde::Deserialize)]
+pub struct RefusesToSerialize;
+impl serde::Serialize for RefusesToSerialize {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to serialize"))
+    }
+}
+
+#[bombsquad]
+fn never_starts(_value: RefusesToSerialize) {}
+
 fn act(kind: u8) -> u8 {
     match kind {
         0 => 1,
@@ -55,7 +67,11 @@ fn every_kind_of_call() {
             let _ = std::panic::catch_unwind(|| isolate.fork(|| act(kind)));
         }
     }
-    // A failure before anything starts.
+    // Failures before anything starts.
+    assert!(matches!(
+        never_starts(RefusesToSerialize),
+        Err(Error::Codec { .. })
+    ));
     assert!(matches!(
         Isolate::new().temp_dir("/proc/version/x").fork(|| 1),
         Err(Error::Spawn { .. })

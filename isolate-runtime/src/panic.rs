@@ -31,7 +31,7 @@ impl PanicReport {
                 column: l.column(),
             }),
             backtrace: (backtrace.status() == BacktraceStatus::Captured)
-                .then(|| backtrace.to_string()),
+                .then(|| without_panic_machinery(&backtrace.to_string())),
         }
     }
 
@@ -44,6 +44,24 @@ impl PanicReport {
             backtrace: None,
         }
     }
+}
+
+/// Drops the frames of the hook and of std's panic machinery, as std's own
+/// short backtraces do: the first frame shown is the one that panicked.
+fn without_panic_machinery(backtrace: &str) -> String {
+    let Some(begin_unwind) = backtrace.find("rust_begin_unwind") else {
+        return backtrace.to_owned();
+    };
+    let rest = &backtrace[begin_unwind..];
+    let after = rest.find('\n').map_or(rest.len(), |i| i + 1);
+    let rest = &rest[after..];
+    // Skip the frame's "at file:line" continuation lines, if any.
+    let start = rest
+        .lines()
+        .take_while(|line| line.trim_start().starts_with("at "))
+        .map(|line| line.len() + 1)
+        .sum::<usize>();
+    rest[start.min(rest.len())..].to_owned()
 }
 
 /// The panic message as std's hook prints it, bounded.
@@ -119,6 +137,15 @@ mod tests {
         let message = truncate("é".repeat(MAX_MESSAGE_LEN));
         assert!(message.len() <= MAX_MESSAGE_LEN + 40);
         assert!(message.ends_with(&format!("…[truncated {} bytes]", MAX_MESSAGE_LEN)));
+    }
+
+    #[test]
+    fn backtraces_start_at_the_panicking_frame() {
+        let full = "   0: hook\n   1: __rustc::rust_begin_unwind\n             at std.rs:1:1\n   2: core::panicking::panic_fmt\n   3: user::f\n";
+        assert_eq!(
+            without_panic_machinery(full),
+            "   2: core::panicking::panic_fmt\n   3: user::f\n"
+        );
     }
 
     #[test]
