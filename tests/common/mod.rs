@@ -82,6 +82,7 @@ pub fn reply_fd_in_child() -> RawFd {
 
 /// Writes raw bytes to a descriptor, as a misbehaving child would.
 pub fn write_raw(fd: RawFd, bytes: &[u8]) {
+    // SAFETY: `bytes` is valid for reads of its length; a bad fd only fails.
     let written = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
     assert_eq!(written, bytes.len() as isize);
 }
