@@ -8,28 +8,11 @@
 
 mod common;
 
+use common::{PanicsInDeserialize, RefusesToSerialize};
+
 use std::path::{Path, PathBuf};
 
 use bombsquad::{CodecStage, Error, bombsquad};
-use serde::{Deserialize, Serialize};
-
-/// Serializes to an error.
-#[derive(Debug, Deserialize)]
-pub struct RefusesToSerialize;
-impl Serialize for RefusesToSerialize {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("refuses to serialize"))
-    }
-}
-
-/// Serializes fine, panics in `Deserialize`.
-#[derive(Debug, Serialize)]
-pub struct PanicsInDeserialize(u8);
-impl<'de> Deserialize<'de> for PanicsInDeserialize {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        panic!("deserialize panicked")
-    }
-}
 
 /// The side effect that proves a function ran.
 fn touch(path: &Path) {

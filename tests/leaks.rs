@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::RefusesToSerialize;
+
 use std::time::Duration;
 
 use bombsquad::{Backend, Error, Isolate, bombsquad};
@@ -21,15 +23,6 @@ fn spawned_file(kind: u8) -> u8 {
 #[bombsquad(backend = "pipe", timeout = "200ms")]
 fn spawned_pipe(kind: u8) -> u8 {
     act(kind)
-}
-
-/// Serializes to an error: the call fails before anything starts.
-#[derive(Debug, serde::Deserialize)]
-pub struct RefusesToSerialize;
-impl serde::Serialize for RefusesToSerialize {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("refuses to serialize"))
-    }
 }
 
 #[bombsquad]

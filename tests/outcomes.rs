@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::{PanicsInDeserialize, PanicsInSerialize, RefusesToSerialize};
+
 use std::fmt::Debug;
 use std::time::{Duration, Instant};
 
@@ -50,33 +52,6 @@ fn sample_shape(label: Option<&str>) -> Shape {
         extra: Extra {
             color: "red".to_owned(),
         },
-    }
-}
-
-/// Serializes to an error.
-#[derive(Debug, Deserialize)]
-pub struct RefusesToSerialize;
-impl Serialize for RefusesToSerialize {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom("refuses to serialize"))
-    }
-}
-
-/// Panics in `Serialize`.
-#[derive(Debug, Deserialize)]
-pub struct PanicsInSerialize;
-impl Serialize for PanicsInSerialize {
-    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        panic!("serialize panicked")
-    }
-}
-
-/// Serializes fine, panics in `Deserialize`.
-#[derive(Debug, Serialize)]
-pub struct PanicsInDeserialize(u8);
-impl<'de> Deserialize<'de> for PanicsInDeserialize {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        panic!("deserialize panicked")
     }
 }
 

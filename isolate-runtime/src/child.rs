@@ -134,7 +134,7 @@ pub(crate) fn serve<R>(codec: Codec<R>, function: impl FnOnce() -> R) -> ! {
 }
 
 /// Decodes the arguments of a registered function, then serves it.
-pub(crate) fn serve_registered<A: DeserializeOwned, R>(
+pub fn serve_registered<A: DeserializeOwned, R>(
     args: &[u8],
     codec: Codec<R>,
     function: impl FnOnce(A) -> R,

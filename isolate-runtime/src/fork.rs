@@ -12,8 +12,9 @@ use crate::isolate::Isolate;
 use crate::supervise::{Child, Outgoing, supervise};
 use crate::{child, outcome, sys};
 
+/// Runs `function` in a forked child with `options`.
 #[track_caller]
-pub(crate) fn call<R>(
+pub fn call<R>(
     options: &Isolate,
     codec: Codec<R>,
     function: impl FnOnce() -> R,

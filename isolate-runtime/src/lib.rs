@@ -31,40 +31,10 @@ pub use outcome::NonzeroExitcode;
 pub mod __private {
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
     pub use crate::registry::{ENTRIES, Entry};
+    pub use crate::{Backend, Isolate, PanicMode};
     pub use linkme;
 
-    use crate::{Error, Isolate};
-
-    /// Runs a registered function in a re-executed child.
-    #[track_caller]
-    pub fn call_spawned<A, R>(
-        options: &Isolate,
-        entry: &'static Entry,
-        args: &A,
-        codec: Codec<R>,
-    ) -> Result<R, Error>
-    where
-        A: serde::Serialize + ?Sized,
-    {
-        crate::spawn::call(options, entry, args, codec)
-    }
-
-    /// Runs a function body in a forked child.
-    #[track_caller]
-    pub fn call_forked<R>(
-        options: &Isolate,
-        codec: Codec<R>,
-        function: impl FnOnce() -> R,
-    ) -> Result<R, Error> {
-        crate::fork::call(options, codec, function)
-    }
-
-    /// The child side of a registered function: decode, run, reply, exit.
-    pub fn serve<A: serde::de::DeserializeOwned, R>(
-        args: &[u8],
-        codec: Codec<R>,
-        function: impl FnOnce(A) -> R,
-    ) -> ! {
-        crate::child::serve_registered(args, codec, function)
-    }
+    pub use crate::child::serve_registered as serve;
+    pub use crate::fork::call as call_forked;
+    pub use crate::spawn::call as call_spawned;
 }

@@ -31,7 +31,7 @@ const SELF_EXE: &str = "/proc/self/exe";
 
 /// Runs the registered `entry` in a re-executed child with `args`.
 #[track_caller]
-pub(crate) fn call<A, R>(
+pub fn call<A, R>(
     options: &Isolate,
     entry: &'static Entry,
     args: &A,

@@ -97,3 +97,30 @@ pub fn frame_header(kind: u8, len: u64) -> Vec<u8> {
 
 /// The frame kind of a returned value.
 pub const RETURN_FRAME: u8 = 16;
+
+/// Serializes to an error.
+#[derive(Debug, serde::Deserialize)]
+pub struct RefusesToSerialize;
+impl serde::Serialize for RefusesToSerialize {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to serialize"))
+    }
+}
+
+/// Panics in `Serialize`.
+#[derive(Debug, serde::Deserialize)]
+pub struct PanicsInSerialize;
+impl serde::Serialize for PanicsInSerialize {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        panic!("serialize panicked")
+    }
+}
+
+/// Serializes fine, panics in `Deserialize`.
+#[derive(Debug, serde::Serialize)]
+pub struct PanicsInDeserialize(pub u8);
+impl<'de> serde::Deserialize<'de> for PanicsInDeserialize {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("deserialize panicked")
+    }
+}
