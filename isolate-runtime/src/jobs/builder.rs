@@ -4,7 +4,8 @@
 use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use super::error::JobError;
 use super::manager::Jobs;
@@ -13,6 +14,10 @@ use super::store::Store;
 
 const LOCK_FILE: &str = "jobs.lock";
 const TABLE_FILE: &str = "jobs.redb";
+
+/// How long a directory may look in use before [`JobError::DirInUse`].
+const LOCK_PATIENCE: Duration = Duration::from_millis(250);
+const LOCK_RETRY: Duration = Duration::from_millis(5);
 
 /// The grace between SIGTERM and SIGKILL unless configured.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
@@ -79,7 +84,8 @@ impl JobsBuilder {
     ///
     /// # Errors
     ///
-    /// [`JobError::DirInUse`] if another live `Jobs` uses the directory;
+    /// [`JobError::DirInUse`] if another live `Jobs` uses the directory
+    /// (reported after retrying for a quarter second, see `open_dir`);
     /// [`JobError::Io`] or [`JobError::Store`] if it cannot be set up.
     pub fn build(self) -> Result<Jobs, JobError> {
         let (dir, temp_dir) = match self.log_dir {
@@ -92,8 +98,7 @@ impl JobsBuilder {
                 (temp_dir.path().to_owned(), Some(temp_dir))
             }
         };
-        let dir_lock = lock_dir(&dir)?;
-        let store = Store::open(&dir.join(TABLE_FILE))?;
+        let (dir_lock, store) = open_dir(&dir)?;
         // We hold the lock, so no live supervisor can own a `Running` row.
         store.mark_running_as_lost()?;
         Jobs::from_parts(
@@ -104,6 +109,26 @@ impl JobsBuilder {
             self.retention,
             self.stop_grace,
         )
+    }
+}
+
+/// Takes the directory lock and opens the jobs table.
+///
+/// A child process of this one, between its fork and its exec, holds copies
+/// of our descriptors and so, for that instant, the `flock` of a `Jobs`
+/// dropped just before, and redb's lock. Such a holder goes away within
+/// milliseconds, so "in use" is retried for [`LOCK_PATIENCE`] before it is
+/// reported.
+fn open_dir(dir: &Path) -> Result<(File, Store), JobError> {
+    let deadline = Instant::now() + LOCK_PATIENCE;
+    loop {
+        let opened = lock_dir(dir).and_then(|lock| Ok((lock, Store::open(&dir.join(TABLE_FILE))?)));
+        match opened {
+            Err(JobError::DirInUse { .. }) if Instant::now() < deadline => {
+                thread::sleep(LOCK_RETRY);
+            }
+            other => return other,
+        }
     }
 }
 

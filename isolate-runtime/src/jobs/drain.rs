@@ -29,7 +29,8 @@ const CHUNK: usize = 64 * 1024;
 
 /// Starts draining the job's pipes into `log`. Drop (or write to) the
 /// returned [`PipeWriter`] once the leader has been reaped; join the handle to
-/// know the log is complete and closed.
+/// know all output is in the log (the log is left open for the caller to
+/// close).
 pub(crate) fn spawn(
     stdout: ChildStdout,
     stderr: ChildStderr,
@@ -93,7 +94,8 @@ impl Drain {
                 gone_since = Some(Instant::now());
             }
         }
-        self.log.close();
+        // The waiter closes the log once the job's status is final, so that
+        // a reader's EOF means the job has ended.
     }
 
     /// Waits for any descriptor to be ready; `Ok(None)` on timeout.

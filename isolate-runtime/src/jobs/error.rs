@@ -10,9 +10,12 @@ use super::info::JobId;
 #[non_exhaustive]
 pub enum JobError {
     /// No job with this id belongs to the caller. Also returned for a job of
-    /// another owner, with the same text, so that a client cannot learn that
-    /// another client's job exists.
-    #[error("no job {id} for this owner: check the job id and use the owner id that started it")]
+    /// another owner, so that a client cannot learn that another client's
+    /// job exists. The message is the same for every id (it does not repeat
+    /// the id), so it cannot tell the two cases apart either.
+    #[error(
+        "no such job for this owner: check the job id, and use the owner id that started the job"
+    )]
     NotFound {
         /// The id that was asked for.
         id: JobId,

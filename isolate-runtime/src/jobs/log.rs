@@ -133,14 +133,9 @@ impl LogWriter {
         drop(progress);
         self.shared.changed.notify_all();
     }
-
-    /// Marks the log complete: readers get EOF once they have read it all.
-    pub(crate) fn close(self) {
-        close(&self.shared);
-    }
 }
 
-/// Closes a log whose writer is gone (e.g. the job could not be started).
+/// Marks the log complete: readers get EOF once they have read it all.
 pub(crate) fn close(shared: &LogShared) {
     shared.lock().closed = true;
     shared.changed.notify_all();
@@ -262,7 +257,7 @@ mod tests {
         writer.append(Stream::Stdout, b"one\n");
         writer.append(Stream::Stderr, b"two\n");
         writer.append(Stream::Stdout, b"three\n");
-        writer.close();
+        close(&shared);
 
         assert_eq!(read_all(&path, None, None), "one\ntwo\nthree\n");
         assert_eq!(read_all(&path, None, Some(shared)), "one\ntwo\nthree\n");
@@ -276,7 +271,7 @@ mod tests {
         let path = dir.path().join("job.log");
         let mut writer = LogWriter::create(&path).unwrap();
         writer.append(Stream::Stdout, b"whole\n");
-        writer.close();
+        drop(writer);
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[STDOUT_TAG, 100, 0, 0, 0, b'x']).unwrap();
 

@@ -27,11 +27,16 @@ pub(crate) struct Store {
 impl Store {
     /// Opens the table at `path`, creating the file and table if needed.
     pub(crate) fn open(path: &Path) -> Result<Store, JobError> {
-        let fail = |source: redb::Error| store_error(path, source);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|e| fail(e.into()))?;
+        let db = match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
+            Ok(db) => db,
+            // Only possible while a forked child still holds redb's lock
+            // (see `builder::open_dir`): the directory lock is ours.
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                let dir = path.parent().unwrap_or(path).to_owned();
+                return Err(JobError::DirInUse { dir });
+            }
+            Err(error) => return Err(store_error(path, error)),
+        };
         let store = Store {
             db,
             path: path.to_owned(),

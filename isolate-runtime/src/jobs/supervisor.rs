@@ -132,6 +132,7 @@ impl Spawned {
         let program = job.info().command.program().to_owned();
         let fail = |job: &LiveJob, source: io::Error| {
             job.kill_and_reap();
+            log::close(&job.log);
             JobError::Spawn { program, source }
         };
 
@@ -140,16 +141,12 @@ impl Spawned {
             (process.child.stdout.take(), process.child.stderr.take())
         };
         let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
-            log.close();
             let missing = io::Error::other("the job's output pipes are missing");
             return Err(fail(&job, missing));
         };
         let drained = match drain::spawn(stdout, stderr, log) {
             Ok(drained) => drained,
-            Err(source) => {
-                log::close(&job.log);
-                return Err(fail(&job, source));
-            }
+            Err(source) => return Err(fail(&job, source)),
         };
 
         let waiting = Arc::clone(&job);
@@ -171,7 +168,7 @@ impl Spawned {
     /// not be recorded).
     pub(crate) fn abort(self) {
         self.job.kill_and_reap();
-        self.log.close();
+        log::close(&self.job.log);
     }
 }
 
@@ -314,6 +311,7 @@ impl LiveJob {
             state.info.ended_at = Some(SystemTime::now());
             state.info.clone()
         };
+        log::close(&self.log);
         on_end(&info);
         self.lock_state().settled = true;
         self.settled.notify_all();
