@@ -5,6 +5,7 @@
 //! Rows are [`JobInfo`] in MessagePack (named fields, so new fields can be
 //! added later), keyed by the job id.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -27,6 +28,14 @@ pub(crate) struct Store {
 impl Store {
     /// Opens the table at `path`, creating the file and table if needed.
     pub(crate) fn open(path: &Path) -> Result<Store, JobError> {
+        // Private like the logs: redb itself would create it per the umask.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(JobError::io(path))?;
         let db = match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
             Ok(db) => db,
             // Only possible while a forked child still holds redb's lock
