@@ -85,7 +85,9 @@ impl JobsBuilder {
     /// # Errors
     ///
     /// [`JobError::DirInUse`] if another live `Jobs` uses the directory
-    /// (reported after retrying for a quarter second, see `open_dir`);
+    /// (reported only after a quarter second of retries, because a child
+    /// process between fork and exec briefly holds the lock of a `Jobs`
+    /// dropped just before);
     /// [`JobError::Io`] or [`JobError::Store`] if it cannot be set up.
     pub fn build(self) -> Result<Jobs, JobError> {
         let (dir, temp_dir) = match self.log_dir {
@@ -116,9 +118,11 @@ impl JobsBuilder {
 ///
 /// A child process of this one, between its fork and its exec, holds copies
 /// of our descriptors and so, for that instant, the `flock` of a `Jobs`
-/// dropped just before, and redb's lock. Such a holder goes away within
-/// milliseconds, so "in use" is retried for [`LOCK_PATIENCE`] before it is
-/// reported.
+/// dropped just before, and redb's lock. That is common, not rare: with
+/// another thread spawning processes in a loop, nearly every immediate
+/// re-open failed in a measurement, while with retries every one succeeded
+/// within about 50 ms. So "in use" is retried for [`LOCK_PATIENCE`] before it
+/// is reported.
 fn open_dir(dir: &Path) -> Result<(File, Store), JobError> {
     let deadline = Instant::now() + LOCK_PATIENCE;
     loop {

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use tempfile::TempDir;
@@ -46,6 +47,9 @@ use super::supervisor::{self, LiveJob};
 #[derive(Debug)]
 pub struct Jobs {
     inner: Arc<Inner>,
+    /// Waiter threads not known to be finished; joined on drop, so that no
+    /// thread still holds `inner` (the directory lock) after the drop.
+    waiters: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// What the waiter threads share with [`Jobs`].
@@ -110,6 +114,7 @@ impl Jobs {
         inner.apply_retention()?;
         Ok(Jobs {
             inner: Arc::new(inner),
+            waiters: Mutex::default(),
         })
     }
 
@@ -147,8 +152,11 @@ impl Jobs {
         let mut live = self.inner.lock_live();
         let inner = Arc::clone(&self.inner);
         match spawned.supervise(move |info| inner.job_ended(info)) {
-            Ok(job) => {
+            Ok((job, waiter)) => {
                 live.insert(id, job);
+                let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
+                waiters.retain(|waiter| !waiter.is_finished());
+                waiters.push(waiter);
                 Ok(id)
             }
             Err(error) => {
@@ -340,8 +348,9 @@ impl Drop for Jobs {
         for job in &running {
             job.stop(StopType::Kill, Duration::ZERO);
         }
-        for job in &running {
-            job.join();
+        let waiters = std::mem::take(self.waiters.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for waiter in waiters {
+            let _ = waiter.join();
         }
     }
 }

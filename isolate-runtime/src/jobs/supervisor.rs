@@ -35,7 +35,6 @@ pub(crate) struct LiveJob {
     settled: Condvar,
     process: Mutex<Process>,
     log: Arc<LogShared>,
-    waiter: Mutex<Option<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -102,7 +101,6 @@ pub(crate) fn spawn(
             intent: None,
         }),
         log: log.shared(),
-        waiter: Mutex::new(None),
     };
     Ok(Spawned {
         job: Arc::new(job),
@@ -118,7 +116,8 @@ impl Spawned {
 
     /// Starts the drain and waiter threads. `on_end` runs on the waiter
     /// thread with the final record, once the log is complete; waiters are
-    /// woken after it returns.
+    /// woken after it returns. Joining the returned waiter thread also
+    /// guarantees that `on_end` (and all it captured) is gone.
     ///
     /// # Errors
     ///
@@ -127,7 +126,7 @@ impl Spawned {
     pub(crate) fn supervise(
         self,
         on_end: impl FnOnce(&JobInfo) + Send + 'static,
-    ) -> Result<Arc<LiveJob>, JobError> {
+    ) -> Result<(Arc<LiveJob>, JoinHandle<()>), JobError> {
         let Spawned { job, log } = self;
         let program = job.info().command.program().to_owned();
         let fail = |job: &LiveJob, source: io::Error| {
@@ -154,10 +153,7 @@ impl Spawned {
             .name("bombsquad-job-waiter".into())
             .spawn(move || waiting.wait_for_end(drained, on_end));
         match waiter {
-            Ok(handle) => {
-                *job.waiter.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
-                Ok(job)
-            }
+            Ok(handle) => Ok((job, handle)),
             // The drain thread stops by itself: the pipes close once the
             // group is dead and its "leader gone" pipe was dropped.
             Err(source) => Err(fail(&job, source)),
@@ -228,14 +224,6 @@ impl LiveJob {
                 self.kill_after(grace);
             }
             StopType::Term => {}
-        }
-    }
-
-    /// Joins the waiter thread (after which the end is settled).
-    pub(crate) fn join(&self) {
-        let handle = self.waiter.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(handle) = handle {
-            let _ = handle.join();
         }
     }
 
