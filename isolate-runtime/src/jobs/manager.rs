@@ -416,3 +416,11 @@ fn log_size(path: &Path) -> u64 {
 fn sort_oldest_first(jobs: &mut [JobInfo]) {
     jobs.sort_by_key(|info| (info.started_at, info.id));
 }
+
+/// `Jobs` is meant to be shared between threads (e.g. in an `Arc`), and
+/// readers moved to other threads.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Jobs>();
+    shareable::<OutputReader>();
+};
