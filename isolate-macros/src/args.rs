@@ -96,8 +96,23 @@ impl Args {
                 },
                 "\"resume\" or \"error\"",
             ),
-            _ => Err(meta.error(format_args!("unknown option; expected one of {KEYS}"))),
+            _ => Err(meta.error(unknown_option(&key))),
         }
+    }
+}
+
+/// "unknown option `fork`; ...", with a hint when the key is a known value.
+fn unknown_option(key: &str) -> String {
+    let owner = match key {
+        "spawn" | "fork" => Some("start_method"),
+        "file" | "pipe" => Some("backend"),
+        "resume" | "error" => Some("panic"),
+        _ => None,
+    };
+    match (key, owner) {
+        ("", _) => format!("unknown option; expected one of {KEYS}"),
+        (_, Some(owner)) => format!("unknown option `{key}`; did you mean `{owner} = \"{key}\"`?"),
+        (_, None) => format!("unknown option `{key}`; expected one of {KEYS}"),
     }
 }
 
@@ -113,10 +128,13 @@ fn set_once<T>(
     if slot.is_some() {
         return Err(meta.error(format_args!("`{key}` is set more than once")));
     }
+    let takes = format!("`{key}` takes a string: {expected}");
+    // A bare `timeout` or `timeout(..)`: point at the key, not the attribute.
     let value: LitStr = meta
-        .value()?
+        .value()
+        .map_err(|_| meta.error(&takes))?
         .parse()
-        .map_err(|e| syn::Error::new(e.span(), format!("`{key}` takes a string: {expected}")))?;
+        .map_err(|e| syn::Error::new(e.span(), &takes))?;
     let parsed = parse(&value.value()).ok_or_else(|| {
         syn::Error::new(
             value.span(),

@@ -29,7 +29,7 @@ fn try_expand(args: TokenStream, item: TokenStream) -> syn::Result<proc_macro2::
     let function: syn::ItemFn = syn::parse(item).map_err(|e| {
         syn::Error::new(
             e.span(),
-            "#[bombsquad] goes on a free function (`fn name(..) -> T { .. }`)",
+            "`#[bombsquad]` goes on a free function (`fn name(..) -> T { .. }`)",
         )
     })?;
     valid::check(&args, &function)?;

@@ -33,8 +33,22 @@ fn check_signature(sig: &Signature, errors: &mut Errors) {
     if let Some(variadic) = &sig.variadic {
         errors.push(variadic, "an isolated function cannot be variadic");
     }
-    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        errors.push(&sig.generics, "an isolated function cannot be generic: the child must find one concrete function by name");
+    let generics = &sig.generics;
+    if generics.params.is_empty() {
+        // `Generics` prints only `<..>`: span the `where` clause itself.
+        if let Some(where_clause) = &generics.where_clause {
+            errors.push(
+                where_clause,
+                "an isolated function cannot have a `where` clause: its wrapper is not generic",
+            );
+        }
+    } else if generics.lifetimes().count() == generics.params.len() {
+        errors.push(
+            generics,
+            "an isolated function cannot declare lifetime parameters: leave them elided (`&str`, not `&'a str`)",
+        );
+    } else {
+        errors.push(generics, "an isolated function cannot be generic: the child must find one concrete function by name");
     }
 }
 
@@ -59,7 +73,9 @@ fn check_argument(args: &Args, input: &FnArg, errors: &mut Errors) {
         && let Type::Reference(reference) = ty
         && let Some(mutability) = &reference.mutability
     {
-        errors.push(mutability, "a spawned child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
+        let and = &reference.and_token;
+        let and_mut = quote::quote!(#and #mutability);
+        errors.push(&and_mut, "a spawned child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
     }
 }
 

@@ -1,0 +1,8 @@
+use bombsquad::bombsquad;
+
+#[bombsquad]
+fn length<'a>(text: &'a str) -> usize {
+    text.len()
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use bombsquad::bombsquad;
+
+#[bombsquad]
+fn double<T: Into<i64>>(x: T) -> i64 {
+    x.into() * 2
+}
+
+fn main() {}

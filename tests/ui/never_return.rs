@@ -1,0 +1,8 @@
+use bombsquad::bombsquad;
+
+#[bombsquad]
+fn crash() -> ! {
+    std::process::abort()
+}
+
+fn main() {}
