@@ -1,8 +1,10 @@
 //! The expansion: the user's function becomes a wrapper with the same name,
 //! visibility, parameters and attributes that returns
 //! `Result<R, ::bombsquad::Error>`; the original body moves into an inner
-//! function that the child runs. Generated code names only `::bombsquad::`
-//! and `::core::` paths.
+//! function that the child runs. Generated code names only
+//! `::bombsquad::__private::` and `::core::` paths (and `::bombsquad::Error`
+//! in the signature), and declares no local variables the user's parameters
+//! could collide with.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -65,9 +67,12 @@ pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
     let track_caller =
         (!attrs.iter().any(|a| a.path().is_ident("track_caller"))).then(|| quote!(#[track_caller]));
     let options = options(args);
+    let codec = codec(&result);
     let call = match args.start_method() {
-        StartMethod::Fork => call_forked(&params, unsafety.is_some()),
-        StartMethod::Spawn => call_spawned(name, &params, &result, unsafety.is_some()),
+        StartMethod::Fork => call_forked(&options, &codec, &params, unsafety.is_some()),
+        StartMethod::Spawn => {
+            call_spawned(name, &options, &codec, &params, &result, unsafety.is_some())
+        }
     };
     quote! {
         #(#attrs)*
@@ -77,10 +82,6 @@ pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
             #(#lint_attrs)*
             #unsafety fn __bombsquad_body(#inner_inputs) -> #result #block
 
-            #[allow(unused_imports)]
-            use ::bombsquad::__private::{BytesCodec as _, SerdeCodec as _};
-            let __bombsquad_options = #options;
-            let __bombsquad_codec = (&&::bombsquad::__private::CodecTag::<#result>::new()).codec();
             #call
         }
     }
@@ -115,17 +116,17 @@ fn is_lint(attr: &syn::Attribute) -> bool {
 
 fn options(args: &Args) -> TokenStream {
     let backend = args.backend.map(|(backend, _)| match backend {
-        Backend::File => quote!(.backend(::bombsquad::Backend::File)),
-        Backend::Pipe => quote!(.backend(::bombsquad::Backend::Pipe)),
+        Backend::File => quote!(.backend(::bombsquad::__private::Backend::File)),
+        Backend::Pipe => quote!(.backend(::bombsquad::__private::Backend::Pipe)),
     });
     let timeout = args
         .timeout
         .map(|(millis, _)| quote!(.timeout(::core::time::Duration::from_millis(#millis))));
     let panic = args.panic.map(|(mode, _)| match mode {
-        PanicMode::Resume => quote!(.panic_mode(::bombsquad::PanicMode::Resume)),
-        PanicMode::Error => quote!(.panic_mode(::bombsquad::PanicMode::Error)),
+        PanicMode::Resume => quote!(.panic_mode(::bombsquad::__private::PanicMode::Resume)),
+        PanicMode::Error => quote!(.panic_mode(::bombsquad::__private::PanicMode::Error)),
     });
-    quote!(::bombsquad::Isolate::new() #backend #timeout #panic)
+    quote!(::bombsquad::__private::Isolate::new() #backend #timeout #panic)
 }
 
 fn body_call(names: impl Iterator<Item = TokenStream>, unsafe_fn: bool) -> TokenStream {
@@ -138,7 +139,22 @@ fn body_call(names: impl Iterator<Item = TokenStream>, unsafe_fn: bool) -> Token
     }
 }
 
-fn call_forked(params: &[Param<'_>], unsafe_fn: bool) -> TokenStream {
+/// The codec for the result type, picked by autoref specialization where
+/// the type is concrete (`Vec<u8>` takes the `bin` path). The traits are
+/// imported inside the block only, so the user's code never sees them.
+fn codec(result: &TokenStream) -> TokenStream {
+    quote! {{
+        use ::bombsquad::__private::{BytesCodec as _, SerdeCodec as _};
+        (&&::bombsquad::__private::CodecTag::<#result>::new()).__bombsquad_codec()
+    }}
+}
+
+fn call_forked(
+    options: &TokenStream,
+    codec: &TokenStream,
+    params: &[Param<'_>],
+    unsafe_fn: bool,
+) -> TokenStream {
     let body = body_call(
         params.iter().map(|p| {
             let name = &p.name;
@@ -147,12 +163,14 @@ fn call_forked(params: &[Param<'_>], unsafe_fn: bool) -> TokenStream {
         unsafe_fn,
     );
     quote! {
-        ::bombsquad::__private::call_forked(&__bombsquad_options, __bombsquad_codec, move || #body)
+        ::bombsquad::__private::call_forked(&#options, #codec, move || #body)
     }
 }
 
 fn call_spawned(
     name: &Ident,
+    options: &TokenStream,
+    codec: &TokenStream,
     params: &[Param<'_>],
     result: &TokenStream,
     unsafe_fn: bool,
@@ -163,12 +181,9 @@ fn call_spawned(
     let body = body_call(params.iter().map(Param::passed_in_child), unsafe_fn);
     quote! {
         fn __bombsquad_run(__bombsquad_args: &[u8]) -> ! {
-            #[allow(unused_imports)]
-            use ::bombsquad::__private::{BytesCodec as _, SerdeCodec as _};
-            let codec = (&&::bombsquad::__private::CodecTag::<#result>::new()).codec();
             ::bombsquad::__private::serve::<(#(#owned_types,)*), #result>(
                 __bombsquad_args,
-                codec,
+                #codec,
                 |(#(#names,)*)| #body,
             )
         }
@@ -180,11 +195,6 @@ fn call_spawned(
             run: __bombsquad_run,
         };
 
-        ::bombsquad::__private::call_spawned(
-            &__bombsquad_options,
-            &__BOMBSQUAD_ENTRY,
-            &(#(&#names,)*),
-            __bombsquad_codec,
-        )
+        ::bombsquad::__private::call_spawned(&#options, &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec)
     }
 }

@@ -69,13 +69,28 @@ fn check_argument(args: &Args, input: &FnArg, errors: &mut Errors) {
             "`impl Trait` arguments are not supported: name a concrete type",
         );
     }
-    if args.start_method() == StartMethod::Spawn
-        && let Type::Reference(reference) = ty
-        && let Some(mutability) = &reference.mutability
-    {
-        let and = &reference.and_token;
-        let and_mut = quote::quote!(#and #mutability);
-        errors.push(&and_mut, "a spawned child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
+    if args.start_method() == StartMethod::Spawn {
+        check_spawned_argument(ty, errors);
+    }
+}
+
+const NESTED_BORROW: &str = "a spawned child rebuilds arguments as owned values, so only a top-level `&T` may borrow: use owned types inside (`String` for `&str`), or start_method = \"fork\"";
+
+/// A spawned child rebuilds each argument as an owned value: a top-level
+/// `&T` becomes `T`, but a borrow nested inside (`Vec<&str>`, `&&str`) or a
+/// `&mut` has nothing to point at in the child.
+fn check_spawned_argument(ty: &Type, errors: &mut Errors) {
+    if let Type::Reference(reference) = ty {
+        if let Some(mutability) = &reference.mutability {
+            let and = &reference.and_token;
+            let and_mut = quote::quote!(#and #mutability);
+            return errors.push(&and_mut, "a spawned child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
+        }
+        if borrows(&reference.elem) {
+            errors.push(&reference.elem, NESTED_BORROW);
+        }
+    } else if borrows(ty) {
+        errors.push(ty, NESTED_BORROW);
     }
 }
 

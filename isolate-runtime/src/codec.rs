@@ -144,7 +144,8 @@ fn decode_bytes(bytes: &[u8]) -> Result<Vec<u8>, String> {
     from_msgpack::<serde_bytes::ByteBuf>(bytes).map(serde_bytes::ByteBuf::into_vec)
 }
 
-/// Selects a [`Codec`] by autoref specialization: `(&&CodecTag::<T>::new()).codec()`
+/// Selects a [`Codec`] by autoref specialization:
+/// `(&&CodecTag::<T>::new()).__bombsquad_codec()` (a name no user trait takes)
 /// finds [`BytesCodec`] for `Vec<u8>` and [`SerdeCodec`] for everything else.
 #[derive(Debug)]
 pub struct CodecTag<T>(PhantomData<T>);
@@ -164,7 +165,7 @@ impl<T> Default for CodecTag<T> {
 
 /// The `bin` codec, chosen for `Vec<u8>`.
 pub trait BytesCodec {
-    fn codec(&self) -> Codec<Vec<u8>> {
+    fn __bombsquad_codec(&self) -> Codec<Vec<u8>> {
         Codec {
             encode: encode_bytes,
             decode: decode_bytes,
@@ -175,10 +176,10 @@ impl BytesCodec for &CodecTag<Vec<u8>> {}
 
 /// The serde codec, chosen for every other type.
 pub trait SerdeCodec<T> {
-    fn codec(&self) -> Codec<T>;
+    fn __bombsquad_codec(&self) -> Codec<T>;
 }
 impl<T: Serialize + DeserializeOwned> SerdeCodec<T> for CodecTag<T> {
-    fn codec(&self) -> Codec<T> {
+    fn __bombsquad_codec(&self) -> Codec<T> {
         Codec::serde()
     }
 }
@@ -240,7 +241,7 @@ mod tests {
 
     #[test]
     fn bytes_take_the_bin_path() {
-        let codec = (&&CodecTag::<Vec<u8>>::new()).codec();
+        let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
         let encoded = (codec.encode)(&vec![200u8; 1000]).unwrap();
         assert_eq!(encoded.len(), 1000 + 3, "bin16 header, one byte per byte");
         assert_eq!((codec.decode)(&encoded).unwrap(), vec![200u8; 1000]);
