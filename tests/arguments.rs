@@ -54,7 +54,6 @@ fn witness_path(name: &str) -> PathBuf {
 fn an_argument_that_fails_to_encode_starts_nothing() {
     common::watchdog();
     let witness = witness_path("encode");
-    let children_before = common::children_of(std::process::id()).len();
     match takes_unserializable(RefusesToSerialize, witness.clone()) {
         Err(Error::Codec { stage, message }) => {
             assert_eq!(stage, CodecStage::EncodeArguments);
@@ -62,8 +61,9 @@ fn an_argument_that_fails_to_encode_starts_nothing() {
         }
         other => panic!("expected a codec error, got {other:?}"),
     }
+    // That no descriptor, child or temp file is left is checked in
+    // tests/leaks.rs, a binary where no other test runs meanwhile.
     assert!(!witness.exists(), "the function never ran");
-    assert!(common::children_of(std::process::id()).len() <= children_before);
 }
 
 #[test]
