@@ -14,6 +14,14 @@ use std::time::Duration;
 
 use bombsquad::{Backend, Error, Isolate, PanicMode};
 
+/// Errors cross threads and box into `dyn Error + Send + Sync`.
+const _: () = {
+    const fn send_sync_static<T: Send + Sync + 'static>() {}
+    send_sync_static::<Error>();
+    send_sync_static::<bombsquad::NonzeroExitcode>();
+    send_sync_static::<Isolate>();
+};
+
 #[test]
 fn captures_need_no_serde() {
     common::watchdog();

@@ -11,8 +11,31 @@ mod valid;
 
 use proc_macro::TokenStream;
 
-/// Runs each call of the function in a child process. See the `bombsquad`
-/// crate for the options and the guide.
+/// Runs each call of the function in a child process.
+///
+/// The wrapper keeps the function's name, visibility, parameters and
+/// attributes and returns `Result<R, bombsquad::Error>`. A panic in the
+/// child is re-raised in the caller; a child killed by a signal or exiting
+/// nonzero becomes `Error::NonzeroExitcode`.
+///
+/// Options, all optional and checked at compile time:
+///
+/// | option | values | default |
+/// |---|---|---|
+/// | `start_method` | `"spawn"` (re-execute this binary), `"fork"` | `"spawn"` |
+/// | `backend` | `"file"` (unnamed temp file), `"pipe"` | `"file"` |
+/// | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"` | none |
+/// | `panic` | `"resume"` (re-raise), `"error"` (`Error::Panicked`) | `"resume"` |
+///
+/// In spawn mode, arguments must be `Serialize + DeserializeOwned` or
+/// top-level shared references to such (`&T`, `&str`, `&[T]`, `&Path`). In
+/// fork mode any argument works. Results must be serde types in both.
+///
+/// Not accepted, each with a compile error on the offending token: generic,
+/// `async`, `const` or `extern` functions, `self` receivers, `impl Trait`
+/// arguments or results, results that borrow.
+///
+/// The `bombsquad` crate's documentation is the full guide.
 #[proc_macro_attribute]
 pub fn bombsquad(args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
