@@ -235,6 +235,13 @@ macro_rules! outcome_tests {
                 unsafe { libc::_exit(0) }
             }
 
+            /// Daemonizing C code closes every descriptor above stdio.
+            #[bombsquad(start_method = $start_method, backend = $backend)]
+            fn closes_every_descriptor() -> i32 {
+                unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+                5
+            }
+
             /// A grandchild holds the reply channel open for 30 s.
             #[bombsquad(start_method = $start_method, backend = $backend)]
             fn leaves_a_grandchild() -> i32 {
@@ -461,6 +468,15 @@ macro_rules! outcome_tests {
                 common::watchdog();
                 let message = protocol_error(lies_about_its_length());
                 assert_eq!(message, format!("frame of {} bytes exceeds the limit of {} bytes", u64::MAX, 16u64 << 30));
+            }
+
+            #[test]
+            fn a_child_that_closed_its_channel_ends_without_payload() {
+                common::watchdog();
+                match closes_every_descriptor() {
+                    Err(Error::ZeroExitcodeWithoutPayload { pid }) => assert!(!common::process_exists(pid)),
+                    other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
+                }
             }
 
             #[test]
