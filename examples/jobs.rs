@@ -43,9 +43,7 @@ use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant};
 
 use bombsquad::jobs::{
     Command, JobError, JobId, JobInfo, Jobs, OwnerId, Retention, Status, StopType, Stream,
@@ -202,11 +200,6 @@ help                    print this text
 exit                    stop the running jobs and leave (so does end of input)
 <id> is a session number (1, 2, ... in start order) or a full job id.";
 
-/// How long `logs` waits for more output before it takes the log as read
-/// so far, and the most it spends on a job that never pauses.
-const QUIET: Duration = Duration::from_millis(50);
-const SNAPSHOT_MAX: Duration = Duration::from_millis(500);
-
 /// One `shell` session: its supervisor and the jobs it started, whose
 /// position (from 1) is their session number.
 struct Session {
@@ -275,36 +268,16 @@ impl Session {
         Ok(())
     }
 
-    /// Prints the output that exists now. The reader follows a running job
-    /// and has no non-blocking read, so a helper thread reads and this
-    /// stops once output pauses for `QUIET`; the thread ends with the job.
+    /// Prints the output that exists now, without waiting for more.
     fn logs(&self, id: JobId) -> Result<(), Error> {
-        let mut reader = self.jobs.stream(id, self.owner)?;
-        if !self.jobs.query(id, self.owner)?.status.is_running() {
-            return Ok(copy_out(reader, io::stdout())?);
+        let reader = self.jobs.stream(id, self.owner)?.up_to_now()?;
+        copy_out(reader, io::stdout())?;
+        if self.jobs.query(id, self.owner)?.status.is_running() {
+            eprintln!(
+                "({} is running; `logs --follow` follows it)",
+                self.label(id)
+            );
         }
-        let (chunks, received) = mpsc::channel();
-        thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n @ 1..) = reader.read(&mut buf) {
-                if chunks.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + SNAPSHOT_MAX;
-        let mut out = io::stdout().lock();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let Ok(chunk) = received.recv_timeout(QUIET.min(left)) else {
-                break;
-            };
-            out.write_all(&chunk)?;
-        }
-        out.flush()?;
-        eprintln!(
-            "({} is running; `logs --follow` follows it)",
-            self.label(id)
-        );
         Ok(())
     }
 

@@ -295,3 +295,39 @@ fn bad_commands_are_errors_and_create_no_job() {
     assert_eq!(jobs.list(me), vec![]);
     assert_eq!(log_files(jobs.log_dir()), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn a_reader_up_to_now_ends_while_the_job_runs() {
+    let _serial = shared();
+    let _watchdog = watchdog("a_reader_up_to_now_ends_while_the_job_runs");
+    let jobs = Jobs::new().unwrap();
+    let me = OwnerId::new_v4();
+    let id = jobs
+        .start(sh("echo first; echo second >&2; exec sleep 30"), me)
+        .unwrap();
+    // Follow until both lines are in the log, then take a snapshot.
+    let mut follower = BufReader::new(jobs.stream(id, me).unwrap());
+    let mut line = String::new();
+    for _ in 0..2 {
+        follower.read_line(&mut line).unwrap();
+    }
+    let snapshot = read_all(jobs.stream(id, me).unwrap().up_to_now().unwrap());
+    assert_eq!(snapshot.lines().count(), 2, "{snapshot:?}");
+    assert!(snapshot.contains("first\n") && snapshot.contains("second\n"));
+    let only_stdout = jobs
+        .stream_only(id, me, Stream::Stdout)
+        .unwrap()
+        .up_to_now()
+        .unwrap();
+    assert_eq!(read_all(only_stdout), "first\n");
+    assert_eq!(
+        jobs.query(id, me).unwrap().status,
+        Status::Running,
+        "it returned without waiting"
+    );
+    jobs.stop(id, me, StopType::Kill).unwrap();
+    assert_eq!(
+        finish(&jobs, id, me).status,
+        Status::Stopped(StopType::Kill)
+    );
+}

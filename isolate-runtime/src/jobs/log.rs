@@ -156,8 +156,11 @@ pub struct OutputReader {
     record_left: u64,
     only: Option<Stream>,
     /// `None` for a log that is complete on disk (the job ended before this
-    /// reader was opened); then the file's end is the log's end.
+    /// reader was opened), or one read only up to now; then the file's end
+    /// (or `limit`) is the log's end.
     live: Option<Arc<LogShared>>,
+    /// Set by [`OutputReader::up_to_now`]: the log's length at that moment.
+    limit: Option<u64>,
 }
 
 impl OutputReader {
@@ -172,7 +175,20 @@ impl OutputReader {
             record_left: 0,
             only,
             live,
+            limit: None,
         })
+    }
+
+    /// Stops following: the reader ends at what the log holds now, even if
+    /// the job is still running (a `logs` that does not wait for more).
+    ///
+    /// # Errors
+    ///
+    /// The log file could not be inspected.
+    pub fn up_to_now(mut self) -> io::Result<Self> {
+        self.limit = Some(self.file.metadata()?.len());
+        self.live = None;
+        Ok(self)
     }
 
     /// Where readable data ends, waiting for more on a live log; `None` at
@@ -181,7 +197,11 @@ impl OutputReader {
         match &self.live {
             Some(shared) => Ok(shared.wait_beyond(self.pos)),
             None => {
-                let len = self.file.metadata()?.len();
+                let len = self
+                    .file
+                    .metadata()?
+                    .len()
+                    .min(self.limit.unwrap_or(u64::MAX));
                 Ok((len > self.pos).then_some(len))
             }
         }
