@@ -192,6 +192,18 @@ macro_rules! outcome_tests {
                 }
             }
 
+            /// Announces a 2 GiB reply and streams it as fast as it can, so the
+            /// pipe is readable whenever the parent looks.
+            #[bombsquad(start_method = $start_method, backend = $backend, timeout = "300ms")]
+            fn streams_its_reply_past_the_deadline() -> i32 {
+                let fd = common::reply_fd_in_child();
+                common::write_raw(fd, &common::frame_header(common::RETURN_FRAME, 2 << 30));
+                let chunk = vec![0u8; 64 << 10];
+                loop {
+                    common::write_raw(fd, &chunk);
+                }
+            }
+
             #[bombsquad(start_method = $start_method, backend = $backend)]
             fn bytes(len: usize) -> Vec<u8> {
                 (0..len).map(|i| (i % 251) as u8).collect()
@@ -418,6 +430,24 @@ macro_rules! outcome_tests {
                     }
                     // Generous: this asserts "soon after the deadline", not speed.
                     assert!(start.elapsed() < Duration::from_secs(10));
+                }
+            }
+
+            #[test]
+            fn a_child_streaming_its_reply_still_times_out() {
+                common::watchdog();
+                let start = Instant::now();
+                match streams_its_reply_past_the_deadline() {
+                    Err(Error::Timeout { after, pid }) => {
+                        assert_eq!(after, Duration::from_millis(300));
+                        assert!(!common::process_exists(pid));
+                        // Soon after the deadline: a reader that drains until the
+                        // pipe is empty, or that reads a timed-out child's reply
+                        // file, took 1-1.4 s here; the deadline-first loop ~0.35 s.
+                        let elapsed = start.elapsed();
+                        assert!(elapsed < after + Duration::from_millis(700), "took {elapsed:?}");
+                    }
+                    other => panic!("expected Timeout, got {other:?}"),
                 }
             }
 

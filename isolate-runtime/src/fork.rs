@@ -40,7 +40,7 @@ pub fn call<R>(
             drop(null);
             let child = Child::adopt(child.as_raw())?;
             let exit = supervise(child, deadline, &mut reply, Outgoing::none())?;
-            outcome::conclude(exit, reply.finish(), codec, options)
+            outcome::conclude(exit, reply, codec, options)
         }
     }
 }

@@ -5,6 +5,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use nix::sys::signal::Signal;
 
+use crate::backend::ReplyChannel;
 use crate::child::ChildFailure;
 use crate::codec::{self, Codec, FrameKind};
 use crate::error::{CodecStage, Error, Location};
@@ -190,7 +191,7 @@ impl std::error::Error for NonzeroExitcode {}
 #[track_caller]
 pub(crate) fn conclude<R>(
     exit: Exit,
-    reply: Result<Vec<u8>, String>,
+    reply: ReplyChannel,
     codec: Codec<R>,
     options: &Isolate,
 ) -> Result<R, Error> {
@@ -205,7 +206,8 @@ pub(crate) fn conclude<R>(
         return Err(Error::Protocol { pid, message });
     }
     let protocol = |message: String| Error::Protocol { pid, message };
-    let bytes = reply.map_err(protocol)?;
+    // Read only now: a timed-out or lying child's output is never read.
+    let bytes = reply.finish().map_err(protocol)?;
     let frames = codec::split_frames(&bytes);
     if exit.termination != Termination::Exited(0) {
         let panic = frames.ok().and_then(|f| first_panic(&f));

@@ -82,7 +82,7 @@ where
         &mut reply,
         Outgoing::new(socket.as_fd(), &request),
     )?;
-    outcome::conclude(exit, reply.finish(), codec, options)
+    outcome::conclude(exit, reply, codec, options)
 }
 
 /// The `Call` and `Args` frames, encoded before anything is started, so an

@@ -136,6 +136,13 @@ pub(crate) fn supervise(
     let mut timed_out = false;
     let mut bad_reply = None;
     loop {
+        // Checked here, not only on a poll that times out: a child that keeps
+        // the pipe readable would otherwise outlive its deadline.
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            timed_out = true;
+            sys::kill_group(child.pid);
+            break;
+        }
         let reply_fd = reply.poll_fd().filter(|_| bad_reply.is_none());
         let out_fd = outgoing.pending();
         let mut fds = vec![PollFd::new(child.pidfd.as_fd(), PollFlags::POLLIN)];
@@ -147,9 +154,7 @@ pub(crate) fn supervise(
             Err(e) => return Err(Error::spawn("wait for the child process", e)),
         };
         if ready == 0 {
-            timed_out = true;
-            sys::kill_group(child.pid);
-            break;
+            continue; // the deadline passed: handled at the top
         }
         let is_ready = |fd: &PollFd<'_>| fd.any().unwrap_or(true);
         let exited = is_ready(&fds[0]);

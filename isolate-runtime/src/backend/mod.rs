@@ -73,14 +73,14 @@ impl ReplyChannel {
         }
     }
 
-    /// Takes in what the child has written so far.
+    /// Takes in what the child has written so far, up to a budget per call.
     ///
     /// # Errors
     ///
     /// A malformed frame header (the child is lying or corrupt).
     pub(crate) fn read_available(&mut self) -> Result<(), String> {
         match self {
-            Self::Pipe(pipe) => pipe.read_available(),
+            Self::Pipe(pipe) => pipe.read_available().map(drop),
             Self::File(_) => Ok(()),
         }
     }
@@ -93,7 +93,7 @@ impl ReplyChannel {
     pub(crate) fn finish(self) -> Result<Vec<u8>, String> {
         match self {
             Self::Pipe(mut pipe) => {
-                pipe.read_available()?;
+                pipe.drain()?;
                 Ok(pipe.into_bytes())
             }
             Self::File(file) => file.read_all(),

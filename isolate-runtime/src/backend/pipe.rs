@@ -15,6 +15,9 @@ use crate::sys;
 const PIPE_CAPACITY: i32 = 1 << 20;
 /// Most the buffer grows ahead of the data on a frame's announced length.
 const MAX_RESERVE_AHEAD: usize = 64 << 20;
+/// Most one wake-up reads before the supervisor gets to check its deadline
+/// again: a child writing nonstop never lets the pipe run empty.
+const READ_BUDGET: usize = 16 << 20;
 
 #[derive(Debug)]
 pub(crate) struct PipeReply {
@@ -53,9 +56,14 @@ impl PipeReply {
         (!self.eof).then(|| self.read.as_fd())
     }
 
-    /// Reads until the pipe is empty (it never blocks).
-    pub(crate) fn read_available(&mut self) -> Result<(), String> {
+    /// Reads until the pipe is empty or [`READ_BUDGET`] bytes were read (it
+    /// never blocks). Returns whether it stopped on the budget.
+    pub(crate) fn read_available(&mut self) -> Result<bool, String> {
+        let start = self.bytes.len();
         while !self.eof {
+            if self.bytes.len() - start >= READ_BUDGET {
+                return Ok(true);
+            }
             match sys::read_into_spare(self.read.as_fd(), &mut self.bytes, HEADER_LEN.max(64 << 10))
             {
                 Ok(0) => self.eof = true,
@@ -64,6 +72,12 @@ impl PipeReply {
                 Err(e) => return Err(format!("read the reply pipe: {e}")),
             }
         }
+        Ok(false)
+    }
+
+    /// Reads everything left, once the child has exited.
+    pub(crate) fn drain(&mut self) -> Result<(), String> {
+        while self.read_available()? {}
         Ok(())
     }
 
