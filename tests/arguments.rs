@@ -51,7 +51,7 @@ fn witness_path(name: &str) -> PathBuf {
 }
 
 #[test]
-fn an_argument_that_fails_to_encode_starts_nothing() {
+fn an_argument_that_fails_to_encode_never_runs_the_function() {
     common::watchdog();
     let witness = witness_path("encode");
     match takes_unserializable(RefusesToSerialize, witness.clone()) {
