@@ -422,7 +422,7 @@ macro_rules! outcome_tests {
                 for call in [sleeps_forever as fn() -> Result<(), Error>, spins_forever] {
                     let start = Instant::now();
                     match call() {
-                        Err(Error::Timeout { after, pid }) => {
+                        Err(Error::Timeout { after, pid, .. }) => {
                             assert_eq!(after, Duration::from_millis(300));
                             assert!(!common::process_exists(pid), "the child was killed and reaped");
                         }
@@ -438,7 +438,7 @@ macro_rules! outcome_tests {
                 common::watchdog();
                 let start = Instant::now();
                 match streams_its_reply_past_the_deadline() {
-                    Err(Error::Timeout { after, pid }) => {
+                    Err(Error::Timeout { after, pid, .. }) => {
                         assert_eq!(after, Duration::from_millis(300));
                         assert!(!common::process_exists(pid));
                         // Soon after the deadline: a reader that drains until the

@@ -4,7 +4,8 @@ use proc_macro2::{Span, TokenStream};
 use syn::LitStr;
 use syn::meta::ParseNestedMeta;
 
-const KEYS: &str = "`start_method`, `backend`, `timeout`, `panic`";
+const KEYS: &str =
+    "`start_method`, `backend`, `timeout`, `panic`, `memory`, `cpu`, `stack_size`, `stderr`";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum StartMethod {
@@ -27,7 +28,17 @@ pub(crate) enum PanicMode {
     Error,
 }
 
-/// `#[bombsquad(start_method = "..", backend = "..", timeout = "..", panic = "..")]`
+/// Where the child's stderr goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Stderr {
+    Inherit,
+    Null,
+    Capture,
+    File(String),
+}
+
+/// `#[bombsquad(start_method = "..", backend = "..", timeout = "..", panic = "..",
+/// memory = "..", cpu = "..", stack_size = "..", stderr = "..")]`
 #[derive(Debug, Default)]
 pub(crate) struct Args {
     pub(crate) start_method: Option<(StartMethod, Span)>,
@@ -35,6 +46,13 @@ pub(crate) struct Args {
     /// In milliseconds.
     pub(crate) timeout: Option<(u64, Span)>,
     pub(crate) panic: Option<(PanicMode, Span)>,
+    /// In bytes.
+    pub(crate) memory: Option<(u64, Span)>,
+    /// In milliseconds (the limit is applied in whole seconds, rounded up).
+    pub(crate) cpu: Option<(u64, Span)>,
+    /// In bytes.
+    pub(crate) stack_size: Option<(u64, Span)>,
+    pub(crate) stderr: Option<(Stderr, Span)>,
 }
 
 impl Args {
@@ -95,6 +113,40 @@ impl Args {
                     _ => None,
                 },
                 "\"resume\" or \"error\"",
+            ),
+            "memory" => set_once(
+                &mut self.memory,
+                meta,
+                &key,
+                parse_bytes,
+                "a size such as \"512MiB\" or \"2GiB\", above zero",
+            ),
+            "cpu" => set_once(
+                &mut self.cpu,
+                meta,
+                &key,
+                parse_millis,
+                "a CPU time such as \"10s\" or \"1m\", above zero",
+            ),
+            "stack_size" => set_once(
+                &mut self.stack_size,
+                meta,
+                &key,
+                parse_bytes,
+                "a size such as \"64MiB\", above zero",
+            ),
+            "stderr" => set_once(
+                &mut self.stderr,
+                meta,
+                &key,
+                |v| match v {
+                    "inherit" => Some(Stderr::Inherit),
+                    "null" => Some(Stderr::Null),
+                    "capture" => Some(Stderr::Capture),
+                    "" => None,
+                    path => Some(Stderr::File(path.to_owned())),
+                },
+                "\"inherit\", \"null\", \"capture\" or a file path",
             ),
             _ => Err(meta.error(unknown_option(&key))),
         }
@@ -160,9 +212,43 @@ fn parse_millis(text: &str) -> Option<u64> {
     number.checked_mul(scale).filter(|&millis| millis > 0)
 }
 
+/// "512MiB", "2GiB", "64KiB", "1000000B" (also "MB", "GB", "KB") in bytes;
+/// `None` for anything else or 0.
+fn parse_bytes(text: &str) -> Option<u64> {
+    let digits = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let scale: u64 = match unit {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(scale).filter(|&bytes| bytes > 0)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_millis;
+    use super::{parse_bytes, parse_millis};
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
+        assert_eq!(parse_bytes("2GiB"), Some(2 << 30));
+        assert_eq!(parse_bytes("64KiB"), Some(64 << 10));
+        assert_eq!(parse_bytes("1500B"), Some(1500));
+        assert_eq!(parse_bytes("3MB"), Some(3_000_000));
+        assert_eq!(parse_bytes("0MiB"), None);
+        assert_eq!(parse_bytes("512"), None);
+        assert_eq!(parse_bytes("512mib"), None);
+        assert_eq!(parse_bytes("1.5GiB"), None);
+    }
 
     #[test]
     fn durations() {

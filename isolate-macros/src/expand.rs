@@ -10,7 +10,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use syn::{FnArg, Ident, ItemFn, Pat, PatType, ReturnType, Type};
 
-use crate::args::{Args, Backend, PanicMode, StartMethod};
+use crate::args::{Args, Backend, PanicMode, StartMethod, Stderr};
 
 /// One parameter, as the wrapper names it and the child rebuilds it.
 struct Param<'a> {
@@ -66,7 +66,7 @@ pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
     let lint_attrs = attrs.iter().filter(|a| is_lint(a));
     let track_caller =
         (!attrs.iter().any(|a| a.path().is_ident("track_caller"))).then(|| quote!(#[track_caller]));
-    let options = options(args);
+    let options = options(args, name);
     let codec = codec(&result);
     let call = match args.start_method() {
         StartMethod::Fork => call_forked(&options, &codec, &params, unsafety.is_some()),
@@ -114,7 +114,7 @@ fn is_lint(attr: &syn::Attribute) -> bool {
         .any(|lint| attr.path().is_ident(lint))
 }
 
-fn options(args: &Args) -> TokenStream {
+fn options(args: &Args, name: &Ident) -> TokenStream {
     let backend = args.backend.map(|(backend, _)| match backend {
         Backend::File => quote!(.backend(::bombsquad::__private::Backend::File)),
         Backend::Pipe => quote!(.backend(::bombsquad::__private::Backend::Pipe)),
@@ -126,7 +126,29 @@ fn options(args: &Args) -> TokenStream {
         PanicMode::Resume => quote!(.panic_mode(::bombsquad::__private::PanicMode::Resume)),
         PanicMode::Error => quote!(.panic_mode(::bombsquad::__private::PanicMode::Error)),
     });
-    quote!(::bombsquad::__private::Isolate::new() #backend #timeout #panic)
+    let memory = args.memory.map(|(bytes, _)| quote!(.memory(#bytes)));
+    let cpu = args
+        .cpu
+        .map(|(millis, _)| quote!(.cpu(::core::time::Duration::from_millis(#millis))));
+    let stack_size = args.stack_size.map(|(bytes, _)| {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        quote!(.stack_size(#bytes))
+    });
+    let stderr = args.stderr.as_ref().map(|(stderr, _)| {
+        let stderr = match stderr {
+            Stderr::Inherit => quote!(Inherit),
+            Stderr::Null => quote!(Null),
+            Stderr::Capture => quote!(Capture),
+            Stderr::File(path) => quote!(File(::core::convert::From::from(#path))),
+        };
+        quote!(.stderr(::bombsquad::__private::Stderr::#stderr))
+    });
+    let name = name.to_string();
+    quote! {
+        ::bombsquad::__private::Isolate::new()
+            .name(#name)
+            #backend #timeout #panic #memory #cpu #stack_size #stderr
+    }
 }
 
 fn body_call(names: impl Iterator<Item = TokenStream>, unsafe_fn: bool) -> TokenStream {

@@ -99,6 +99,7 @@ fn leave() -> ! {
     if FLUSH_STDOUT.load(Ordering::Relaxed) {
         let _ = std::io::stdout().flush();
     }
+    sys::flush_c_stdio();
     sys::exit_now(0)
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::outcome::NonzeroExitcode;
+use crate::report::{CallReport, NonzeroExitcode};
 
 /// Why an isolated call did not return a value.
 ///
@@ -34,13 +34,17 @@ pub enum Error {
     /// The call ran longer than its `timeout`; the child's process group was
     /// killed with SIGKILL and reaped.
     #[error(
-        "the isolated call (pid {pid}) did not finish within {after:?}; its process group was killed"
+        "{} did not finish within {after:?}; its process group was killed{}",
+        report.subject(),
+        costs(report)
     )]
     Timeout {
         /// The configured timeout.
         after: Duration,
         /// The child's process id.
         pid: u32,
+        /// What was observed of the child: CPU time, peak memory, stderr.
+        report: CallReport,
     },
 
     /// The function panicked and the call was made with `panic = "error"`.
@@ -91,6 +95,17 @@ pub enum Error {
         /// The maximum depth.
         limit: u32,
     },
+}
+
+/// ", after 3 ms, peak RSS 2.1 MiB"
+fn costs(report: &CallReport) -> String {
+    struct Costs<'a>(&'a CallReport);
+    impl fmt::Display for Costs<'_> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            self.0.write_costs(f)
+        }
+    }
+    Costs(report).to_string()
 }
 
 fn at(location: Option<&Location>) -> String {

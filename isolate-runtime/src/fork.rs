@@ -4,11 +4,13 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::time::Instant;
 
 use crate::backend::ReplyChannel;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::isolate::Isolate;
+use crate::stdio::{ChildStdio, OutputRelay};
 use crate::supervise::{Child, Outgoing, supervise};
 use crate::{child, outcome, sys};
 
@@ -23,23 +25,25 @@ pub fn call<R>(
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
     let null = File::open("/dev/null")
         .map_err(|e| Error::spawn("open /dev/null for the child's stdin", e))?;
+    let (output, stdio) = OutputRelay::create(&options.stderr)?;
     crate::panic::install_hook();
     let parent = std::process::id().cast_signed();
     let deadline = options.deadline();
+    let started = Instant::now();
     // SAFETY: the child branch runs `run_child`, which never returns: it
     // makes raw syscalls, runs the closure and leaves with `_exit`.
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(Error::spawn("fork the child process", e)),
         Ok(nix::unistd::ForkResult::Child) => {
             let reply_fd = reply.child_end().as_raw_fd();
-            run_child(reply_fd, &null, parent, depth, codec, function)
+            run_child(reply_fd, &null, &stdio, parent, depth, codec, function)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             sys::put_in_own_group(child.as_raw());
             reply.close_child_end();
-            drop(null);
-            let child = Child::adopt(child.as_raw())?;
-            let exit = supervise(child, deadline, &mut reply, Outgoing::none())?;
+            drop((null, stdio));
+            let child = Child::adopt(child.as_raw(), started)?;
+            let exit = supervise(child, deadline, &mut reply, Outgoing::none(), output)?;
             outcome::conclude(exit, reply, codec, options)
         }
     }
@@ -51,6 +55,7 @@ pub fn call<R>(
 fn run_child<R>(
     reply_fd: RawFd,
     null: &File,
+    stdio: &ChildStdio,
     parent: i32,
     depth: u32,
     codec: Codec<R>,
@@ -58,6 +63,8 @@ fn run_child<R>(
 ) -> ! {
     sys::lead_own_process_group();
     let _ = sys::dup_onto(null.as_fd(), 0);
+    let _ = sys::dup_onto(stdio.stdout.as_fd(), 1);
+    let _ = sys::dup_onto(stdio.stderr.as_fd(), 2);
     sys::close_fds_except(&mut [reply_fd]);
     sys::reset_signal_state();
     if !sys::die_with_parent(parent) {

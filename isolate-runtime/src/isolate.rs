@@ -1,6 +1,7 @@
 //! The options of an isolated call, as a builder (what `#[bombsquad(...)]`
 //! expands to).
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use serde::de::DeserializeOwned;
 use crate::backend::Backend;
 use crate::codec::Codec;
 use crate::error::Error;
+use crate::stdio::Stderr;
 
 /// What a panic in the child does to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,6 +46,11 @@ pub struct Isolate {
     pub(crate) timeout: Option<Duration>,
     pub(crate) panic_mode: PanicMode,
     pub(crate) temp_dir: Option<PathBuf>,
+    pub(crate) name: Option<Cow<'static, str>>,
+    pub(crate) stderr: Stderr,
+    pub(crate) memory: Option<u64>,
+    pub(crate) cpu: Option<Duration>,
+    pub(crate) stack_size: Option<usize>,
 }
 
 impl Isolate {
@@ -80,6 +87,44 @@ impl Isolate {
     #[must_use]
     pub fn temp_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.temp_dir = Some(dir.into());
+        self
+    }
+
+    /// The name reports give the call ("risky_business (pid 42) was killed
+    /// by SIGSEGV..."); `#[bombsquad]` sets the function's name.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Where the child's stderr goes ([`Stderr::Inherit`] by default). The
+    /// child's stdout is always replayed through `print!`.
+    #[must_use]
+    pub fn stderr(mut self, stderr: Stderr) -> Self {
+        self.stderr = stderr;
+        self
+    }
+
+    /// Limits the child's memory to `bytes` (`RLIMIT_DATA`): an allocation
+    /// beyond it fails, and the error says the call ran out of memory.
+    #[must_use]
+    pub fn memory(mut self, bytes: u64) -> Self {
+        self.memory = Some(bytes);
+        self
+    }
+
+    /// Limits the child's CPU time (`RLIMIT_CPU`, whole seconds, rounded up).
+    #[must_use]
+    pub fn cpu(mut self, limit: Duration) -> Self {
+        self.cpu = Some(limit);
+        self
+    }
+
+    /// Runs the function on a thread with a stack of `bytes`.
+    #[must_use]
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
         self
     }
 

@@ -15,7 +15,9 @@ mod marker;
 mod outcome;
 mod panic;
 mod registry;
+mod report;
 mod spawn;
+mod stdio;
 mod supervise;
 mod sys;
 
@@ -24,14 +26,15 @@ pub mod jobs;
 pub use backend::Backend;
 pub use error::{CodecStage, Error, Location};
 pub use isolate::{Isolate, PanicMode, fork};
-pub use outcome::NonzeroExitcode;
+pub use report::{CallReport, NonzeroExitcode};
+pub use stdio::Stderr;
 
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
     pub use crate::registry::{ENTRIES, Entry};
-    pub use crate::{Backend, Isolate, PanicMode};
+    pub use crate::{Backend, Isolate, PanicMode, Stderr};
     pub use linkme;
 
     pub use crate::child::serve_registered as serve;

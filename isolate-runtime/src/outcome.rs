@@ -1,16 +1,14 @@
 //! How a child ended, and what that means for the call.
 
-use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-
-use nix::sys::signal::Signal;
 
 use crate::backend::ReplyChannel;
 use crate::child::ChildFailure;
 use crate::codec::{self, Codec, FrameKind};
-use crate::error::{CodecStage, Error, Location};
+use crate::error::{CodecStage, Error};
 use crate::isolate::{Isolate, PanicMode};
 use crate::panic::{PanicReport, message_of};
+use crate::report::{CallReport, NonzeroExitcode};
 use crate::supervise::Exit;
 
 /// How the child process ended, from its wait status.
@@ -35,152 +33,6 @@ impl Termination {
     }
 }
 
-/// A child that was killed by a signal or exited with a nonzero code.
-///
-/// [`exitcode`](Self::exitcode) follows Python's `multiprocessing`: the exit
-/// code, or minus the signal number (-9 for SIGKILL, -11 for SIGSEGV).
-///
-/// # Examples
-///
-/// ```
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let err = bombsquad::fork(|| -> u8 { std::process::abort() }).unwrap_err();
-/// let bombsquad::Error::NonzeroExitcode(e) = err else { panic!("{err}") };
-/// assert_eq!(e.signal(), Some(libc::SIGABRT));
-/// assert_eq!(e.exitcode(), -6);
-/// assert_eq!(e.signal_name(), Some("SIGABRT"));
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone)]
-pub struct NonzeroExitcode {
-    pid: u32,
-    termination: Termination,
-    panic: Option<PanicReport>,
-}
-
-impl NonzeroExitcode {
-    pub(crate) fn new(pid: u32, termination: Termination, panic: Option<PanicReport>) -> Self {
-        Self {
-            pid,
-            termination,
-            panic,
-        }
-    }
-
-    /// The exit code, or minus the signal number when a signal killed the
-    /// child (-9, -11, -6), as in Python.
-    #[must_use]
-    pub fn exitcode(&self) -> i32 {
-        match self.termination {
-            Termination::Exited(code) => code,
-            Termination::Signaled { signal, .. } => -signal,
-        }
-    }
-
-    /// The exit code, when the child exited (only its low 8 bits survive).
-    #[must_use]
-    pub fn code(&self) -> Option<i32> {
-        match self.termination {
-            Termination::Exited(code) => Some(code),
-            Termination::Signaled { .. } => None,
-        }
-    }
-
-    /// The signal that killed the child, if one did.
-    #[must_use]
-    pub fn signal(&self) -> Option<i32> {
-        match self.termination {
-            Termination::Exited(_) => None,
-            Termination::Signaled { signal, .. } => Some(signal),
-        }
-    }
-
-    /// The name of the signal that killed the child ("SIGSEGV").
-    #[must_use]
-    pub fn signal_name(&self) -> Option<&'static str> {
-        self.signal()
-            .and_then(|s| Signal::try_from(s).ok())
-            .map(Signal::as_str)
-    }
-
-    /// Whether the kernel wrote a core dump (children run with
-    /// `RLIMIT_CORE` 0, so normally `false`).
-    #[must_use]
-    pub fn core_dumped(&self) -> bool {
-        matches!(
-            self.termination,
-            Termination::Signaled {
-                core_dumped: true,
-                ..
-            }
-        )
-    }
-
-    /// The child's process id.
-    #[must_use]
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// The message of the first panic the child reported before it died: a panic
-    /// while unwinding, or any panic in a `panic = "abort"` build.
-    #[must_use]
-    pub fn panic_message(&self) -> Option<&str> {
-        self.panic.as_ref().map(|p| p.message.as_str())
-    }
-
-    /// Where that panic happened.
-    #[must_use]
-    pub fn panic_location(&self) -> Option<&Location> {
-        self.panic.as_ref().and_then(|p| p.location.as_ref())
-    }
-}
-
-/// What a signal usually means when it kills an isolated call.
-fn signal_meaning(signal: i32) -> &'static str {
-    match signal {
-        libc::SIGSEGV => "segmentation fault: an invalid memory access",
-        libc::SIGBUS => "bus error: a bad memory access, such as a truncated mapped file",
-        libc::SIGILL => "illegal instruction",
-        libc::SIGFPE => "arithmetic fault, such as an integer division by zero in C",
-        libc::SIGABRT => "aborted: abort(), a failed allocation or a panic that could not unwind",
-        libc::SIGKILL => "possibly the OOM killer",
-        libc::SIGTERM => "terminated",
-        libc::SIGINT => "interrupted",
-        libc::SIGXCPU => "CPU time limit exceeded",
-        libc::SIGXFSZ => "file size limit exceeded",
-        libc::SIGSYS => "bad system call",
-        libc::SIGPIPE => "wrote to a pipe with no reader",
-        _ => "killed by a signal",
-    }
-}
-
-impl fmt::Display for NonzeroExitcode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the isolated call (pid {}) ", self.pid)?;
-        match self.termination {
-            Termination::Exited(code) => write!(f, "exited with code {code}")?,
-            Termination::Signaled { signal, .. } => {
-                let name = self.signal_name().unwrap_or("an unknown signal");
-                write!(f, "was killed by {name} ({})", signal_meaning(signal))?;
-            }
-        }
-        if self.core_dumped() {
-            f.write_str(", core dumped")?;
-        }
-        if let Some(panic) = &self.panic {
-            write!(f, ", after panicking")?;
-            if let Some(location) = &panic.location {
-                write!(f, " at {location}")?;
-            }
-            write!(f, ": {}", panic.message)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for NonzeroExitcode {}
-
 /// Turns how the child ended, and what it sent, into the call's result.
 ///
 /// An abnormal end (a signal, a nonzero code) always wins over any frame:
@@ -196,10 +48,18 @@ pub(crate) fn conclude<R>(
     options: &Isolate,
 ) -> Result<R, Error> {
     let pid = exit.pid;
+    let report = || CallReport {
+        function: options.name.clone(),
+        pid,
+        wall_time: exit.wall_time,
+        usage: Some(exit.usage),
+        stderr: exit.stderr.clone(),
+    };
     if exit.timed_out {
         return Err(Error::Timeout {
             after: options.timeout.unwrap_or_default(),
             pid,
+            report: report(),
         });
     }
     if let Some(message) = exit.bad_reply {
@@ -212,9 +72,9 @@ pub(crate) fn conclude<R>(
     if exit.termination != Termination::Exited(0) {
         let panic = frames.ok().and_then(|f| first_panic(&f));
         return Err(Error::NonzeroExitcode(NonzeroExitcode::new(
-            pid,
             exit.termination,
             panic,
+            report(),
         )));
     }
     let frames = frames.map_err(protocol)?;

@@ -10,6 +10,7 @@ use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
@@ -23,6 +24,7 @@ use crate::isolate::Isolate;
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, new_token};
 use crate::panic::message_of;
 use crate::registry::Entry;
+use crate::stdio::OutputRelay;
 use crate::supervise::{Child, Outgoing, supervise};
 use crate::{child, entry, outcome, sys};
 
@@ -58,10 +60,14 @@ where
         depth,
         token,
     };
+    let (output, stdio) = OutputRelay::create(&options.stderr)?;
     let deadline = options.deadline();
+    let started_at = Instant::now();
     let started = Command::new(SELF_EXE)
         .env(MARKER_VAR, marker.encode())
         .stdin(Stdio::from(child_socket))
+        .stdout(Stdio::from(stdio.stdout))
+        .stderr(Stdio::from(stdio.stderr))
         .process_group(0)
         .spawn()
         .map_err(|e| {
@@ -70,7 +76,7 @@ where
                 e,
             )
         })?;
-    let child = Child::adopt(started.id().cast_signed())?;
+    let child = Child::adopt(started.id().cast_signed(), started_at)?;
     drop(started); // std's handle neither waits nor kills; `child` owns the process now
     // A child that died early cannot take the token; its exit status will say why.
     let _ = send_token_and_fd(socket.as_fd(), &token, reply.child_end());
@@ -81,6 +87,7 @@ where
         deadline,
         &mut reply,
         Outgoing::new(socket.as_fd(), &request),
+        output,
     )?;
     outcome::conclude(exit, reply, codec, options)
 }

@@ -4,7 +4,7 @@
 //! while waiting, and the deadline is enforced with a process-group kill.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -13,6 +13,8 @@ use nix::sys::socket::{MsgFlags, send};
 use crate::backend::ReplyChannel;
 use crate::error::Error;
 use crate::outcome::Termination;
+use crate::report::Usage;
+use crate::stdio::{OutputRelay, OutputTail};
 use crate::sys;
 
 /// A started child that leads its own process group and is not reaped yet.
@@ -23,16 +25,20 @@ pub(crate) struct Child {
     pid: i32,
     pidfd: OwnedFd,
     reaped: bool,
+    /// Just before the child was started.
+    started: Instant,
 }
 
 impl Child {
-    /// Takes charge of `pid`; kills and reaps it if it cannot be watched.
-    pub(crate) fn adopt(pid: i32) -> Result<Self, Error> {
+    /// Takes charge of `pid`, started at `started`; kills and reaps it if
+    /// it cannot be watched.
+    pub(crate) fn adopt(pid: i32, started: Instant) -> Result<Self, Error> {
         match sys::pidfd_open(pid) {
             Ok(pidfd) => Ok(Self {
                 pid,
                 pidfd,
                 reaped: false,
+                started,
             }),
             Err(e) => {
                 sys::kill_group(pid);
@@ -123,15 +129,21 @@ pub(crate) struct Exit {
     pub(crate) timed_out: bool,
     /// The reply was malformed while it streamed in; the parent killed the child.
     pub(crate) bad_reply: Option<String>,
+    /// From just before the start to the reaping.
+    pub(crate) wall_time: Duration,
+    pub(crate) usage: Usage,
+    /// The end of the child's stderr.
+    pub(crate) stderr: OutputTail,
 }
 
 /// Waits for `child` to exit (or kills it at `deadline`), sending `outgoing`
-/// and draining `reply` meanwhile, then reaps it.
+/// and draining `reply` and `output` meanwhile, then reaps it.
 pub(crate) fn supervise(
     mut child: Child,
     deadline: Option<Instant>,
     reply: &mut ReplyChannel,
     mut outgoing: Outgoing<'_>,
+    mut output: OutputRelay,
 ) -> Result<Exit, Error> {
     let mut timed_out = false;
     let mut bad_reply = None;
@@ -148,6 +160,12 @@ pub(crate) fn supervise(
         let mut fds = vec![PollFd::new(child.pidfd.as_fd(), PollFlags::POLLIN)];
         fds.extend(reply_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
         fds.extend(out_fd.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
+        let first_output = fds.len();
+        fds.extend(
+            output
+                .poll_fds()
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+        );
         let ready = match poll(&mut fds, remaining(deadline)) {
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
@@ -159,8 +177,12 @@ pub(crate) fn supervise(
         let is_ready = |fd: &PollFd<'_>| fd.any().unwrap_or(true);
         let exited = is_ready(&fds[0]);
         let reply_ready = reply_fd.is_some() && is_ready(&fds[1]);
-        let out_ready = out_fd.is_some() && is_ready(&fds[fds.len() - 1]);
+        let out_ready = out_fd.is_some() && is_ready(&fds[first_output - 1]);
+        let output_ready = fds[first_output..].iter().any(is_ready);
         drop(fds);
+        if output_ready {
+            output.relay_available();
+        }
         if out_ready {
             outgoing.send_some();
         }
@@ -172,12 +194,15 @@ pub(crate) fn supervise(
             break;
         }
     }
-    let (status, _usage) = child.reap()?;
+    let (status, usage) = child.reap()?;
     Ok(Exit {
         pid: child.pid(),
         termination: Termination::from_wait_status(status),
         timed_out,
         bad_reply,
+        wall_time: child.started.elapsed(),
+        usage: Usage::from_rusage(&usage),
+        stderr: output.finish(),
     })
 }
 

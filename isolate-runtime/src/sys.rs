@@ -48,6 +48,15 @@ pub(crate) fn reap(pid: i32) -> io::Result<(i32, libc::rusage)> {
     }
 }
 
+/// Flushes C's stdio buffers (`printf` from FFI code): the child leaves with
+/// `_exit`, which would drop them, and its stdout is a pipe, which C buffers
+/// fully.
+pub(crate) fn flush_c_stdio() {
+    // SAFETY: fflush(NULL) flushes every open stream; glibc resets the stdio
+    // locks in a forked child, so no lock of a vanished thread is waited on.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
 /// Sends SIGKILL to every process in the group `pgid`. A group that is
 /// already empty is not an error. Async-signal-safe.
 pub(crate) fn kill_group(pgid: i32) {

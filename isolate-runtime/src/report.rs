@@ -1,0 +1,365 @@
+//! What a failed call tells the user: who died, how, after how long, with
+//! how much memory, and the end of what it wrote to stderr.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::error::Location;
+use crate::outcome::Termination;
+use crate::panic::PanicReport;
+use crate::stdio::OutputTail;
+
+/// What the parent observed of a child, whatever the outcome: its name and
+/// pid, how long it ran, what it consumed, and the end of its stderr.
+///
+/// Carried by [`NonzeroExitcode`] and by [`Error::Timeout`](crate::Error::Timeout).
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    pub(crate) function: Option<Cow<'static, str>>,
+    pub(crate) pid: u32,
+    pub(crate) wall_time: Duration,
+    pub(crate) usage: Option<Usage>,
+    pub(crate) stderr: OutputTail,
+}
+
+/// Resource usage from `wait4(2)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Usage {
+    pub(crate) user: Duration,
+    pub(crate) system: Duration,
+    pub(crate) peak_rss: u64,
+}
+
+impl Usage {
+    pub(crate) fn from_rusage(usage: &libc::rusage) -> Self {
+        let time = |t: libc::timeval| {
+            Duration::new(
+                u64::try_from(t.tv_sec).unwrap_or(0),
+                u32::try_from(t.tv_usec).unwrap_or(0) * 1000,
+            )
+        };
+        Self {
+            user: time(usage.ru_utime),
+            system: time(usage.ru_stime),
+            // Linux reports kilobytes.
+            peak_rss: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+        }
+    }
+}
+
+impl CallReport {
+    /// The isolated function's name (`None` for a closure run with
+    /// [`fork`](crate::fork) and no [`Isolate::name`](crate::Isolate::name)).
+    #[must_use]
+    pub fn function(&self) -> Option<&str> {
+        self.function.as_deref()
+    }
+
+    /// The child's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// From just before the child was started to its reaping.
+    #[must_use]
+    pub fn wall_time(&self) -> Duration {
+        self.wall_time
+    }
+
+    /// CPU time the child spent in user mode.
+    #[must_use]
+    pub fn user_time(&self) -> Option<Duration> {
+        self.usage.map(|u| u.user)
+    }
+
+    /// CPU time the child spent in the kernel.
+    #[must_use]
+    pub fn system_time(&self) -> Option<Duration> {
+        self.usage.map(|u| u.system)
+    }
+
+    /// The child's peak resident set size in bytes (`ru_maxrss`). A forked
+    /// child counts the parent's pages it maps, so this includes the
+    /// parent's resident memory at the fork.
+    #[must_use]
+    pub fn peak_rss(&self) -> Option<u64> {
+        self.usage.map(|u| u.peak_rss)
+    }
+
+    /// The last 64 KiB the child wrote to stderr (empty with
+    /// [`Stderr::Null`](crate::Stderr::Null)).
+    #[must_use]
+    pub fn stderr_tail(&self) -> &[u8] {
+        &self.stderr.bytes
+    }
+
+    /// How many bytes of stderr came before the kept tail.
+    #[must_use]
+    pub fn stderr_dropped(&self) -> u64 {
+        self.stderr.dropped
+    }
+
+    /// "risky_business (pid 42)", or "the isolated call (pid 42)".
+    pub(crate) fn subject(&self) -> String {
+        let name = self.function().unwrap_or("the isolated call");
+        format!("{name} (pid {})", self.pid)
+    }
+
+    /// ", after 3 ms, peak RSS 2.1 MiB"
+    pub(crate) fn write_costs(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, ", after {}", human_duration(self.wall_time))?;
+        if let Some(usage) = self.usage {
+            write!(f, ", peak RSS {}", human_bytes(usage.peak_rss))?;
+        }
+        Ok(())
+    }
+}
+
+/// A child that was killed by a signal or exited with a nonzero code.
+///
+/// [`exitcode`](Self::exitcode) follows Python's `multiprocessing`: the exit
+/// code, or minus the signal number (-9 for SIGKILL, -11 for SIGSEGV). The
+/// rest of what was observed (time, memory, stderr) is in
+/// [`report`](Self::report), and the most used parts have accessors here.
+///
+/// # Examples
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let err = bombsquad::fork(|| -> u8 { std::process::abort() }).unwrap_err();
+/// let bombsquad::Error::NonzeroExitcode(e) = err else { panic!("{err}") };
+/// assert_eq!(e.signal(), Some(libc::SIGABRT));
+/// assert_eq!(e.exitcode(), -6);
+/// assert_eq!(e.signal_name(), Some("SIGABRT"));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct NonzeroExitcode {
+    termination: Termination,
+    panic: Option<PanicReport>,
+    report: CallReport,
+}
+
+impl NonzeroExitcode {
+    pub(crate) fn new(
+        termination: Termination,
+        panic: Option<PanicReport>,
+        report: CallReport,
+    ) -> Self {
+        Self {
+            termination,
+            panic,
+            report,
+        }
+    }
+
+    /// The exit code, or minus the signal number when a signal killed the
+    /// child (-9, -11, -6), as in Python.
+    #[must_use]
+    pub fn exitcode(&self) -> i32 {
+        match self.termination {
+            Termination::Exited(code) => code,
+            Termination::Signaled { signal, .. } => -signal,
+        }
+    }
+
+    /// The exit code, when the child exited (only its low 8 bits survive).
+    #[must_use]
+    pub fn code(&self) -> Option<i32> {
+        match self.termination {
+            Termination::Exited(code) => Some(code),
+            Termination::Signaled { .. } => None,
+        }
+    }
+
+    /// The signal that killed the child, if one did.
+    #[must_use]
+    pub fn signal(&self) -> Option<i32> {
+        match self.termination {
+            Termination::Exited(_) => None,
+            Termination::Signaled { signal, .. } => Some(signal),
+        }
+    }
+
+    /// The name of the signal that killed the child ("SIGSEGV").
+    #[must_use]
+    pub fn signal_name(&self) -> Option<&'static str> {
+        self.signal()
+            .and_then(|s| Signal::try_from(s).ok())
+            .map(Signal::as_str)
+    }
+
+    /// Whether the kernel wrote a core dump (children run with
+    /// `RLIMIT_CORE` 0, so normally `false`).
+    #[must_use]
+    pub fn core_dumped(&self) -> bool {
+        matches!(
+            self.termination,
+            Termination::Signaled {
+                core_dumped: true,
+                ..
+            }
+        )
+    }
+
+    /// The child's process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.report.pid
+    }
+
+    /// The isolated function's name, when it has one.
+    #[must_use]
+    pub fn function(&self) -> Option<&str> {
+        self.report.function()
+    }
+
+    /// The last 64 KiB the child wrote to stderr.
+    #[must_use]
+    pub fn stderr_tail(&self) -> &[u8] {
+        self.report.stderr_tail()
+    }
+
+    /// The child's peak resident set size in bytes.
+    #[must_use]
+    pub fn peak_rss(&self) -> Option<u64> {
+        self.report.peak_rss()
+    }
+
+    /// CPU time the child spent in user mode.
+    #[must_use]
+    pub fn user_time(&self) -> Option<Duration> {
+        self.report.user_time()
+    }
+
+    /// CPU time the child spent in the kernel.
+    #[must_use]
+    pub fn system_time(&self) -> Option<Duration> {
+        self.report.system_time()
+    }
+
+    /// From just before the child was started to its reaping.
+    #[must_use]
+    pub fn wall_time(&self) -> Duration {
+        self.report.wall_time()
+    }
+
+    /// Everything observed of the child.
+    #[must_use]
+    pub fn report(&self) -> &CallReport {
+        &self.report
+    }
+
+    /// The message of the first panic the child reported before it died: a panic
+    /// while unwinding, or any panic in a `panic = "abort"` build.
+    #[must_use]
+    pub fn panic_message(&self) -> Option<&str> {
+        self.panic.as_ref().map(|p| p.message.as_str())
+    }
+
+    /// Where that panic happened.
+    #[must_use]
+    pub fn panic_location(&self) -> Option<&Location> {
+        self.panic.as_ref().and_then(|p| p.location.as_ref())
+    }
+}
+
+/// What a signal usually means when it kills an isolated call.
+fn signal_meaning(signal: i32) -> &'static str {
+    match signal {
+        libc::SIGSEGV => "segmentation fault",
+        libc::SIGBUS => "bus error",
+        libc::SIGILL => "illegal instruction",
+        libc::SIGFPE => "arithmetic exception",
+        libc::SIGABRT => "aborted",
+        libc::SIGKILL => "not sent by bombsquad, possibly the OOM killer",
+        libc::SIGTERM => "terminated",
+        libc::SIGINT => "interrupted",
+        libc::SIGXCPU => "CPU time limit exceeded",
+        libc::SIGXFSZ => "file size limit exceeded",
+        libc::SIGSYS => "bad system call",
+        libc::SIGPIPE => "wrote to a pipe with no reader",
+        _ => "killed by a signal",
+    }
+}
+
+impl fmt::Display for NonzeroExitcode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.report.subject())?;
+        match self.termination {
+            Termination::Exited(code) => write!(f, " exited with code {code}")?,
+            Termination::Signaled { signal, .. } => {
+                let name = self.signal_name().unwrap_or("an unknown signal");
+                write!(f, " was killed by {name}: {}", signal_meaning(signal))?;
+            }
+        }
+        if self.core_dumped() {
+            f.write_str(", core dumped")?;
+        }
+        self.report.write_costs(f)?;
+        if let Some(panic) = &self.panic {
+            write!(f, ", after panicking")?;
+            if let Some(location) = &panic.location {
+                write!(f, " at {location}")?;
+            }
+            write!(f, ": {}", panic.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for NonzeroExitcode {}
+
+/// "850 µs", "3 ms", "1.25 s", "2 min 5 s".
+pub(crate) fn human_duration(duration: Duration) -> String {
+    let micros = duration.as_micros();
+    match micros {
+        0..1_000 => format!("{micros} µs"),
+        1_000..10_000_000 => format!("{} ms", micros / 1_000),
+        10_000_000..120_000_000 => format!("{:.1} s", duration.as_secs_f64()),
+        _ => {
+            let secs = duration.as_secs();
+            format!("{} min {} s", secs / 60, secs % 60)
+        }
+    }
+}
+
+/// "512 B", "2.1 MiB", "1.0 GiB".
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    #[expect(clippy::cast_precision_loss, reason = "one decimal is shown")]
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_duration(Duration::from_micros(850)), "850 µs");
+        assert_eq!(human_duration(Duration::from_millis(3)), "3 ms");
+        assert_eq!(human_duration(Duration::from_millis(12_340)), "12.3 s");
+        assert_eq!(human_duration(Duration::from_secs(125)), "2 min 5 s");
+    }
+
+    #[test]
+    fn sizes_read_naturally() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(2_202_009), "2.1 MiB");
+        assert_eq!(human_bytes(1 << 30), "1.0 GiB");
+    }
+}
