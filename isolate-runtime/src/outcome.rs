@@ -59,7 +59,7 @@ pub(crate) fn conclude<R>(
         return Err(Error::Timeout {
             after: options.timeout.unwrap_or_default(),
             pid,
-            report: report(),
+            report: Box::new(report()),
         });
     }
     if let Some(message) = exit.bad_reply {

@@ -140,8 +140,9 @@ impl CallReport {
 #[derive(Debug, Clone)]
 pub struct NonzeroExitcode {
     termination: Termination,
-    panic: Option<PanicReport>,
-    report: CallReport,
+    // Boxed: every `Result<_, Error>` carries this variant's size.
+    panic: Option<Box<PanicReport>>,
+    report: Box<CallReport>,
 }
 
 impl NonzeroExitcode {
@@ -152,8 +153,8 @@ impl NonzeroExitcode {
     ) -> Self {
         Self {
             termination,
-            panic,
-            report,
+            panic: panic.map(Box::new),
+            report: Box::new(report),
         }
     }
 
