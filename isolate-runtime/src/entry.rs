@@ -51,6 +51,9 @@ fn run_if_marked() {
     let (reply_fd, name, args) =
         receive_call(channel.as_fd(), &marker).unwrap_or_else(|why| refuse(&why));
     drop(channel);
+    // Descriptors the parent left open without CLOEXEC (a listening
+    // socket, a lock file) must not live on in the child (FAULTS.md G3).
+    sys::close_fds_except(&mut [reply_fd.as_raw_fd()]);
     child::become_child(reply_fd.into_raw_fd(), marker.depth, true);
     match registry::find(&name) {
         Ok(entry) => (entry.run)(&args),

@@ -87,6 +87,26 @@ pub enum Error {
         message: String,
     },
 
+    /// The child ended without sending a complete result, and its exit
+    /// status was taken by someone else, so how it ended is unknown: the
+    /// host set `SIGCHLD` to `SIG_IGN` (the kernel reaps children at once)
+    /// or another part of the process reaps with `waitpid(-1)`. The call
+    /// never hangs on it (the pidfd still reports the exit). A child that
+    /// did send its complete result returns `Ok` regardless.
+    #[error(
+        "{} ended without a result and its exit status was taken by someone else \
+         (SIGCHLD ignored, or another waitpid(-1) in this process); how it ended is unknown{}",
+        report.subject(),
+        costs(report)
+    )]
+    StatusUnavailable {
+        /// The child's process id.
+        pid: u32,
+        /// What was observed of the child (no resource usage: that came
+        /// with the exit status).
+        report: CallReport,
+    },
+
     /// Isolated calls were nested deeper than the limit (a fork-bomb guard).
     #[error(
         "isolated calls are nested more than {limit} deep; is the function recursing through #[bombsquad]?"

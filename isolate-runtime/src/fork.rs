@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::isolate::Isolate;
 use crate::stdio::{ChildStdio, OutputRelay};
 use crate::supervise::{Child, Outgoing, supervise};
-use crate::{child, outcome, sys};
+use crate::{child, fork_warning, outcome, sys, throttle};
 
 /// Runs `function` in a forked child with `options`.
 #[track_caller]
@@ -22,6 +22,9 @@ pub fn call<R>(
     function: impl FnOnce() -> R,
 ) -> Result<R, Error> {
     let depth = child::next_depth()?;
+    fork_warning::check(options.timeout.is_some());
+    // Held until the child is reaped.
+    let _permit = throttle::acquire();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
     let null = File::open("/dev/null")
         .map_err(|e| Error::spawn("open /dev/null for the child's stdin", e))?;

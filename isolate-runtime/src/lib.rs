@@ -10,6 +10,7 @@ mod codec;
 mod entry;
 mod error;
 mod fork;
+mod fork_warning;
 mod isolate;
 mod marker;
 mod outcome;
@@ -20,6 +21,7 @@ mod spawn;
 mod stdio;
 mod supervise;
 mod sys;
+mod throttle;
 
 pub mod jobs;
 

@@ -52,7 +52,7 @@ pub(crate) fn conclude<R>(
         function: options.name.clone(),
         pid,
         wall_time: exit.wall_time,
-        usage: Some(exit.usage),
+        usage: exit.usage,
         stderr: exit.stderr.clone(),
     };
     if exit.timed_out {
@@ -69,10 +69,13 @@ pub(crate) fn conclude<R>(
     // Read only now: a timed-out or lying child's output is never read.
     let bytes = reply.finish().map_err(protocol)?;
     let frames = codec::split_frames(&bytes);
-    if exit.termination != Termination::Exited(0) {
+    let Some(termination) = exit.termination else {
+        return status_unavailable(&frames, codec, report);
+    };
+    if termination != Termination::Exited(0) {
         let panic = frames.ok().and_then(|f| first_panic(&f));
         return Err(Error::NonzeroExitcode(NonzeroExitcode::new(
-            exit.termination,
+            termination,
             panic,
             report(),
         )));
@@ -93,6 +96,25 @@ pub(crate) fn conclude<R>(
         }),
         FrameKind::Call | FrameKind::Args => Err(protocol(format!("unexpected {kind:?} frame"))),
     }
+}
+
+/// Someone else took the exit status (FAULTS.md F6, F7): a complete result
+/// is still the function's result; anything else cannot be classified.
+fn status_unavailable<R>(
+    frames: &Result<Vec<(FrameKind, &[u8])>, String>,
+    codec: Codec<R>,
+    report: impl FnOnce() -> CallReport,
+) -> Result<R, Error> {
+    if let Ok(frames) = frames
+        && let Some(&(FrameKind::Return, payload)) = frames.last()
+    {
+        return decode_result(payload, codec);
+    }
+    let report = report();
+    Err(Error::StatusUnavailable {
+        pid: report.pid,
+        report,
+    })
 }
 
 /// The panic that started a fatal cascade: a panic while unwinding reports

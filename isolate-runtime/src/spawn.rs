@@ -9,6 +9,7 @@
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
@@ -26,7 +27,7 @@ use crate::panic::message_of;
 use crate::registry::Entry;
 use crate::stdio::OutputRelay;
 use crate::supervise::{Child, Outgoing, supervise};
-use crate::{child, entry, outcome, sys};
+use crate::{child, entry, outcome, sys, throttle};
 
 /// The binary to re-execute: the same inode even if the file was replaced.
 const SELF_EXE: &str = "/proc/self/exe";
@@ -45,6 +46,8 @@ where
     entry::keep_linked();
     let depth = child::next_depth()?;
     let request = encode_request(entry.name, args)?;
+    // Held until the child is reaped.
+    let _permit = throttle::acquire();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
     let (socket, child_socket) = socketpair(
         AddressFamily::Unix,
@@ -63,7 +66,7 @@ where
     let (output, stdio) = OutputRelay::create(&options.stderr)?;
     let deadline = options.deadline();
     let started_at = Instant::now();
-    let started = Command::new(SELF_EXE)
+    let started = Command::new(executable(Path::new(SELF_EXE))?)
         .env(MARKER_VAR, marker.encode())
         .stdin(Stdio::from(child_socket))
         .stdout(Stdio::from(stdio.stdout))
@@ -90,6 +93,24 @@ where
         output,
     )?;
     outcome::conclude(exit, reply, codec, options)
+}
+
+/// Checks that `link` (`/proc/self/exe`) leads to this program's binary, so
+/// a missing `/proc` (a chroot, a minimal container) gives an error that
+/// names the way out (FAULTS.md H3). There is no fallback: a PATH lookup of
+/// `argv[0]` could run another program.
+fn executable(link: &Path) -> Result<&Path, Error> {
+    match std::fs::metadata(link) {
+        Ok(_) => Ok(link),
+        Err(e) => Err(Error::spawn(
+            format!(
+                "locate this program's executable for re-execution at {} (is /proc mounted?); \
+                 use start_method = \"fork\", which does not need it",
+                link.display()
+            ),
+            e,
+        )),
+    }
 }
 
 /// The `Call` and `Args` frames, encoded before anything is started, so an
@@ -139,6 +160,25 @@ mod tests {
         name: "no::such::function@1:1",
         run: |_| sys::exit_now(9),
     };
+
+    #[test]
+    fn a_missing_proc_is_a_spawn_error_that_points_to_fork_mode() {
+        assert_eq!(
+            executable(Path::new(SELF_EXE)).unwrap(),
+            Path::new(SELF_EXE)
+        );
+        match executable(Path::new("/no/proc/self/exe")) {
+            Err(Error::Spawn { what, source }) => {
+                assert_eq!(source.raw_os_error(), Some(libc::ENOENT));
+                assert_eq!(
+                    what,
+                    "locate this program's executable for re-execution at /no/proc/self/exe \
+                     (is /proc mounted?); use start_method = \"fork\", which does not need it"
+                );
+            }
+            other => panic!("expected a spawn error, got {other:?}"),
+        }
+    }
 
     #[test]
     fn an_unknown_function_is_a_protocol_error() {

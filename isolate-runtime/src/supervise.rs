@@ -20,10 +20,16 @@ use crate::sys;
 /// A started child that leads its own process group and is not reaped yet.
 /// Dropping it kills the group and reaps the child, so an early return or a
 /// panic in the parent leaves no zombie and no orphan.
+///
+/// Every signal goes through the pidfd, which names the process and not its
+/// number, so a kill can never reach a process that reused the pid after the
+/// child was reaped, by us or by someone else (FAULTS.md F5).
 #[derive(Debug)]
 pub(crate) struct Child {
     pid: i32,
-    pidfd: OwnedFd,
+    /// `None` when the child had already exited and been reaped by someone
+    /// else before it could be opened (FAULTS.md F6, F7).
+    pidfd: Option<OwnedFd>,
     reaped: bool,
     /// Just before the child was started.
     started: Instant,
@@ -36,11 +42,21 @@ impl Child {
         match sys::pidfd_open(pid) {
             Ok(pidfd) => Ok(Self {
                 pid,
-                pidfd,
+                pidfd: Some(pidfd),
                 reaped: false,
                 started,
             }),
+            // Our own unreaped child always exists, even as a zombie: it was
+            // reaped already by a host that ignores SIGCHLD or reaps with
+            // waitpid(-1). Its reply may still be complete.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Self {
+                pid,
+                pidfd: None,
+                reaped: true,
+                started,
+            }),
             Err(e) => {
+                // Not reaped by us, so the pid (and group id) is still the child's.
                 sys::kill_group(pid);
                 sys::kill_one(pid);
                 let _ = sys::reap(pid);
@@ -53,12 +69,43 @@ impl Child {
         self.pid.cast_unsigned()
     }
 
-    /// Reaps the child, killing what is left of its process group first
-    /// while the unreaped child still pins the group id (no pid reuse).
-    fn reap(&mut self) -> Result<(i32, libc::rusage), Error> {
-        sys::kill_group(self.pid);
-        let reaped =
-            sys::reap(self.pid).map_err(|e| Error::spawn("collect the child's exit status", e));
+    /// SIGKILLs the child's process group (grandchildren included), then
+    /// SIGCONTs it, as nsjail does, so a stopped member cannot linger.
+    fn kill_group(&self) {
+        let Some(pidfd) = &self.pidfd else { return };
+        for signal in [libc::SIGKILL, libc::SIGCONT] {
+            match sys::pidfd_signal(pidfd.as_fd(), signal, true) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    // A kernel before 6.9: by number, but only while the
+                    // unreaped child pins its pid as the group id.
+                    if sys::still_unreaped(pidfd.as_fd()) {
+                        sys::signal_group(self.pid, signal);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// SIGKILLs the child itself, should it have left its group.
+    fn kill_one(&self) {
+        if let Some(pidfd) = &self.pidfd {
+            let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL, false);
+        }
+    }
+
+    /// Reaps the child, killing what is left of its process group first.
+    /// `None` when its exit status was taken by someone else.
+    fn reap(&mut self) -> Result<Option<(i32, libc::rusage)>, Error> {
+        if self.reaped {
+            return Ok(None);
+        }
+        self.kill_group();
+        let reaped = match sys::reap(self.pid) {
+            Ok(status) => Ok(Some(status)),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+            Err(e) => Err(Error::spawn("collect the child's exit status", e)),
+        };
         self.reaped = true;
         reaped
     }
@@ -67,8 +114,8 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if !self.reaped {
-            sys::kill_group(self.pid);
-            sys::kill_one(self.pid);
+            self.kill_group();
+            self.kill_one();
             let _ = sys::reap(self.pid);
         }
     }
@@ -124,14 +171,15 @@ impl<'a> Outgoing<'a> {
 #[derive(Debug)]
 pub(crate) struct Exit {
     pub(crate) pid: u32,
-    pub(crate) termination: Termination,
+    /// `None` when someone else took the exit status (FAULTS.md F6, F7).
+    pub(crate) termination: Option<Termination>,
     /// The deadline passed and the parent killed the child.
     pub(crate) timed_out: bool,
     /// The reply was malformed while it streamed in; the parent killed the child.
     pub(crate) bad_reply: Option<String>,
     /// From just before the start to the reaping.
     pub(crate) wall_time: Duration,
-    pub(crate) usage: Usage,
+    pub(crate) usage: Option<Usage>,
     /// The end of the child's stderr.
     pub(crate) stderr: OutputTail,
 }
@@ -152,12 +200,15 @@ pub(crate) fn supervise(
         // the pipe readable would otherwise outlive its deadline.
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             timed_out = true;
-            sys::kill_group(child.pid);
+            child.kill_group();
             break;
         }
+        let Some(pidfd) = &child.pidfd else {
+            break; // it had exited before it could be watched
+        };
         let reply_fd = reply.poll_fd().filter(|_| bad_reply.is_none());
         let out_fd = outgoing.pending();
-        let mut fds = vec![PollFd::new(child.pidfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         fds.extend(reply_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
         fds.extend(out_fd.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
         let first_output = fds.len();
@@ -188,20 +239,20 @@ pub(crate) fn supervise(
         }
         if reply_ready && let Err(message) = reply.read_available() {
             bad_reply = Some(message);
-            sys::kill_group(child.pid);
+            child.kill_group();
         }
         if exited {
             break;
         }
     }
-    let (status, usage) = child.reap()?;
+    let status = child.reap()?;
     Ok(Exit {
         pid: child.pid(),
-        termination: Termination::from_wait_status(status),
+        termination: status.map(|(status, _)| Termination::from_wait_status(status)),
         timed_out,
         bad_reply,
         wall_time: child.started.elapsed(),
-        usage: Usage::from_rusage(&usage),
+        usage: status.map(|(_, usage)| Usage::from_rusage(&usage)),
         stderr: output.finish(),
     })
 }

@@ -64,11 +64,71 @@ pub(crate) fn kill_group(pgid: i32) {
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
 }
 
+/// Sends `signal` to every process in the group `pgid`, by number: only
+/// while the group's leader is unreaped, so the number is still its.
+pub(crate) fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: plain syscall; a negative pid addresses the group.
+    unsafe { libc::kill(-pgid, signal) };
+}
+
 /// Sends SIGKILL to one process. The caller must not have reaped it yet, so
 /// the pid cannot have been reused.
 pub(crate) fn kill_one(pid: i32) {
     // SAFETY: plain syscall.
     unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9, `<linux/pidfd.h>`): signal the
+/// process group that the pidfd's process leads.
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+/// `pidfd_send_signal(2)`: sends `signal` to the process `pidfd` refers to,
+/// or with `group` to every process in the group it leads. The pidfd names
+/// the process itself, not its number: once the process is reaped this
+/// fails with ESRCH instead of reaching a process that reused the pid
+/// (FAULTS.md F5).
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32, group: bool) -> io::Result<()> {
+    let flags = if group { PIDFD_SIGNAL_PROCESS_GROUP } else { 0 };
+    // SAFETY: raw syscall on a descriptor we borrow; a null siginfo asks the
+    // kernel to fill in a plain kill(2)-style one.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the process behind `pidfd` (our child) is still ours to reap:
+/// running, or a zombie that pins its pid. `false` once someone else reaped
+/// it (SIGCHLD ignored, another `waitpid(-1)`).
+pub(crate) fn still_unreaped(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: WNOWAIT leaves the child as it is; `info` is valid for writes.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd().cast_unsigned(),
+                &raw mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if ret == 0 {
+            return true;
+        }
+        if Errno::last() != Errno::EINTR {
+            return false;
+        }
+    }
 }
 
 /// Asks for SIGKILL when the parent thread exits, then checks the parent is
