@@ -104,7 +104,7 @@ pub enum Error {
         pid: u32,
         /// What was observed of the child (no resource usage: that came
         /// with the exit status).
-        report: CallReport,
+        report: Box<CallReport>,
     },
 
     /// Isolated calls were nested deeper than the limit (a fork-bomb guard).

@@ -113,7 +113,7 @@ fn status_unavailable<R>(
     let report = report();
     Err(Error::StatusUnavailable {
         pid: report.pid,
-        report,
+        report: Box::new(report),
     })
 }
 

@@ -75,12 +75,13 @@ impl Child {
         let Some(pidfd) = &self.pidfd else { return };
         for signal in [libc::SIGKILL, libc::SIGCONT] {
             match sys::pidfd_signal(pidfd.as_fd(), signal, true) {
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                    // A kernel before 6.9: by number, but only while the
-                    // unreaped child pins its pid as the group id.
-                    if sys::still_unreaped(pidfd.as_fd()) {
-                        sys::signal_group(self.pid, signal);
-                    }
+                // A kernel before 6.9: by number, but only while the
+                // unreaped child pins its pid as the group id.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        && sys::still_unreaped(pidfd.as_fd()) =>
+                {
+                    sys::signal_group(self.pid, signal);
                 }
                 _ => {}
             }
