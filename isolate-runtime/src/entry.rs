@@ -47,6 +47,7 @@ fn run_if_marked() {
         sys::exit_now(2);
     }
     sys::disable_core_dumps();
+    sys::unblock_all_signals();
     sys::ignore_sigpipe();
     let (reply_fd, name, args) =
         receive_call(channel.as_fd(), &marker).unwrap_or_else(|why| refuse(&why));

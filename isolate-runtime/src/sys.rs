@@ -211,15 +211,16 @@ fn close_range(first: u32, last: u32) {
 }
 
 /// Gives the child the signal state an exec'd process would have: an empty
-/// mask and default actions for caught signals. Ignored signals stay ignored
-/// (exec keeps them), and std's SIGSEGV/SIGBUS stack-overflow handler stays.
+/// mask and default actions for caught signals, real-time ones included.
+/// Ignored signals stay ignored (exec keeps them), and std's SIGSEGV/SIGBUS
+/// stack-overflow handler stays. glibc's internal signals (32, 33) are its
+/// own and refuse changes. Async-signal-safe (sigaction, sigprocmask).
 pub(crate) fn reset_signal_state() {
-    let _ =
-        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    for signal in Signal::iterator() {
+    unblock_all_signals();
+    for signal in 1..=libc::SIGRTMAX() {
         if matches!(
             signal,
-            Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS
+            libc::SIGKILL | libc::SIGSTOP | libc::SIGSEGV | libc::SIGBUS
         ) {
             continue;
         }
@@ -227,20 +228,42 @@ pub(crate) fn reset_signal_state() {
         let current = unsafe { query_handler(signal) };
         if current != libc::SIG_DFL && current != libc::SIG_IGN {
             // SAFETY: installing SIG_DFL runs no code of ours in signal context.
-            let _ = unsafe { nix::sys::signal::signal(signal, SigHandler::SigDfl) };
+            unsafe { set_default(signal) };
         }
     }
+}
+
+/// Empties the calling thread's signal mask. A re-executed child needs it
+/// too: exec keeps the mask, and std's `Command` leaves it as the spawning
+/// thread had it. Async-signal-safe.
+pub(crate) fn unblock_all_signals() {
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
 /// # Safety
 ///
 /// Always safe in practice: a null new action only reads the disposition.
-unsafe fn query_handler(signal: Signal) -> libc::sighandler_t {
-    // SAFETY: sigaction with a null `act` only fills `old`.
+unsafe fn query_handler(signal: i32) -> libc::sighandler_t {
+    // SAFETY: sigaction with a null `act` only fills `old`; an invalid
+    // signal leaves it zeroed (SIG_DFL).
     unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(signal as i32, std::ptr::null(), &raw mut old);
+        libc::sigaction(signal, std::ptr::null(), &raw mut old);
         old.sa_sigaction
+    }
+}
+
+/// # Safety
+///
+/// Changes a process-wide disposition: only for a child that owns its
+/// signal state.
+unsafe fn set_default(signal: i32) {
+    // SAFETY: an all-zero sigaction with SIG_DFL and an empty mask is valid.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(signal, &raw const action, std::ptr::null_mut());
     }
 }
 

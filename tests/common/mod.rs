@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod scenario;
+
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::sync::Once;
