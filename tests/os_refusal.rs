@@ -1,7 +1,8 @@
-//! The OS refusing a descriptor gives `Error::Spawn` with the OS error, and
-//! the next call works once descriptors are free again. Lowering the fd
-//! limit is process-global, so it happens in a scenario: this binary run
-//! again as a subprocess, never in the libtest process itself.
+//! The OS refusing a descriptor or a process gives `Error::Spawn` with the
+//! OS error, nothing is left behind, and the next call works once the
+//! resource is free again (FAULTS.md C5, C6). Lowering a limit is
+//! process-global, so it happens in a scenario: this binary run again as a
+//! subprocess, never in the libtest process itself.
 
 #![allow(
     clippy::undocumented_unsafe_blocks,
@@ -20,6 +21,27 @@ const SCENARIO: &str = "BOMBSQUAD_TEST_FD_EXHAUSTION";
 #[bombsquad(backend = "pipe")]
 fn spawned() -> u8 {
     7
+}
+
+#[bombsquad(backend = "file")]
+fn spawned_file() -> u8 {
+    8
+}
+
+/// One call in each start method x backend combination, named.
+fn every_combination() -> [(&'static str, Box<dyn Fn() -> Result<u8, Error>>); 4] {
+    [
+        (
+            "fork/pipe",
+            Box::new(|| Isolate::new().backend(Backend::Pipe).fork(|| 1u8)),
+        ),
+        (
+            "fork/file",
+            Box::new(|| Isolate::new().backend(Backend::File).fork(|| 2u8)),
+        ),
+        ("spawn/pipe", Box::new(spawned)),
+        ("spawn/file", Box::new(spawned_file)),
+    ]
 }
 
 /// Opens `/dev/null` until the descriptor table is full.
@@ -75,5 +97,135 @@ fn descriptor_exhaustion_is_a_spawn_error() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
+}
+
+/// Opens `/dev/null` until EMFILE; returns how many it opened.
+fn fill_table(held: &mut Vec<File>) -> usize {
+    let before = held.len();
+    held.extend(std::iter::from_fn(|| File::open("/dev/null").ok()));
+    held.len() - before
+}
+
+/// C5 at every point of a call: with 0, 1, 2, ... descriptors free, each
+/// combination either works or fails with `Spawn(EMFILE)`, and afterwards
+/// exactly as many descriptors are free as before (whatever was half
+/// created was closed).
+#[test]
+fn fd_exhaustion_at_every_step_scenario() {
+    if !common::scenario::is("fd_exhaustion_at_every_step_scenario") {
+        return;
+    }
+    common::watchdog();
+    let mut held = exhaust_descriptors();
+    for (name, call) in every_combination() {
+        let mut worked = false;
+        for free in 0..20 {
+            held.truncate(held.len() - free);
+            let result = call();
+            assert_eq!(
+                fill_table(&mut held),
+                free,
+                "{name} with {free} free: leaked"
+            );
+            match result {
+                Ok(value) => {
+                    assert!((1..=8).contains(&value), "{name}: {value}");
+                    println!("{name}: works with {free} descriptors free");
+                    worked = true;
+                    break;
+                }
+                Err(Error::Spawn { source, what }) => {
+                    assert_eq!(source.raw_os_error(), Some(libc::EMFILE), "{name}: {what}");
+                }
+                Err(other) => panic!("{name} with {free} free: {other:?}"),
+            }
+            assert!(free > 0 || !worked, "{name} worked with no descriptor free");
+        }
+        assert!(worked, "{name} never worked");
+    }
+    drop(held);
+    assert_eq!(common::zombie_children(), Vec::<i32>::new());
+    assert_eq!(common::children_of(std::process::id()), Vec::new());
+    println!("SCENARIO PASSED");
+}
+
+#[test]
+fn descriptor_exhaustion_at_every_step_leaks_nothing() {
+    common::watchdog();
+    let output = common::scenario::run(common::scenario::command(
+        "fd_exhaustion_at_every_step_scenario",
+    ));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
+}
+
+/// The user RLIMIT_NPROC counts. Root is exempt from it (getrlimit(2)), so
+/// a root scenario first becomes `nobody` (65534): the subprocess alone.
+fn become_unprivileged() {
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    unsafe {
+        assert_eq!(libc::setgroups(0, std::ptr::null()), 0);
+        assert_eq!(libc::setgid(65534), 0);
+        assert_eq!(libc::setuid(65534), 0);
+    }
+}
+
+fn set_nproc(soft: libc::rlim_t) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NPROC, &raw mut limit) },
+        0
+    );
+    limit.rlim_cur = soft.min(limit.rlim_max);
+    assert_eq!(
+        unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &raw const limit) },
+        0
+    );
+}
+
+/// C6: no process may be created (RLIMIT_NPROC 0): `Spawn(EAGAIN)` in
+/// every combination, no retry, nothing left behind; then calls work again.
+#[test]
+fn pid_exhaustion_scenario() {
+    if !common::scenario::is("pid_exhaustion_scenario") {
+        return;
+    }
+    common::watchdog();
+    become_unprivileged();
+    let fds = common::open_fds();
+    set_nproc(0);
+    for (name, call) in every_combination() {
+        let (what, errno) = spawn_error(call());
+        assert_eq!(errno, Some(libc::EAGAIN), "{name}: {what}");
+        let expected = if name.starts_with("fork") {
+            "fork the child process"
+        } else {
+            "re-execute /proc/self/exe"
+        };
+        assert!(what.starts_with(expected), "{name}: {what}");
+    }
+    assert_eq!(common::open_fds(), fds, "descriptors leaked");
+    assert_eq!(common::children_of(std::process::id()), Vec::new());
+    set_nproc(libc::RLIM_INFINITY);
+    for (name, call) in every_combination() {
+        assert!(call().is_ok_and(|v| (1..=8).contains(&v)), "{name}");
+    }
+    println!("SCENARIO PASSED");
+}
+
+#[test]
+fn pid_exhaustion_is_a_spawn_error() {
+    common::watchdog();
+    let mut command = common::scenario::command("pid_exhaustion_scenario");
+    // Writable by `nobody`, for the file backend.
+    command.env("TMPDIR", "/tmp");
+    let output = common::scenario::run(command);
+    let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
 }
