@@ -28,8 +28,10 @@ fn spawned_file() -> u8 {
     8
 }
 
+type Call = Box<dyn Fn() -> Result<u8, Error>>;
+
 /// One call in each start method x backend combination, named.
-fn every_combination() -> [(&'static str, Box<dyn Fn() -> Result<u8, Error>>); 4] {
+fn every_combination() -> [(&'static str, Call); 4] {
     [
         (
             "fork/pipe",
