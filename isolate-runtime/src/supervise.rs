@@ -102,7 +102,10 @@ impl Child {
             return Ok(None);
         }
         self.kill_group();
-        let reaped = match sys::reap(self.pid) {
+        let Some(pidfd) = &self.pidfd else {
+            return Ok(None);
+        };
+        let reaped = match sys::reap_pidfd(pidfd.as_fd()) {
             Ok(status) => Ok(Some(status)),
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
             Err(e) => Err(Error::spawn("collect the child's exit status", e)),
@@ -114,10 +117,12 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if !self.reaped {
+        if !self.reaped
+            && let Some(pidfd) = &self.pidfd
+        {
             self.kill_group();
             self.kill_one();
-            let _ = sys::reap(self.pid);
+            let _ = sys::reap_pidfd(pidfd.as_fd());
         }
     }
 }

@@ -48,6 +48,47 @@ pub(crate) fn reap(pid: i32) -> io::Result<(i32, libc::rusage)> {
     }
 }
 
+/// Reaps the child behind `pidfd` (blocking), retrying on EINTR, and
+/// returns its wait status (in `waitpid`'s encoding) and resource usage.
+///
+/// By pidfd, not by number: once someone else reaped the child, its pid may
+/// belong to another child of ours, which `wait4(pid)` would wait for and
+/// reap instead (FAULTS.md F5, F7). Then this fails with ECHILD.
+pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<(i32, libc::rusage)> {
+    // SAFETY: both are plain old data; all-zero is a valid value.
+    let (mut info, mut usage): (libc::siginfo_t, libc::rusage) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    loop {
+        // SAFETY: the raw waitid syscall takes a fifth argument, the rusage
+        // to fill; both pointers are valid for writes for the whole call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                libc::P_PIDFD,
+                pidfd.as_raw_fd(),
+                &raw mut info,
+                libc::WEXITED,
+                &raw mut usage,
+            )
+        };
+        if ret == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    // SAFETY: waitid filled a SIGCHLD siginfo, whose status field is set.
+    let status = unsafe { info.si_status() };
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => status & 0x7f,
+    };
+    Ok((raw, usage))
+}
+
 /// Flushes C's stdio buffers (`printf` from FFI code): the child leaves with
 /// `_exit`, which would drop them, and its stdout is a pipe, which C buffers
 /// fully.
