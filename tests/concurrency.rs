@@ -62,7 +62,7 @@ fn watch_children(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
 fn check_one(token: u32) {
     let fate = mix(token) % 100;
     let fork = Isolate::new()
-        .backend(if token % 2 == 0 {
+        .backend(if token.is_multiple_of(2) {
             Backend::Pipe
         } else {
             Backend::File
@@ -76,7 +76,7 @@ fn check_one(token: u32) {
             other => panic!("{token}: {other:?}"),
         },
         10..15 => {
-            let result = if token % 2 == 0 {
+            let result = if token.is_multiple_of(2) {
                 aborts(token)
             } else {
                 fork.fork(|| -> u32 { std::process::abort() })
@@ -100,7 +100,7 @@ fn check_one(token: u32) {
                 other => panic!("{token}: {other:?}"),
             }
         }
-        _ if token % 2 == 0 => assert_eq!(echo(token).unwrap(), token),
+        _ if token.is_multiple_of(2) => assert_eq!(echo(token).unwrap(), token),
         _ => assert_eq!(
             fork.fork(|| {
                 nap(token);
