@@ -81,7 +81,9 @@
 //! - **fork** is the fastest, and arguments need no serde at all (memory is
 //!   copied). But in a multi-threaded parent the child can block forever on
 //!   a lock another thread held at the fork (std's stdout lock included):
-//!   use a timeout there. Its cost grows with the parent's resident memory.
+//!   use a timeout there; a fork-mode call without one in a multi-threaded
+//!   process prints a one-time warning to stderr. Its cost grows with the
+//!   parent's resident memory.
 //!   Under libtest's output capture, `print!` in a forked child is lost.
 //!   A function that calls `std::process::exit` runs the parent's `atexit`
 //!   handlers in the child; the library itself always leaves with `_exit`.
@@ -96,14 +98,31 @@
 //! `Timeout`, `Panicked` (with `panic = "error"`), `Codec` (naming which of
 //! the four encode/decode steps failed), `Spawn` (the OS refused a process,
 //! pipe, socket or file), `Protocol` (malformed or truncated data from the
-//! child) and `NestingTooDeep`.
+//! child), `StatusUnavailable` (the child ended without a result and its exit
+//! status was taken by someone else: the host ignores `SIGCHLD` or reaps
+//! with `waitpid(-1)`; a complete result is still `Ok`) and `NestingTooDeep`.
 //!
 //! # What the child gets
 //!
 //! Its own process group (a timeout kills grandchildren too, and so does the
-//! end of a call), stdin from `/dev/null`, no descriptors of the parent but
-//! stdio (fork mode), `RLIMIT_CORE` 0, SIGKILL when its parent dies, and the
-//! signal state of a fresh process. Isolated calls may nest 8 deep.
+//! end of a call; Ctrl-C at a terminal reaches the parent only), stdin from
+//! `/dev/null`, no descriptors of the parent but stdio (in both modes, even
+//! those opened without `O_CLOEXEC`), `RLIMIT_CORE` 0, SIGKILL when its
+//! parent dies, and the signal state of a fresh process: an empty signal
+//! mask and no handlers of the parent (ignored signals stay ignored, as
+//! across `exec`). Isolated calls may nest 8 deep.
+//!
+//! The library signals and reaps each child through its pidfd, never by
+//! pid number, so a kill can never reach a process that reused the pid.
+//!
+//! # Concurrency
+//!
+//! At most twice as many children as there are CPUs run at once per process
+//! (`BOMBSQUAD_MAX_CHILDREN` sets another cap, read at the first call). A
+//! call over the cap blocks until another call's child is reaped; it never
+//! fails for it, and its timeout starts only when its child does. Calls that
+//! wait on each other's results could deadlock under a cap smaller than
+//! their number: raise it for them.
 
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
