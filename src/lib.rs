@@ -105,6 +105,8 @@
 //! stdio (fork mode), `RLIMIT_CORE` 0, SIGKILL when its parent dies, and the
 //! signal state of a fresh process. Isolated calls may nest 8 deep.
 
+mod testing;
+
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
     Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode, Stderr,
@@ -115,4 +117,6 @@ pub use isolate_runtime::{
 #[doc(hidden)]
 pub mod __private {
     pub use isolate_runtime::__private::*;
+
+    pub use crate::testing::{TestFailure, TestOutcome, TestReturn, finish_test};
 }

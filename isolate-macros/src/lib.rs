@@ -7,6 +7,7 @@
 
 mod args;
 mod expand;
+mod test_attr;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -55,6 +56,16 @@ fn try_expand(args: TokenStream, item: TokenStream) -> syn::Result<proc_macro2::
             "`#[bombsquad]` goes on a free function (`fn name(..) -> T { .. }`)",
         )
     })?;
-    valid::check(&args, &function)?;
-    Ok(expand::expand(&args, &function))
+    let test = match (test_attr::find(&function), valid::check(&args, &function)) {
+        (Ok(test), Ok(())) => test,
+        (Err(mut errors), Err(more)) => {
+            errors.combine(more);
+            return Err(errors);
+        }
+        (Err(errors), Ok(())) | (Ok(_), Err(errors)) => return Err(errors),
+    };
+    Ok(match test {
+        Some(test) => test_attr::expand(&args, &function, &test),
+        None => expand::expand(&args, &function),
+    })
 }
