@@ -98,6 +98,65 @@
 //! pipe, socket or file), `Protocol` (malformed or truncated data from the
 //! child) and `NestingTooDeep`.
 //!
+//! # Isolating tests
+//!
+//! `#[bombsquad]` above `#[test]` runs the test body in a child. A crash
+//! fails that test alone, with a panic naming the signal ("test body (pid
+//! 42) was killed by SIGSEGV: segmentation fault, ...") followed by the end
+//! of the child's stderr; a panic fails it as in-process, so
+//! `#[should_panic(expected = "...")]` works; `-> Result<(), E>` tests
+//! work; `timeout` fails a hanging test; `#[ignore]` and other attributes
+//! stay on the test.
+//!
+//! ```
+//! use bombsquad::bombsquad;
+//!
+//! #[bombsquad(timeout = "10s")]
+//! #[test]
+//! #[should_panic(expected = "was killed by SIGSEGV")]
+//! fn a_segfault_fails_only_this_test() {
+//!     unsafe { libc::strlen(std::ptr::null()) };
+//! }
+//!
+//! #[bombsquad]
+//! #[test]
+//! fn returns_a_result() -> Result<(), std::num::ParseIntError> {
+//!     assert_eq!("42".parse::<i32>()?, 42);
+//!     Ok(())
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Nothing reads libtest's arguments: filters, `--exact`, `--ignored`,
+//! `--include-ignored`, `--nocapture` and `cargo nextest run` behave as for
+//! any test. A spawned child's output is replayed through `print!` and
+//! `eprint!`, so libtest shows it only for failing tests; in fork mode a
+//! child's `println!` is lost under libtest's capture (raw writes to fd 1
+//! and 2 are kept). Write `#[bombsquad]` above `#[test]`: below it, the
+//! test is recognized only by its `#[should_panic]` or `#[ignore]`, and
+//! otherwise fails through the `Result<(), Error>` the isolated function
+//! returns. The README has the details and the rusty-fork migration.
+//!
+//! Isolated functions work inside doctests too; this one re-executes the
+//! doctest's own binary:
+//!
+//! ```
+//! use bombsquad::{Error, bombsquad};
+//!
+//! #[bombsquad(backend = "pipe")]
+//! fn length_in_c(text: Option<String>) -> usize {
+//!     let text = text.map(|t| std::ffi::CString::new(t).unwrap());
+//!     let pointer = text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
+//!     unsafe { libc::strlen(pointer) }
+//! }
+//!
+//! assert_eq!(length_in_c(Some("four".into())).unwrap(), 4);
+//! match length_in_c(None) {
+//!     Err(Error::NonzeroExitcode(e)) => assert_eq!(e.signal_name(), Some("SIGSEGV")),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+//!
 //! # What the child gets
 //!
 //! Its own process group (a timeout kills grandchildren too, and so does the

@@ -32,6 +32,11 @@ use proc_macro::TokenStream;
 /// top-level shared references to such (`&T`, `&str`, `&[T]`, `&Path`). In
 /// fork mode any argument works. Results must be serde types in both.
 ///
+/// Above `#[test]`, the test body runs in a child: a crash fails that test
+/// with a panic naming the signal and ending with the child's stderr; a
+/// panic, `#[should_panic]`, `#[ignore]` and `Result` returns behave as for
+/// an ordinary test. The test attribute is emitted fully qualified.
+///
 /// Not accepted, each with a compile error on the offending token: generic,
 /// `async`, `const` or `extern` functions, `self` receivers, `impl Trait`
 /// arguments or results, results that borrow.
