@@ -108,7 +108,7 @@
 //! work; `timeout` fails a hanging test; `#[ignore]` and other attributes
 //! stay on the test.
 //!
-//! ```
+//! ```no_run
 //! use bombsquad::bombsquad;
 //!
 //! #[bombsquad(timeout = "10s")]
