@@ -370,7 +370,7 @@ macro_rules! outcome_tests {
                 common::watchdog();
                 let e = nonzero(segfaults_in_c());
                 assert_signal(&e, libc::SIGSEGV, "SIGSEGV");
-                assert!(e.to_string().contains("was killed by SIGSEGV (segmentation fault"), "{e}");
+                assert!(e.to_string().contains("was killed by SIGSEGV: segmentation fault"), "{e}");
                 assert_eq!(add(1, 1).unwrap(), 2, "the next call works");
             }
 
@@ -386,7 +386,7 @@ macro_rules! outcome_tests {
                 let e = nonzero(sends_itself(libc::SIGKILL));
                 assert_signal(&e, libc::SIGKILL, "SIGKILL");
                 assert_eq!(e.exitcode(), -9);
-                assert!(e.to_string().ends_with("was killed by SIGKILL (possibly the OOM killer)"), "{e}");
+                assert!(e.to_string().contains("was killed by SIGKILL: not sent by bombsquad, possibly the OOM killer"), "{e}");
             }
 
             #[test]
@@ -401,7 +401,7 @@ macro_rules! outcome_tests {
                 for raw in [false, true] {
                     let e = nonzero(exits(3, raw));
                     assert_eq!((e.code(), e.exitcode(), e.signal()), (Some(3), 3, None));
-                    assert_eq!(e.to_string(), format!("the isolated call (pid {}) exited with code 3", e.pid()));
+                    assert!(e.to_string().starts_with(&format!("exits (pid {}) exited with code 3, after ", e.pid())), "{e}");
                 }
             }
 
