@@ -107,7 +107,8 @@
 
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
-    Backend, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode, fork, jobs,
+    Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode, Stderr,
+    fork, jobs,
 };
 
 /// Not public API: used by code that `#[bombsquad]` generates.

@@ -65,7 +65,8 @@ fn an_outside_sigkill_is_reported_with_its_signal() {
             Err(Error::NonzeroExitcode(e)) => {
                 assert_eq!((e.signal(), e.exitcode()), (Some(libc::SIGKILL), -9));
                 assert!(
-                    e.to_string().contains("SIGKILL: not sent by bombsquad, possibly the OOM killer"),
+                    e.to_string()
+                        .contains("SIGKILL: not sent by bombsquad, possibly the OOM killer"),
                     "{e}"
                 );
             }
