@@ -247,19 +247,40 @@ fn stack_pointer(_context: *mut libc::c_void) -> Option<usize> {
     None
 }
 
-/// Reports a stack overflow as std does ("thread 'x' has overflowed its
-/// stack", "fatal runtime error: stack overflow, aborting") and aborts.
+/// Reports a stack overflow as std does ("thread 'main' (42) has
+/// overflowed its stack", "fatal runtime error: stack overflow, aborting")
+/// and aborts. The thread is named by its kernel name, or "main".
 fn report_stack_overflow() -> ! {
+    // SAFETY: getpid and gettid always succeed.
+    let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
     let mut name = [0u8; 16];
-    // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer.
-    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
-    let name_len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    let name: &[u8] = if pid == tid {
+        b"main"
+    } else {
+        // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer.
+        unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+        let len = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+        &name[..len]
+    };
+    let mut digits = [0u8; 10];
+    let mut start = digits.len();
+    let mut n = tid.unsigned_abs();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
     let mut message = [0u8; 128];
     let mut len = 0;
     for part in [
         &b"\nthread '"[..],
-        &name[..name_len],
-        b"' has overflowed its stack\nfatal runtime error: stack overflow, aborting\n",
+        name,
+        b"' (",
+        &digits[start..],
+        b") has overflowed its stack\nfatal runtime error: stack overflow, aborting\n",
     ] {
         message[len..len + part.len()].copy_from_slice(part);
         len += part.len();
