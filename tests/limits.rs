@@ -327,3 +327,97 @@ fn classification_holds_with_and_without_rust_backtrace() {
         assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
     }
 }
+
+/// A memory cgroup this test may create children in: the v1 memory
+/// controller's or the v2 (cgroup2 at /sys/fs/cgroup) directory of this
+/// process, when writable. `None` skips the test (FAULTS.md C4).
+fn own_memory_cgroup() -> Option<(std::path::PathBuf, &'static str)> {
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "memory") {
+            return Some((
+                std::path::Path::new("/sys/fs/cgroup/memory").join(path),
+                "memory.limit_in_bytes",
+            ));
+        }
+        if controllers.is_empty()
+            && std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        {
+            return Some((
+                std::path::Path::new("/sys/fs/cgroup").join(path),
+                "memory.max",
+            ));
+        }
+    }
+    None
+}
+
+/// Touches 256 MiB, page by page.
+#[bombsquad(stderr = "capture", timeout = "60s")]
+fn touches_256_mib() -> usize {
+    let mut memory = vec![0u8; 256 << 20];
+    for page in memory.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    std::hint::black_box(&memory).len()
+}
+
+const OOM_SCENARIO: &str = "BOMBSQUAD_TEST_OOM_KILL_CGROUP";
+
+/// The scenario: this process joins the limited cgroup the test made (its
+/// child then starts there too), so the counter it watches is the one the
+/// kernel raises when the OOM killer takes the child.
+#[test]
+fn oom_kill_scenario() {
+    let Some(cgroup) = std::env::var_os(OOM_SCENARIO) else {
+        return;
+    };
+    let cgroup = std::path::PathBuf::from(cgroup);
+    std::fs::write(cgroup.join("cgroup.procs"), std::process::id().to_string()).unwrap();
+    let e = nonzero(touches_256_mib());
+    assert_eq!(e.signal(), Some(libc::SIGKILL), "{e}");
+    assert!(e.is_possible_oom_kill() && e.cgroup_oom_kill_rose(), "{e}");
+    assert!(
+        e.to_string().contains(
+            "was killed by SIGKILL: not sent by bombsquad, possibly the OOM killer (the cgroup's oom_kill count rose)"
+        ),
+        "{e}"
+    );
+    println!("SCENARIO PASSED");
+}
+
+#[test]
+fn a_kill_by_the_cgroup_oom_killer_is_attributed() {
+    common::watchdog();
+    let Some((parent, limit_file)) = own_memory_cgroup() else {
+        eprintln!("skipped: no memory cgroup");
+        return;
+    };
+    let cgroup = parent.join(format!("bombsquad-test-{}", std::process::id()));
+    if std::fs::create_dir(&cgroup).is_err()
+        || std::fs::write(cgroup.join(limit_file), (128u64 << 20).to_string()).is_err()
+    {
+        let _ = std::fs::remove_dir(&cgroup);
+        eprintln!("skipped: cannot create a limited memory cgroup under {parent:?}");
+        return;
+    }
+    for swap_limit in ["memory.memsw.limit_in_bytes", "memory.swap.max"] {
+        let _ = std::fs::write(cgroup.join(swap_limit), (128u64 << 20).to_string());
+    }
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "oom_kill_scenario", "--nocapture"])
+        .env(OOM_SCENARIO, &cgroup)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir(&cgroup);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
+}

@@ -214,19 +214,70 @@ fn oom_kill_count(events: &str) -> Option<u64> {
         .and_then(|n| n.trim().parse().ok())
 }
 
-/// `/sys/fs/cgroup/<path>/memory.events` for this process's cgroup v2
-/// (found once: "0::<path>" in `/proc/self/cgroup`), when it exists.
+/// The file holding this process's cgroup `oom_kill` counter, found once:
+/// cgroup v2 `memory.events`, or on a v1 memory controller (hybrid hosts)
+/// `memory.oom_control`, which has the same `oom_kill N` line.
 fn memory_events() -> Option<&'static PathBuf> {
     static PATH: OnceLock<Option<PathBuf>> = OnceLock::new();
     PATH.get_or_init(|| {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
         let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-        let path = cgroups.lines().find_map(|l| l.strip_prefix("0::"))?;
-        let events = PathBuf::from("/sys/fs/cgroup")
-            .join(path.trim_start_matches('/'))
-            .join("memory.events");
-        events.exists().then_some(events)
+        counter_files(&mounts, &cgroups)
+            .into_iter()
+            .find(|file| file.exists())
     })
     .as_ref()
+}
+
+/// Where the `oom_kill` counter may be, v2 first, from `/proc/self/mountinfo`
+/// and `/proc/self/cgroup`.
+fn counter_files(mountinfo: &str, cgroups: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let (Some(root), Some(mount_point)) = (fields.get(3), fields.get(4)) else {
+            continue;
+        };
+        let mut right = right.split(' ');
+        let (fs_type, options) = (right.next(), right.nth(1).unwrap_or(""));
+        let (path, file) = match fs_type {
+            Some("cgroup2") => (cgroup_path(cgroups, |c| c.is_empty()), "memory.events"),
+            Some("cgroup") if options.split(',').any(|o| o == "memory") => (
+                cgroup_path(cgroups, |c| c.split(',').any(|c| c == "memory")),
+                "memory.oom_control",
+            ),
+            _ => continue,
+        };
+        let Some(path) = path else { continue };
+        // A mount of a subtree (a container without a cgroup namespace)
+        // shows the subtree at its mount point.
+        let path = path
+            .strip_prefix(root)
+            .filter(|_| *root != "/")
+            .unwrap_or(path);
+        let file = PathBuf::from(mount_point)
+            .join(path.trim_start_matches('/'))
+            .join(file);
+        if fs_type == Some("cgroup2") {
+            files.insert(0, file);
+        } else {
+            files.push(file);
+        }
+    }
+    files
+}
+
+/// The path of the `/proc/self/cgroup` line ("id:controllers:path") whose
+/// controllers fit.
+fn cgroup_path(cgroups: &str, fits: impl Fn(&str) -> bool) -> Option<&str> {
+    cgroups.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        fits(controllers).then_some(path)
+    })
 }
 
 #[cfg(test)]
@@ -297,6 +348,26 @@ mod tests {
         let events = "low 0\nhigh 0\nmax 3\noom 2\noom_kill 2\noom_group_kill 0\n";
         assert_eq!(oom_kill_count(events), Some(2));
         assert_eq!(oom_kill_count("low 0\n"), None);
+    }
+
+    #[test]
+    fn the_counter_is_found_on_v2_and_on_a_v1_memory_controller() {
+        let mounts = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                      40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n";
+        let cgroups = "9:name=systemd:/\n4:memory:/jobs/7f\n0::/user.slice\n";
+        assert_eq!(
+            counter_files(mounts, cgroups),
+            [
+                PathBuf::from("/sys/fs/cgroup/unified/user.slice/memory.events"),
+                PathBuf::from("/sys/fs/cgroup/memory/jobs/7f/memory.oom_control"),
+            ]
+        );
+        let subtree = "30 20 0:26 /docker/ab /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            counter_files(subtree, "0::/docker/ab\n"),
+            [PathBuf::from("/sys/fs/cgroup/memory.events")]
+        );
     }
 
     #[test]
