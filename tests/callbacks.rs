@@ -15,6 +15,17 @@ use std::time::Duration;
 use bombsquad::{Error, Isolate, PanicMode, Stderr};
 use serde::{Serialize, de::DeserializeOwned};
 
+/// Serialises this file's tests: a test that panics in the parent (a
+/// re-raised child panic, a panicking callback) holds std's backtrace lock
+/// while it prints, and a child forked by another test at that moment
+/// would wait on that lock forever when it panics or fails an allocation
+/// itself (FAULTS.md D3: fork in a multi-threaded parent).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// An `Isolate` with every callback set, each appending to the log.
 fn logged() -> (Isolate, Arc<Mutex<Vec<String>>>) {
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -47,6 +58,7 @@ fn log_of<R: Serialize + DeserializeOwned + std::fmt::Debug>(
 #[test]
 fn each_outcome_fires_its_callback_then_finish() {
     common::watchdog();
+    let _serial = serial();
     let same = |isolate| isolate;
     assert_eq!(log_of(same, || 1 + 1), ["success", "finish true 0"]);
     assert_eq!(
@@ -107,6 +119,7 @@ fn each_outcome_fires_its_callback_then_finish() {
 #[test]
 fn callbacks_run_before_a_child_panic_is_re_raised() {
     common::watchdog();
+    let _serial = serial();
     let (isolate, log) = logged();
     let caught = catch_unwind(AssertUnwindSafe(|| {
         isolate.fork(|| -> u8 { panic!("child panic") })
@@ -122,6 +135,7 @@ fn callbacks_run_before_a_child_panic_is_re_raised() {
 #[test]
 fn a_panicking_callback_lets_the_others_run_then_propagates() {
     common::watchdog();
+    let _serial = serial();
     let log = Arc::new(Mutex::new(Vec::new()));
     let finish_log = log.clone();
     let isolate = Isolate::new()
@@ -135,6 +149,7 @@ fn a_panicking_callback_lets_the_others_run_then_propagates() {
 #[test]
 fn callbacks_see_the_error_the_call_returns() {
     common::watchdog();
+    let _serial = serial();
     let seen = Arc::new(Mutex::new(None));
     let s = seen.clone();
     let result = Isolate::new()

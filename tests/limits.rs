@@ -13,6 +13,17 @@ use bombsquad::{Error, NonzeroExitcode, bombsquad};
 
 const SCENARIO: &str = "BOMBSQUAD_TEST_LIMITS_BACKTRACE";
 
+/// Serialises this file's tests: a test that panics in the parent (a
+/// re-raised child panic, a panicking callback) holds std's backtrace lock
+/// while it prints, and a child forked by another test at that moment
+/// would wait on that lock forever when it panics or fails an allocation
+/// itself (FAULTS.md D3: fork in a multi-threaded parent).
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn nonzero<T: std::fmt::Debug>(result: Result<T, Error>) -> NonzeroExitcode {
     match result {
         Err(Error::NonzeroExitcode(e)) => e,
@@ -55,6 +66,7 @@ fn assert_out_of_memory(e: &NonzeroExitcode) {
 #[test]
 fn an_allocation_beyond_the_memory_limit_is_out_of_memory() {
     common::watchdog();
+    let _serial = serial();
     for result in [allocates_a_gibibyte(), allocates_a_gibibyte_forked()] {
         assert_out_of_memory(&nonzero(result));
     }
@@ -63,6 +75,7 @@ fn an_allocation_beyond_the_memory_limit_is_out_of_memory() {
 #[test]
 fn memory_under_the_limit_is_fine() {
     common::watchdog();
+    let _serial = serial();
     assert_eq!(allocates_a_little().unwrap(), 64 << 20);
     assert_eq!(allocates_a_little_forked().unwrap(), 64 << 20);
 }
@@ -81,6 +94,7 @@ fn overflows_capacity_forked() -> usize {
 #[should_panic(expected = "capacity overflow")]
 fn a_capacity_overflow_is_a_panic_not_oom_spawned() {
     common::watchdog();
+    let _serial = serial();
     let _ = overflows_capacity();
 }
 
@@ -88,6 +102,7 @@ fn a_capacity_overflow_is_a_panic_not_oom_spawned() {
 #[should_panic(expected = "capacity overflow")]
 fn a_capacity_overflow_is_a_panic_not_oom_forked() {
     common::watchdog();
+    let _serial = serial();
     let _ = overflows_capacity_forked();
 }
 
@@ -110,6 +125,7 @@ fn spins_forked() -> u64 {
 #[test]
 fn a_busy_loop_meets_the_cpu_limit() {
     common::watchdog();
+    let _serial = serial();
     for result in [spins(), spins_forked()] {
         let e = nonzero(result);
         assert_eq!(e.signal(), Some(libc::SIGXCPU), "{e}");
@@ -178,6 +194,7 @@ fn assert_stack_overflow(e: &NonzeroExitcode) {
 #[test]
 fn deep_recursion_is_a_stack_overflow() {
     common::watchdog();
+    let _serial = serial();
     // Fork mode: std's own handler reports it (the fault handler chains to
     // it); spawn mode runs before `main`, where the fault handler does.
     for result in [recurses_deeply(), recurses_deeply_forked()] {
@@ -188,6 +205,7 @@ fn deep_recursion_is_a_stack_overflow() {
 #[test]
 fn a_bigger_stack_lets_the_same_recursion_finish() {
     common::watchdog();
+    let _serial = serial();
     assert_eq!(recurses_deeply_on_a_big_stack().unwrap(), expected_sum());
     assert_eq!(
         recurses_deeply_on_a_big_stack_forked().unwrap(),
@@ -208,6 +226,7 @@ fn overflows_a_small_stack_forked() -> u64 {
 #[test]
 fn an_overflow_on_the_stack_thread_is_recognised() {
     common::watchdog();
+    let _serial = serial();
     for result in [overflows_a_small_stack(), overflows_a_small_stack_forked()] {
         let e = nonzero(result);
         assert_stack_overflow(&e);
@@ -230,6 +249,7 @@ fn starts_a_thread_with_a_big_stack() -> Result<(), String> {
 #[test]
 fn the_memory_limit_counts_thread_stacks() {
     common::watchdog();
+    let _serial = serial();
     assert_eq!(
         starts_a_thread_with_a_big_stack().unwrap(),
         Err("WouldBlock".to_owned())
@@ -244,6 +264,7 @@ fn panics_on_its_own_stack() -> u8 {
 #[test]
 fn a_panic_on_the_stack_thread_is_reported() {
     common::watchdog();
+    let _serial = serial();
     let e = panics_on_its_own_stack().unwrap_err();
     let Error::Panicked {
         message, location, ..
@@ -268,6 +289,7 @@ fn oom_score_adj_forked() -> String {
 #[test]
 fn the_child_is_the_oom_killers_first_choice_and_the_parent_is_not() {
     common::watchdog();
+    let _serial = serial();
     let parent = std::fs::read_to_string("/proc/self/oom_score_adj").unwrap();
     assert_eq!(oom_score_adj().unwrap().trim(), "1000");
     assert_eq!(oom_score_adj_forked().unwrap().trim(), "1000");
@@ -307,6 +329,7 @@ fn backtrace_scenario() {
 #[test]
 fn classification_holds_with_and_without_rust_backtrace() {
     common::watchdog();
+    let _serial = serial();
     for mode in ["with", "without"] {
         let mut scenario = Command::new(std::env::current_exe().unwrap());
         scenario
@@ -392,6 +415,7 @@ fn oom_kill_scenario() {
 #[test]
 fn a_kill_by_the_cgroup_oom_killer_is_attributed() {
     common::watchdog();
+    let _serial = serial();
     let Some((parent, limit_file)) = own_memory_cgroup() else {
         eprintln!("skipped: no memory cgroup");
         return;

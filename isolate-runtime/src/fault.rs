@@ -218,7 +218,6 @@ fn chain_to_previous(signal: i32, info: *mut libc::siginfo_t, context: *mut libc
 
 /// Whether `address` is where a stack overflow faults: just below the
 /// interrupted thread's stack pointer.
-#[allow(clippy::unnecessary_wraps, reason = "other architectures say no")]
 fn near_stack_pointer(address: usize, context: *mut libc::c_void) -> bool {
     let Some(sp) = stack_pointer(context) else {
         return false;
