@@ -160,7 +160,7 @@ impl Isolate {
     ///
     /// let err = Isolate::new()
     ///     .cpu(Duration::from_secs(1))
-    ///     .fork(|| loop { std::hint::black_box(0u64); })
+    ///     .fork(|| -> u64 { loop { std::hint::black_box(0u64); } })
     ///     .unwrap_err();
     /// let Error::NonzeroExitcode(e) = err else { panic!("{err}") };
     /// assert!(e.is_cpu_limit());
