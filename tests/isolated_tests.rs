@@ -50,19 +50,25 @@ fn bombsquad_below_test() {
 
 #[bombsquad]
 #[test]
-#[should_panic(expected = "was killed by SIGSEGV: segmentation fault, after ")]
+#[should_panic(
+    expected = "was killed by SIGSEGV: segmentation fault, address 0x0 not mapped, after "
+)]
 fn crash_above_test() {
     segfault();
 }
 
 #[test]
 #[bombsquad]
-#[should_panic(expected = "was killed by SIGSEGV: segmentation fault, after ")]
+#[should_panic(
+    expected = "was killed by SIGSEGV: segmentation fault, address 0x0 not mapped, after "
+)]
 fn crash_below_test() {
     segfault();
 }
 
-#[should_panic(expected = "was killed by SIGSEGV: segmentation fault, after ")]
+#[should_panic(
+    expected = "was killed by SIGSEGV: segmentation fault, address 0x0 not mapped, after "
+)]
 #[test]
 #[bombsquad]
 fn crash_below_test_should_panic_first() {

@@ -215,9 +215,15 @@ fn set<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeSet<&'a str> {
 /// `test body (pid <n>) was killed by <SIGNAL>: <meaning>, after ...`.
 fn assert_crash_messages(text: &str) {
     for (name, what) in [
-        ("scenario::segfaults_in_c", "SIGSEGV: segmentation fault"),
+        (
+            "scenario::segfaults_in_c",
+            "SIGSEGV: segmentation fault, address 0x0 not mapped",
+        ),
         ("scenario::aborts", "SIGABRT: aborted"),
-        ("scenario::fork_segfaults", "SIGSEGV: segmentation fault"),
+        (
+            "scenario::fork_segfaults",
+            "SIGSEGV: segmentation fault, address 0x0 not mapped",
+        ),
     ] {
         let heading = format!("thread '{name}' (");
         let start = text
