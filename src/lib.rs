@@ -56,8 +56,9 @@
 //!
 //! # Options
 //!
-//! `#[bombsquad(start_method = .., backend = .., timeout = .., panic = ..)]`,
-//! all optional, checked at compile time:
+//! `#[bombsquad(start_method = .., backend = .., timeout = .., panic = ..,
+//! memory = .., cpu = .., stack_size = .., stderr = ..)]`, all optional,
+//! checked at compile time:
 //!
 //! | option | values | default |
 //! |---|---|---|
@@ -65,8 +66,28 @@
 //! | `backend` | `"file"`: an unnamed temp file; `"pipe"`: a pipe drained while the child writes | `"file"` |
 //! | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"`: then the child's process group is killed | none |
 //! | `panic` | `"resume"`: re-raise in the caller; `"error"`: return [`Error::Panicked`] | `"resume"` |
+//! | `memory` | `"256MiB"`: what the function may allocate ([`Isolate::memory`]) | none |
+//! | `cpu` | `"10s"`: CPU time, whole seconds ([`Isolate::cpu`]) | none |
+//! | `stack_size` | `"64MiB"`: the stack of the function's thread ([`Isolate::stack_size`]) | the thread's own |
+//! | `stderr` | `"inherit"`, `"null"`, `"capture"`, or a file path ([`Stderr`]) | `"inherit"` |
 //!
 //! The same options exist at run time on the [`Isolate`] builder.
+//!
+//! # Crash reports and limits
+//!
+//! A [`NonzeroExitcode`] explains the crash: "risky (pid 42) was killed by
+//! SIGSEGV: segmentation fault, address 0x0 not mapped, after 3 ms, peak RSS
+//! 2.1 MiB". Every child installs a fault handler that sends the parent the
+//! `si_code` and address of a SIGSEGV, SIGBUS, SIGILL or SIGFPE, then dies
+//! by the signal all the same ([`NonzeroExitcode::fault_address`]). An
+//! allocation failure under `memory = ".."` ([`NonzeroExitcode::is_oom`]),
+//! a stack overflow ([`NonzeroExitcode::is_stack_overflow`]) and a CPU
+//! limit (`cpu = ".."`, [`NonzeroExitcode::is_cpu_limit`]) are recognised
+//! and named; a SIGKILL nobody here sent is "possibly the OOM killer", with
+//! the cgroup's `oom_kill` counter as evidence when it can be read. Every
+//! child sets its `oom_score_adj` to 1000. See [`Isolate::memory`] for why
+//! the limit is `RLIMIT_DATA`, and [`Isolate::on_success`] for the outcome
+//! callbacks.
 //!
 //! # Fork or spawn
 //!
@@ -102,6 +123,65 @@
 //! status was taken by someone else: the host ignores `SIGCHLD` or reaps
 //! with `waitpid(-1)`; a complete result is still `Ok`) and `NestingTooDeep`.
 //!
+//! # Isolating tests
+//!
+//! `#[bombsquad]` above `#[test]` runs the test body in a child. A crash
+//! fails that test alone, with a panic naming the signal ("test body (pid
+//! 42) was killed by SIGSEGV: segmentation fault, ...") followed by the end
+//! of the child's stderr; a panic fails it as in-process, so
+//! `#[should_panic(expected = "...")]` works; `-> Result<(), E>` tests
+//! work; `timeout` fails a hanging test; `#[ignore]` and other attributes
+//! stay on the test.
+//!
+//! ```no_run
+//! use bombsquad::bombsquad;
+//!
+//! #[bombsquad(timeout = "10s")]
+//! #[test]
+//! #[should_panic(expected = "was killed by SIGSEGV")]
+//! fn a_segfault_fails_only_this_test() {
+//!     unsafe { libc::strlen(std::ptr::null()) };
+//! }
+//!
+//! #[bombsquad]
+//! #[test]
+//! fn returns_a_result() -> Result<(), std::num::ParseIntError> {
+//!     assert_eq!("42".parse::<i32>()?, 42);
+//!     Ok(())
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Nothing reads libtest's arguments: filters, `--exact`, `--ignored`,
+//! `--include-ignored`, `--nocapture` and `cargo nextest run` behave as for
+//! any test. A spawned child's output is replayed through `print!` and
+//! `eprint!`, so libtest shows it only for failing tests; in fork mode a
+//! child's `println!` is lost under libtest's capture (raw writes to fd 1
+//! and 2 are kept). Write `#[bombsquad]` above `#[test]`: below it, the
+//! test is recognized only by its `#[should_panic]` or `#[ignore]`, and
+//! otherwise fails through the `Result<(), Error>` the isolated function
+//! returns. The README has the details and the rusty-fork migration.
+//!
+//! Isolated functions work inside doctests too; this one re-executes the
+//! doctest's own binary:
+//!
+//! ```
+//! use bombsquad::{Error, bombsquad};
+//!
+//! #[bombsquad(backend = "pipe")]
+//! fn length_in_c(text: Option<String>) -> usize {
+//!     let text = text.map(|t| std::ffi::CString::new(t).unwrap());
+//!     let pointer = text.as_ref().map_or(std::ptr::null(), |t| t.as_ptr());
+//!     unsafe { libc::strlen(pointer) }
+//! }
+//!
+//! assert_eq!(length_in_c(Some("four".into())).unwrap(), 4);
+//! match length_in_c(None) {
+//!     Err(Error::NonzeroExitcode(e)) => assert_eq!(e.signal_name(), Some("SIGSEGV")),
+//!     other => panic!("{other:?}"),
+//! }
+//! ```
+//!
 //! # What the child gets
 //!
 //! Its own process group (a timeout kills grandchildren too, and so does the
@@ -124,6 +204,8 @@
 //! wait on each other's results could deadlock under a cap smaller than
 //! their number: raise it for them.
 
+mod testing;
+
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
     Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode, Stderr,
@@ -134,4 +216,6 @@ pub use isolate_runtime::{
 #[doc(hidden)]
 pub mod __private {
     pub use isolate_runtime::__private::*;
+
+    pub use crate::testing::{TestFailure, TestOutcome, TestReturn, finish_test};
 }

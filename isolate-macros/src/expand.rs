@@ -48,6 +48,12 @@ impl Param<'_> {
 }
 
 pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
+    expand_named(args, function, &function.sig.ident.to_string())
+}
+
+/// [`expand`], with `display_name` as the name errors give the call
+/// ("test body (pid 42) was killed by SIGSEGV").
+pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -> TokenStream {
     let params = params(function);
     let ItemFn {
         attrs,
@@ -66,7 +72,7 @@ pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
     let lint_attrs = attrs.iter().filter(|a| is_lint(a));
     let track_caller =
         (!attrs.iter().any(|a| a.path().is_ident("track_caller"))).then(|| quote!(#[track_caller]));
-    let options = options(args, name);
+    let options = options(args, display_name);
     let codec = codec(&result);
     let call = match args.start_method() {
         StartMethod::Fork => call_forked(&options, &codec, &params, unsafety.is_some()),
@@ -108,13 +114,13 @@ fn params(function: &ItemFn) -> Vec<Param<'_>> {
         .collect()
 }
 
-fn is_lint(attr: &syn::Attribute) -> bool {
+pub(crate) fn is_lint(attr: &syn::Attribute) -> bool {
     ["allow", "warn", "deny", "expect", "forbid"]
         .iter()
         .any(|lint| attr.path().is_ident(lint))
 }
 
-fn options(args: &Args, name: &Ident) -> TokenStream {
+fn options(args: &Args, name: &str) -> TokenStream {
     let backend = args.backend.map(|(backend, _)| match backend {
         Backend::File => quote!(.backend(::bombsquad::__private::Backend::File)),
         Backend::Pipe => quote!(.backend(::bombsquad::__private::Backend::Pipe)),
@@ -143,7 +149,6 @@ fn options(args: &Args, name: &Ident) -> TokenStream {
         };
         quote!(.stderr(::bombsquad::__private::Stderr::#stderr))
     });
-    let name = name.to_string();
     quote! {
         ::bombsquad::__private::Isolate::new()
             .name(#name)

@@ -7,6 +7,7 @@
 
 mod args;
 mod expand;
+mod test_attr;
 mod valid;
 
 use proc_macro::TokenStream;
@@ -30,6 +31,11 @@ use proc_macro::TokenStream;
 /// In spawn mode, arguments must be `Serialize + DeserializeOwned` or
 /// top-level shared references to such (`&T`, `&str`, `&[T]`, `&Path`). In
 /// fork mode any argument works. Results must be serde types in both.
+///
+/// Above `#[test]`, the test body runs in a child: a crash fails that test
+/// with a panic naming the signal and ending with the child's stderr; a
+/// panic, `#[should_panic]`, `#[ignore]` and `Result` returns behave as for
+/// an ordinary test. The test attribute is emitted fully qualified.
 ///
 /// Not accepted, each with a compile error on the offending token: generic,
 /// `async`, `const` or `extern` functions, `self` receivers, `impl Trait`
@@ -55,6 +61,16 @@ fn try_expand(args: TokenStream, item: TokenStream) -> syn::Result<proc_macro2::
             "`#[bombsquad]` goes on a free function (`fn name(..) -> T { .. }`)",
         )
     })?;
-    valid::check(&args, &function)?;
-    Ok(expand::expand(&args, &function))
+    let test = match (test_attr::find(&function), valid::check(&args, &function)) {
+        (Ok(test), Ok(())) => test,
+        (Err(mut errors), Err(more)) => {
+            errors.combine(more);
+            return Err(errors);
+        }
+        (Err(errors), Ok(())) | (Ok(_), Err(errors)) => return Err(errors),
+    };
+    Ok(match test {
+        Some(test) => test_attr::expand(&args, &function, &test),
+        None => expand::expand(&args, &function),
+    })
 }

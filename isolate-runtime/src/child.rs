@@ -63,6 +63,12 @@ pub(crate) fn become_child(reply_fd: i32, depth: u32, flush_stdout: bool) {
     crate::panic::install_hook();
 }
 
+/// Marks the calling thread as the one running the isolated function (a
+/// thread with its own stack size, `fault::run_function`).
+pub(crate) fn mark_function_thread() {
+    ON_FUNCTION_THREAD.set(true);
+}
+
 /// Sends the report of a panic on the function thread; `false` when this
 /// panic is not ours to report (the caller then runs the previous hook).
 pub(crate) fn report_panic(report: impl FnOnce() -> PanicReport) -> bool {
@@ -106,7 +112,7 @@ fn leave() -> ! {
 /// Runs `function` and replies with its result (or its panic). Never returns:
 /// the child must not unwind or return past the fork point.
 pub(crate) fn serve<R>(codec: Codec<R>, function: impl FnOnce() -> R) -> ! {
-    let value = match catch_unwind(AssertUnwindSafe(function)) {
+    let value = match crate::fault::run_function(function) {
         Ok(value) => value,
         Err(payload) => {
             if !PANIC_SENT.load(Ordering::Relaxed) {

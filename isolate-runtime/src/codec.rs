@@ -25,12 +25,19 @@ pub(crate) enum FrameKind {
     Call = 1,
     /// Parent to child: the encoded arguments.
     Args = 2,
+    /// Parent to child: the limits and stack size the child applies to
+    /// itself before the call (`limits::ChildSetup`).
+    Setup = 3,
     /// Child to parent: the encoded result.
     Return = 16,
     /// Child to parent: a `PanicReport`.
     Panic = 17,
     /// Child to parent: a `ChildFailure`.
     Failure = 18,
+    /// Child to parent, from its fault signal handler: a fixed-size record
+    /// (`fault::FaultRecord`), not MessagePack, since the handler may not
+    /// allocate. Always the last thing a crashing child writes.
+    Fault = 19,
 }
 
 impl FrameKind {
@@ -38,9 +45,11 @@ impl FrameKind {
         [
             Self::Call,
             Self::Args,
+            Self::Setup,
             Self::Return,
             Self::Panic,
             Self::Failure,
+            Self::Fault,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == byte)

@@ -14,7 +14,7 @@ use nix::sys::stat::{SFlag, fstat};
 
 use crate::codec::{self, FrameKind, HEADER_LEN};
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
-use crate::{child, registry, sys};
+use crate::{child, limits, registry, sys};
 
 /// Function names longer than this are refused.
 const MAX_NAME_LEN: u64 = 4096;
@@ -51,11 +51,16 @@ fn run_if_marked() {
     sys::ignore_sigpipe();
     let (reply_fd, name, args) =
         receive_call(channel.as_fd(), &marker).unwrap_or_else(|why| refuse(&why));
+    let setup = read_frame(channel.as_fd(), FrameKind::Setup, limits::MAX_SETUP_LEN)
+        .and_then(|payload| limits::ChildSetup::decode(&payload))
+        .unwrap_or_else(|why| refuse(&why));
     drop(channel);
     // Descriptors the parent left open without CLOEXEC (a listening
     // socket, a lock file) must not live on in the child (FAULTS.md G3).
     sys::close_fds_except(&mut [reply_fd.as_raw_fd()]);
-    child::become_child(reply_fd.into_raw_fd(), marker.depth, true);
+    let reply_fd = reply_fd.into_raw_fd();
+    child::become_child(reply_fd, marker.depth, true);
+    limits::enter_spawned_child(&setup, reply_fd);
     match registry::find(&name) {
         Ok(entry) => (entry.run)(&args),
         Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),

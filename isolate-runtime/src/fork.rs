@@ -7,9 +7,11 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::time::Instant;
 
 use crate::backend::ReplyChannel;
+use crate::classify::OomWatch;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::isolate::Isolate;
+use crate::limits::{self, ForkSetup};
 use crate::stdio::{ChildStdio, OutputRelay};
 use crate::supervise::{Child, Outgoing, supervise};
 use crate::{child, fork_warning, outcome, sys, throttle};
@@ -32,6 +34,8 @@ pub fn call<R>(
     crate::panic::install_hook();
     let parent = std::process::id().cast_signed();
     let deadline = options.deadline();
+    let setup = ForkSetup::new(options);
+    let oom = OomWatch::start();
     let started = Instant::now();
     // SAFETY: the child branch runs `run_child`, which never returns: it
     // makes raw syscalls, runs the closure and leaves with `_exit`.
@@ -39,7 +43,9 @@ pub fn call<R>(
         Err(e) => Err(Error::spawn("fork the child process", e)),
         Ok(nix::unistd::ForkResult::Child) => {
             let reply_fd = reply.child_end().as_raw_fd();
-            run_child(reply_fd, &null, &stdio, parent, depth, codec, function)
+            run_child(
+                reply_fd, &null, &stdio, parent, depth, &setup, codec, function,
+            )
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             sys::put_in_own_group(child.as_raw());
@@ -47,20 +53,23 @@ pub fn call<R>(
             drop((null, stdio));
             let child = Child::adopt(child.as_raw(), started)?;
             let exit = supervise(child, deadline, &mut reply, Outgoing::none(), output)?;
-            outcome::conclude(exit, reply, codec, options)
+            outcome::conclude(exit, reply, codec, options, &oom)
         }
     }
 }
 
 /// The forked child: hygiene first (own process group, only its reply fd
 /// and stdio, stdin from /dev/null, exec-like signal state, death with the
-/// parent, no core files), then the closure.
+/// parent, no core files), then the fault handler and the limits, then the
+/// closure.
+#[allow(clippy::too_many_arguments)]
 fn run_child<R>(
     reply_fd: RawFd,
     null: &File,
     stdio: &ChildStdio,
     parent: i32,
     depth: u32,
+    setup: &ForkSetup,
     codec: Codec<R>,
     function: impl FnOnce() -> R,
 ) -> ! {
@@ -74,6 +83,7 @@ fn run_child<R>(
         sys::exit_now(2);
     }
     sys::disable_core_dumps();
+    limits::enter_forked_child(setup, reply_fd);
     child::become_child(reply_fd, depth, false);
     child::serve(codec, function)
 }

@@ -3,14 +3,17 @@
 
 use std::borrow::Cow;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::Backend;
+use crate::callbacks::Callbacks;
 use crate::codec::Codec;
 use crate::error::Error;
+use crate::report::NonzeroExitcode;
 use crate::stdio::Stderr;
 
 /// What a panic in the child does to the caller.
@@ -51,6 +54,7 @@ pub struct Isolate {
     pub(crate) memory: Option<u64>,
     pub(crate) cpu: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
+    pub(crate) callbacks: Callbacks,
 }
 
 impl Isolate {
@@ -106,25 +110,167 @@ impl Isolate {
         self
     }
 
-    /// Limits the child's memory to `bytes` (`RLIMIT_DATA`): an allocation
-    /// beyond it fails, and the error says the call ran out of memory.
+    /// Limits what the function may allocate to `bytes` more than the child
+    /// holds when the call starts (`RLIMIT_DATA`: heap, anonymous mappings
+    /// and thread stacks; not `RLIMIT_AS`, which also counts address space
+    /// reserved but never used). An allocation beyond it fails; std then
+    /// prints `memory allocation of N bytes failed` and aborts, and the
+    /// error says so: [`NonzeroExitcode::is_oom`], "out of memory:
+    /// allocation of 1.0 GiB failed under the 256.0 MiB limit". C code sees
+    /// `malloc` return NULL instead.
+    ///
+    /// In fork mode the child starts with a copy of the parent's memory,
+    /// which the kernel counts too: the limit is set to the parent's data
+    /// size at the fork plus `bytes` (plus [`stack_size`](Self::stack_size)).
+    /// The limit is per process: a function that forks gives each process
+    /// its own.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bombsquad::{Error, Isolate, Stderr};
+    ///
+    /// let err = Isolate::new()
+    ///     .memory(64 << 20)
+    ///     .stderr(Stderr::Capture)
+    ///     .fork(|| vec![1u8; 1 << 30].len())
+    ///     .unwrap_err();
+    /// let Error::NonzeroExitcode(e) = err else { panic!("{err}") };
+    /// assert!(e.is_oom());
+    /// assert!(e.to_string().contains("under the 64.0 MiB limit"), "{e}");
+    /// ```
     #[must_use]
     pub fn memory(mut self, bytes: u64) -> Self {
         self.memory = Some(bytes);
         self
     }
 
-    /// Limits the child's CPU time (`RLIMIT_CPU`, whole seconds, rounded up).
+    /// Limits the child's CPU time (`RLIMIT_CPU`, in whole seconds, rounded
+    /// up): the kernel sends SIGXCPU when it is used up, and SIGKILL a
+    /// second later if that is ignored. The error says "CPU time limit of
+    /// 1 s exceeded" ([`NonzeroExitcode::is_cpu_limit`]). CPU time is not
+    /// wall time: a sleeping child never reaches it (use a
+    /// [`timeout`](Self::timeout)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bombsquad::{Error, Isolate};
+    ///
+    /// let err = Isolate::new()
+    ///     .cpu(Duration::from_secs(1))
+    ///     .fork(|| -> u64 { loop { std::hint::black_box(0u64); } })
+    ///     .unwrap_err();
+    /// let Error::NonzeroExitcode(e) = err else { panic!("{err}") };
+    /// assert!(e.is_cpu_limit());
+    /// ```
     #[must_use]
     pub fn cpu(mut self, limit: Duration) -> Self {
         self.cpu = Some(limit);
         self
     }
 
-    /// Runs the function on a thread with a stack of `bytes`.
+    /// Runs the function on a thread with a stack of `bytes` in the child,
+    /// for deep recursion (a spawned child's main thread has the default 8
+    /// MiB; a forked child runs on what is left of the calling thread's
+    /// stack, 2 MiB for a libtest thread). A stack overflow is reported as
+    /// [`NonzeroExitcode::is_stack_overflow`].
+    ///
+    /// In fork mode the closure and its captures move to that thread for
+    /// the call while the child's original thread waits: a capture tied to
+    /// the calling thread (a held `MutexGuard`, a thread-local) does not
+    /// belong there. A thread that cannot be started (the stack does not
+    /// fit under [`memory`](Self::memory), which counts it) is reported as
+    /// a panic of the call.
     #[must_use]
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Called in the parent when the call returned a value.
+    ///
+    /// Callbacks run after the outcome is known, in this order: one of
+    /// `on_success`, `on_fault`, `on_kill`, `on_exit` (or none of them, for
+    /// a panic, a timeout or another error), then `on_finish`, always last.
+    /// They run for every call whose child was started; an error before
+    /// that (the OS refused a process or a pipe) runs none. A callback that
+    /// panics does not stop the others: its panic is resumed after
+    /// `on_finish` ran, in place of the call's result (or of a re-raised
+    /// child panic).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use bombsquad::Isolate;
+    ///
+    /// let log = Arc::new(Mutex::new(Vec::new()));
+    /// let (a, b) = (log.clone(), log.clone());
+    /// let value = Isolate::new()
+    ///     .on_success(move || a.lock().unwrap().push("success".to_owned()))
+    ///     .on_finish(move |ok, code| b.lock().unwrap().push(format!("finish {ok} {code}")))
+    ///     .fork(|| 6 * 7)
+    ///     .unwrap();
+    /// assert_eq!(value, 42);
+    /// assert_eq!(*log.lock().unwrap(), ["success", "finish true 0"]);
+    /// ```
+    #[must_use]
+    pub fn on_success(mut self, callback: impl Fn() + Send + Sync + 'static) -> Self {
+        self.callbacks.on_success = Some(Arc::new(callback));
+        self
+    }
+
+    /// Called in the parent when the child was killed by SIGSEGV, SIGBUS,
+    /// SIGILL, SIGFPE or SIGABRT, with the error the call returns. See
+    /// [`on_success`](Self::on_success) for the order.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicI32, Ordering};
+    /// use std::sync::Arc;
+    /// use bombsquad::Isolate;
+    ///
+    /// let seen = Arc::new(AtomicI32::new(0));
+    /// let s = seen.clone();
+    /// let _ = Isolate::new()
+    ///     .on_fault(move |e| s.store(e.exitcode(), Ordering::Relaxed))
+    ///     .fork(|| -> () { std::process::abort() });
+    /// assert_eq!(seen.load(Ordering::Relaxed), -libc::SIGABRT);
+    /// ```
+    #[must_use]
+    pub fn on_fault(mut self, callback: impl Fn(&NonzeroExitcode) + Send + Sync + 'static) -> Self {
+        self.callbacks.on_fault = Some(Arc::new(callback));
+        self
+    }
+
+    /// Called in the parent when the child was killed by a SIGKILL this
+    /// library did not send (the OOM killer, an operator); a
+    /// [`timeout`](Self::timeout) is not one. See
+    /// [`on_success`](Self::on_success) for the order.
+    #[must_use]
+    pub fn on_kill(mut self, callback: impl Fn(&NonzeroExitcode) + Send + Sync + 'static) -> Self {
+        self.callbacks.on_kill = Some(Arc::new(callback));
+        self
+    }
+
+    /// Called in the parent with the exit code when the child exited with
+    /// a nonzero code. See [`on_success`](Self::on_success) for the order.
+    #[must_use]
+    pub fn on_exit(mut self, callback: impl Fn(i32) + Send + Sync + 'static) -> Self {
+        self.callbacks.on_exit = Some(Arc::new(callback));
+        self
+    }
+
+    /// Called in the parent after every call whose child was started, last:
+    /// whether the call returned a value, and the child's exit code as
+    /// [`NonzeroExitcode::exitcode`] gives it (0 for a clean exit, a panic
+    /// included; minus the signal, -9 for a timeout).
+    #[must_use]
+    pub fn on_finish(mut self, callback: impl Fn(bool, i32) + Send + Sync + 'static) -> Self {
+        self.callbacks.on_finish = Some(Arc::new(callback));
         self
     }
 

@@ -5,13 +5,17 @@
 //! Linux process semantics.
 
 mod backend;
+mod callbacks;
 mod child;
+mod classify;
 mod codec;
 mod entry;
 mod error;
+mod fault;
 mod fork;
 mod fork_warning;
 mod isolate;
+mod limits;
 mod marker;
 mod outcome;
 mod panic;

@@ -4,6 +4,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::backend::ReplyChannel;
 use crate::child::ChildFailure;
+use crate::classify::{self, OomWatch};
 use crate::codec::{self, Codec, FrameKind};
 use crate::error::{CodecStage, Error};
 use crate::isolate::{Isolate, PanicMode};
@@ -33,19 +34,62 @@ impl Termination {
     }
 }
 
-/// Turns how the child ended, and what it sent, into the call's result.
-///
-/// An abnormal end (a signal, a nonzero code) always wins over any frame:
-/// a crash after the reply was written is still a crash. A clean exit is
-/// judged by the last frame, which supersedes earlier ones (a panic report
-/// from a panic the function caught itself, a panic inside `Serialize`
-/// followed by the encode failure).
+/// Turns how the child ended, and what it sent, into the call's result,
+/// runs the outcome callbacks, and re-raises a child's panic last.
 #[track_caller]
 pub(crate) fn conclude<R>(
     exit: Exit,
     reply: ReplyChannel,
     codec: Codec<R>,
     options: &Isolate,
+    oom: &OomWatch,
+) -> Result<R, Error> {
+    // An unknown status (taken by someone else) counts as 0: a child that
+    // sent its result always leaves with 0.
+    let (pid, exitcode) = (exit.pid, exit.termination.map_or(0, exitcode));
+    let result = judge(exit, reply, codec, options, oom);
+    if let Some(payload) = options.callbacks.run(&result, exitcode) {
+        std::panic::resume_unwind(payload);
+    }
+    match result {
+        Err(Error::Panicked {
+            message,
+            location,
+            backtrace,
+        }) if options.panic_mode == PanicMode::Resume && !cfg!(panic = "abort") => {
+            // In a `panic = "abort"` build the parent never re-raises (it would abort).
+            let report = PanicReport {
+                message,
+                location,
+                backtrace,
+            };
+            crate::panic::resume(report, pid)
+        }
+        other => other,
+    }
+}
+
+/// Python's exit code: the code, or minus the signal.
+fn exitcode(termination: Termination) -> i32 {
+    match termination {
+        Termination::Exited(code) => code,
+        Termination::Signaled { signal, .. } => -signal,
+    }
+}
+
+/// The call's result, a child panic as `Error::Panicked`.
+///
+/// An abnormal end (a signal, a nonzero code) always wins over any frame:
+/// a crash after the reply was written is still a crash. A clean exit is
+/// judged by the last frame, which supersedes earlier ones (a panic report
+/// from a panic the function caught itself, a panic inside `Serialize`
+/// followed by the encode failure). A fault record is never the result.
+fn judge<R>(
+    exit: Exit,
+    reply: ReplyChannel,
+    codec: Codec<R>,
+    options: &Isolate,
+    oom: &OomWatch,
 ) -> Result<R, Error> {
     let pid = exit.pid;
     let report = || CallReport {
@@ -53,7 +97,7 @@ pub(crate) fn conclude<R>(
         pid,
         wall_time: exit.wall_time,
         usage: exit.usage,
-        stderr: exit.stderr.clone(),
+        stderr: Box::new(exit.stderr.clone()),
     };
     if exit.timed_out {
         return Err(Error::Timeout {
@@ -69,32 +113,42 @@ pub(crate) fn conclude<R>(
     // Read only now: a timed-out or lying child's output is never read.
     let bytes = reply.finish().map_err(protocol)?;
     let frames = codec::split_frames(&bytes);
-    let Some(termination) = exit.termination else {
+    let (Some(termination), Some(usage)) = (exit.termination, exit.usage) else {
         return status_unavailable(&frames, codec, report);
     };
     if termination != Termination::Exited(0) {
         let panic = frames.ok().and_then(|f| first_panic(&f));
-        return Err(Error::NonzeroExitcode(NonzeroExitcode::new(
-            termination,
-            panic,
-            report(),
-        )));
+        let diagnosis =
+            classify::diagnose(termination, &bytes, &exit.stderr.bytes, usage, options, oom);
+        return Err(Error::NonzeroExitcode(
+            NonzeroExitcode::new(termination, panic, report()).with_diagnosis(diagnosis),
+        ));
     }
     let frames = frames.map_err(protocol)?;
-    let Some(&(kind, payload)) = frames.last() else {
+    let last = frames
+        .iter()
+        .rev()
+        .find(|(kind, _)| *kind != FrameKind::Fault);
+    let Some(&(kind, payload)) = last else {
         return Err(Error::ZeroExitcodeWithoutPayload { pid });
     };
     match kind {
         FrameKind::Return => decode_result(payload, codec),
         FrameKind::Panic => {
             let report: PanicReport = codec::from_msgpack(payload).map_err(protocol)?;
-            Err(panicked(report, pid, options.panic_mode))
+            Err(Error::Panicked {
+                message: report.message,
+                location: report.location,
+                backtrace: report.backtrace,
+            })
         }
         FrameKind::Failure => Err(match codec::from_msgpack(payload).map_err(protocol)? {
             ChildFailure::Codec { stage, message } => Error::codec(stage, message),
             ChildFailure::UnknownFunction { message } => protocol(message),
         }),
-        FrameKind::Call | FrameKind::Args => Err(protocol(format!("unexpected {kind:?} frame"))),
+        FrameKind::Call | FrameKind::Args | FrameKind::Setup | FrameKind::Fault => {
+            Err(protocol(format!("unexpected {kind:?} frame")))
+        }
     }
 }
 
@@ -135,19 +189,5 @@ fn decode_result<R>(payload: &[u8], codec: Codec<R>) -> Result<R, Error> {
             CodecStage::DecodeResult,
             message_of(payload.as_ref()),
         )),
-    }
-}
-
-/// A panic in the child: re-raised in the caller, or returned as an error.
-/// In a `panic = "abort"` build the parent never re-raises (it would abort).
-#[track_caller]
-fn panicked(report: PanicReport, pid: u32, mode: PanicMode) -> Error {
-    if mode == PanicMode::Resume && !cfg!(panic = "abort") {
-        crate::panic::resume(report, pid);
-    }
-    Error::Panicked {
-        message: report.message,
-        location: report.location,
-        backtrace: report.backtrace,
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::classify::{self, Diagnosis, Hint};
 use crate::error::Location;
 use crate::outcome::Termination;
 use crate::panic::PanicReport;
@@ -22,7 +23,9 @@ pub struct CallReport {
     pub(crate) pid: u32,
     pub(crate) wall_time: Duration,
     pub(crate) usage: Option<Usage>,
-    pub(crate) stderr: OutputTail,
+    /// Boxed, as `NonzeroExitcode::report` is, so `Error` stays within
+    /// clippy's `result_large_err` bound.
+    pub(crate) stderr: Box<OutputTail>,
 }
 
 /// Resource usage from `wait4(2)`.
@@ -143,6 +146,8 @@ pub struct NonzeroExitcode {
     // Boxed: every `Result<_, Error>` carries this variant's size.
     panic: Option<Box<PanicReport>>,
     report: Box<CallReport>,
+    /// Boxed: most errors never carry one, and `Error` stays small.
+    diagnosis: Box<Diagnosis>,
 }
 
 impl NonzeroExitcode {
@@ -155,7 +160,13 @@ impl NonzeroExitcode {
             termination,
             panic: panic.map(Box::new),
             report: Box::new(report),
+            diagnosis: Box::default(),
         }
+    }
+
+    pub(crate) fn with_diagnosis(mut self, diagnosis: Diagnosis) -> Self {
+        *self.diagnosis = diagnosis;
+        self
     }
 
     /// The exit code, or minus the signal number when a signal killed the
@@ -255,6 +266,90 @@ impl NonzeroExitcode {
         &self.report
     }
 
+    /// The faulting address of a SIGSEGV or SIGBUS (the instruction, for
+    /// SIGILL and SIGFPE), as the child's fault handler saw it: `Some(0)`
+    /// for a null pointer. `None` for other signals, and for a signal sent
+    /// by a process (`raise`, `kill`), which has no address.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let err = bombsquad::fork(|| unsafe { libc::strlen(std::ptr::null()) }).unwrap_err();
+    /// let bombsquad::Error::NonzeroExitcode(e) = err else { panic!("{err}") };
+    /// assert_eq!(e.fault_address(), Some(0));
+    /// assert_eq!(e.fault_description().as_deref(), Some("address 0x0 not mapped"));
+    /// ```
+    #[must_use]
+    pub fn fault_address(&self) -> Option<usize> {
+        self.diagnosis
+            .fault
+            .as_ref()
+            .and_then(classify::fault_address)
+    }
+
+    /// The fault's `si_code` (`SEGV_MAPERR` = 1, `BUS_ADRERR` = 2,
+    /// `FPE_INTDIV` = 1, `SI_TKILL` = -6 for `raise`...), when the child's
+    /// fault handler reported one (SIGSEGV, SIGBUS, SIGILL, SIGFPE).
+    #[must_use]
+    pub fn fault_code(&self) -> Option<i32> {
+        self.diagnosis.fault.map(|f| f.code)
+    }
+
+    /// What the fault's `si_code` means, with the address:
+    /// "address 0x0 not mapped", "invalid permissions for mapped object at
+    /// 0x7f..", "integer divide by zero at instruction 0x55..".
+    #[must_use]
+    pub fn fault_description(&self) -> Option<String> {
+        self.diagnosis.fault.as_ref().map(classify::describe_fault)
+    }
+
+    /// Whether the child ran out of memory: it aborted after std's
+    /// `memory allocation of N bytes failed` (found anywhere in the stderr
+    /// tail, backtrace or not). Typically under [`Isolate::memory`](crate::Isolate::memory).
+    /// Needs the stderr tail, so never with [`Stderr::Null`](crate::Stderr::Null).
+    /// A kill by the kernel OOM killer is a SIGKILL instead; see
+    /// [`is_possible_oom_kill`](Self::is_possible_oom_kill).
+    #[must_use]
+    pub fn is_oom(&self) -> bool {
+        matches!(self.diagnosis.hint, Some(Hint::OutOfMemory { .. }))
+    }
+
+    /// Whether the child was killed by a SIGKILL this library did not send:
+    /// the kernel OOM killer, or someone else. [`Display`](fmt::Display)
+    /// says "(the cgroup's oom_kill count rose)" when the cgroup v2
+    /// `memory.events` counter rose during the call.
+    #[must_use]
+    pub fn is_possible_oom_kill(&self) -> bool {
+        matches!(self.diagnosis.hint, Some(Hint::OutsideKill { .. }))
+    }
+
+    /// Whether the cgroup's `oom_kill` counter rose during the call (cgroup
+    /// v2 `memory.events` of the parent's cgroup, which the child shares):
+    /// evidence, not proof, that the OOM killer took this child.
+    #[must_use]
+    pub fn cgroup_oom_kill_rose(&self) -> bool {
+        matches!(
+            self.diagnosis.hint,
+            Some(Hint::OutsideKill {
+                oom_kill_rose: true
+            })
+        )
+    }
+
+    /// Whether the child overflowed its stack: SIGABRT after std's "has
+    /// overflowed its stack". See [`Isolate::stack_size`](crate::Isolate::stack_size).
+    #[must_use]
+    pub fn is_stack_overflow(&self) -> bool {
+        matches!(self.diagnosis.hint, Some(Hint::StackOverflow))
+    }
+
+    /// Whether the child used up its CPU time: killed by SIGXCPU (or by the
+    /// SIGKILL that follows at the hard limit). See [`Isolate::cpu`](crate::Isolate::cpu).
+    #[must_use]
+    pub fn is_cpu_limit(&self) -> bool {
+        matches!(self.diagnosis.hint, Some(Hint::CpuLimit { .. }))
+    }
+
     /// The message of the first panic the child reported before it died: a panic
     /// while unwinding, or any panic in a `panic = "abort"` build.
     #[must_use]
@@ -295,7 +390,13 @@ impl fmt::Display for NonzeroExitcode {
             Termination::Exited(code) => write!(f, " exited with code {code}")?,
             Termination::Signaled { signal, .. } => {
                 let name = self.signal_name().unwrap_or("an unknown signal");
-                write!(f, " was killed by {name}: {}", signal_meaning(signal))?;
+                match &self.diagnosis.hint {
+                    Some(hint) => write!(f, " was killed by {name}: {}", hint.describe())?,
+                    None => write!(f, " was killed by {name}: {}", signal_meaning(signal))?,
+                }
+                if let Some(fault) = self.fault_description() {
+                    write!(f, ", {fault}")?;
+                }
             }
         }
         if self.core_dumped() {

@@ -19,9 +19,11 @@ use nix::sys::socket::{
 use serde::Serialize;
 
 use crate::backend::ReplyChannel;
+use crate::classify::OomWatch;
 use crate::codec::{self, Codec, FrameKind};
 use crate::error::{CodecStage, Error};
 use crate::isolate::Isolate;
+use crate::limits::ChildSetup;
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, new_token};
 use crate::panic::message_of;
 use crate::registry::Entry;
@@ -45,9 +47,15 @@ where
 {
     entry::keep_linked();
     let depth = child::next_depth()?;
-    let request = encode_request(entry.name, args)?;
+    let mut request = encode_request(entry.name, args)?;
+    request.extend(
+        ChildSetup::new(options)
+            .frame()
+            .map_err(|e| Error::codec(CodecStage::EncodeArguments, e))?,
+    );
     // Held until the child is reaped.
     let _permit = throttle::acquire();
+    let oom = OomWatch::start();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
     let (socket, child_socket) = socketpair(
         AddressFamily::Unix,
@@ -92,7 +100,7 @@ where
         Outgoing::new(socket.as_fd(), &request),
         output,
     )?;
-    outcome::conclude(exit, reply, codec, options)
+    outcome::conclude(exit, reply, codec, options, &oom)
 }
 
 /// Checks that `link` (`/proc/self/exe`) leads to this program's binary, so

@@ -123,11 +123,27 @@ impl Tail {
 }
 
 /// What is left of a stream once the call is over.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct OutputTail {
     pub(crate) bytes: Vec<u8>,
     /// Bytes written before the kept tail (or all of them when nothing is kept).
     pub(crate) dropped: u64,
+}
+
+/// As text, and only its end: a derived `Debug` would print up to 64 Ki
+/// numbers (what libtest shows for a failing test that returns the error).
+impl std::fmt::Debug for OutputTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 1024;
+        let start = self.bytes.len().saturating_sub(SHOWN);
+        let hidden = self.dropped + start as u64;
+        let text = String::from_utf8_lossy(&self.bytes[start..]);
+        if hidden > 0 {
+            write!(f, "\"[{hidden} bytes before]...{}\"", text.escape_debug())
+        } else {
+            write!(f, "{text:?}")
+        }
+    }
 }
 
 /// The child's ends, to install as its fds 1 and 2.
@@ -343,6 +359,22 @@ mod tests {
         assert_eq!(tail.bytes.len(), STDERR_TAIL_LEN);
         assert!(tail.bytes.ends_with(b"aaend"));
         assert_eq!(tail.dropped, 4 * STDERR_TAIL_LEN as u64 + 3);
+    }
+
+    #[test]
+    fn the_tail_debugs_as_its_last_text() {
+        let short = OutputTail {
+            bytes: b"oops\n".to_vec(),
+            dropped: 0,
+        };
+        assert_eq!(format!("{short:?}"), r#""oops\n""#);
+        let long = OutputTail {
+            bytes: [b'a'; 2000].iter().chain(b"end").copied().collect(),
+            dropped: 5,
+        };
+        let shown = format!("{long:?}");
+        assert!(shown.starts_with(r#""[984 bytes before]...aaa"#), "{shown}");
+        assert!(shown.ends_with(r#"aend""#), "{shown}");
     }
 
     #[test]

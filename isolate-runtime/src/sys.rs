@@ -229,6 +229,56 @@ pub(crate) fn disable_core_dumps() {
     };
 }
 
+/// Sets a resource limit of this process (raw prlimit64, so a forked
+/// child may call it). Async-signal-safe.
+pub(crate) fn set_rlimit(
+    resource: libc::__rlimit_resource_t,
+    soft: u64,
+    hard: u64,
+) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: raw syscall; `limit` outlives it and the old-limit pointer is null.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            resource,
+            &raw const limit,
+            std::ptr::null_mut::<libc::rlimit>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes this process the kernel OOM killer's first choice: writes 1000
+/// to `/proc/self/oom_score_adj` (raising it needs no privilege).
+/// Async-signal-safe (open, write, close).
+pub(crate) fn prefer_as_oom_victim() -> io::Result<()> {
+    const PATH: &std::ffi::CStr = c"/proc/self/oom_score_adj";
+    const VALUE: &[u8] = b"1000";
+    // SAFETY: a valid C string; the descriptor is closed below.
+    let fd = unsafe { libc::open(PATH.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the buffer is valid for reads of its length.
+    let written = unsafe { libc::write(fd, VALUE.as_ptr().cast(), VALUE.len()) };
+    let result = if written < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    // SAFETY: `fd` was opened above and is not used again.
+    unsafe { libc::close(fd) };
+    result
+}
+
 /// Closes every descriptor from 3 up, except those in `keep`.
 /// Async-signal-safe (raw close_range).
 pub(crate) fn close_fds_except(keep: &mut [RawFd]) {

@@ -1,0 +1,8 @@
+use bombsquad::bombsquad;
+
+#[bombsquad]
+#[test]
+#[::core::prelude::v1::test]
+fn twice() {}
+
+fn main() {}

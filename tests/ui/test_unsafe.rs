@@ -1,0 +1,7 @@
+use bombsquad::bombsquad;
+
+#[bombsquad]
+#[test]
+unsafe fn unsafe_test() {}
+
+fn main() {}
