@@ -36,6 +36,11 @@ fn fork_pipe(len: usize) -> Vec<u8> {
     vec![7; len]
 }
 
+#[bombsquad(start_method = "fork", backend = "shm")]
+fn fork_shm(len: usize) -> Vec<u8> {
+    vec![7; len]
+}
+
 fn trivial(c: &mut Criterion) {
     let mut group = c.benchmark_group("trivial call");
     group.bench_function("fork", |b| b.iter(|| fork_trivial().unwrap()));
@@ -48,6 +53,7 @@ fn mebibyte(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(MIB as u64));
     group.bench_function("file", |b| b.iter(|| fork_file(black_box(MIB)).unwrap()));
     group.bench_function("pipe", |b| b.iter(|| fork_pipe(black_box(MIB)).unwrap()));
+    group.bench_function("shm", |b| b.iter(|| fork_shm(black_box(MIB)).unwrap()));
     group.finish();
 }
 

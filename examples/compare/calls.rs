@@ -51,8 +51,10 @@ macro_rules! calls {
 calls! {
     fork_pipe, bytes_fork_pipe: "fork", "pipe";
     fork_file, bytes_fork_file: "fork", "file";
+    fork_shm, bytes_fork_shm: "fork", "shm";
     spawn_pipe, bytes_spawn_pipe: "spawn", "pipe";
     spawn_file, bytes_spawn_file: "spawn", "file";
+    spawn_shm, bytes_spawn_shm: "spawn", "shm";
 }
 
 /// The result sizes measured, up to `max`.

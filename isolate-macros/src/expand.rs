@@ -118,6 +118,7 @@ fn options(args: &Args) -> TokenStream {
     let backend = args.backend.map(|(backend, _)| match backend {
         Backend::File => quote!(.backend(::bombsquad::__private::Backend::File)),
         Backend::Pipe => quote!(.backend(::bombsquad::__private::Backend::Pipe)),
+        Backend::Shm => quote!(.backend(::bombsquad::__private::Backend::Shm)),
     });
     let timeout = args
         .timeout
