@@ -63,7 +63,7 @@
 //! | option | values | default |
 //! |---|---|---|
 //! | `start_method` | `"spawn"`: re-execute this binary and run the function before `main`; `"fork"`: fork and run it directly | `"spawn"` |
-//! | `backend` | `"file"`: an unnamed temp file; `"pipe"`: a pipe drained while the child writes | `"file"` |
+//! | `backend` | `"file"`: an unnamed temp file; `"pipe"`: a pipe drained while the child writes; `"shm"`: a memfd, sealed after the child exits and decoded from a read-only mapping | `"file"` |
 //! | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"`: then the child's process group is killed | none |
 //! | `panic` | `"resume"`: re-raise in the caller; `"error"`: return [`Error::Panicked`] | `"resume"` |
 //! | `memory` | `"256MiB"`: what the function may allocate ([`Isolate::memory`]) | none |

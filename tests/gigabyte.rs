@@ -17,6 +17,11 @@ fn spawned_pipe() -> Vec<u8> {
     gigabyte()
 }
 
+#[bombsquad(backend = "shm")]
+fn spawned_shm() -> Vec<u8> {
+    gigabyte()
+}
+
 #[bombsquad(start_method = "fork", backend = "file")]
 fn forked_file() -> Vec<u8> {
     gigabyte()
@@ -24,6 +29,11 @@ fn forked_file() -> Vec<u8> {
 
 #[bombsquad(start_method = "fork", backend = "pipe")]
 fn forked_pipe() -> Vec<u8> {
+    gigabyte()
+}
+
+#[bombsquad(start_method = "fork", backend = "shm")]
+fn forked_shm() -> Vec<u8> {
     gigabyte()
 }
 
@@ -37,7 +47,14 @@ fn gigabyte() -> Vec<u8> {
 #[test]
 fn a_gigabyte_result_arrives_whole_on_every_backend() {
     common::watchdog();
-    for call in [spawned_file, spawned_pipe, forked_file, forked_pipe] {
+    for call in [
+        spawned_file,
+        spawned_pipe,
+        spawned_shm,
+        forked_file,
+        forked_pipe,
+        forked_shm,
+    ] {
         let bytes = call().unwrap();
         assert_eq!(bytes.len(), GIB);
         assert_eq!(

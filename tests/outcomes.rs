@@ -1,4 +1,4 @@
-//! Every outcome of an isolated call, under all four start_method x backend
+//! Every outcome of an isolated call, under all six start_method x backend
 //! combinations, with real crashes. Fields are asserted exactly.
 
 #![allow(
@@ -570,3 +570,5 @@ outcome_tests!(spawn_file, "spawn", "file");
 outcome_tests!(spawn_pipe, "spawn", "pipe");
 outcome_tests!(fork_file, "fork", "file");
 outcome_tests!(fork_pipe, "fork", "pipe");
+outcome_tests!(spawn_shm, "spawn", "shm");
+outcome_tests!(fork_shm, "fork", "shm");

@@ -19,6 +19,7 @@ pub(crate) enum Backend {
     #[default]
     File,
     Pipe,
+    Shm,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,9 +93,10 @@ impl Args {
                 |v| match v {
                     "file" => Some(Backend::File),
                     "pipe" => Some(Backend::Pipe),
+                    "shm" => Some(Backend::Shm),
                     _ => None,
                 },
-                "\"file\" or \"pipe\"",
+                "\"file\", \"pipe\" or \"shm\"",
             ),
             "timeout" => set_once(
                 &mut self.timeout,
@@ -157,7 +159,7 @@ impl Args {
 fn unknown_option(key: &str) -> String {
     let owner = match key {
         "spawn" | "fork" => Some("start_method"),
-        "file" | "pipe" => Some("backend"),
+        "file" | "pipe" | "shm" => Some("backend"),
         "resume" | "error" => Some("panic"),
         _ => None,
     };

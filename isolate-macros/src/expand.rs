@@ -124,6 +124,7 @@ fn options(args: &Args, name: &str) -> TokenStream {
     let backend = args.backend.map(|(backend, _)| match backend {
         Backend::File => quote!(.backend(::bombsquad::__private::Backend::File)),
         Backend::Pipe => quote!(.backend(::bombsquad::__private::Backend::Pipe)),
+        Backend::Shm => quote!(.backend(::bombsquad::__private::Backend::Shm)),
     });
     let timeout = args
         .timeout

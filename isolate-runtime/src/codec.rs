@@ -133,6 +133,28 @@ impl<T> Clone for Codec<T> {
 }
 impl<T> Copy for Codec<T> {}
 
+impl<T> Codec<T> {
+    /// Encodes `value` as the child does. For the benches.
+    ///
+    /// # Errors
+    ///
+    /// What the type's `Serialize` reports.
+    #[doc(hidden)]
+    pub fn encode(&self, value: &T) -> Result<Vec<u8>, String> {
+        (self.encode)(value)
+    }
+
+    /// Decodes `bytes` as the parent does. For the benches.
+    ///
+    /// # Errors
+    ///
+    /// Malformed bytes, or what the type's `Deserialize` reports.
+    #[doc(hidden)]
+    pub fn decode(&self, bytes: &[u8]) -> Result<T, String> {
+        (self.decode)(bytes)
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Codec<T> {
     /// The general serde path.
     #[must_use]

@@ -1,9 +1,12 @@
 //! Where the child's reply goes: a pipe the parent drains while the child
-//! runs, or an unnamed temp file the parent reads after the child exits.
+//! runs, an unnamed temp file the parent reads after the child exits, or a
+//! memfd the parent seals and maps after the child exits.
 
 mod file;
 mod pipe;
+mod shm;
 
+use std::ops::Deref;
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
@@ -33,6 +36,11 @@ pub enum Backend {
     /// A pipe, drained by the parent while the child writes; needs no
     /// temp dir.
     Pipe,
+    /// Shared memory: a memfd the parent creates and the child writes;
+    /// after the child exits the parent seals it and decodes straight from
+    /// a read-only mapping, with no copy into a buffer first. Needs no temp
+    /// dir; the reply lives in memory (not on disk) until the call returns.
+    Shm,
 }
 
 /// The parent's end of a reply channel.
@@ -40,6 +48,26 @@ pub enum Backend {
 pub(crate) enum ReplyChannel {
     Pipe(pipe::PipeReply),
     File(file::FileReply),
+    Shm(shm::ShmReply),
+}
+
+/// Everything the child wrote: read into the parent's memory, or the sealed
+/// memfd mapped read-only.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Read(Vec<u8>),
+    Mapped(memmap2::Mmap),
+}
+
+impl Deref for Reply {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Read(bytes) => bytes,
+            Self::Mapped(map) => map,
+        }
+    }
 }
 
 impl ReplyChannel {
@@ -47,6 +75,7 @@ impl ReplyChannel {
         Ok(match backend {
             Backend::Pipe => Self::Pipe(pipe::PipeReply::create()?),
             Backend::File => Self::File(file::FileReply::create(temp_dir)?),
+            Backend::Shm => Self::Shm(shm::ShmReply::create()?),
         })
     }
 
@@ -55,6 +84,7 @@ impl ReplyChannel {
         match self {
             Self::Pipe(pipe) => pipe.child_end(),
             Self::File(file) => file.child_end(),
+            Self::Shm(shm) => shm.child_end(),
         }
     }
 
@@ -69,7 +99,7 @@ impl ReplyChannel {
     pub(crate) fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         match self {
             Self::Pipe(pipe) => pipe.poll_fd(),
-            Self::File(_) => None,
+            Self::File(_) | Self::Shm(_) => None,
         }
     }
 
@@ -81,7 +111,7 @@ impl ReplyChannel {
     pub(crate) fn read_available(&mut self) -> Result<(), String> {
         match self {
             Self::Pipe(pipe) => pipe.read_available().map(drop),
-            Self::File(_) => Ok(()),
+            Self::File(_) | Self::Shm(_) => Ok(()),
         }
     }
 
@@ -90,13 +120,16 @@ impl ReplyChannel {
     /// # Errors
     ///
     /// The reply could not be read or is larger than any frame may be.
-    pub(crate) fn finish(self) -> Result<Vec<u8>, String> {
+    pub(crate) fn finish(self) -> Result<Reply, String> {
         match self {
             Self::Pipe(mut pipe) => {
                 pipe.drain()?;
-                Ok(pipe.into_bytes())
+                Ok(Reply::Read(pipe.into_bytes()))
             }
-            Self::File(file) => file.read_all(),
+            Self::File(file) => file.read_all().map(Reply::Read),
+            Self::Shm(shm) => Ok(shm
+                .map()?
+                .map_or_else(|| Reply::Read(Vec::new()), Reply::Mapped)),
         }
     }
 }

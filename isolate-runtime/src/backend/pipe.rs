@@ -10,14 +10,24 @@ use crate::codec::{self, HEADER_LEN};
 use crate::error::Error;
 use crate::sys;
 
-/// Asked-for pipe capacity: fewer wake-ups for large replies. The kernel
-/// caps it at `/proc/sys/fs/pipe-max-size`; failure is harmless.
+/// Asked-for pipe capacity for a large reply: fewer wake-ups. The kernel
+/// caps it at `/proc/sys/fs/pipe-max-size`; failure is harmless. Asked for
+/// only once a frame header announces more than [`DEFAULT_CAPACITY`]: the
+/// `fcntl` costs about 5% of a trivial fork-mode call.
 const PIPE_CAPACITY: i32 = 1 << 20;
+/// What a new pipe holds (Linux: 16 pages).
+const DEFAULT_CAPACITY: usize = 64 << 10;
 /// Most the buffer grows ahead of the data on a frame's announced length.
 const MAX_RESERVE_AHEAD: usize = 64 << 20;
 /// Most one wake-up reads before the supervisor gets to check its deadline
 /// again: a child writing nonstop never lets the pipe run empty.
 const READ_BUDGET: usize = 16 << 20;
+/// The buffer's first size: a small reply fits in one page. A frame header
+/// then reserves room for its whole payload (up to [`MAX_RESERVE_AHEAD`]),
+/// so the buffer is never grown (and copied) by guesswork: a trivial call
+/// used to grow it from 64 KiB to 128 KiB right after the reply arrived,
+/// copying the whole buffer into fresh pages (about 30 page faults).
+const FIRST_CAPACITY: usize = 4 << 10;
 
 #[derive(Debug)]
 pub(crate) struct PipeReply {
@@ -27,13 +37,14 @@ pub(crate) struct PipeReply {
     /// Offset of the next frame header not yet checked.
     next_header: usize,
     eof: bool,
+    /// Whether the pipe was asked for [`PIPE_CAPACITY`].
+    grown: bool,
 }
 
 impl PipeReply {
     pub(crate) fn create() -> Result<Self, Error> {
         let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| Error::spawn("create the reply pipe", e))?;
-        let _ = fcntl(&write, FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
         sys::set_nonblocking(&read).map_err(|e| Error::spawn("configure the reply pipe", e))?;
         Ok(Self {
             read,
@@ -41,6 +52,7 @@ impl PipeReply {
             bytes: Vec::new(),
             next_header: 0,
             eof: false,
+            grown: false,
         })
     }
 
@@ -64,8 +76,12 @@ impl PipeReply {
             if self.bytes.len() - start >= READ_BUDGET {
                 return Ok(true);
             }
-            match sys::read_into_spare(self.read.as_fd(), &mut self.bytes, HEADER_LEN.max(64 << 10))
-            {
+            let min_spare = if self.bytes.capacity() == 0 {
+                FIRST_CAPACITY
+            } else {
+                HEADER_LEN
+            };
+            match sys::read_into_spare(self.read.as_fd(), &mut self.bytes, min_spare) {
                 Ok(0) => self.eof = true,
                 Ok(_) => self.check_headers()?,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
@@ -89,6 +105,11 @@ impl PipeReply {
             let (_, len) = codec::parse_header(head.try_into().expect("header length"))?;
             let len = usize::try_from(len).map_err(|e| e.to_string())?;
             self.next_header += HEADER_LEN + len;
+            if len > DEFAULT_CAPACITY && !self.grown {
+                // Either end resizes the same pipe; the write end may be closed.
+                let _ = fcntl(&self.read, FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY));
+                self.grown = true;
+            }
             let ahead = self.next_header.saturating_sub(self.bytes.len());
             self.bytes.reserve(ahead.min(MAX_RESERVE_AHEAD));
         }

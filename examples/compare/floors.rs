@@ -1,0 +1,222 @@
+//! What the kernel allows: the raw operations each bombsquad call is
+//! measured against. libc and std only, so the peers crate
+//! (`benches/peers`) shares this file and measures against the same floors.
+
+#![allow(dead_code, reason = "the peers crate uses a subset")]
+
+use std::io;
+use std::process::{Command, Stdio};
+
+/// Set in the environment of the raw re-exec floor: exit at once.
+pub const FLOOR_CHILD: &str = "COMPARE_FLOOR_CHILD";
+
+/// Exits at once when this process is the raw re-exec floor's child. Call
+/// it first thing in `main`.
+pub fn exit_if_floor_child() {
+    if std::env::var_os(FLOOR_CHILD).is_some() {
+        std::process::exit(0);
+    }
+}
+
+/// The result every payload case produces: `len` bytes, each page touched,
+/// first and last byte marked so a lost end would show.
+#[must_use]
+pub fn payload(len: usize) -> Vec<u8> {
+    let mut bytes = vec![7u8; len];
+    if let Some(first) = bytes.first_mut() {
+        *first = 1;
+    }
+    if let Some(last) = bytes.last_mut() {
+        *last = 2;
+    }
+    bytes
+}
+
+/// Checks what a payload case returned.
+pub fn check_payload(bytes: &[u8], len: usize) {
+    assert_eq!(bytes.len(), len);
+    if len > 2 {
+        assert_eq!((bytes[0], bytes[len / 2], bytes[len - 1]), (1, 7, 2));
+    }
+}
+
+/// fork, the child writes 8 bytes to a pipe and `_exit`s, the parent reads
+/// them and reaps it.
+pub fn raw_fork() -> u64 {
+    let (read, write) = pipe();
+    let pid = fork(|| write_all(write, &42u64.to_le_bytes()));
+    close(write);
+    let mut value = [0u8; 8];
+    // SAFETY: `value` is valid for writes of 8 bytes.
+    let n = unsafe { libc::read(read, value.as_mut_ptr().cast(), 8) };
+    assert_eq!(n, 8);
+    close(read);
+    reap(pid);
+    u64::from_le_bytes(value)
+}
+
+/// `Command` re-executing this binary, which exits at once
+/// ([`exit_if_floor_child`]), and waiting for it.
+pub fn raw_reexec() {
+    let status = Command::new("/proc/self/exe")
+        .env(FLOOR_CHILD, "1")
+        .stdin(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A forked child makes `len` bytes and writes them to a pipe (1 MiB
+/// capacity); the parent reads them into fresh memory of the exact size.
+#[must_use]
+pub fn raw_pipe(len: usize) -> Vec<u8> {
+    let (read, write) = pipe();
+    // SAFETY: fcntl on a pipe we own; failure only leaves the default size.
+    unsafe { libc::fcntl(write, libc::F_SETPIPE_SZ, 1 << 20) };
+    let pid = fork(|| write_all(write, &payload(len)));
+    close(write);
+    let mut bytes = Vec::with_capacity(len);
+    loop {
+        let spare = bytes.spare_capacity_mut();
+        if spare.is_empty() {
+            break;
+        }
+        // SAFETY: `spare` is valid for writes of `spare.len()` bytes.
+        let n = unsafe { libc::read(read, spare.as_mut_ptr().cast(), spare.len()) };
+        assert!(n >= 0, "{}", io::Error::last_os_error());
+        if n == 0 {
+            break;
+        }
+        // SAFETY: the kernel initialised the first `n` spare bytes.
+        unsafe { bytes.set_len(bytes.len() + n.cast_unsigned()) };
+    }
+    close(read);
+    reap(pid);
+    bytes
+}
+
+/// A forked child makes `len` bytes and writes them to an unnamed temp file
+/// (`O_TMPFILE` in the temp dir); after it exits the parent reads the file
+/// into fresh memory of the file's size.
+#[must_use]
+pub fn raw_file(len: usize) -> Vec<u8> {
+    let dir =
+        std::ffi::CString::new(std::env::temp_dir().into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string; the returned fd is ours.
+    let fd = unsafe {
+        libc::open(
+            dir.as_ptr(),
+            libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    assert!(fd >= 0, "{}", io::Error::last_os_error());
+    read_after_child(fd, len)
+}
+
+/// A forked child makes `len` bytes and writes them to a memfd the parent
+/// created; after it exits the parent reads it into fresh memory.
+#[must_use]
+pub fn raw_memfd(len: usize) -> Vec<u8> {
+    // SAFETY: a valid C string; the returned fd is ours.
+    let fd = unsafe { libc::memfd_create(c"compare".as_ptr(), libc::MFD_CLOEXEC) };
+    assert!(fd >= 0, "{}", io::Error::last_os_error());
+    read_after_child(fd, len)
+}
+
+fn read_after_child(fd: i32, len: usize) -> Vec<u8> {
+    let pid = fork(|| write_all(fd, &payload(len)));
+    reap(pid);
+    // SAFETY: all-zero is a valid `stat`; fstat fills it.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `stat` is valid for writes.
+    assert_eq!(unsafe { libc::fstat(fd, &raw mut stat) }, 0);
+    let size = usize::try_from(stat.st_size).unwrap();
+    let mut bytes = Vec::with_capacity(size);
+    while bytes.len() < size {
+        let offset = libc::off_t::try_from(bytes.len()).unwrap();
+        let spare = bytes.spare_capacity_mut();
+        // SAFETY: `spare` is valid for writes of `spare.len()` bytes.
+        let n = unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), spare.len(), offset) };
+        assert!(n > 0, "{}", io::Error::last_os_error());
+        // SAFETY: the kernel initialised the first `n` spare bytes.
+        unsafe { bytes.set_len(bytes.len() + n.cast_unsigned()) };
+    }
+    close(fd);
+    bytes
+}
+
+/// In-process: copy `source` into fresh memory (the lower bound of any
+/// transport that ends in a fresh `Vec`).
+#[must_use]
+pub fn memcpy(source: &[u8]) -> Vec<u8> {
+    source.to_vec()
+}
+
+fn pipe() -> (i32, i32) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is valid for writes of two ints.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    (fds[0], fds[1])
+}
+
+/// Forks; the child runs `child` and `_exit`s, 0 when it returned `true`.
+/// Only for a single-threaded parent (the child allocates).
+fn fork(child: impl FnOnce() -> bool) -> i32 {
+    // SAFETY: the caller is single-threaded, so the child may allocate; it
+    // never returns past this point.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "{}", io::Error::last_os_error());
+    if pid == 0 {
+        let code = i32::from(!child());
+        // SAFETY: always safe; never returns.
+        unsafe { libc::_exit(code) };
+    }
+    pid
+}
+
+/// Writes all of `bytes`; `false` on an error (the child then exits 1).
+fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            return false;
+        }
+        bytes = &bytes[n.cast_unsigned()..];
+    }
+    true
+}
+
+fn close(fd: i32) {
+    // SAFETY: the caller owns `fd` and does not use it again.
+    unsafe { libc::close(fd) };
+}
+
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: `status` is valid for writes.
+    assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+}
+
+/// This process's peak and current resident set (`VmHWM`, `VmRSS`), bytes.
+#[must_use]
+pub fn rss() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches(" kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap()
+            * 1024
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
