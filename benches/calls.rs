@@ -67,7 +67,11 @@ fn codec(c: &mut Criterion) {
         b.iter(|| codec.encode(black_box(&value)).unwrap())
     });
     group.bench_function("decode", |b| {
-        b.iter(|| codec.decode(black_box(&encoded)).unwrap())
+        b.iter_batched(
+            || encoded.clone(),
+            |encoded| codec.decode(encoded).unwrap(),
+            criterion::BatchSize::LargeInput,
+        );
     });
     group.finish();
 }

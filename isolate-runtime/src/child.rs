@@ -83,11 +83,27 @@ pub(crate) fn report_panic(report: impl FnOnce() -> PanicReport) -> bool {
 }
 
 fn send_frame(kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
+    send_frame_parts(kind, payload, &[])
+}
+
+/// Sends a frame whose payload is `head` then `tail`, never joining them:
+/// a small frame goes out in one write (one wake-up of the parent), a
+/// large `tail` is written from where it lies.
+fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Result<()> {
     // SAFETY: REPLY_FD was handed over by `become_child` and is never closed
     // by the runtime before the process leaves.
     let fd = unsafe { sys::borrow_fd(REPLY_FD.load(Ordering::Relaxed)) };
-    sys::write_all(fd, &codec::header(kind, payload.len()))?;
-    sys::write_all(fd, payload)
+    let header = codec::header(kind, head.len() + tail.len());
+    if head.len() <= 64 << 10 {
+        let mut first = Vec::with_capacity(header.len() + head.len());
+        first.extend_from_slice(&header);
+        first.extend_from_slice(head);
+        sys::write_all(fd, &first)?;
+    } else {
+        sys::write_all(fd, &header)?;
+        sys::write_all(fd, head)?;
+    }
+    sys::write_all(fd, tail)
 }
 
 /// Sends a failure and leaves the process.
@@ -121,12 +137,12 @@ pub(crate) fn serve<R>(codec: Codec<R>, function: impl FnOnce() -> R) -> ! {
             leave()
         }
     };
-    let encoded = catch_unwind(AssertUnwindSafe(|| (codec.encode)(&value)));
     // The value's destructor is not run: the process ends right here.
-    std::mem::forget(value);
+    let value = std::mem::ManuallyDrop::new(value);
+    let encoded = catch_unwind(AssertUnwindSafe(|| (codec.encode)(&value)));
     match encoded {
-        Ok(Ok(bytes)) => {
-            let _ = send_frame(FrameKind::Return, &bytes);
+        Ok(Ok(encoded)) => {
+            let _ = send_frame_parts(FrameKind::Return, &encoded.head, encoded.tail);
             leave()
         }
         Ok(Err(message)) => fail(&ChildFailure::Codec {

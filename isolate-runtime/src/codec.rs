@@ -6,9 +6,12 @@
 //! byte by byte.
 
 use std::marker::PhantomData;
+use std::ops::Range;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::backend::Reply;
 
 const MAGIC: [u8; 4] = *b"BSQ\x01";
 pub(crate) const HEADER_LEN: usize = 16;
@@ -117,13 +120,26 @@ pub(crate) fn from_msgpack<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Strin
     rmp_serde::from_slice(bytes).map_err(|e| e.to_string())
 }
 
+/// An encoded value: `head`, then `tail` borrowed from the value itself
+/// (the bytes of a `Vec<u8>`), so a large result is written as it lies,
+/// never copied into an encode buffer first.
+#[derive(Debug)]
+pub(crate) struct Encoded<'a> {
+    pub(crate) head: Vec<u8>,
+    pub(crate) tail: &'a [u8],
+}
+
 /// How one type is encoded and decoded: chosen at the call site, where the
 /// type is concrete, so `Vec<u8>` can take the `bin` path without the user
 /// annotating anything.
+///
+/// Decoding takes the whole reply and the payload's range in it, so a
+/// `Vec<u8>` result can be made from the reply buffer itself (no second
+/// buffer: a 1 GiB result peaks at 1 GiB, not 2).
 #[derive(Debug)]
 pub struct Codec<T> {
-    pub(crate) encode: fn(&T) -> Result<Vec<u8>, String>,
-    pub(crate) decode: fn(&[u8]) -> Result<T, String>,
+    pub(crate) encode: for<'a> fn(&'a T) -> Result<Encoded<'a>, String>,
+    pub(crate) decode: fn(Reply, Range<usize>) -> Result<T, String>,
 }
 
 impl<T> Clone for Codec<T> {
@@ -141,17 +157,22 @@ impl<T> Codec<T> {
     /// What the type's `Serialize` reports.
     #[doc(hidden)]
     pub fn encode(&self, value: &T) -> Result<Vec<u8>, String> {
-        (self.encode)(value)
+        let encoded = (self.encode)(value)?;
+        let mut bytes = encoded.head;
+        bytes.extend_from_slice(encoded.tail);
+        Ok(bytes)
     }
 
-    /// Decodes `bytes` as the parent does. For the benches.
+    /// Decodes `bytes` as the parent decodes a reply it read. For the
+    /// benches.
     ///
     /// # Errors
     ///
     /// Malformed bytes, or what the type's `Deserialize` reports.
     #[doc(hidden)]
-    pub fn decode(&self, bytes: &[u8]) -> Result<T, String> {
-        (self.decode)(bytes)
+    pub fn decode(&self, bytes: Vec<u8>) -> Result<T, String> {
+        let range = 0..bytes.len();
+        (self.decode)(Reply::Read(bytes), range)
     }
 }
 
@@ -160,19 +181,75 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
     #[must_use]
     pub fn serde() -> Self {
         Self {
-            encode: to_msgpack::<T>,
-            decode: from_msgpack::<T>,
+            encode: encode_serde::<T>,
+            decode: decode_serde::<T>,
         }
     }
 }
 
-#[allow(clippy::ptr_arg)] // the signature must be `fn(&T)` with `T = Vec<u8>`
-fn encode_bytes(bytes: &Vec<u8>) -> Result<Vec<u8>, String> {
-    to_msgpack(serde_bytes::Bytes::new(bytes))
+fn encode_serde<T: Serialize>(value: &T) -> Result<Encoded<'_>, String> {
+    Ok(Encoded {
+        head: to_msgpack(value)?,
+        tail: &[],
+    })
 }
 
-fn decode_bytes(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    from_msgpack::<serde_bytes::ByteBuf>(bytes).map(serde_bytes::ByteBuf::into_vec)
+#[allow(clippy::needless_pass_by_value)] // the signature is the codec's
+fn decode_serde<T: DeserializeOwned>(reply: Reply, payload: Range<usize>) -> Result<T, String> {
+    from_msgpack(&reply[payload])
+}
+
+/// A MessagePack `bin` header for `len` bytes (what `rmp_serde` writes for
+/// `serde_bytes`).
+fn bin_header(len: usize) -> Result<Vec<u8>, String> {
+    Ok(match len {
+        0..=0xff => vec![0xc4, len as u8],
+        0x100..=0xffff => {
+            let mut head = vec![0xc5];
+            head.extend_from_slice(&(len as u16).to_be_bytes());
+            head
+        }
+        _ => {
+            let len = u32::try_from(len).map_err(|_| {
+                format!("a Vec<u8> of {len} bytes is longer than MessagePack allows (4 GiB)")
+            })?;
+            let mut head = vec![0xc6];
+            head.extend_from_slice(&len.to_be_bytes());
+            head
+        }
+    })
+}
+
+/// `(header length, data length)` of a `bin` object at the start of
+/// `bytes`, if it is one.
+fn parse_bin_header(bytes: &[u8]) -> Option<(usize, usize)> {
+    match *bytes {
+        [0xc4, len, ..] => Some((2, usize::from(len))),
+        [0xc5, a, b, ..] => Some((3, usize::from(u16::from_be_bytes([a, b])))),
+        [0xc6, a, b, c, d, ..] => Some((5, u32::from_be_bytes([a, b, c, d]) as usize)),
+        _ => None,
+    }
+}
+
+#[allow(clippy::ptr_arg)] // the signature must be `fn(&T)` with `T = Vec<u8>`
+fn encode_bytes(bytes: &Vec<u8>) -> Result<Encoded<'_>, String> {
+    Ok(Encoded {
+        head: bin_header(bytes.len())?,
+        tail: bytes,
+    })
+}
+
+/// A `bin` payload becomes the result without a second buffer (see
+/// [`Reply::into_range`]); anything else goes through serde, which reports
+/// what is wrong with it.
+fn decode_bytes(reply: Reply, payload: Range<usize>) -> Result<Vec<u8>, String> {
+    match parse_bin_header(&reply[payload.clone()]) {
+        Some((head, len)) if head + len == payload.len() => {
+            reply.into_range(payload.start + head..payload.end)
+        }
+        _ => from_msgpack::<serde_bytes::ByteBuf>(&reply[payload])
+            .map(serde_bytes::ByteBuf::into_vec),
+    }
 }
 
 /// Selects a [`Codec`] by autoref specialization:
@@ -273,8 +350,42 @@ mod tests {
     #[test]
     fn bytes_take_the_bin_path() {
         let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
-        let encoded = (codec.encode)(&vec![200u8; 1000]).unwrap();
-        assert_eq!(encoded.len(), 1000 + 3, "bin16 header, one byte per byte");
-        assert_eq!((codec.decode)(&encoded).unwrap(), vec![200u8; 1000]);
+        for len in [0, 1, 255, 256, 1000, 65_535, 65_536, 1 << 20] {
+            let value: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let encoded = codec.encode(&value).unwrap();
+            let head = match len {
+                0..=255 => 2,
+                256..=65_535 => 3,
+                _ => 5,
+            };
+            assert_eq!(encoded.len(), len + head, "bin header, one byte per byte");
+            assert_eq!(
+                encoded,
+                rmp_serde::to_vec_named(serde_bytes::Bytes::new(&value)).unwrap(),
+                "the same bytes as rmp_serde"
+            );
+            assert_eq!(codec.decode(encoded).unwrap(), value);
+        }
+    }
+
+    #[test]
+    fn a_bin_payload_in_the_middle_of_a_reply_is_cut_out() {
+        let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
+        let mut reply = vec![9u8; 21];
+        reply.extend_from_slice(&codec.encode(&vec![3u8; 300]).unwrap());
+        reply.extend_from_slice(&[9; 5]);
+        let range = 21..reply.len() - 5;
+        assert_eq!(
+            (codec.decode)(Reply::Read(reply), range).unwrap(),
+            vec![3u8; 300]
+        );
+    }
+
+    #[test]
+    fn a_bin_header_that_lies_is_a_decode_error() {
+        let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
+        let mut lying = vec![0xc6, 0, 0, 1, 0];
+        lying.extend_from_slice(&[1; 10]);
+        assert!(codec.decode(lying).is_err());
     }
 }

@@ -1,8 +1,9 @@
 //! How a child ended, and what that means for the call.
 
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::backend::ReplyChannel;
+use crate::backend::{Reply, ReplyChannel};
 use crate::child::ChildFailure;
 use crate::classify::{self, OomWatch};
 use crate::codec::{self, Codec, FrameKind};
@@ -114,7 +115,21 @@ fn judge<R>(
     let bytes = reply.finish().map_err(protocol)?;
     let frames = codec::split_frames(&bytes);
     let (Some(termination), Some(usage)) = (exit.termination, exit.usage) else {
-        return status_unavailable(&frames, codec, report);
+        // Someone else took the exit status (FAULTS.md F6, F7): a complete
+        // result is still the function's result; anything else cannot be
+        // classified.
+        let returned = match &frames {
+            Ok(frames) => match frames.last() {
+                Some(&(FrameKind::Return, payload)) => Some(range_in(&bytes, payload)),
+                _ => None,
+            },
+            Err(_) => None,
+        };
+        drop(frames);
+        return match returned {
+            Some(payload) => decode_result(bytes, payload, codec),
+            None => Err(status_unavailable(report())),
+        };
     };
     if termination != Termination::Exited(0) {
         let panic = frames.ok().and_then(|f| first_panic(&f));
@@ -133,7 +148,13 @@ fn judge<R>(
         return Err(Error::ZeroExitcodeWithoutPayload { pid });
     };
     match kind {
-        FrameKind::Return => decode_result(payload, codec),
+        FrameKind::Return => {
+            // The codec takes the reply whole, so a `Vec<u8>` result can be
+            // made from the reply's own buffer.
+            let payload = range_in(&bytes, payload);
+            drop(frames);
+            decode_result(bytes, payload, codec)
+        }
         FrameKind::Panic => {
             let report: PanicReport = codec::from_msgpack(payload).map_err(protocol)?;
             Err(Error::Panicked {
@@ -152,23 +173,17 @@ fn judge<R>(
     }
 }
 
-/// Someone else took the exit status (FAULTS.md F6, F7): a complete result
-/// is still the function's result; anything else cannot be classified.
-fn status_unavailable<R>(
-    frames: &Result<Vec<(FrameKind, &[u8])>, String>,
-    codec: Codec<R>,
-    report: impl FnOnce() -> CallReport,
-) -> Result<R, Error> {
-    if let Ok(frames) = frames
-        && let Some(&(FrameKind::Return, payload)) = frames.last()
-    {
-        return decode_result(payload, codec);
-    }
-    let report = report();
-    Err(Error::StatusUnavailable {
+/// Where `part`, a slice of `whole`, lies in it.
+fn range_in(whole: &[u8], part: &[u8]) -> Range<usize> {
+    let start = part.as_ptr().addr() - whole.as_ptr().addr();
+    start..start + part.len()
+}
+
+fn status_unavailable(report: CallReport) -> Error {
+    Error::StatusUnavailable {
         pid: report.pid,
         report: Box::new(report),
-    })
+    }
 }
 
 /// The panic that started a fatal cascade: a panic while unwinding reports
@@ -181,8 +196,8 @@ fn first_panic(frames: &[(FrameKind, &[u8])]) -> Option<PanicReport> {
 
 /// Decodes the result; a panicking user `Deserialize` becomes a codec error
 /// instead of unwinding through the caller (FAULTS.md E4).
-fn decode_result<R>(payload: &[u8], codec: Codec<R>) -> Result<R, Error> {
-    match catch_unwind(AssertUnwindSafe(|| (codec.decode)(payload))) {
+fn decode_result<R>(reply: Reply, payload: Range<usize>, codec: Codec<R>) -> Result<R, Error> {
+    match catch_unwind(AssertUnwindSafe(|| (codec.decode)(reply, payload))) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(message)) => Err(Error::codec(CodecStage::DecodeResult, message)),
         Err(payload) => Err(Error::codec(

@@ -6,7 +6,7 @@ mod file;
 mod pipe;
 mod shm;
 
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::os::fd::BorrowedFd;
 use std::path::Path;
 
@@ -56,7 +56,26 @@ pub(crate) enum ReplyChannel {
 #[derive(Debug)]
 pub(crate) enum Reply {
     Read(Vec<u8>),
-    Mapped(memmap2::Mmap),
+    Mapped(shm::Mapped),
+}
+
+impl Reply {
+    /// The bytes in `range` as a `Vec` of exactly that size, made from the
+    /// reply's own buffer (moved to its front, the rest given back) or
+    /// read from the sealed memfd straight into fresh memory: never a
+    /// second full-size buffer.
+    pub(crate) fn into_range(self, range: Range<usize>) -> Result<Vec<u8>, String> {
+        match self {
+            Self::Read(mut bytes) => {
+                let len = range.len();
+                bytes.copy_within(range, 0);
+                bytes.truncate(len);
+                bytes.shrink_to_fit();
+                Ok(bytes)
+            }
+            Self::Mapped(mapped) => mapped.read_range(range),
+        }
+    }
 }
 
 impl Deref for Reply {
@@ -65,7 +84,7 @@ impl Deref for Reply {
     fn deref(&self) -> &[u8] {
         match self {
             Self::Read(bytes) => bytes,
-            Self::Mapped(map) => map,
+            Self::Mapped(mapped) => mapped,
         }
     }
 }

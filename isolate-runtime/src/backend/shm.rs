@@ -11,7 +11,9 @@
 //! shared mapping of it) is refused.
 
 use std::fs::File;
+use std::ops::{Deref, Range};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
 
 use memmap2::Mmap;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -47,7 +49,7 @@ impl ShmReply {
     }
 
     /// Seals the memfd and maps it read-only, once the child has exited.
-    pub(crate) fn map(self) -> Result<Option<Mmap>, String> {
+    pub(crate) fn map(self) -> Result<Option<Mapped>, String> {
         fcntl(&self.file, FcntlArg::F_ADD_SEALS(seals())).map_err(|e| {
             format!("seal the reply memfd: {e} (a process still has it mapped for writing)")
         })?;
@@ -75,6 +77,36 @@ impl ShmReply {
         // while they are borrowed and no page can vanish (no SIGBUS).
         let map =
             unsafe { Mmap::map(&self.file) }.map_err(|e| format!("map the reply memfd: {e}"))?;
-        Ok(Some(map))
+        Ok(Some(Mapped {
+            map,
+            file: self.file,
+        }))
+    }
+}
+
+/// The sealed memfd, mapped read-only.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    map: Mmap,
+    file: File,
+}
+
+impl Mapped {
+    /// Reads `range` into fresh memory of its exact size with `pread`: one
+    /// copy, and the mapping's pages never join this process's resident set.
+    pub(crate) fn read_range(&self, range: Range<usize>) -> Result<Vec<u8>, String> {
+        let mut bytes = vec![0; range.len()];
+        self.file
+            .read_exact_at(&mut bytes, range.start as u64)
+            .map_err(|e| format!("read the reply memfd: {e}"))?;
+        Ok(bytes)
+    }
+}
+
+impl Deref for Mapped {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.map
     }
 }
