@@ -239,16 +239,28 @@ impl Relay {
 
     /// Reads until the pipe is empty, at EOF, or `budget` bytes were read.
     fn relay(&mut self, budget: usize) {
-        let mut buf = [0u8; 64 * 1024];
+        // Small first: most calls print nothing, and a 64 KiB stack buffer
+        // would take 16 copy-on-write faults on pages a forked child shares.
+        let mut small = [0u8; 512];
+        let mut large = Vec::new();
         let mut read = 0;
         while read < budget {
             let Some(pipe) = &self.pipe else { return };
-            match nix::unistd::read(pipe, &mut buf) {
+            let buf: &mut [u8] = if large.is_empty() {
+                &mut small
+            } else {
+                &mut large
+            };
+            match nix::unistd::read(pipe, buf) {
                 Ok(0) => self.pipe = None,
                 Ok(n) => {
                     read += n;
+                    let full = n == buf.len();
                     self.tail.push(&buf[..n]);
                     self.emit(&buf[..n]);
+                    if full && large.is_empty() {
+                        large = vec![0; 64 * 1024];
+                    }
                 }
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => return,
