@@ -1,5 +1,5 @@
-//! Every outcome of an isolated call, under all six start_method x backend
-//! combinations, with real crashes. Fields are asserted exactly.
+//! Every outcome of an isolated call, under every start_method x backend
+//! combination, with real crashes. Fields are asserted exactly.
 
 #![allow(
     clippy::undocumented_unsafe_blocks,
@@ -572,3 +572,6 @@ outcome_tests!(fork_file, "fork", "file");
 outcome_tests!(fork_pipe, "fork", "pipe");
 outcome_tests!(spawn_shm, "spawn", "shm");
 outcome_tests!(fork_shm, "fork", "shm");
+outcome_tests!(forkserver_file, "forkserver", "file");
+outcome_tests!(forkserver_pipe, "forkserver", "pipe");
+outcome_tests!(forkserver_shm, "forkserver", "shm");

@@ -57,6 +57,13 @@ calls! {
     spawn_shm, bytes_spawn_shm: "spawn", "shm";
 }
 
+/// A fork-server call: a fork of the small server process, with spawn's
+/// semantics. Measured against the raw fork floor.
+#[bombsquad(start_method = "forkserver", backend = "pipe")]
+pub fn forkserver_pipe() -> u64 {
+    42
+}
+
 /// The result sizes measured, up to `max`.
 pub fn sizes(max: usize) -> Vec<usize> {
     [1 << 10, 1 << 20, 64 << 20, 1 << 30]

@@ -177,12 +177,16 @@ fn trivial(config: &Config) -> Floors {
     let mut cases = vec![Case::new("raw fork + pipe + waitpid", || {
         assert_eq!(floors::raw_fork(), 42);
     })];
-    let fork_cases = calls::TRIVIAL.iter().filter(|c| c.fork).count();
+    let fork_cases = calls::TRIVIAL.iter().filter(|c| c.fork).count() + 1;
     for call in calls::TRIVIAL.iter().filter(|c| c.fork) {
         cases.push(Case::new(call.name, move || {
             assert_eq!((call.run)().unwrap(), 42);
         }));
     }
+    bombsquad::start_forkserver().expect("start the fork server");
+    cases.push(Case::new("forkserver-mode call, pipe backend", || {
+        assert_eq!(calls::forkserver_pipe().unwrap(), 42);
+    }));
     cases.push(Case::new(
         "raw re-exec via Command + wait",
         floors::raw_reexec,

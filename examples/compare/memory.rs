@@ -26,7 +26,7 @@ pub fn heap(config: &Config) {
         plan.rounds, plan.block
     );
     println!(
-        "{:<10} {:>12} {:>12} {:>9} {:>12} {:>12} {:>9} {:>12}",
+        "{:<10} {:>12} {:>12} {:>9} {:>12} {:>12} {:>9} {:>12} {:>15}",
         "heap",
         "raw fork",
         "fork call",
@@ -34,8 +34,12 @@ pub fn heap(config: &Config) {
         "raw re-exec",
         "spawn call",
         "x floor",
-        "fork/spawn"
+        "fork/spawn",
+        "forkserver call"
     );
+    // Started before the ballast only to keep its start out of the timings:
+    // the server is a fresh execution, small whenever it starts.
+    bombsquad::start_forkserver().expect("start the fork server");
     let fork = calls::TRIVIAL
         .iter()
         .find(|c| c.fork && c.name.contains("pipe"))
@@ -51,11 +55,14 @@ pub fn heap(config: &Config) {
             Case::new("fork", || assert_eq!((fork.run)().unwrap(), 42)),
             Case::new("raw re-exec", floors::raw_reexec),
             Case::new("spawn", || assert_eq!((spawn.run)().unwrap(), 42)),
+            Case::new("forkserver", || {
+                assert_eq!(calls::forkserver_pipe().unwrap(), 42);
+            }),
         ];
         interleave(&mut cases, plan);
         let m: Vec<_> = cases.iter().map(Case::median).collect();
         println!(
-            "{:<10} {:>12} {:>12} {:>8.2}x {:>12} {:>12} {:>8.2}x {:>11.2}x",
+            "{:<10} {:>12} {:>12} {:>8.2}x {:>12} {:>12} {:>8.2}x {:>11.2}x {:>15}",
             if size == 0 {
                 "small".to_owned()
             } else {
@@ -68,6 +75,7 @@ pub fn heap(config: &Config) {
             show(m[3]),
             ratio(m[3], m[2]),
             ratio(m[1], m[3]),
+            show(m[4]),
         );
         drop(ballast);
     }

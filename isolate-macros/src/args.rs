@@ -12,6 +12,7 @@ pub(crate) enum StartMethod {
     #[default]
     Spawn,
     Fork,
+    Forkserver,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -82,9 +83,10 @@ impl Args {
                 |v| match v {
                     "spawn" => Some(StartMethod::Spawn),
                     "fork" => Some(StartMethod::Fork),
+                    "forkserver" => Some(StartMethod::Forkserver),
                     _ => None,
                 },
-                "\"spawn\" or \"fork\"",
+                "\"spawn\", \"fork\" or \"forkserver\"",
             ),
             "backend" => set_once(
                 &mut self.backend,
@@ -158,7 +160,7 @@ impl Args {
 /// "unknown option `fork`; ...", with a hint when the key is a known value.
 fn unknown_option(key: &str) -> String {
     let owner = match key {
-        "spawn" | "fork" => Some("start_method"),
+        "spawn" | "fork" | "forkserver" => Some("start_method"),
         "file" | "pipe" | "shm" => Some("backend"),
         "resume" | "error" => Some("panic"),
         _ => None,

@@ -76,8 +76,17 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
     let codec = codec(&result);
     let call = match args.start_method() {
         StartMethod::Fork => call_forked(&options, &codec, &params, unsafety.is_some()),
-        StartMethod::Spawn => {
-            call_spawned(name, &options, &codec, &params, &result, unsafety.is_some())
+        StartMethod::Spawn | StartMethod::Forkserver => {
+            let via = match args.start_method() {
+                StartMethod::Forkserver => quote!(call_forkserved),
+                _ => quote!(call_spawned),
+            };
+            let spawned = Spawned {
+                name,
+                via,
+                result: &result,
+            };
+            call_spawned(&spawned, &options, &codec, &params, unsafety.is_some())
         }
     };
     quote! {
@@ -195,14 +204,22 @@ fn call_forked(
     }
 }
 
+/// A function whose child rebuilds its arguments: its name, the runtime
+/// entry point that starts the child, and its result type.
+struct Spawned<'a> {
+    name: &'a Ident,
+    via: TokenStream,
+    result: &'a TokenStream,
+}
+
 fn call_spawned(
-    name: &Ident,
+    spawned: &Spawned<'_>,
     options: &TokenStream,
     codec: &TokenStream,
     params: &[Param<'_>],
-    result: &TokenStream,
     unsafe_fn: bool,
 ) -> TokenStream {
+    let Spawned { name, via, result } = spawned;
     let name = name.to_string();
     let names: Vec<&Ident> = params.iter().map(|p| &p.name).collect();
     let owned_types = params.iter().map(Param::owned_type);
@@ -223,6 +240,6 @@ fn call_spawned(
             run: __bombsquad_run,
         };
 
-        ::bombsquad::__private::call_spawned(&#options, &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec)
+        ::bombsquad::__private::#via(&#options, &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec)
     }
 }

@@ -69,7 +69,7 @@ fn check_argument(args: &Args, input: &FnArg, errors: &mut Errors) {
             "`impl Trait` arguments are not supported: name a concrete type",
         );
     }
-    if args.start_method() == StartMethod::Spawn {
+    if args.start_method() != StartMethod::Fork {
         check_spawned_argument(ty, errors);
     }
 }

@@ -14,7 +14,7 @@ use nix::sys::stat::{SFlag, fstat};
 
 use crate::codec::{self, FrameKind, HEADER_LEN};
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
-use crate::{child, limits, registry, sys};
+use crate::{child, forkserver, limits, registry, sys};
 
 /// Function names longer than this are refused.
 const MAX_NAME_LEN: u64 = 4096;
@@ -31,26 +31,49 @@ pub(crate) fn keep_linked() {
 }
 
 fn run_if_marked() {
+    forkserver::serve_if_marked();
     let Some(raw) = std::env::var_os(MARKER_VAR) else {
         return;
     };
     let marker =
         Marker::parse(&raw).unwrap_or_else(|why| refuse(&format!("malformed marker: {why}")));
-    if sys::is_secure_exec() {
-        refuse("the binary runs as a secure exec (setuid, setcap)");
-    }
-    if sys::parent_pid() != marker.parent_pid {
+    let channel = accept_channel(&marker).unwrap_or_else(|why| refuse(&why));
+    let Some(channel) = channel else {
         return; // inherited from an ancestor: this process is not our child
-    }
-    let channel = take_channel(&marker).unwrap_or_else(|why| refuse(&why));
+    };
     if !sys::die_with_parent(marker.parent_pid) {
         sys::exit_now(2);
     }
+    serve_call(channel, &marker)
+}
+
+/// The checks every re-executed process makes before it believes its
+/// marker: not a secure exec, the marker names our real parent (`None`
+/// otherwise: an inherited marker), and the channel is a socket that parent
+/// made. Returns the channel, moved off the marker's descriptor.
+///
+/// # Errors
+///
+/// Why the process must refuse to run.
+pub(crate) fn accept_channel(marker: &Marker) -> Result<Option<OwnedFd>, String> {
+    if sys::is_secure_exec() {
+        return Err("the binary runs as a secure exec (setuid, setcap)".to_owned());
+    }
+    if sys::parent_pid() != marker.parent_pid {
+        return Ok(None);
+    }
+    take_channel(marker).map(Some)
+}
+
+/// Serves one call on `channel`: the token, the reply descriptor and the
+/// call frames, then the registered function. Shared by a re-executed child
+/// and a child of the fork server; `marker` carries the token and depth.
+pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     sys::disable_core_dumps();
     sys::unblock_all_signals();
     sys::ignore_sigpipe();
     let (reply_fd, name, args) =
-        receive_call(channel.as_fd(), &marker).unwrap_or_else(|why| refuse(&why));
+        receive_call(channel.as_fd(), marker).unwrap_or_else(|why| refuse(&why));
     let setup = read_frame(channel.as_fd(), FrameKind::Setup, limits::MAX_SETUP_LEN)
         .and_then(|payload| limits::ChildSetup::decode(&payload))
         .unwrap_or_else(|why| refuse(&why));
@@ -67,7 +90,7 @@ fn run_if_marked() {
     }
 }
 
-fn refuse(why: &str) -> ! {
+pub(crate) fn refuse(why: &str) -> ! {
     eprintln!(
         "bombsquad: refusing to run an isolated call in process {}: {why}",
         std::process::id()

@@ -14,6 +14,7 @@ mod error;
 mod fault;
 mod fork;
 mod fork_warning;
+mod forkserver;
 mod isolate;
 mod limits;
 mod marker;
@@ -31,6 +32,7 @@ pub mod jobs;
 
 pub use backend::Backend;
 pub use error::{CodecStage, Error, Location};
+pub use forkserver::start_forkserver;
 pub use isolate::{Isolate, PanicMode, fork};
 pub use report::{CallReport, NonzeroExitcode};
 pub use stdio::Stderr;
@@ -45,5 +47,6 @@ pub mod __private {
 
     pub use crate::child::serve_registered as serve;
     pub use crate::fork::call as call_forked;
+    pub use crate::forkserver::call as call_forkserved;
     pub use crate::spawn::call as call_spawned;
 }

@@ -7,7 +7,7 @@
 //! else runs. The reply descriptor travels over the socket (SCM_RIGHTS).
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,12 +27,12 @@ use crate::limits::ChildSetup;
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, new_token};
 use crate::panic::message_of;
 use crate::registry::Entry;
-use crate::stdio::OutputRelay;
+use crate::stdio::{ChildStdio, OutputRelay};
 use crate::supervise::{Child, Outgoing, supervise};
 use crate::{child, entry, outcome, sys, throttle};
 
 /// The binary to re-execute: the same inode even if the file was replaced.
-const SELF_EXE: &str = "/proc/self/exe";
+pub(crate) const SELF_EXE: &str = "/proc/self/exe";
 
 /// Runs the registered `entry` in a re-executed child with `args`.
 #[track_caller]
@@ -41,6 +41,33 @@ pub fn call<A, R>(
     entry: &'static Entry,
     args: &A,
     codec: Codec<R>,
+) -> Result<R, Error>
+where
+    A: Serialize + ?Sized,
+{
+    call_with(options, entry, args, codec, re_execute)
+}
+
+/// What starting a child needs: its end of the channel, its stdout and
+/// stderr, and the marker (parent pid, depth, token) it must check.
+#[derive(Debug)]
+pub(crate) struct Start {
+    pub(crate) channel: OwnedFd,
+    pub(crate) stdio: ChildStdio,
+    pub(crate) marker: Marker,
+    pub(crate) started_at: Instant,
+}
+
+/// A spawned call, with `start` making the process: a re-execution here, a
+/// fork of the fork server in `forkserver.rs`. Everything else (encoding,
+/// the token and reply descriptor over the channel, supervision) is shared.
+#[track_caller]
+pub(crate) fn call_with<A, R>(
+    options: &Isolate,
+    entry: &'static Entry,
+    args: &A,
+    codec: Codec<R>,
+    start: fn(Start) -> Result<Child, Error>,
 ) -> Result<R, Error>
 where
     A: Serialize + ?Sized,
@@ -73,22 +100,12 @@ where
     };
     let (output, stdio) = OutputRelay::create(&options.stderr)?;
     let deadline = options.deadline();
-    let started_at = Instant::now();
-    let started = Command::new(executable(Path::new(SELF_EXE))?)
-        .env(MARKER_VAR, marker.encode())
-        .stdin(Stdio::from(child_socket))
-        .stdout(Stdio::from(stdio.stdout))
-        .stderr(Stdio::from(stdio.stderr))
-        .process_group(0)
-        .spawn()
-        .map_err(|e| {
-            Error::spawn(
-                format!("re-execute {SELF_EXE} (is /proc mounted? start_method = \"fork\" does not need it)"),
-                e,
-            )
-        })?;
-    let child = Child::adopt(started.id().cast_signed(), started_at)?;
-    drop(started); // std's handle neither waits nor kills; `child` owns the process now
+    let child = start(Start {
+        channel: child_socket,
+        stdio,
+        marker,
+        started_at: Instant::now(),
+    })?;
     // A child that died early cannot take the token; its exit status will say why.
     let _ = send_token_and_fd(socket.as_fd(), &token, reply.child_end());
     reply.close_child_end();
@@ -103,11 +120,31 @@ where
     outcome::conclude(exit, reply, codec, options, &oom)
 }
 
+/// Re-executes this binary with the channel as its stdin.
+fn re_execute(start: Start) -> Result<Child, Error> {
+    let started = Command::new(executable(Path::new(SELF_EXE))?)
+        .env(MARKER_VAR, start.marker.encode())
+        .stdin(Stdio::from(start.channel))
+        .stdout(Stdio::from(start.stdio.stdout))
+        .stderr(Stdio::from(start.stdio.stderr))
+        .process_group(0)
+        .spawn()
+        .map_err(|e| {
+            Error::spawn(
+                format!("re-execute {SELF_EXE} (is /proc mounted? start_method = \"fork\" does not need it)"),
+                e,
+            )
+        })?;
+    let child = Child::adopt(started.id().cast_signed(), start.started_at)?;
+    drop(started); // std's handle neither waits nor kills; `child` owns the process now
+    Ok(child)
+}
+
 /// Checks that `link` (`/proc/self/exe`) leads to this program's binary, so
 /// a missing `/proc` (a chroot, a minimal container) gives an error that
 /// names the way out (FAULTS.md H3). There is no fallback: a PATH lookup of
 /// `argv[0]` could run another program.
-fn executable(link: &Path) -> Result<&Path, Error> {
+pub(crate) fn executable(link: &Path) -> Result<&Path, Error> {
     match std::fs::metadata(link) {
         Ok(_) => Ok(link),
         Err(e) => Err(Error::spawn(

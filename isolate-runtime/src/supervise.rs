@@ -33,6 +33,17 @@ pub(crate) struct Child {
     reaped: bool,
     /// Just before the child was started.
     started: Instant,
+    /// Who collects the exit status.
+    reaper: Reaper,
+}
+
+/// Who collects a child's exit status.
+#[derive(Debug)]
+enum Reaper {
+    /// We do: the child is ours.
+    Us,
+    /// The fork server does, when asked on this socket (see `forkserver.rs`).
+    ForkServer(OwnedFd),
 }
 
 impl Child {
@@ -45,6 +56,7 @@ impl Child {
                 pidfd: Some(pidfd),
                 reaped: false,
                 started,
+                reaper: Reaper::Us,
             }),
             // Our own unreaped child always exists, even as a zombie: it was
             // reaped already by a host that ignores SIGCHLD or reaps with
@@ -54,6 +66,7 @@ impl Child {
                 pidfd: None,
                 reaped: true,
                 started,
+                reaper: Reaper::Us,
             }),
             Err(e) => {
                 // Not reaped by us, so the pid (and group id) is still the child's.
@@ -63,6 +76,25 @@ impl Child {
                 Err(Error::spawn("watch the child process (pidfd_open)", e))
             }
         }
+    }
+
+    /// Takes charge of `pid`, a child of the fork server, which keeps it
+    /// unreaped (so its pid cannot be reused) until asked on `status`.
+    pub(crate) fn adopt_from_server(
+        pid: i32,
+        started: Instant,
+        status: OwnedFd,
+    ) -> Result<Self, Error> {
+        // On failure `status` is dropped, and the server kills and reaps it.
+        let pidfd = sys::pidfd_open(pid)
+            .map_err(|e| Error::spawn("watch the child process (pidfd_open)", e))?;
+        Ok(Self {
+            pid,
+            pidfd: Some(pidfd),
+            reaped: false,
+            started,
+            reaper: Reaper::ForkServer(status),
+        })
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -102,6 +134,14 @@ impl Child {
             return Ok(None);
         }
         self.kill_group();
+        if let Reaper::ForkServer(status) = &self.reaper {
+            self.reaped = true;
+            return crate::forkserver::collect_status(status.as_fd())
+                .map(Some)
+                .map_err(|e| {
+                    Error::spawn("collect the child's exit status from the fork server", e)
+                });
+        }
         let Some(pidfd) = &self.pidfd else {
             return Ok(None);
         };
@@ -122,7 +162,11 @@ impl Drop for Child {
         {
             self.kill_group();
             self.kill_one();
-            let _ = sys::reap_pidfd(pidfd.as_fd());
+            // A fork server's child is reaped by the server once `reaper`
+            // (the status socket) closes.
+            if matches!(self.reaper, Reaper::Us) {
+                let _ = sys::reap_pidfd(pidfd.as_fd());
+            }
         }
     }
 }

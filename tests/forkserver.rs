@@ -1,0 +1,168 @@
+//! `start_method = "forkserver"`: one long-lived server per process forks
+//! each call's child. The outcome matrix (tests/outcomes.rs) covers what a
+//! call returns; this file covers the server's own life: reuse, replacement
+//! after it dies, death with its caller, a forked caller, and no leftovers.
+
+#![allow(
+    clippy::undocumented_unsafe_blocks,
+    reason = "the scenarios fork and kill with libc on purpose"
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bombsquad::{Error, bombsquad};
+use common::scenario;
+
+/// The child's parent: the fork server.
+#[bombsquad(start_method = "forkserver")]
+fn server_pid() -> i32 {
+    unsafe { libc::getppid() }
+}
+
+#[bombsquad(start_method = "forkserver")]
+fn own_pid() -> u32 {
+    std::process::id()
+}
+
+#[bombsquad(start_method = "forkserver")]
+fn sleeps(seconds: u64) -> u8 {
+    std::thread::sleep(Duration::from_secs(seconds));
+    0
+}
+
+fn wait_until_gone(pid: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if !common::process_exists(pid) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn one_server_forks_every_call_and_is_this_process_child() {
+    common::watchdog();
+    bombsquad::start_forkserver().unwrap();
+    let server = server_pid().unwrap();
+    assert_eq!(server_pid().unwrap(), server, "the server is reused");
+    let children = common::children_of(std::process::id());
+    assert!(
+        children.iter().any(|&(pid, _)| pid == server),
+        "the server {server} is our child: {children:?}"
+    );
+    let first = own_pid().unwrap();
+    let second = own_pid().unwrap();
+    assert_ne!(first, second, "each call gets a fresh child");
+    assert!(!common::process_exists(first), "and it is reaped");
+}
+
+/// Runs alone: it kills the server that other tests of this binary share.
+#[test]
+fn a_killed_server_is_replaced_on_the_next_call() {
+    common::watchdog();
+    if !scenario::is("a_killed_server_is_replaced_on_the_next_call") {
+        scenario::run(scenario::command(
+            "a_killed_server_is_replaced_on_the_next_call",
+        ));
+        return;
+    }
+    let server = server_pid().unwrap();
+    assert_eq!(unsafe { libc::kill(server, libc::SIGKILL) }, 0);
+    let replacement = server_pid().unwrap();
+    assert_ne!(replacement, server);
+    assert_eq!(common::zombie_children(), Vec::<i32>::new());
+}
+
+/// FAULTS.md F1: the caller is SIGKILLed mid-call; the server and the
+/// call's child die with it.
+#[test]
+fn the_server_and_its_children_die_with_their_caller() {
+    common::watchdog();
+    if scenario::is("the_server_and_its_children_die_with_their_caller") {
+        println!("SERVER {}", server_pid().unwrap());
+        let _ = sleeps(60);
+        return;
+    }
+    let mut caller = scenario::command("the_server_and_its_children_die_with_their_caller")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(caller.stdout.take().unwrap()).lines();
+    let server: u32 = loop {
+        let line = lines.next().unwrap().unwrap();
+        // libtest may print "test <name> ... " on the same line first.
+        if let Some((_, pid)) = line.split_once("SERVER ") {
+            break pid.parse().unwrap();
+        }
+    };
+    // The sleeping call's child is the server's child.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let child = loop {
+        if let Some(&(pid, _)) = common::children_of(server).first() {
+            break pid.cast_unsigned();
+        }
+        assert!(Instant::now() < deadline, "the call never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    caller.kill().unwrap();
+    caller.wait().unwrap();
+    assert!(wait_until_gone(server), "the server outlived its caller");
+    assert!(
+        wait_until_gone(child),
+        "the call's child outlived its caller"
+    );
+}
+
+/// FAULTS.md F9: a process forked from a caller that has a server starts its
+/// own instead of sharing the parent's control socket.
+#[test]
+fn a_forked_caller_gets_its_own_server() {
+    common::watchdog();
+    if !scenario::is("a_forked_caller_gets_its_own_server") {
+        scenario::run(scenario::command("a_forked_caller_gets_its_own_server"));
+        return;
+    }
+    let parents_server = server_pid().unwrap();
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let verdict: u8 = match server_pid() {
+            Ok(server) if server != parents_server => 1,
+            _ => 0,
+        };
+        unsafe {
+            libc::write(fds[1], (&raw const verdict).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    let mut verdict = 0u8;
+    assert_eq!(
+        unsafe { libc::read(fds[0], (&raw mut verdict).cast(), 1) },
+        1
+    );
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    assert_eq!(verdict, 1, "the forked caller used a server of its own");
+    assert_eq!(server_pid().unwrap(), parents_server, "ours still works");
+}
+
+#[test]
+fn a_timed_out_call_is_killed_and_reaped_by_the_server() {
+    common::watchdog();
+    #[bombsquad(start_method = "forkserver", timeout = "200ms")]
+    fn hangs() -> u8 {
+        std::thread::sleep(Duration::from_secs(60));
+        0
+    }
+    match hangs() {
+        // Gone from /proc: killed and reaped by the server, not its zombie.
+        Err(Error::Timeout { pid, .. }) => assert!(wait_until_gone(pid)),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+}
