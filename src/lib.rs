@@ -62,7 +62,7 @@
 //!
 //! | option | values | default |
 //! |---|---|---|
-//! | `start_method` | `"spawn"`: re-execute this binary and run the function before `main`; `"fork"`: fork and run it directly | `"spawn"` |
+//! | `start_method` | `"spawn"`: re-execute this binary and run the function before `main`; `"fork"`: fork and run it directly; `"forkserver"`: a small server process forks the child, with spawn's semantics, at a cost that does not grow with the caller ([`start_forkserver`]) | `"spawn"` |
 //! | `backend` | `"file"`: an unnamed temp file; `"pipe"`: a pipe drained while the child writes; `"shm"`: a memfd, sealed after the child exits and decoded from a read-only mapping | `"file"` |
 //! | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"`: then the child's process group is killed | none |
 //! | `panic` | `"resume"`: re-raise in the caller; `"error"`: return [`Error::Panicked`] | `"resume"` |

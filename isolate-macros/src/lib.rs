@@ -23,7 +23,7 @@ use proc_macro::TokenStream;
 ///
 /// | option | values | default |
 /// |---|---|---|
-/// | `start_method` | `"spawn"` (re-execute this binary), `"fork"` | `"spawn"` |
+/// | `start_method` | `"spawn"` (re-execute this binary), `"fork"`, `"forkserver"` (a small server forks the child) | `"spawn"` |
 /// | `backend` | `"file"` (unnamed temp file), `"pipe"`, `"shm"` (sealed memfd) | `"file"` |
 /// | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"` | none |
 /// | `panic` | `"resume"` (re-raise), `"error"` (`Error::Panicked`) | `"resume"` |
