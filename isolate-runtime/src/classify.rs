@@ -6,8 +6,6 @@
 //!
 //! Everything here is a hint: the wait status stays the truth.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -204,16 +202,11 @@ impl OomWatch {
     }
 }
 
-/// Read with one `pread` of a descriptor kept open: this runs before every
-/// call, and cgroup files render afresh at offset 0.
 fn oom_kills() -> Option<u64> {
-    static FILE: OnceLock<Option<File>> = OnceLock::new();
-    let file = FILE
-        .get_or_init(|| File::open(memory_events()?).ok())
-        .as_ref()?;
-    let mut events = [0u8; 1024];
-    let len = file.read_at(&mut events, 0).ok()?;
-    oom_kill_count(std::str::from_utf8(&events[..len]).ok()?)
+    // Opened per call, not kept: a descriptor held for the process's life
+    // would show up in every descriptor count the host makes.
+    let events = std::fs::read_to_string(memory_events()?).ok()?;
+    oom_kill_count(&events)
 }
 
 fn oom_kill_count(events: &str) -> Option<u64> {
