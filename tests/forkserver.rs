@@ -166,3 +166,48 @@ fn a_timed_out_call_is_killed_and_reaped_by_the_server() {
         other => panic!("expected Timeout, got {other:?}"),
     }
 }
+
+#[bombsquad(start_method = "forkserver", backend = "pipe")]
+fn aborts() -> u8 {
+    std::process::abort()
+}
+
+#[bombsquad(start_method = "forkserver", panic = "error")]
+fn panics() -> u8 {
+    panic!("on purpose")
+}
+
+#[bombsquad(start_method = "forkserver", backend = "shm", timeout = "100ms")]
+fn outlives_its_timeout() -> u8 {
+    std::thread::sleep(Duration::from_secs(60));
+    0
+}
+
+/// Mixed outcomes leave no descriptor, no zombie of ours and none of the
+/// server's. Alone in a subprocess, so the counts are exact.
+#[test]
+fn calls_leave_no_descriptor_and_no_zombie() {
+    common::watchdog();
+    if !scenario::is("calls_leave_no_descriptor_and_no_zombie") {
+        scenario::run(scenario::command("calls_leave_no_descriptor_and_no_zombie"));
+        return;
+    }
+    let server = server_pid().unwrap(); // the server's own descriptors exist from here
+    let before = common::open_fds();
+    for _ in 0..10 {
+        own_pid().unwrap();
+        match aborts() {
+            Err(Error::NonzeroExitcode(e)) => assert_eq!(e.signal(), Some(libc::SIGABRT)),
+            other => panic!("expected SIGABRT, got {other:?}"),
+        }
+        match panics() {
+            Err(Error::Panicked { message, .. }) => assert_eq!(message, "on purpose"),
+            other => panic!("expected a panic, got {other:?}"),
+        }
+        assert!(matches!(outlives_its_timeout(), Err(Error::Timeout { .. })));
+    }
+    assert_eq!(common::open_fds(), before);
+    assert_eq!(common::zombie_children(), Vec::<i32>::new());
+    assert_eq!(server_pid().unwrap(), server, "the same server throughout");
+    assert_eq!(common::children_of(server.cast_unsigned()), vec![]);
+}
