@@ -32,8 +32,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recvmsg,
-    send, sendmsg, socketpair,
+    ControlMessage, ControlMessageOwned, MsgFlags, SockType, recvmsg, send, sendmsg,
 };
 use serde::Serialize;
 
@@ -41,9 +40,9 @@ use crate::codec::Codec;
 use crate::entry::{self, refuse};
 use crate::error::Error;
 use crate::isolate::Isolate;
-use crate::marker::{Marker, TOKEN_LEN, new_token, tokens_match};
+use crate::marker::{Marker, TOKEN_LEN, tokens_match};
 use crate::registry::Entry;
-use crate::spawn::{self, SELF_EXE, Start};
+use crate::spawn::{self, SELF_EXE, Start, unix_socketpair};
 use crate::supervise::Child;
 use crate::sys;
 
@@ -108,20 +107,14 @@ struct Server {
 
 impl Server {
     fn start() -> Result<Self, Error> {
-        let (control, server_end) = socketpair(
-            AddressFamily::Unix,
+        let (control, server_end) = unix_socketpair(
             SockType::SeqPacket,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| Error::spawn("create the fork server's control socket", e))?;
-        let token = new_token().map_err(|e| Error::spawn("draw a random token", e))?;
-        let marker = Marker {
-            parent_pid: std::process::id().cast_signed(),
-            fd: 0,
-            depth: 0,
-            token,
-        };
+            "create the fork server's control socket",
+        )?;
+        // Requests carry each call's depth; the server's own is unused.
+        let marker =
+            Marker::for_new_child(0).map_err(|e| Error::spawn("draw a random token", e))?;
+        let token = marker.token;
         let started = Command::new(spawn::executable(Path::new(SELF_EXE))?)
             .env(SERVER_VAR, marker.encode())
             .stdin(Stdio::from(server_end))
@@ -186,13 +179,10 @@ fn fork_from_server(start: Start) -> Result<Child, Error> {
     request[4..].copy_from_slice(&start.marker.token);
     let mut dead_server = None;
     loop {
-        let (status, server_status) = socketpair(
-            AddressFamily::Unix,
+        let (status, server_status) = unix_socketpair(
             SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| Error::spawn("create the status socket for the fork server", e))?;
+            "create the status socket for the fork server",
+        )?;
         let fds = [
             start.channel.as_raw_fd(),
             start.stdio.stdout.as_raw_fd(),

@@ -63,10 +63,27 @@ fn parse_token(hex: &str) -> Option<[u8; TOKEN_LEN]> {
 }
 
 /// A fresh random token.
-pub(crate) fn new_token() -> std::io::Result<[u8; TOKEN_LEN]> {
+fn new_token() -> std::io::Result<[u8; TOKEN_LEN]> {
     let mut token = [0; TOKEN_LEN];
     getrandom::fill(&mut token).map_err(|e| std::io::Error::other(e.to_string()))?;
     Ok(token)
+}
+
+impl Marker {
+    /// A marker naming this process as the parent, the channel as stdin
+    /// (fd 0), `depth`, and a fresh random token.
+    ///
+    /// # Errors
+    ///
+    /// The OS could not provide randomness.
+    pub(crate) fn for_new_child(depth: u32) -> std::io::Result<Self> {
+        Ok(Self {
+            parent_pid: std::process::id().cast_signed(),
+            fd: 0,
+            depth,
+            token: new_token()?,
+        })
+    }
 }
 
 /// Compares tokens in constant time.

@@ -24,7 +24,7 @@ use crate::codec::{self, Codec, FrameKind};
 use crate::error::{CodecStage, Error};
 use crate::isolate::Isolate;
 use crate::limits::ChildSetup;
-use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, new_token};
+use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN};
 use crate::panic::message_of;
 use crate::registry::Entry;
 use crate::stdio::{ChildStdio, OutputRelay};
@@ -84,20 +84,13 @@ where
     let _permit = throttle::acquire();
     let oom = OomWatch::start();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
-    let (socket, child_socket) = socketpair(
-        AddressFamily::Unix,
+    let (socket, child_socket) = unix_socketpair(
         SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| Error::spawn("create the channel to the child (socketpair)", e))?;
-    let token = new_token().map_err(|e| Error::spawn("draw a random token", e))?;
-    let marker = Marker {
-        parent_pid: std::process::id().cast_signed(),
-        fd: 0,
-        depth,
-        token,
-    };
+        "create the channel to the child (socketpair)",
+    )?;
+    let marker =
+        Marker::for_new_child(depth).map_err(|e| Error::spawn("draw a random token", e))?;
+    let token = marker.token;
     let (output, stdio) = OutputRelay::create(&options.stderr)?;
     let deadline = options.deadline();
     let child = start(Start {
@@ -118,6 +111,13 @@ where
         output,
     )?;
     outcome::conclude(exit, reply, codec, options, &oom)
+}
+
+/// A close-on-exec pair of connected Unix sockets; `what` names them in the
+/// error.
+pub(crate) fn unix_socketpair(kind: SockType, what: &str) -> Result<(OwnedFd, OwnedFd), Error> {
+    socketpair(AddressFamily::Unix, kind, None, SockFlag::SOCK_CLOEXEC)
+        .map_err(|e| Error::spawn(what, e))
 }
 
 /// Re-executes this binary with the channel as its stdin.
