@@ -88,17 +88,12 @@ fn fd_exhaustion_scenario() {
 #[test]
 fn descriptor_exhaustion_is_a_spawn_error() {
     common::watchdog();
-    let output = Command::new(std::env::current_exe().unwrap())
+    let mut scenario = Command::new(std::env::current_exe().unwrap());
+    scenario
         .args(["--exact", "fd_exhaustion_scenario", "--nocapture"])
-        .env(SCENARIO, "1")
-        .output()
-        .unwrap();
+        .env(SCENARIO, "1");
+    let output = common::scenario::run(scenario);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
 }
 
