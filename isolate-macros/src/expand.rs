@@ -225,7 +225,7 @@ fn call_spawned(
     let owned_types = params.iter().map(Param::owned_type);
     let body = body_call(params.iter().map(Param::passed_in_child), unsafe_fn);
     quote! {
-        fn __bombsquad_run(__bombsquad_args: &[u8]) -> ! {
+        fn __bombsquad_run(__bombsquad_args: &[u8]) {
             ::bombsquad::__private::serve::<(#(#owned_types,)*), #result>(
                 __bombsquad_args,
                 #codec,

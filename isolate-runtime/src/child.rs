@@ -106,70 +106,108 @@ fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Resul
     sys::write_all(fd, tail)
 }
 
-/// Sends a failure and leaves the process.
-pub(crate) fn fail(failure: &ChildFailure) -> ! {
+/// Sends a failure.
+pub(crate) fn send_failure(failure: &ChildFailure) {
     if let Ok(payload) = codec::to_msgpack(failure) {
         let _ = send_frame(FrameKind::Failure, &payload);
     }
+}
+
+/// Sends a failure and leaves the process.
+pub(crate) fn fail(failure: &ChildFailure) -> ! {
+    send_failure(failure);
     leave()
 }
 
 /// Leaves the child: exit code 0 whatever happened, because the reply frame
 /// (or its absence) tells the parent what happened. A child that could not
 /// send anything is reported as `ZeroExitcodeWithoutPayload`.
-fn leave() -> ! {
+pub(crate) fn leave() -> ! {
+    flush_output();
+    sys::exit_now(0)
+}
+
+/// Flushes std's stdout (spawned children only) and C's stdio buffers, so
+/// what the function printed reaches the parent before its reply does.
+pub(crate) fn flush_output() {
     if FLUSH_STDOUT.load(Ordering::Relaxed) {
         let _ = std::io::stdout().flush();
     }
     sys::flush_c_stdio();
-    sys::exit_now(0)
 }
 
 /// Runs `function` and replies with its result (or its panic). Never returns:
 /// the child must not unwind or return past the fork point.
 pub(crate) fn serve<R>(codec: Codec<R>, function: impl FnOnce() -> R) -> ! {
+    // The value's destructor is not run: the process ends right here.
+    std::mem::forget(respond(codec, function));
+    leave()
+}
+
+/// Runs `function` and sends one reply frame: its result, its panic, or the
+/// failure to encode the result. Returns the value once it is sent (a
+/// worker drops it and serves its next request).
+pub(crate) fn respond<R>(codec: Codec<R>, function: impl FnOnce() -> R) -> Option<R> {
+    PANIC_SENT.store(false, Ordering::Relaxed);
     let value = match crate::fault::run_function(function) {
         Ok(value) => value,
         Err(payload) => {
             if !PANIC_SENT.load(Ordering::Relaxed) {
                 report_panic(|| PanicReport::from_payload(payload.as_ref()));
             }
-            leave()
+            return None;
         }
     };
-    // The value's destructor is not run: the process ends right here.
-    let value = std::mem::ManuallyDrop::new(value);
     let encoded = catch_unwind(AssertUnwindSafe(|| (codec.encode)(&value)));
     match encoded {
         Ok(Ok(encoded)) => {
+            flush_output();
             let _ = send_frame_parts(FrameKind::Return, &encoded.head, encoded.tail);
-            leave()
         }
-        Ok(Err(message)) => fail(&ChildFailure::Codec {
+        Ok(Err(message)) => send_failure(&ChildFailure::Codec {
             stage: CodecStage::EncodeResult,
             message,
         }),
-        Err(payload) => fail(&ChildFailure::Codec {
+        Err(payload) => send_failure(&ChildFailure::Codec {
             stage: CodecStage::EncodeResult,
             message: message_of(payload.as_ref()),
         }),
     }
+    Some(value)
 }
 
-/// Decodes the arguments of a registered function, then serves it.
+/// Decodes the arguments of a registered function, then runs it and sends
+/// its reply (see [`respond`]); the value is dropped once sent.
 pub fn serve_registered<A: DeserializeOwned, R>(
     args: &[u8],
     codec: Codec<R>,
     function: impl FnOnce(A) -> R,
-) -> ! {
+) {
     let decoded = catch_unwind(AssertUnwindSafe(|| codec::from_msgpack::<A>(args)));
     let message = match decoded {
-        Ok(Ok(args)) => serve(codec, move || function(args)),
+        Ok(Ok(args)) => {
+            let value = respond(codec, move || function(args));
+            drop_quietly(value);
+            return;
+        }
         Ok(Err(message)) => message,
         Err(payload) => message_of(payload.as_ref()),
     };
-    fail(&ChildFailure::Codec {
+    send_failure(&ChildFailure::Codec {
         stage: CodecStage::DecodeArguments,
         message,
-    })
+    });
+}
+
+/// Drops a result that was already sent. A panic in its destructor must not
+/// send a second reply: it is left to the previous hook (which prints it).
+fn drop_quietly<R>(value: R) {
+    ON_FUNCTION_THREAD.set(false);
+    let dropped = catch_unwind(AssertUnwindSafe(move || drop(value)));
+    ON_FUNCTION_THREAD.set(true);
+    if dropped.is_err() {
+        // The process's state is unknown now: leave; the next request
+        // finds the worker gone and starts a fresh one.
+        leave();
+    }
 }

@@ -31,6 +31,14 @@ pub(crate) enum FrameKind {
     /// Parent to child: the limits and stack size the child applies to
     /// itself before the call (`limits::ChildSetup`).
     Setup = 3,
+    /// Worker to parent, once: the worker is ready (`PROTOCOL.md`).
+    Hello = 4,
+    /// Parent to worker: one call's encoded input.
+    Request = 5,
+    /// Parent to worker: leave after the call in flight, if any.
+    Shutdown = 6,
+    /// Parent to a re-executed worker: the registered name it serves.
+    Worker = 7,
     /// Child to parent: the encoded result.
     Return = 16,
     /// Child to parent: a `PanicReport`.
@@ -41,6 +49,11 @@ pub(crate) enum FrameKind {
     /// (`fault::FaultRecord`), not MessagePack, since the handler may not
     /// allocate. Always the last thing a crashing child writes.
     Fault = 19,
+    /// Child to parent, during a call: one encoded progress message.
+    Progress = 20,
+    /// Worker to parent: the encoded result's head; the rest of it lies in
+    /// the shared arena (`pool/arena.rs`).
+    ArenaReturn = 21,
 }
 
 impl FrameKind {
@@ -49,10 +62,16 @@ impl FrameKind {
             Self::Call,
             Self::Args,
             Self::Setup,
+            Self::Hello,
+            Self::Request,
+            Self::Shutdown,
+            Self::Worker,
             Self::Return,
             Self::Panic,
             Self::Failure,
             Self::Fault,
+            Self::Progress,
+            Self::ArenaReturn,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == byte)

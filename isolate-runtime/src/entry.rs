@@ -85,7 +85,10 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     child::become_child(reply_fd, marker.depth, true);
     limits::enter_spawned_child(&setup, reply_fd);
     match registry::find(&name) {
-        Ok(entry) => (entry.run)(&args),
+        Ok(entry) => {
+            (entry.run)(&args);
+            child::leave()
+        }
         Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
     }
 }

@@ -167,9 +167,7 @@ fn judge<R>(
             ChildFailure::Codec { stage, message } => Error::codec(stage, message),
             ChildFailure::UnknownFunction { message } => protocol(message),
         }),
-        FrameKind::Call | FrameKind::Args | FrameKind::Setup | FrameKind::Fault => {
-            Err(protocol(format!("unexpected {kind:?} frame")))
-        }
+        kind => Err(protocol(format!("unexpected {kind:?} frame"))),
     }
 }
 

@@ -8,9 +8,9 @@
 pub struct Entry {
     /// `module_path!()::name@line:column`: unique within one binary.
     pub name: &'static str,
-    /// Decodes the arguments, runs the function, sends the reply and leaves
-    /// the process.
-    pub run: fn(&[u8]) -> !,
+    /// Decodes the arguments, runs the function and sends the reply. A
+    /// one-shot child leaves afterwards; a worker serves its next request.
+    pub run: fn(&[u8]),
 }
 
 /// Every registered function of this binary. Not public API.
