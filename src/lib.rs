@@ -208,8 +208,9 @@ mod testing;
 
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
-    Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode, Stderr,
-    fork, jobs, start_forkserver,
+    Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
+    RemoteWorker, Stderr, Task, Worker, WorkerOptions, fork, jobs, shutdown_pools,
+    start_forkserver,
 };
 
 /// Not public API: used by code that `#[bombsquad]` generates.

@@ -4,8 +4,8 @@ use proc_macro2::{Span, TokenStream};
 use syn::LitStr;
 use syn::meta::ParseNestedMeta;
 
-const KEYS: &str =
-    "`start_method`, `backend`, `timeout`, `panic`, `memory`, `cpu`, `stack_size`, `stderr`";
+const KEYS: &str = "`start_method`, `backend`, `timeout`, `panic`, `memory`, `cpu`, `stack_size`, \
+                    `stderr`, `pool`, `max_calls`, `retries`, `max_rss_growth`";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum StartMethod {
@@ -55,6 +55,12 @@ pub(crate) struct Args {
     /// In bytes.
     pub(crate) stack_size: Option<(u64, Span)>,
     pub(crate) stderr: Option<(Stderr, Span)>,
+    /// Warm workers per function.
+    pub(crate) pool: Option<(u64, Span)>,
+    pub(crate) max_calls: Option<(u64, Span)>,
+    pub(crate) retries: Option<(u64, Span)>,
+    /// In bytes.
+    pub(crate) max_rss_growth: Option<(u64, Span)>,
 }
 
 impl Args {
@@ -152,9 +158,74 @@ impl Args {
                 },
                 "\"inherit\", \"null\", \"capture\" or a file path",
             ),
+            "pool" => set_count(&mut self.pool, meta, &key, 1),
+            "max_calls" => set_count(&mut self.max_calls, meta, &key, 1),
+            "retries" => set_count(&mut self.retries, meta, &key, 0),
+            "max_rss_growth" => set_once(
+                &mut self.max_rss_growth,
+                meta,
+                &key,
+                parse_bytes,
+                "a size such as \"50MiB\", above zero",
+            ),
             _ => Err(meta.error(unknown_option(&key))),
         }
     }
+
+    /// The span of the first option given, if any.
+    pub(crate) fn first_span(&self) -> Option<Span> {
+        [
+            self.start_method.map(|(_, s)| s),
+            self.backend.map(|(_, s)| s),
+            self.timeout.map(|(_, s)| s),
+            self.panic.map(|(_, s)| s),
+            self.memory.map(|(_, s)| s),
+            self.cpu.map(|(_, s)| s),
+            self.stack_size.map(|(_, s)| s),
+            self.stderr.as_ref().map(|(_, s)| *s),
+            self.pool.map(|(_, s)| s),
+        ]
+        .into_iter()
+        .flatten()
+        .chain(self.pool_options().map(|(_, span)| span))
+        .next()
+    }
+
+    /// The pool-only options that were given, with their spans.
+    pub(crate) fn pool_options(&self) -> impl Iterator<Item = (&'static str, Span)> {
+        [
+            ("max_calls", self.max_calls.map(|(_, span)| span)),
+            ("retries", self.retries.map(|(_, span)| span)),
+            ("max_rss_growth", self.max_rss_growth.map(|(_, span)| span)),
+        ]
+        .into_iter()
+        .filter_map(|(key, span)| span.map(|span| (key, span)))
+    }
+}
+
+/// Reads `key = N` (an integer literal, at least `min`) into `slot`.
+fn set_count(
+    slot: &mut Option<(u64, Span)>,
+    meta: &ParseNestedMeta<'_>,
+    key: &str,
+    min: u64,
+) -> syn::Result<()> {
+    if slot.is_some() {
+        return Err(meta.error(format_args!("`{key}` is set more than once")));
+    }
+    let takes = format!("`{key}` takes a whole number, at least {min}: `{key} = 4`");
+    let value: syn::LitInt = meta
+        .value()
+        .map_err(|_| meta.error(&takes))?
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), &takes))?;
+    let count: u64 = value
+        .base10_parse()
+        .ok()
+        .filter(|count| *count >= min)
+        .ok_or_else(|| syn::Error::new(value.span(), &takes))?;
+    *slot = Some((count, value.span()));
+    Ok(())
 }
 
 /// "unknown option `fork`; ...", with a hint when the key is a known value.

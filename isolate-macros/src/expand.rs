@@ -77,16 +77,18 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
     let call = match args.start_method() {
         StartMethod::Fork => call_forked(&options, &codec, &params, unsafety.is_some()),
         StartMethod::Spawn | StartMethod::Forkserver => {
-            let via = match args.start_method() {
-                StartMethod::Forkserver => quote!(call_forkserved),
-                _ => quote!(call_spawned),
+            let (via, leading) = match (args.start_method(), &args.pool) {
+                (_, Some(_)) => (quote!(call_pooled), pooled(args, &options)),
+                (StartMethod::Forkserver, None) => (quote!(call_forkserved), quote!(&#options,)),
+                _ => (quote!(call_spawned), quote!(&#options,)),
             };
             let spawned = Spawned {
                 name,
                 via,
+                leading,
                 result: &result,
             };
-            call_spawned(&spawned, &options, &codec, &params, unsafety.is_some())
+            call_spawned(&spawned, &codec, &params, unsafety.is_some())
         }
     };
     quote! {
@@ -204,22 +206,55 @@ fn call_forked(
     }
 }
 
+/// The leading arguments of a pooled call: the function's own pool, and
+/// how to make it on its first call with the attribute's options.
+fn pooled(args: &Args, options: &TokenStream) -> TokenStream {
+    let workers = args
+        .pool
+        .map_or(1, |(n, _)| usize::try_from(n).unwrap_or(usize::MAX));
+    let max_calls = args.max_calls.map(|(n, _)| quote!(.max_calls(#n)));
+    let retries = args.retries.map(|(n, _)| {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        quote!(.retries(#n))
+    });
+    let growth = args
+        .max_rss_growth
+        .map(|(n, _)| quote!(.max_rss_growth(#n)));
+    quote! {
+        {
+            static __BOMBSQUAD_POOL: ::bombsquad::__private::StaticPool =
+                ::bombsquad::__private::StaticPool::new();
+            &__BOMBSQUAD_POOL
+        },
+        || ::bombsquad::__private::WorkerOptions::new()
+            .workers(#workers) #max_calls #retries #growth
+            .isolate(#options),
+    }
+}
+
 /// A function whose child rebuilds its arguments: its name, the runtime
-/// entry point that starts the child, and its result type.
+/// entry point that starts the child (with its leading arguments), and its
+/// result type.
 struct Spawned<'a> {
     name: &'a Ident,
     via: TokenStream,
+    /// The arguments before the entry: the options, or a pool.
+    leading: TokenStream,
     result: &'a TokenStream,
 }
 
 fn call_spawned(
     spawned: &Spawned<'_>,
-    options: &TokenStream,
     codec: &TokenStream,
     params: &[Param<'_>],
     unsafe_fn: bool,
 ) -> TokenStream {
-    let Spawned { name, via, result } = spawned;
+    let Spawned {
+        name,
+        via,
+        leading,
+        result,
+    } = spawned;
     let name = name.to_string();
     let names: Vec<&Ident> = params.iter().map(|p| &p.name).collect();
     let owned_types = params.iter().map(Param::owned_type);
@@ -238,8 +273,9 @@ fn call_spawned(
         static __BOMBSQUAD_ENTRY: ::bombsquad::__private::Entry = ::bombsquad::__private::Entry {
             name: ::core::concat!(::core::module_path!(), "::", #name, "@", ::core::line!(), ":", ::core::column!()),
             run: __bombsquad_run,
+            init: ::core::option::Option::None,
         };
 
-        ::bombsquad::__private::#via(&#options, &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec)
+        ::bombsquad::__private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec)
     }
 }

@@ -7,6 +7,7 @@
 
 mod args;
 mod expand;
+mod task;
 mod test_attr;
 mod valid;
 
@@ -55,10 +56,15 @@ pub fn bombsquad(args: TokenStream, item: TokenStream) -> TokenStream {
 
 fn try_expand(args: TokenStream, item: TokenStream) -> syn::Result<proc_macro2::TokenStream> {
     let args = args::Args::parse(args.into())?;
+    if let Ok(item) = syn::parse::<syn::ItemImpl>(item.clone()) {
+        task::check(&args, &item)?;
+        return Ok(task::expand(&item));
+    }
     let function: syn::ItemFn = syn::parse(item).map_err(|e| {
         syn::Error::new(
             e.span(),
-            "`#[bombsquad]` goes on a free function (`fn name(..) -> T { .. }`)",
+            "`#[bombsquad]` goes on a free function (`fn name(..) -> T { .. }`) \
+             or on `impl Task for Type`",
         )
     })?;
     let test = match (test_attr::find(&function), valid::check(&args, &function)) {

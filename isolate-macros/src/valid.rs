@@ -9,12 +9,38 @@ use crate::args::{Args, StartMethod};
 
 pub(crate) fn check(args: &Args, function: &ItemFn) -> syn::Result<()> {
     let mut errors = Errors::default();
+    check_pool(args, &mut errors);
     check_signature(&function.sig, &mut errors);
     for input in &function.sig.inputs {
         check_argument(args, input, &mut errors);
     }
     check_return(&function.sig.output, &mut errors);
     errors.finish()
+}
+
+/// A pool's workers are re-executed children answering on their channel:
+/// no other start method, no backend; its own options need `pool`.
+fn check_pool(args: &Args, errors: &mut Errors) {
+    let Some(_) = args.pool else {
+        for (key, span) in args.pool_options() {
+            errors.push_at(span, format!("`{key}` applies to a pool: add `pool = N`"));
+        }
+        return;
+    };
+    if let Some((method, span)) = args.start_method
+        && method != StartMethod::Spawn
+    {
+        errors.push_at(
+            span,
+            "a pool's workers are spawned (re-executed); remove `start_method` or `pool`",
+        );
+    }
+    if let Some((_, span)) = args.backend {
+        errors.push_at(
+            span,
+            "a pool's workers answer on their channel (large results through a shared arena): remove `backend`",
+        );
+    }
 }
 
 fn check_signature(sig: &Signature, errors: &mut Errors) {
@@ -146,7 +172,14 @@ struct Errors(Option<syn::Error>);
 
 impl Errors {
     fn push(&mut self, tokens: &impl ToTokens, message: &str) {
-        let error = syn::Error::new_spanned(tokens, message);
+        self.add(syn::Error::new_spanned(tokens, message));
+    }
+
+    fn push_at(&mut self, span: proc_macro2::Span, message: impl std::fmt::Display) {
+        self.add(syn::Error::new(span, message));
+    }
+
+    fn add(&mut self, error: syn::Error) {
         match &mut self.0 {
             Some(all) => all.combine(error),
             None => self.0 = Some(error),

@@ -106,6 +106,22 @@ fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Resul
     sys::write_all(fd, tail)
 }
 
+/// Sends an encoded result: through a worker's shared arena when it is
+/// large and there is one, else as a `Return` frame.
+fn send_result(encoded: &codec::Encoded<'_>) -> std::io::Result<()> {
+    if crate::pool::arena::place(encoded.tail) {
+        let mut payload = (encoded.tail.len() as u64).to_le_bytes().to_vec();
+        payload.extend_from_slice(&encoded.head);
+        return send_frame(FrameKind::ArenaReturn, &payload);
+    }
+    send_frame_parts(FrameKind::Return, &encoded.head, encoded.tail)
+}
+
+/// Sends a frame on the reply descriptor (a worker's socket, for `Hello`).
+pub(crate) fn send(kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
+    send_frame(kind, payload)
+}
+
 /// Sends a failure.
 pub(crate) fn send_failure(failure: &ChildFailure) {
     if let Ok(payload) = codec::to_msgpack(failure) {
@@ -162,7 +178,7 @@ pub(crate) fn respond<R>(codec: Codec<R>, function: impl FnOnce() -> R) -> Optio
     match encoded {
         Ok(Ok(encoded)) => {
             flush_output();
-            let _ = send_frame_parts(FrameKind::Return, &encoded.head, encoded.tail);
+            let _ = send_result(&encoded);
         }
         Ok(Err(message)) => send_failure(&ChildFailure::Codec {
             stage: CodecStage::EncodeResult,

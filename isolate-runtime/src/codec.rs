@@ -159,6 +159,9 @@ pub(crate) struct Encoded<'a> {
 pub struct Codec<T> {
     pub(crate) encode: for<'a> fn(&'a T) -> Result<Encoded<'a>, String>,
     pub(crate) decode: fn(Reply, Range<usize>) -> Result<T, String>,
+    /// Decodes a value whose encoding is `head` then `tail` (a worker's
+    /// large result: the head from its socket, the tail in the arena).
+    pub(crate) decode_parts: fn(&[u8], &[u8]) -> Result<T, String>,
 }
 
 impl<T> Clone for Codec<T> {
@@ -202,6 +205,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
         Self {
             encode: encode_serde::<T>,
             decode: decode_serde::<T>,
+            decode_parts: decode_serde_parts::<T>,
         }
     }
 }
@@ -216,6 +220,13 @@ fn encode_serde<T: Serialize>(value: &T) -> Result<Encoded<'_>, String> {
 #[allow(clippy::needless_pass_by_value)] // the signature is the codec's
 fn decode_serde<T: DeserializeOwned>(reply: Reply, payload: Range<usize>) -> Result<T, String> {
     from_msgpack(&reply[payload])
+}
+
+fn decode_serde_parts<T: DeserializeOwned>(head: &[u8], tail: &[u8]) -> Result<T, String> {
+    let mut whole = Vec::with_capacity(head.len() + tail.len());
+    whole.extend_from_slice(head);
+    whole.extend_from_slice(tail);
+    from_msgpack(&whole)
 }
 
 /// A MessagePack `bin` header for `len` bytes (what `rmp_serde` writes for
@@ -271,6 +282,15 @@ fn decode_bytes(reply: Reply, payload: Range<usize>) -> Result<Vec<u8>, String> 
     }
 }
 
+/// A `bin` header in `head` and its bytes in `tail`: one copy, no parsing.
+fn decode_bytes_parts(head: &[u8], tail: &[u8]) -> Result<Vec<u8>, String> {
+    match parse_bin_header(head) {
+        Some((len, data)) if len == head.len() && data == tail.len() => Ok(tail.to_vec()),
+        _ => decode_serde_parts::<serde_bytes::ByteBuf>(head, tail)
+            .map(serde_bytes::ByteBuf::into_vec),
+    }
+}
+
 /// Selects a [`Codec`] by autoref specialization:
 /// `(&&CodecTag::<T>::new()).__bombsquad_codec()` (a name no user trait takes)
 /// finds [`BytesCodec`] for `Vec<u8>` and [`SerdeCodec`] for everything else.
@@ -296,6 +316,7 @@ pub trait BytesCodec {
         Codec {
             encode: encode_bytes,
             decode: decode_bytes,
+            decode_parts: decode_bytes_parts,
         }
     }
 }

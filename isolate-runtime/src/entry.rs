@@ -67,16 +67,23 @@ pub(crate) fn accept_channel(marker: &Marker) -> Result<Option<OwnedFd>, String>
 
 /// Serves one call on `channel`: the token, the reply descriptor and the
 /// call frames, then the registered function. Shared by a re-executed child
-/// and a child of the fork server; `marker` carries the token and depth.
+/// and a child of the fork server; `marker` carries the token and depth. A
+/// `Worker` frame instead of a call makes this process a pool's worker.
 pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     sys::disable_core_dumps();
     sys::unblock_all_signals();
     sys::ignore_sigpipe();
-    let (reply_fd, name, args) =
+    let (reply_fd, request) =
         receive_call(channel.as_fd(), marker).unwrap_or_else(|why| refuse(&why));
     let setup = read_frame(channel.as_fd(), FrameKind::Setup, limits::MAX_SETUP_LEN)
         .and_then(|payload| limits::ChildSetup::decode(&payload))
         .unwrap_or_else(|why| refuse(&why));
+    let (name, args) = match request {
+        Request::Call { name, args } => (name, args),
+        Request::Worker { name } => {
+            crate::pool::serve::serve_worker(channel, reply_fd, &name, &setup, marker.depth)
+        }
+    };
     drop(channel);
     // Descriptors the parent left open without CLOEXEC (a listening
     // socket, a lock file) must not live on in the child (FAULTS.md G3).
@@ -91,6 +98,14 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
         }
         Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
     }
+}
+
+/// What the parent asks of a re-executed child.
+enum Request {
+    /// One call of the function registered as `name`.
+    Call { name: String, args: Vec<u8> },
+    /// Serve calls of `name` until told to leave (a pool's worker).
+    Worker { name: String },
 }
 
 pub(crate) fn refuse(why: &str) -> ! {
@@ -124,22 +139,27 @@ fn take_channel(marker: &Marker) -> Result<OwnedFd, String> {
     Ok(channel)
 }
 
-/// Reads the token and the reply descriptor, then the call and args frames.
-/// The token is checked before anything else is believed.
-fn receive_call(
-    channel: BorrowedFd<'_>,
-    marker: &Marker,
-) -> Result<(OwnedFd, String, Vec<u8>), String> {
+/// Reads the token and the reply descriptor, then the call and args frames
+/// (or a worker's name). The token is checked before anything else is
+/// believed.
+fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<(OwnedFd, Request), String> {
     let mut token = [0u8; TOKEN_LEN];
     let reply_fd = receive_token_and_fd(channel, &mut token)?;
     if !tokens_match(&token, &marker.token) {
         return Err("the channel token does not match the marker".to_owned());
     }
     let reply_fd = reply_fd.ok_or("the parent sent no reply descriptor")?;
-    let name = read_frame(channel, FrameKind::Call, MAX_NAME_LEN)?;
+    let (kind, name) = read_any_frame(channel, MAX_NAME_LEN)?;
     let name = String::from_utf8(name).map_err(|_| "function name is not UTF-8".to_owned())?;
-    let args = read_frame(channel, FrameKind::Args, codec::MAX_FRAME_LEN)?;
-    Ok((reply_fd, name, args))
+    let request = match kind {
+        FrameKind::Call => Request::Call {
+            name,
+            args: read_frame(channel, FrameKind::Args, codec::MAX_FRAME_LEN)?,
+        },
+        FrameKind::Worker => Request::Worker { name },
+        other => return Err(format!("expected a Call or Worker frame, got {other:?}")),
+    };
+    Ok((reply_fd, request))
 }
 
 fn receive_token_and_fd(
@@ -175,15 +195,24 @@ fn receive_token_and_fd(
 }
 
 fn read_frame(channel: BorrowedFd<'_>, expected: FrameKind, limit: u64) -> Result<Vec<u8>, String> {
+    match read_any_frame(channel, limit)? {
+        (kind, payload) if kind == expected => Ok(payload),
+        (kind, payload) => Err(format!(
+            "expected a {expected:?} frame, got {kind:?} of {} bytes",
+            payload.len()
+        )),
+    }
+}
+
+/// The next frame, whatever its kind, if its payload is at most `limit` bytes.
+fn read_any_frame(channel: BorrowedFd<'_>, limit: u64) -> Result<(FrameKind, Vec<u8>), String> {
     let mut head = [0u8; HEADER_LEN];
     sys::read_exact(channel, &mut head).map_err(|e| format!("receive the call: {e}"))?;
     let (kind, len) = codec::parse_header(&head)?;
-    if kind != expected || len > limit {
-        return Err(format!(
-            "expected a {expected:?} frame, got {kind:?} of {len} bytes"
-        ));
+    if len > limit {
+        return Err(format!("a {kind:?} frame of {len} bytes is too long"));
     }
     let mut payload = vec![0; usize::try_from(len).map_err(|e| e.to_string())?];
     sys::read_exact(channel, &mut payload).map_err(|e| format!("receive the call: {e}"))?;
-    Ok(payload)
+    Ok((kind, payload))
 }

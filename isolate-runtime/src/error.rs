@@ -115,6 +115,43 @@ pub enum Error {
         /// The maximum depth.
         limit: u32,
     },
+
+    /// A pool's workers failed to start several times in a row (their init
+    /// crashed, the program is broken); the pool refuses calls for 10 s
+    /// instead of restarting them in a storm, then tries again.
+    #[error(
+        "the worker failed to start {attempts} times in a row; the pool refuses calls \
+         for 10 s. The last attempt: {reason}"
+    )]
+    WorkerStartup {
+        /// Start attempts that failed in a row.
+        attempts: u32,
+        /// How the last attempt's process ended, Python-style: its exit
+        /// code, or minus the signal that killed it; `None` if it did not
+        /// end by itself (a timeout of the handshake).
+        exitcode: Option<i32>,
+        /// The last failure, in words.
+        reason: String,
+        /// The end of the last attempt's stderr.
+        stderr_tail: Vec<u8>,
+    },
+
+    /// The pool was shut down: before this call, or while it ran (its
+    /// worker was asked to leave, then killed after the grace period).
+    #[error("the worker pool was shut down")]
+    PoolClosed,
+
+    /// The pool was used in a process forked from the one that made it; its
+    /// workers belong to that process (FAULTS.md F9). Make a pool in the
+    /// child instead.
+    #[error(
+        "this worker pool belongs to process {owner} and was used in a process forked from it; \
+         make a new pool in the forked process"
+    )]
+    PoolInForkedChild {
+        /// The process that made the pool.
+        owner: u32,
+    },
 }
 
 /// " (CPU time 1.2 s, peak RSS 2.1 MiB)": whether it spun or waited.

@@ -20,6 +20,7 @@ mod limits;
 mod marker;
 mod outcome;
 mod panic;
+mod pool;
 mod registry;
 mod report;
 mod spawn;
@@ -34,6 +35,7 @@ pub use backend::Backend;
 pub use error::{CodecStage, Error, Location};
 pub use forkserver::start_forkserver;
 pub use isolate::{Isolate, PanicMode, fork};
+pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
 pub use report::{CallReport, NonzeroExitcode};
 pub use stdio::Stderr;
 
@@ -48,5 +50,7 @@ pub mod __private {
     pub use crate::child::serve_registered as serve;
     pub use crate::fork::call as call_forked;
     pub use crate::forkserver::call as call_forkserved;
+    pub use crate::pool::WorkerOptions;
+    pub use crate::pool::{RegisteredTask, StaticPool, call_pooled, init_task, serve_task};
     pub use crate::spawn::call as call_spawned;
 }

@@ -114,6 +114,34 @@ pub(crate) fn enter_spawned_child(setup: &ChildSetup, reply_fd: i32) {
     apply(setup, baseline);
 }
 
+/// In a worker, once it has its channel: as a spawned child, except that
+/// CPU time is limited per call ([`arm_cpu_for_call`]), since `RLIMIT_CPU`
+/// counts the whole life of the process.
+pub(crate) fn enter_worker(setup: &ChildSetup, reply_fd: i32) {
+    let per_process = ChildSetup {
+        cpu_secs: None,
+        ..*setup
+    };
+    enter_spawned_child(&per_process, reply_fd);
+}
+
+/// In a worker, before each call: `RLIMIT_CPU`'s soft limit at the CPU time
+/// used so far plus the call's budget. Only the soft limit moves (a hard
+/// limit, once lowered, cannot be raised again), so a function that
+/// catches or ignores `SIGXCPU` is not killed at the hard limit as a
+/// one-shot child is.
+pub(crate) fn arm_cpu_for_call(setup: &ChildSetup) {
+    use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
+    let Some(secs) = setup.cpu_secs else { return };
+    let used = getrusage(UsageWho::RUSAGE_SELF).map_or(0, |usage| {
+        let total = usage.user_time().tv_sec() + usage.system_time().tv_sec();
+        u64::try_from(total).unwrap_or(0)
+    });
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_CPU) {
+        let _ = setrlimit(Resource::RLIMIT_CPU, (used + secs).min(hard), hard);
+    }
+}
+
 /// Applies `setup`. A limit the process cannot set (an inherited hard limit
 /// is lower) is left as it is: the tighter one holds. Async-signal-safe.
 fn apply(setup: &ChildSetup, baseline: u64) {

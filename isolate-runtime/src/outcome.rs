@@ -45,10 +45,35 @@ pub(crate) fn conclude<R>(
     options: &Isolate,
     oom: &OomWatch,
 ) -> Result<R, Error> {
+    conclude_with(exit, || reply.finish(), codec, options, oom)
+}
+
+/// [`conclude`], with the reply read by `read_reply` (only once the call
+/// is known to have neither timed out nor sent a malformed reply).
+#[track_caller]
+pub(crate) fn conclude_with<R>(
+    exit: Exit,
+    read_reply: impl FnOnce() -> Result<Reply, String>,
+    codec: Codec<R>,
+    options: &Isolate,
+    oom: &OomWatch,
+) -> Result<R, Error> {
     // An unknown status (taken by someone else) counts as 0: a child that
     // sent its result always leaves with 0.
     let (pid, exitcode) = (exit.pid, exit.termination.map_or(0, exitcode));
-    let result = judge(exit, reply, codec, options, oom);
+    let result = judge(exit, read_reply, codec, options, oom);
+    deliver(result, options, pid, exitcode)
+}
+
+/// Runs the outcome callbacks on `result`, then re-raises a child's panic
+/// (in [`PanicMode::Resume`]) or returns it.
+#[track_caller]
+pub(crate) fn deliver<R>(
+    result: Result<R, Error>,
+    options: &Isolate,
+    pid: u32,
+    exitcode: i32,
+) -> Result<R, Error> {
     if let Some(payload) = options.callbacks.run(&result, exitcode) {
         std::panic::resume_unwind(payload);
     }
@@ -85,9 +110,9 @@ fn exitcode(termination: Termination) -> i32 {
 /// judged by the last frame, which supersedes earlier ones (a panic report
 /// from a panic the function caught itself, a panic inside `Serialize`
 /// followed by the encode failure). A fault record is never the result.
-fn judge<R>(
+pub(crate) fn judge<R>(
     exit: Exit,
-    reply: ReplyChannel,
+    read_reply: impl FnOnce() -> Result<Reply, String>,
     codec: Codec<R>,
     options: &Isolate,
     oom: &OomWatch,
@@ -112,7 +137,7 @@ fn judge<R>(
     }
     let protocol = |message: String| Error::Protocol { pid, message };
     // Read only now: a timed-out or lying child's output is never read.
-    let bytes = reply.finish().map_err(protocol)?;
+    let bytes = read_reply().map_err(protocol)?;
     let frames = codec::split_frames(&bytes);
     let (Some(termination), Some(usage)) = (exit.termination, exit.usage) else {
         // Someone else took the exit status (FAULTS.md F6, F7): a complete
@@ -139,11 +164,21 @@ fn judge<R>(
             NonzeroExitcode::new(termination, panic, report()).with_diagnosis(diagnosis),
         ));
     }
-    let frames = frames.map_err(protocol)?;
+    drop(frames);
+    judge_frames(pid, bytes, codec)
+}
+
+/// The call's result from the frames a child that did not crash sent: the
+/// last one decides (it supersedes earlier ones: a panic report from a
+/// panic the function caught itself, a panic inside `Serialize` followed
+/// by the encode failure). Fault records and progress messages never do.
+pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result<R, Error> {
+    let protocol = |message: String| Error::Protocol { pid, message };
+    let frames = codec::split_frames(&bytes).map_err(protocol)?;
     let last = frames
         .iter()
         .rev()
-        .find(|(kind, _)| *kind != FrameKind::Fault);
+        .find(|(kind, _)| !matches!(kind, FrameKind::Fault | FrameKind::Progress));
     let Some(&(kind, payload)) = last else {
         return Err(Error::ZeroExitcodeWithoutPayload { pid });
     };
@@ -196,6 +231,19 @@ fn first_panic(frames: &[(FrameKind, &[u8])]) -> Option<PanicReport> {
 /// instead of unwinding through the caller (FAULTS.md E4).
 fn decode_result<R>(reply: Reply, payload: Range<usize>, codec: Codec<R>) -> Result<R, Error> {
     match catch_unwind(AssertUnwindSafe(|| (codec.decode)(reply, payload))) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(message)) => Err(Error::codec(CodecStage::DecodeResult, message)),
+        Err(payload) => Err(Error::codec(
+            CodecStage::DecodeResult,
+            message_of(payload.as_ref()),
+        )),
+    }
+}
+
+/// Decodes a result sent in two parts (see [`Codec::decode_parts`]), as
+/// [`decode_result`] does.
+pub(crate) fn decode_parts<R>(head: &[u8], tail: &[u8], codec: Codec<R>) -> Result<R, Error> {
+    match catch_unwind(AssertUnwindSafe(|| (codec.decode_parts)(head, tail))) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(message)) => Err(Error::codec(CodecStage::DecodeResult, message)),
         Err(payload) => Err(Error::codec(

@@ -11,6 +11,9 @@ pub struct Entry {
     /// Decodes the arguments, runs the function and sends the reply. A
     /// one-shot child leaves afterwards; a worker serves its next request.
     pub run: fn(&[u8]),
+    /// Run once when a worker serving this entry starts, before it says
+    /// it is ready: a task's state is made here.
+    pub init: Option<fn()>,
 }
 
 /// Every registered function of this binary. Not public API.

@@ -121,7 +121,7 @@ pub(crate) fn unix_socketpair(kind: SockType, what: &str) -> Result<(OwnedFd, Ow
 }
 
 /// Re-executes this binary with the channel as its stdin.
-fn re_execute(start: Start) -> Result<Child, Error> {
+pub(crate) fn re_execute(start: Start) -> Result<Child, Error> {
     let started = Command::new(executable(Path::new(SELF_EXE))?)
         .env(MARKER_VAR, start.marker.encode())
         .stdin(Stdio::from(start.channel))
@@ -181,7 +181,7 @@ fn encode_request<A: Serialize + ?Sized>(name: &str, args: &A) -> Result<Vec<u8>
     Ok(request)
 }
 
-fn send_token_and_fd(
+pub(crate) fn send_token_and_fd(
     socket: BorrowedFd<'_>,
     token: &[u8; TOKEN_LEN],
     reply: BorrowedFd<'_>,
@@ -204,6 +204,7 @@ mod tests {
     static UNREGISTERED: Entry = Entry {
         name: "no::such::function@1:1",
         run: |_| sys::exit_now(9),
+        init: None,
     };
 
     #[test]

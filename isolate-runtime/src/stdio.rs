@@ -212,6 +212,13 @@ impl OutputRelay {
         self.stderr.relay(READ_BUDGET);
     }
 
+    /// Forgets the stderr tail kept so far: a worker's next call starts a
+    /// report of its own.
+    pub(crate) fn clear_tail(&mut self) {
+        self.stderr.tail.bytes.clear();
+        self.stderr.tail.total = 0;
+    }
+
     /// Relays what the exited child left in the pipes, and returns the kept
     /// stderr tail.
     pub(crate) fn finish(mut self) -> OutputTail {

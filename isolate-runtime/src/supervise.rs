@@ -101,9 +101,15 @@ impl Child {
         self.pid.cast_unsigned()
     }
 
+    /// Readable once the child has exited; `None` if it was gone before it
+    /// could be opened.
+    pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(AsFd::as_fd)
+    }
+
     /// SIGKILLs the child's process group (grandchildren included), then
     /// SIGCONTs it, as nsjail does, so a stopped member cannot linger.
-    fn kill_group(&self) {
+    pub(crate) fn kill_group(&self) {
         let Some(pidfd) = &self.pidfd else { return };
         for signal in [libc::SIGKILL, libc::SIGCONT] {
             match sys::pidfd_signal(pidfd.as_fd(), signal, true) {
@@ -129,7 +135,7 @@ impl Child {
 
     /// Reaps the child, killing what is left of its process group first.
     /// `None` when its exit status was taken by someone else.
-    fn reap(&mut self) -> Result<Option<(i32, libc::rusage)>, Error> {
+    pub(crate) fn reap(&mut self) -> Result<Option<(i32, libc::rusage)>, Error> {
         if self.reaped {
             return Ok(None);
         }

@@ -1,0 +1,102 @@
+//! The keeper: one long-lived library thread that starts every worker
+//! process and lets retired ones finish.
+//!
+//! Workers are started here, never on the caller's thread, because
+//! `PR_SET_PDEATHSIG` fires when the *thread* that created the child exits,
+//! not the process: a worker started from a test thread would die with that
+//! test (FAULTS.md F3). This thread never exits while the process lives.
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::supervise::Child;
+
+/// Work for the keeper thread.
+enum Job {
+    Run(Box<dyn FnOnce() + Send>),
+    /// A worker that was asked to leave: reaped when it does, killed at
+    /// `deadline` if it has not.
+    Retire {
+        child: Child,
+        deadline: Instant,
+    },
+}
+
+fn keeper() -> &'static Mutex<Sender<Job>> {
+    static KEEPER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
+    KEEPER.get_or_init(|| {
+        let (sender, jobs) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("bombsquad-keeper".to_owned())
+            .spawn(move || keep(&jobs))
+            .expect("start the bombsquad keeper thread");
+        Mutex::new(sender)
+    })
+}
+
+fn submit(job: Job) {
+    let sender = keeper()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The keeper never exits, so its receiver lives as long as the process.
+    let _ = sender.send(job);
+}
+
+/// Runs `start` on the keeper thread and returns its result.
+pub(crate) fn run<T: Send + 'static>(start: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = mpsc::sync_channel(1);
+    submit(Job::Run(Box::new(move || {
+        let _ = done.send(start());
+    })));
+    result
+        .recv()
+        .expect("the keeper thread runs every job it is given")
+}
+
+/// Lets `child`, already asked to leave, exit within `grace`, then kills
+/// its process group. Reaped either way, off the caller's thread.
+pub(crate) fn retire(child: Child, grace: Duration) {
+    submit(Job::Retire {
+        child,
+        deadline: Instant::now() + grace,
+    });
+}
+
+fn keep(jobs: &Receiver<Job>) {
+    let mut retiring: Vec<(Child, Instant)> = Vec::new();
+    loop {
+        let job = match retiring.iter().map(|(_, deadline)| *deadline).min() {
+            None => jobs.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(deadline) => {
+                // Wake at the nearest deadline, and every 10 ms to reap those that left.
+                let wait = deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(10));
+                jobs.recv_timeout(wait)
+            }
+        };
+        match job {
+            Ok(Job::Run(start)) => {
+                // A panicking job must not end this thread: its children
+                // would die with it.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(start));
+            }
+            Ok(Job::Retire { child, deadline }) => retiring.push((child, deadline)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        // Dropping a `Child` kills what is left of its group and reaps it.
+        retiring.retain(|(child, deadline)| now < *deadline && !has_exited(child));
+    }
+}
+
+fn has_exited(child: &Child) -> bool {
+    let Some(pidfd) = child.pidfd() else {
+        return true;
+    };
+    let mut fds = [PollFd::new(pidfd, PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}

@@ -1,0 +1,434 @@
+//! Pools of warm workers: processes that stay up and serve call after call,
+//! replaced when one dies, so a crash fails only the call it was running
+//! (FAULTS.md J1-J6).
+//!
+//! The calling thread runs its call itself on a worker it checks out, so a
+//! warm call costs one round trip on a socket; only starting a worker goes
+//! through the keeper thread (`keeper.rs`, FAULTS.md F3).
+
+pub(crate) mod arena;
+mod keeper;
+mod options;
+mod process;
+pub(crate) mod serve;
+mod statics;
+mod task;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use serde::Serialize;
+
+use crate::backend::Reply;
+use crate::codec::{self, Codec, FrameKind, HEADER_LEN};
+use crate::error::{CodecStage, Error};
+use crate::outcome;
+use crate::panic::message_of;
+use crate::sys;
+
+pub use options::WorkerOptions;
+pub(crate) use process::Launch;
+use process::{CallEnd, WorkerProcess};
+pub use statics::{StaticPool, call_pooled, shutdown_pools};
+pub use task::{RegisteredTask, RemoteWorker, Task, Worker, init_task, serve_task};
+
+/// How many start failures in a row, within [`FAILURE_WINDOW`], break a pool.
+const MAX_START_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(10);
+/// The first pause after a failed start; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// The engine behind [`Worker`], [`RemoteWorker`] and `#[bombsquad(pool = N)]`.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    launch: Launch,
+    options: WorkerOptions,
+    /// The process that made the pool; no other may use it (FAULTS.md F9).
+    owner: u32,
+    depth: u32,
+    state: Mutex<State>,
+    /// Signalled when a worker is checked in, lost, or the pool closes.
+    changed: Condvar,
+    restarts: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    idle: Vec<WorkerProcess>,
+    /// Workers that exist or are starting: idle, busy or on their way.
+    live: usize,
+    /// Kill handles (pidfds) of every live worker, busy ones included.
+    members: Vec<(u32, OwnedFd)>,
+    closed: bool,
+    failures: Failures,
+}
+
+/// Consecutive start failures (FAULTS.md J2).
+#[derive(Debug, Default)]
+struct Failures {
+    count: u32,
+    first: Option<Instant>,
+    /// Set once the pool is broken: the error every call gets until `until`.
+    broken: Option<(Instant, StartupFailure)>,
+}
+
+/// The last start failure of a broken pool, kept to make a fresh error for
+/// each call that finds the pool broken.
+#[derive(Debug, Clone)]
+struct StartupFailure {
+    attempts: u32,
+    exitcode: Option<i32>,
+    reason: String,
+    stderr_tail: Vec<u8>,
+}
+
+impl StartupFailure {
+    fn error(&self) -> Error {
+        Error::WorkerStartup {
+            attempts: self.attempts,
+            exitcode: self.exitcode,
+            reason: self.reason.clone(),
+            stderr_tail: self.stderr_tail.clone(),
+        }
+    }
+}
+
+impl Pool {
+    pub(crate) fn new(launch: Launch, options: WorkerOptions) -> Result<Self, Error> {
+        let depth = crate::child::next_depth()?;
+        Ok(Self {
+            launch,
+            options,
+            owner: std::process::id(),
+            depth,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            restarts: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts workers until `count` are live (for an eager `spawn`).
+    pub(crate) fn fill(&self, count: usize) -> Result<(), Error> {
+        for _ in 0..count.min(self.options.workers) {
+            let worker = self.checkout()?;
+            self.checkin(worker);
+        }
+        Ok(())
+    }
+
+    /// Workers replaced after they died, timed out or were lost.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// The pids of the live workers.
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.lock().members.iter().map(|(pid, _)| *pid).collect()
+    }
+
+    /// Runs one call with `args`, decoding the answer with `codec`.
+    #[track_caller]
+    pub(crate) fn call<A: Serialize + ?Sized, R>(
+        &self,
+        args: &A,
+        codec: Codec<R>,
+        progress: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<R, Error> {
+        self.check_owner()?;
+        let request = encode_request(args)?;
+        let isolate = &self.options.isolate;
+        let mut crashes = 0;
+        loop {
+            let worker = self.checkout()?;
+            let pid = worker.pid();
+            let deadline = isolate.deadline();
+            let (worker, end) = worker.call(&request, deadline, progress);
+            match end {
+                CallEnd::Answered { reply } => {
+                    let mut worker = worker.expect("an answering worker lives on");
+                    let result = decode_answer(&mut worker, reply, codec);
+                    self.checkin(worker);
+                    return outcome::deliver(result, isolate, pid, 0);
+                }
+                // Nothing ran: a fresh worker gets the request (FAULTS.md F11, J3).
+                CallEnd::Undelivered => self.lost(pid),
+                CallEnd::Lost { exit, oom, reply } => {
+                    self.lost(pid);
+                    if self.lock().closed {
+                        return Err(Error::PoolClosed);
+                    }
+                    let exitcode = exit.termination.map_or(0, exitcode_of);
+                    let read = || Ok(Reply::Read(reply));
+                    let result = outcome::judge(*exit, read, codec, isolate, &oom);
+                    if matches!(result, Err(Error::NonzeroExitcode(_)))
+                        && crashes < self.options.retries
+                    {
+                        std::thread::sleep(backoff(crashes));
+                        crashes += 1;
+                        continue;
+                    }
+                    return outcome::deliver(result, isolate, pid, exitcode);
+                }
+            }
+        }
+    }
+
+    fn check_owner(&self) -> Result<(), Error> {
+        if std::process::id() == self.owner {
+            Ok(())
+        } else {
+            Err(Error::PoolInForkedChild { owner: self.owner })
+        }
+    }
+
+    /// An idle worker, a new one if the pool has room, or the next one
+    /// checked in.
+    fn checkout(&self) -> Result<WorkerProcess, Error> {
+        let mut state = self.lock();
+        loop {
+            if state.closed {
+                return Err(Error::PoolClosed);
+            }
+            if let Some((until, failure)) = &state.failures.broken {
+                if Instant::now() < *until {
+                    return Err(failure.error());
+                }
+                state.failures = Failures::default(); // cooled down: try again
+            }
+            if let Some(worker) = state.idle.pop() {
+                return Ok(worker);
+            }
+            if state.live < self.options.workers {
+                state.live += 1;
+                drop(state);
+                return self.start_worker();
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// Starts a worker for a slot already counted in `live`, retrying with
+    /// backoff; five failures in a row within 10 s break the pool.
+    fn start_worker(&self) -> Result<WorkerProcess, Error> {
+        loop {
+            let error = match WorkerProcess::start(&self.launch, &self.options.isolate, self.depth)
+            {
+                Ok(worker) => {
+                    let mut state = self.lock();
+                    state.failures = Failures::default();
+                    if let Some(handle) = worker.kill_handle() {
+                        state.members.push((worker.pid(), handle));
+                    }
+                    return Ok(worker);
+                }
+                Err(error) => error,
+            };
+            let mut state = self.lock();
+            let retry = is_retriable(&error) && !state.closed;
+            let failures = &mut state.failures;
+            let now = Instant::now();
+            if failures
+                .first
+                .is_none_or(|first| now - first > FAILURE_WINDOW)
+            {
+                *failures = Failures {
+                    first: Some(now),
+                    ..Failures::default()
+                };
+            }
+            failures.count += 1;
+            let count = failures.count;
+            if !retry || count >= MAX_START_FAILURES {
+                state.live -= 1;
+                self.changed.notify_all();
+                if !retry {
+                    return Err(error);
+                }
+                let failure = startup_failure(count, &error);
+                state.failures.broken = Some((now + FAILURE_WINDOW, failure.clone()));
+                return Err(failure.error());
+            }
+            drop(state);
+            std::thread::sleep(backoff(count - 1));
+        }
+    }
+
+    /// Returns a worker after a call: idle again, or retired when it has
+    /// served its `max_calls` or grown past `max_rss_growth` (FAULTS.md J5).
+    fn checkin(&self, mut worker: WorkerProcess) {
+        let spent = self
+            .options
+            .max_calls
+            .is_some_and(|max| worker.calls >= max);
+        let grown = self.options.max_rss_growth.is_some_and(|growth| {
+            let Some(rss) = worker.rss() else {
+                return false;
+            };
+            let baseline = *worker.rss_baseline.get_or_insert(rss);
+            rss.saturating_sub(baseline) > growth
+        });
+        let mut state = self.lock();
+        if spent || grown || state.closed {
+            let pid = worker.pid();
+            state.members.retain(|(member, _)| *member != pid);
+            state.live -= 1;
+            drop(state);
+            worker.retire(self.options.shutdown_grace);
+        } else {
+            state.idle.push(worker);
+            drop(state);
+        }
+        self.changed.notify_one();
+    }
+
+    /// Forgets a worker that died or was killed (it is already reaped).
+    fn lost(&self, pid: u32) {
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.lock();
+        state.members.retain(|(member, _)| *member != pid);
+        state.live -= 1;
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Asks every worker to leave, waits up to `grace` for them, then kills
+    /// their process groups. Calls in flight end with [`Error::PoolClosed`];
+    /// later calls get it at once. Returns within `grace` plus a little.
+    pub(crate) fn shutdown(&self, grace: Duration) {
+        let (idle, handles) = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.live -= state.idle.len();
+            let idle = std::mem::take(&mut state.idle);
+            let handles: Vec<OwnedFd> = state
+                .members
+                .drain(..)
+                .filter_map(|(_, handle)| handle.try_clone().ok())
+                .collect();
+            (idle, handles)
+        };
+        self.changed.notify_all();
+        for worker in idle {
+            worker.retire(grace);
+        }
+        wait_for_exit(&handles, Instant::now() + grace);
+        for handle in &handles {
+            // The busy ones: their callers reap them once they see them die.
+            let _ = sys::pidfd_signal(handle.as_fd(), libc::SIGKILL, true);
+            let _ = sys::pidfd_signal(handle.as_fd(), libc::SIGKILL, false);
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        if !self.lock().closed {
+            self.shutdown(self.options.shutdown_grace);
+        }
+    }
+}
+
+/// Waits until every process in `pidfds` has exited, or `deadline`.
+fn wait_for_exit(pidfds: &[OwnedFd], deadline: Instant) {
+    loop {
+        let mut fds: Vec<PollFd<'_>> = pidfds
+            .iter()
+            .map(|fd| PollFd::new(fd.as_fd(), PollFlags::POLLIN))
+            .collect();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || poll(&mut fds, PollTimeout::ZERO).unwrap_or(0) == fds.len() as i32 {
+            return;
+        }
+        let _ = poll(&mut fds[..1], PollTimeout::from(10u8));
+    }
+}
+
+/// A start that may succeed if tried again: not a program that cannot be
+/// run at all (ENOENT, EACCES), but a crash, a timeout or EAGAIN.
+fn is_retriable(error: &Error) -> bool {
+    match error {
+        Error::Spawn { source, .. } => source.raw_os_error() == Some(libc::EAGAIN),
+        Error::NestingTooDeep { .. } | Error::PoolInForkedChild { .. } => false,
+        _ => true,
+    }
+}
+
+fn startup_failure(attempts: u32, error: &Error) -> StartupFailure {
+    let (exitcode, stderr_tail) = match error {
+        Error::NonzeroExitcode(exit) => (Some(exit.exitcode()), exit.stderr_tail().to_vec()),
+        Error::Timeout { report, .. } => (None, report.stderr_tail().to_vec()),
+        _ => (None, Vec::new()),
+    };
+    StartupFailure {
+        attempts,
+        exitcode,
+        reason: error.to_string(),
+        stderr_tail,
+    }
+}
+
+/// 50 ms, doubling per attempt, at most 2 s.
+fn backoff(attempt: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << attempt.min(16))
+        .min(MAX_BACKOFF)
+}
+
+fn exitcode_of(termination: outcome::Termination) -> i32 {
+    match termination {
+        outcome::Termination::Exited(code) => code,
+        outcome::Termination::Signaled { signal, .. } => -signal,
+    }
+}
+
+/// The `Request` frame, encoded before a worker is taken, so arguments that
+/// fail to encode cost nothing.
+fn encode_request<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>, Error> {
+    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut frame = codec::header(FrameKind::Request, 0).to_vec();
+        rmp_serde::encode::write_named(&mut frame, args).map_err(|e| e.to_string())?;
+        let len = frame.len() - HEADER_LEN;
+        frame[..HEADER_LEN].copy_from_slice(&codec::header(FrameKind::Request, len));
+        Ok::<_, String>(frame)
+    }));
+    match encoded {
+        Ok(Ok(frame)) => Ok(frame),
+        Ok(Err(message)) => Err(Error::codec(CodecStage::EncodeArguments, message)),
+        Err(payload) => Err(Error::codec(
+            CodecStage::EncodeArguments,
+            message_of(payload.as_ref()),
+        )),
+    }
+}
+
+/// The result an answering worker sent: from the arena for a large one.
+fn decode_answer<R>(
+    worker: &mut WorkerProcess,
+    reply: Vec<u8>,
+    codec: Codec<R>,
+) -> Result<R, Error> {
+    let pid = worker.pid();
+    let protocol = |message: String| Error::Protocol { pid, message };
+    let frames = codec::split_frames(&reply).map_err(protocol)?;
+    let Some(&(FrameKind::ArenaReturn, payload)) = frames.last() else {
+        drop(frames);
+        return outcome::judge_frames(pid, Reply::Read(reply), codec);
+    };
+    let (len, head) = payload
+        .split_first_chunk::<8>()
+        .ok_or_else(|| protocol("a short arena frame".to_owned()))?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|e| protocol(e.to_string()))?;
+    let tail = worker.arena_bytes(len).map_err(protocol)?;
+    outcome::decode_parts(head, tail, codec)
+}

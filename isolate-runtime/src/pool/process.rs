@@ -1,0 +1,512 @@
+//! The parent's side of one worker process: starting it (on the keeper
+//! thread), the handshake, and one call at a time over its channel.
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, SockType, send};
+
+use crate::backend::Reply;
+use crate::classify::OomWatch;
+use crate::codec::{self, FrameKind, HEADER_LEN};
+use crate::error::Error;
+use crate::isolate::Isolate;
+use crate::limits::ChildSetup;
+use crate::marker::Marker;
+use crate::outcome::{self, Termination};
+use crate::pool::arena::Arena;
+use crate::pool::keeper;
+use crate::pool::serve::{Hello, PROTOCOL_VERSION};
+use crate::registry::Entry;
+use crate::report::Usage;
+use crate::spawn::{self, Start, unix_socketpair};
+use crate::stdio::OutputRelay;
+use crate::supervise::{Child, Exit};
+use crate::sys;
+
+/// How long a worker may take to say it is ready (DESIGN.md: `WorkerStartup`
+/// after 10 s).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Read from the channel per wake-up, so a flooding worker cannot starve
+/// the deadline check.
+const READ_BUDGET: usize = 16 << 20;
+
+/// What a worker process runs.
+#[derive(Clone)]
+pub(crate) enum Launch {
+    /// This binary, re-executed, serving a registered function or task.
+    Registered(&'static Entry),
+    /// Another program speaking `PROTOCOL.md` on its stdin.
+    Command(Arc<dyn Fn() -> Command + Send + Sync>),
+}
+
+impl std::fmt::Debug for Launch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Registered(entry) => f.debug_tuple("Registered").field(&entry.name).finish(),
+            Self::Command(make) => f.debug_tuple("Command").field(&make()).finish(),
+        }
+    }
+}
+
+/// One live worker process and its channel.
+#[derive(Debug)]
+pub(crate) struct WorkerProcess {
+    child: Child,
+    /// Non-blocking.
+    socket: OwnedFd,
+    output: OutputRelay,
+    /// `None` for a worker that is not this binary.
+    arena: Option<Arena>,
+    /// The cgroup's OOM-kill count when the worker started.
+    oom: OomWatch,
+    /// Calls it has answered.
+    pub(crate) calls: u64,
+    /// Its resident size after its first call, for `max_rss_growth`.
+    pub(crate) rss_baseline: Option<u64>,
+}
+
+/// How a call on a worker ended.
+#[derive(Debug)]
+pub(crate) enum CallEnd {
+    /// The worker answered and lives on. `reply` holds the answer's frames;
+    /// a large result's bytes are in the arena.
+    Answered { reply: Vec<u8> },
+    /// The worker was gone before it could receive the request: nothing ran.
+    Undelivered,
+    /// The worker died, timed out or broke the protocol during the call; it
+    /// has been killed and reaped. `reply` is what it sent before.
+    Lost {
+        exit: Box<Exit>,
+        oom: OomWatch,
+        reply: Vec<u8>,
+    },
+}
+
+impl WorkerProcess {
+    /// Starts a worker and waits for its `Hello`.
+    ///
+    /// # Errors
+    ///
+    /// `Spawn` when it cannot be started; the judged failure (a crash,
+    /// `Timeout`, `Protocol`, a panic in its init) when it dies or
+    /// misbehaves before it is ready.
+    pub(crate) fn start(launch: &Launch, options: &Isolate, depth: u32) -> Result<Self, Error> {
+        let oom = OomWatch::start();
+        let (socket, child_socket) = unix_socketpair(
+            SockType::Stream,
+            "create the channel to the worker (socketpair)",
+        )?;
+        let (output, stdio) = OutputRelay::create(&options.stderr)?;
+        let started_at = Instant::now();
+        let (child, arena) = match launch {
+            Launch::Registered(entry) => {
+                let marker = Marker::for_new_child(depth)
+                    .map_err(|e| Error::spawn("draw a random token", e))?;
+                let token = marker.token;
+                let start = Start {
+                    channel: child_socket,
+                    stdio,
+                    marker,
+                    started_at,
+                };
+                let child = keeper::run(move || spawn::re_execute(start))?;
+                let arena = Arena::create()?;
+                // A worker that died early cannot take these; its exit says why.
+                let _ = spawn::send_token_and_fd(socket.as_fd(), &token, arena.fd());
+                let _ = send_setup(socket.as_fd(), entry.name, options);
+                (child, Some(arena))
+            }
+            Launch::Command(make) => {
+                let mut command = make();
+                command
+                    .stdin(Stdio::from(child_socket))
+                    .stdout(Stdio::from(stdio.stdout))
+                    .stderr(Stdio::from(stdio.stderr))
+                    .process_group(0);
+                let child = keeper::run(move || start_command(command, started_at))?;
+                (child, None)
+            }
+        };
+        sys::set_nonblocking(&socket).map_err(|e| Error::spawn("configure the channel", e))?;
+        let worker = Self {
+            child,
+            socket,
+            output,
+            arena,
+            oom,
+            calls: 0,
+            rss_baseline: None,
+        };
+        worker.handshake(options)
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.pid()
+    }
+
+    /// A second descriptor for the process, for a shutdown that must kill
+    /// it while another thread runs a call on it.
+    pub(crate) fn kill_handle(&self) -> Option<OwnedFd> {
+        self.child.pidfd()?.try_clone_to_owned().ok()
+    }
+
+    /// Waits for `Hello`, or judges why it did not come.
+    fn handshake(mut self, options: &Isolate) -> Result<Self, Error> {
+        let started = Instant::now();
+        let deadline = Some(started + HANDSHAKE_TIMEOUT);
+        let mut reply = Vec::new();
+        if let Err(loss) = self.exchange(&[], &mut reply, deadline, &mut |_| Ok(())) {
+            let options = options.clone().timeout(HANDSHAKE_TIMEOUT);
+            let (exit, oom) = self.take_exit(loss, started);
+            return Err(outcome::judge(
+                exit,
+                || Ok(Reply::Read(reply)),
+                codec_unit(),
+                &options,
+                &oom,
+            )
+            .err()
+            .unwrap_or_else(|| Error::Protocol {
+                pid: 0,
+                message: "the worker left before it said hello".to_owned(),
+            }));
+        }
+        let pid = self.pid();
+        let protocol = |message: String| Error::Protocol { pid, message };
+        let frames = codec::split_frames(&reply).map_err(protocol)?;
+        let Some(&(FrameKind::Hello, payload)) = frames.last() else {
+            // A panic in a task's init, an unknown function: the frames say.
+            drop(frames);
+            return Err(outcome::judge_frames(pid, Reply::Read(reply), codec_unit())
+                .err()
+                .unwrap_or_else(|| protocol("the worker's first frame was not Hello".to_owned())));
+        };
+        let hello: Hello = codec::from_msgpack(payload).map_err(protocol)?;
+        if hello.protocol != PROTOCOL_VERSION {
+            return Err(protocol(format!(
+                "the worker speaks protocol {}, this library speaks {PROTOCOL_VERSION}",
+                hello.protocol
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Runs one call: sends `request` (a whole `Request` frame) and waits
+    /// for the answer, handing each progress message to `progress` on the
+    /// way, until `deadline`.
+    pub(crate) fn call(
+        mut self,
+        request: &[u8],
+        deadline: Option<Instant>,
+        progress: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> (Option<Self>, CallEnd) {
+        let started = Instant::now();
+        let mut reply = Vec::new();
+        match self.exchange(request, &mut reply, deadline, progress) {
+            Ok(()) => {
+                self.calls += 1;
+                (Some(self), CallEnd::Answered { reply })
+            }
+            Err(Loss::Undelivered) => {
+                let _ = self.take_exit(Loss::Undelivered, started);
+                (None, CallEnd::Undelivered)
+            }
+            Err(loss) => {
+                let (exit, oom) = self.take_exit(loss, started);
+                let exit = Box::new(exit);
+                (None, CallEnd::Lost { exit, oom, reply })
+            }
+        }
+    }
+
+    /// A large result's bytes, from the arena.
+    pub(crate) fn arena_bytes(&mut self, len: usize) -> Result<&[u8], String> {
+        match &mut self.arena {
+            Some(arena) => arena.read(len),
+            None => Err("an arena result from a worker that has no arena".to_owned()),
+        }
+    }
+
+    /// Asks the worker to leave and lets the keeper reap it (killing its
+    /// group after `grace`).
+    pub(crate) fn retire(self, grace: Duration) {
+        let frame = codec::header(FrameKind::Shutdown, 0);
+        let _ = send(
+            self.socket.as_raw_fd(),
+            &frame,
+            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        );
+        keeper::retire(self.child, grace);
+    }
+
+    /// The worker's resident set size, from `/proc/<pid>/statm`.
+    pub(crate) fn rss(&self) -> Option<u64> {
+        let statm = std::fs::read_to_string(format!("/proc/{}/statm", self.pid())).ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * page_size())
+    }
+
+    /// Kills and reaps the worker after a loss, and says how it ended.
+    fn take_exit(mut self, loss: Loss, started: Instant) -> (Exit, OomWatch) {
+        let (timed_out, bad_reply) = match loss {
+            Loss::TimedOut => (true, None),
+            Loss::BadFrame(message) => (false, Some(message)),
+            Loss::Undelivered | Loss::Died => (false, None),
+        };
+        if timed_out || bad_reply.is_some() {
+            self.child.kill_group();
+        }
+        let status = self.child.reap().unwrap_or(None);
+        let exit = Exit {
+            pid: self.child.pid(),
+            termination: status.map(|(status, _)| Termination::from_wait_status(status)),
+            timed_out,
+            bad_reply,
+            wall_time: started.elapsed(),
+            usage: status.map(|(_, usage)| Usage::from_rusage(&usage)),
+            stderr: self.output.finish(),
+        };
+        (exit, self.oom)
+    }
+
+    /// Sends `request`, then reads until a frame that ends the exchange
+    /// (`Hello` or an answer) has arrived whole in `reply`.
+    fn exchange(
+        &mut self,
+        request: &[u8],
+        reply: &mut Vec<u8>,
+        deadline: Option<Instant>,
+        progress: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<(), Loss> {
+        self.output.clear_tail();
+        let mut outgoing = request;
+        if !outgoing.is_empty() {
+            match send(
+                self.socket.as_raw_fd(),
+                outgoing,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            ) {
+                Ok(n) => outgoing = &outgoing[n..],
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                // Nothing was received: the request never ran (FAULTS.md F11).
+                Err(_) => return Err(Loss::Undelivered),
+            }
+        }
+        let mut frames = FrameCursor::default();
+        loop {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(Loss::TimedOut);
+            }
+            let ready = self.wait(!outgoing.is_empty(), deadline)?;
+            if ready.output {
+                self.output.relay_available();
+            }
+            if ready.writable {
+                match send(
+                    self.socket.as_raw_fd(),
+                    outgoing,
+                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+                ) {
+                    Ok(n) => outgoing = &outgoing[n..],
+                    Err(Errno::EAGAIN | Errno::EINTR) => {}
+                    Err(_) => outgoing = &[], // it died; its exit will say why
+                }
+            }
+            if ready.readable || ready.exited {
+                let budget = if ready.exited {
+                    usize::MAX
+                } else {
+                    READ_BUDGET
+                };
+                read_available(self.socket.as_fd(), reply, budget);
+                if frames.advance(reply, progress).map_err(Loss::BadFrame)? {
+                    return Ok(());
+                }
+            }
+            if ready.exited {
+                return Err(Loss::Died);
+            }
+        }
+    }
+
+    /// Polls the process, the channel and the output pipes.
+    fn wait(&self, sending: bool, deadline: Option<Instant>) -> Result<Ready, Loss> {
+        let Some(pidfd) = self.child.pidfd() else {
+            return Err(Loss::Died);
+        };
+        let channel = if sending {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        };
+        let mut fds = vec![
+            PollFd::new(pidfd, PollFlags::POLLIN),
+            PollFd::new(self.socket.as_fd(), channel),
+        ];
+        fds.extend(
+            self.output
+                .poll_fds()
+                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
+        );
+        match poll(&mut fds, remaining(deadline)) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => return Err(Loss::Died),
+        }
+        let events = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::POLLERR);
+        let channel = events(&fds[1]);
+        Ok(Ready {
+            exited: !events(&fds[0]).is_empty(),
+            readable: channel
+                .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR),
+            writable: channel.contains(PollFlags::POLLOUT),
+            output: fds[2..].iter().any(|fd| !events(fd).is_empty()),
+        })
+    }
+}
+
+/// What a poll found.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    exited: bool,
+    readable: bool,
+    writable: bool,
+    output: bool,
+}
+
+/// Why an exchange did not end with an answer.
+#[derive(Debug)]
+enum Loss {
+    Undelivered,
+    Died,
+    TimedOut,
+    BadFrame(String),
+}
+
+/// Walks the frames of a reply as they arrive: progress messages are
+/// handed over (and skipped), and the frame that ends the exchange stops
+/// the walk.
+#[derive(Debug, Default)]
+struct FrameCursor {
+    /// Where the next unread frame starts.
+    at: usize,
+}
+
+impl FrameCursor {
+    /// `true` once an answer (or `Hello`) has arrived whole.
+    fn advance(
+        &mut self,
+        reply: &mut Vec<u8>,
+        progress: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+    ) -> Result<bool, String> {
+        loop {
+            let Some(head) = reply.get(self.at..self.at + HEADER_LEN) else {
+                return Ok(false);
+            };
+            let (kind, len) = codec::parse_header(head.try_into().expect("a header"))?;
+            let len = usize::try_from(len).map_err(|e| e.to_string())?;
+            let end = self.at + HEADER_LEN + len;
+            if reply.len() < end {
+                reply.reserve(end - reply.len());
+                return Ok(false);
+            }
+            match kind {
+                FrameKind::Progress => {
+                    progress(&reply[self.at + HEADER_LEN..end])?;
+                    if end == reply.len() {
+                        // Everything so far was progress: let the buffer be reused.
+                        reply.clear();
+                        self.at = 0;
+                        continue;
+                    }
+                }
+                FrameKind::Fault => {}
+                FrameKind::Hello
+                | FrameKind::Return
+                | FrameKind::ArenaReturn
+                | FrameKind::Panic
+                | FrameKind::Failure => {
+                    if end != reply.len() {
+                        return Err(format!(
+                            "{} bytes after the {kind:?} frame",
+                            reply.len() - end
+                        ));
+                    }
+                    return Ok(true);
+                }
+                other => return Err(format!("unexpected {other:?} frame from the worker")),
+            }
+            self.at = end;
+        }
+    }
+}
+
+/// Reads what the channel holds, up to `budget` bytes.
+fn read_available(socket: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) {
+    let mut taken = 0;
+    while taken < budget {
+        match sys::read_into_spare(socket, reply, 64 << 10) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => taken += n,
+        }
+    }
+}
+
+fn remaining(deadline: Option<Instant>) -> PollTimeout {
+    let Some(deadline) = deadline else {
+        return PollTimeout::NONE;
+    };
+    let left = deadline.saturating_duration_since(Instant::now());
+    let millis = left.as_nanos().div_ceil(1_000_000);
+    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u64::try_from(size).ok())
+        .unwrap_or(4096)
+}
+
+/// Starts an external worker program.
+fn start_command(mut command: Command, started_at: Instant) -> Result<Child, Error> {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let started = command
+        .spawn()
+        .map_err(|e| Error::spawn(format!("start the worker program {program:?}"), e))?;
+    let child = Child::adopt(started.id().cast_signed(), started_at)?;
+    drop(started); // std's handle neither waits nor kills; `child` owns the process now
+    Ok(child)
+}
+
+/// The `Worker` and `Setup` frames, after the token and the arena.
+fn send_setup(socket: BorrowedFd<'_>, name: &str, options: &Isolate) -> Result<(), String> {
+    let mut frames = codec::header(FrameKind::Worker, name.len()).to_vec();
+    frames.extend_from_slice(name.as_bytes());
+    frames.extend(ChildSetup::new(options).frame()?);
+    send_all(socket, &frames).map_err(|e| e.to_string())
+}
+
+/// Sends all of `bytes` on a blocking socket, never raising SIGPIPE
+/// (FAULTS.md F11: the host may not ignore it).
+fn send_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
+    while !bytes.is_empty() {
+        match send(socket.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn codec_unit() -> codec::Codec<()> {
+    codec::Codec::serde()
+}

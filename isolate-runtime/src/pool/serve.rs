@@ -1,0 +1,90 @@
+//! The worker's side: a re-executed child that, instead of one call, serves
+//! requests on its channel until told to leave or the channel closes
+//! (`PROTOCOL.md`).
+
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, FrameKind, HEADER_LEN};
+use crate::limits::{self, ChildSetup};
+use crate::pool::arena;
+use crate::registry::{self, Entry};
+use crate::{child, sys};
+
+/// The protocol version a worker speaks in its `Hello`.
+pub(crate) const PROTOCOL_VERSION: u32 = 1;
+
+/// The worker's first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Hello {
+    pub(crate) protocol: u32,
+    pub(crate) pid: u32,
+}
+
+/// Serves `name` on `channel` until a `Shutdown` frame or the end of the
+/// channel. The registered init hook (a task's) runs first, before `Hello`,
+/// so a worker whose init crashes never looks ready.
+pub(crate) fn serve_worker(
+    channel: OwnedFd,
+    arena_fd: OwnedFd,
+    name: &str,
+    setup: &ChildSetup,
+    depth: u32,
+) -> ! {
+    sys::close_fds_except(&mut [channel.as_raw_fd(), arena_fd.as_raw_fd()]);
+    arena::install(arena_fd);
+    // `channel` lives until the worker leaves by `_exit`.
+    let fd = channel.as_raw_fd();
+    child::become_child(fd, depth, true);
+    limits::enter_worker(setup, fd);
+    let entry = match registry::find(name) {
+        Ok(entry) => entry,
+        Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
+    };
+    initialize(entry);
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        pid: std::process::id(),
+    };
+    let sent = codec::to_msgpack(&hello)
+        .is_ok_and(|payload| child::send(FrameKind::Hello, &payload).is_ok());
+    if !sent {
+        child::leave();
+    }
+    loop {
+        match next_request(channel.as_fd()) {
+            Some(request) => {
+                limits::arm_cpu_for_call(setup);
+                (entry.run)(&request);
+                child::flush_output();
+            }
+            None => child::leave(),
+        }
+    }
+}
+
+/// Runs the entry's init hook; a panic there is reported (the panic hook
+/// sends it) and ends the worker before it says hello.
+fn initialize(entry: &Entry) {
+    if let Some(init) = entry.init
+        && catch_unwind(AssertUnwindSafe(init)).is_err()
+    {
+        child::leave();
+    }
+}
+
+/// The next request's payload; `None` on `Shutdown`, at the end of the
+/// channel, or on anything the parent would never send.
+fn next_request(channel: BorrowedFd<'_>) -> Option<Vec<u8>> {
+    let mut head = [0u8; HEADER_LEN];
+    sys::read_exact(channel, &mut head).ok()?;
+    let (kind, len) = codec::parse_header(&head).ok()?;
+    if kind != FrameKind::Request {
+        return None;
+    }
+    let mut payload = vec![0; usize::try_from(len).ok()?];
+    sys::read_exact(channel, &mut payload).ok()?;
+    Some(payload)
+}

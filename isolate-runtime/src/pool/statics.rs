@@ -1,0 +1,90 @@
+//! The pools behind `#[bombsquad(pool = N)]`: one per function, made on its
+//! first call and kept for the life of the process.
+
+use std::sync::{Mutex, Once, OnceLock, PoisonError};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::pool::{Launch, Pool, WorkerOptions};
+use crate::registry::Entry;
+
+/// A function's pool, made on first use. Not public API: generated code
+/// declares one per pooled function.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct StaticPool {
+    pool: OnceLock<Result<Pool, String>>,
+    registered: Once,
+}
+
+impl StaticPool {
+    #[must_use]
+    pub const fn new() -> Self {
+        Self {
+            pool: OnceLock::new(),
+            registered: Once::new(),
+        }
+    }
+}
+
+impl Default for StaticPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Every static pool made so far, for [`shutdown_pools`].
+static POOLS: Mutex<Vec<&'static Pool>> = Mutex::new(Vec::new());
+
+/// Runs a call of `entry` on its pool, making the pool with `options` on
+/// the first call. Not public API: what `#[bombsquad(pool = N)]` expands to.
+#[doc(hidden)]
+#[track_caller]
+pub fn call_pooled<A: Serialize + ?Sized, R>(
+    pool: &'static StaticPool,
+    options: impl FnOnce() -> WorkerOptions,
+    entry: &'static Entry,
+    args: &A,
+    codec: Codec<R>,
+) -> Result<R, Error> {
+    crate::entry::keep_linked();
+    let made = pool
+        .pool
+        .get_or_init(|| Pool::new(Launch::Registered(entry), options()).map_err(|e| e.to_string()));
+    let registered = &pool.registered;
+    let pool = match made {
+        Ok(pool) => pool,
+        Err(message) => {
+            return Err(Error::Spawn {
+                what: "make the worker pool".to_owned(),
+                source: std::io::Error::other(message.clone()),
+            });
+        }
+    };
+    registered.call_once(|| register(pool));
+    pool.call(args, codec, &mut |_| Ok(()))
+}
+
+fn register(pool: &'static Pool) {
+    let mut pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner);
+    if !pools.iter().any(|known| std::ptr::eq(*known, pool)) {
+        pools.push(pool);
+    }
+}
+
+/// Shuts down the pools of every `#[bombsquad(pool = N)]` function: each
+/// worker is asked to leave, and its process group is killed after `grace`.
+/// Calls in flight end with [`Error::PoolClosed`], and so do later calls:
+/// a pool is not restarted. Use it before the process exits to leave no
+/// worker behind (they would die with the process anyway).
+pub fn shutdown_pools(grace: Duration) {
+    let pools = POOLS.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    std::thread::scope(|scope| {
+        for pool in pools {
+            scope.spawn(move || pool.shutdown(grace));
+        }
+    });
+}
