@@ -115,13 +115,17 @@ impl Pool {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts workers until `count` are live (for an eager `spawn`).
-    pub(crate) fn fill(&self, count: usize) -> Result<(), Error> {
-        for _ in 0..count.min(self.options.workers) {
-            let worker = self.checkout()?;
+    /// Starts every worker (for an eager `spawn`).
+    pub(crate) fn fill(&self) -> Result<(), Error> {
+        let mut started = Vec::with_capacity(self.options.workers);
+        let result = (0..self.options.workers).try_for_each(|_| {
+            started.push(self.checkout()?);
+            Ok(())
+        });
+        for worker in started {
             self.checkin(worker);
         }
-        Ok(())
+        result
     }
 
     /// Workers replaced after they died, timed out or were lost.
@@ -150,7 +154,11 @@ impl Pool {
             let worker = self.checkout()?;
             let pid = worker.pid();
             let deadline = isolate.deadline();
+            // A panicking progress callback unwinds through here: the worker
+            // is killed and reaped as it drops, and its slot is given back.
+            let slot = Slot { pool: self, pid };
             let (worker, end) = worker.call(&request, deadline, progress);
+            std::mem::forget(slot);
             match end {
                 CallEnd::Answered { reply } => {
                     let mut worker = worker.expect("an answering worker lives on");
@@ -295,6 +303,11 @@ impl Pool {
     /// Forgets a worker that died or was killed (it is already reaped).
     fn lost(&self, pid: u32) {
         self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.forget(pid);
+    }
+
+    /// Gives back the slot of a worker that is gone.
+    fn forget(&self, pid: u32) {
         let mut state = self.lock();
         state.members.retain(|(member, _)| *member != pid);
         state.live -= 1;
@@ -319,15 +332,28 @@ impl Pool {
             (idle, handles)
         };
         self.changed.notify_all();
-        for worker in idle {
-            worker.retire(grace);
+        for worker in &idle {
+            worker.ask_to_leave();
         }
         wait_for_exit(&handles, Instant::now() + grace);
         for handle in &handles {
-            // The busy ones: their callers reap them once they see them die.
+            // Busy ones are reaped by their callers once they see them die.
             let _ = sys::pidfd_signal(handle.as_fd(), libc::SIGKILL, true);
             let _ = sys::pidfd_signal(handle.as_fd(), libc::SIGKILL, false);
         }
+        drop(idle); // reaps them
+    }
+}
+
+/// A busy worker's place in the pool, given back if its call unwinds.
+struct Slot<'a> {
+    pool: &'a Pool,
+    pid: u32,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.pool.forget(self.pid);
     }
 }
 

@@ -237,13 +237,16 @@ impl WorkerProcess {
     /// Asks the worker to leave and lets the keeper reap it (killing its
     /// group after `grace`).
     pub(crate) fn retire(self, grace: Duration) {
-        let frame = codec::header(FrameKind::Shutdown, 0);
-        let _ = send(
-            self.socket.as_raw_fd(),
-            &frame,
-            MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        );
+        self.ask_to_leave();
         keeper::retire(self.child, grace);
+    }
+
+    /// Sends `Shutdown`: the worker leaves once it reads it. Dropping a
+    /// `WorkerProcess` kills and reaps it.
+    pub(crate) fn ask_to_leave(&self) {
+        let frame = codec::header(FrameKind::Shutdown, 0);
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        let _ = send(self.socket.as_raw_fd(), &frame, flags);
     }
 
     /// The worker's resident set size, from `/proc/<pid>/statm`.

@@ -118,13 +118,21 @@ pub fn serve_task<T: Task>(args: &[u8]) {
 ///
 /// Dropping it shuts the workers down ([`Worker::shutdown`] with the
 /// configured grace).
-#[derive(Debug)]
 pub struct Worker<T> {
     pool: Pool,
     task: PhantomData<fn() -> T>,
 }
 
-impl<T: RegisteredTask> Worker<T> {
+impl<T> std::fmt::Debug for Worker<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("task", &std::any::type_name::<T>())
+            .field("pool", &self.pool)
+            .finish()
+    }
+}
+
+impl<T: Task> Worker<T> {
     /// Starts one worker and waits until it is ready.
     ///
     /// # Errors
@@ -132,7 +140,10 @@ impl<T: RegisteredTask> Worker<T> {
     /// [`Error::WorkerStartup`] when the worker keeps dying before it is
     /// ready (its `init` crashes); [`Error::Spawn`] when it cannot be
     /// started at all.
-    pub fn spawn() -> Result<Self, Error> {
+    pub fn spawn() -> Result<Self, Error>
+    where
+        T: RegisteredTask,
+    {
         Self::spawn_with(WorkerOptions::new())
     }
 
@@ -141,18 +152,18 @@ impl<T: RegisteredTask> Worker<T> {
     /// # Errors
     ///
     /// As [`Worker::spawn`].
-    pub fn spawn_with(options: WorkerOptions) -> Result<Self, Error> {
-        let workers = options.workers;
+    pub fn spawn_with(options: WorkerOptions) -> Result<Self, Error>
+    where
+        T: RegisteredTask,
+    {
         let pool = Pool::new(Launch::Registered(T::entry()), options)?;
-        pool.fill(workers)?;
+        pool.fill()?;
         Ok(Self {
             pool,
             task: PhantomData,
         })
     }
-}
 
-impl<T: Task> Worker<T> {
     /// Runs [`Task::run`] with `input` on a free worker (waiting for one if
     /// all are busy).
     ///
@@ -242,9 +253,8 @@ impl RemoteWorker {
         command: impl Fn() -> Command + Send + Sync + 'static,
         options: WorkerOptions,
     ) -> Result<Self, Error> {
-        let workers = options.workers;
         let pool = Pool::new(Launch::Command(Arc::new(command)), options)?;
-        pool.fill(workers)?;
+        pool.fill()?;
         Ok(Self { pool })
     }
 
