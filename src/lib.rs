@@ -70,8 +70,55 @@
 //! | `cpu` | `"10s"`: CPU time, whole seconds ([`Isolate::cpu`]) | none |
 //! | `stack_size` | `"64MiB"`: the stack of the function's thread ([`Isolate::stack_size`]) | the thread's own |
 //! | `stderr` | `"inherit"`, `"null"`, `"capture"`, or a file path ([`Stderr`]) | `"inherit"` |
+//! | `pool` | `4`: keep this many warm workers for the function (see below) | none: a child per call |
+//! | `max_calls` | `1000`: recycle a pool's worker after this many calls ([`WorkerOptions::max_calls`]) | never |
+//! | `retries` | `2`: re-run a call whose worker crashed ([`WorkerOptions::retries`]) | 0 |
+//! | `max_rss_growth` | `"300MiB"`: recycle a worker whose memory grew this much ([`WorkerOptions::max_rss_growth`]) | never |
 //!
 //! The same options exist at run time on the [`Isolate`] builder.
+//!
+//! # Warm workers
+//!
+//! A one-shot child costs a process start per call (about 1 ms). With
+//! `pool = N`, a function keeps N worker processes (started on its first
+//! call, with spawn's semantics) that serve call after call; a warm call
+//! costs one round trip on a socket. Calls from any number of threads are
+//! served N at a time, the rest wait.
+//!
+//! ```
+//! use bombsquad::{bombsquad, Error};
+//!
+//! #[bombsquad(pool = 2, timeout = "5s")]
+//! fn parse(text: String) -> usize {
+//!     text.split_whitespace().count() // imagine a crash-prone C parser
+//! }
+//!
+//! # fn main() -> Result<(), Error> {
+//! assert_eq!(parse("three little words".into())?, 3);
+//! assert_eq!(parse("warm now".into())?, 2); // the same worker process
+//! # Ok(()) }
+//! ```
+//!
+//! A crash, a timeout or a memory kill fails only the call its worker was
+//! running (with the same [`NonzeroExitcode`] report as a one-shot call,
+//! quoting that call's stderr); the worker is replaced, queued calls go to
+//! healthy ones, and the pool never becomes unusable. A worker killed while
+//! idle is noticed and replaced before the next call is sent to it. A worker
+//! that dies five times in a row while starting makes the pool return
+//! [`Error::WorkerStartup`] for 10 s instead of restarting it in a storm.
+//! Workers are started by a library thread that lives as long as the
+//! process, so they survive the thread that first called (a test thread).
+//! [`shutdown_pools`] ends every function's pool.
+//!
+//! Per call: `timeout`, `stderr` and `cpu` apply to each call; `memory`
+//! limits the worker as a whole. A result of 1 MiB or more comes back
+//! through a memory area shared with the worker and kept across calls.
+//! A pool belongs to the process that made it: used in a forked copy, it
+//! returns [`Error::PoolInForkedChild`].
+//!
+//! For state that lives across calls (a loaded model, an open library),
+//! implement [`Task`] and run it with [`Worker`]; for a worker written in
+//! another language, [`RemoteWorker`] speaks the protocol in `PROTOCOL.md`.
 //!
 //! # Crash reports and limits
 //!

@@ -28,6 +28,11 @@ use proc_macro::TokenStream;
 /// | `backend` | `"file"` (unnamed temp file), `"pipe"`, `"shm"` (sealed memfd) | `"file"` |
 /// | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"` | none |
 /// | `panic` | `"resume"` (re-raise), `"error"` (`Error::Panicked`) | `"resume"` |
+/// | `memory`, `cpu`, `stack_size`, `stderr` | limits and where stderr goes | none, inherit |
+/// | `pool` | `4`: warm workers for the function; with `max_calls = K`, `retries = K`, `max_rss_growth = "300MiB"` | none |
+///
+/// On `impl Task for Type { .. }` (no options), it registers the task so a
+/// `bombsquad::Worker<Type>` can run it.
 ///
 /// In spawn mode, arguments must be `Serialize + DeserializeOwned` or
 /// top-level shared references to such (`&T`, `&str`, `&[T]`, `&Path`). In
