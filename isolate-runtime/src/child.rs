@@ -193,7 +193,7 @@ pub(crate) fn respond<R>(codec: Codec<R>, function: impl FnOnce() -> R) -> Optio
 }
 
 /// Decodes the arguments of a registered function, then runs it and sends
-/// its reply (see [`respond`]); the value is dropped once sent.
+/// its reply (see `respond`); the value is dropped once sent.
 pub fn serve_registered<A: DeserializeOwned, R>(
     args: &[u8],
     codec: Codec<R>,
