@@ -80,6 +80,12 @@ fn try_expand(args: TokenStream, item: TokenStream) -> syn::Result<proc_macro2::
         }
         (Err(errors), Ok(())) | (Ok(_), Err(errors)) => return Err(errors),
     };
+    if let (Some(_), Some((_, span))) = (&test, args.pool) {
+        return Err(syn::Error::new(
+            span,
+            "a test runs once: `pool` applies to functions called many times",
+        ));
+    }
     Ok(match test {
         Some(test) => test_attr::expand(&args, &function, &test),
         None => expand::expand(&args, &function),

@@ -1,0 +1,7 @@
+use bombsquad::bombsquad;
+
+#[bombsquad(pool = 2)]
+#[test]
+fn pooled_test() {}
+
+fn main() {}
