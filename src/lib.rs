@@ -208,8 +208,8 @@ mod testing;
 
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
-    Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode, Stderr,
-    fork, jobs, start_forkserver,
+    Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode, Progress,
+    ProgressMessages, Stderr, fork, jobs, start_forkserver,
 };
 
 /// Not public API: used by code that `#[bombsquad]` generates.

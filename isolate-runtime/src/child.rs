@@ -54,9 +54,12 @@ pub(crate) fn next_depth() -> Result<u32, Error> {
     Ok(depth)
 }
 
-/// Makes this process a child that replies on `reply_fd`, at `depth`.
+/// Makes this process a child that replies on `reply_fd`, at `depth`. It
+/// has no progress descriptor until one is set (`progress::set_fd`): one
+/// inherited from a parent that is itself a child is not its own.
 pub(crate) fn become_child(reply_fd: i32, depth: u32, flush_stdout: bool) {
     REPLY_FD.store(reply_fd, Ordering::Relaxed);
+    crate::progress::set_fd(-1);
     DEPTH.store(depth, Ordering::Relaxed);
     FLUSH_STDOUT.store(flush_stdout, Ordering::Relaxed);
     ON_FUNCTION_THREAD.set(true);

@@ -110,6 +110,9 @@ fn judge<R>(
     if let Some(message) = exit.bad_reply {
         return Err(Error::Protocol { pid, message });
     }
+    if let Some(error) = exit.bad_progress {
+        return Err(error);
+    }
     let protocol = |message: String| Error::Protocol { pid, message };
     // Read only now: a timed-out or lying child's output is never read.
     let bytes = reply.finish().map_err(protocol)?;
