@@ -147,6 +147,12 @@ macro_rules! progress_tests {
                 std::process::abort()
             }
 
+            #[bombsquad(start_method = $start_method, backend = $backend, panic = "error")]
+            fn then_panics(progress: Progress<u32>) {
+                progress.send(1);
+                panic!("after one message")
+            }
+
             /// Sends its pid, then waits to be killed.
             #[bombsquad(start_method = $start_method, backend = $backend)]
             fn sends_its_pid_then_waits(progress: Progress<u32>) {
@@ -257,6 +263,19 @@ macro_rules! progress_tests {
                 let (progress, seen) = recorder();
                 assert_signal(&nonzero(then_aborts(progress)), libc::SIGABRT, "SIGABRT");
                 assert_eq!(recorded(&seen), ["about to abort"]);
+            }
+
+            #[test]
+            fn a_panic_keeps_the_messages_sent_before_it() {
+                let _calls = shared();
+                let (progress, seen) = recorder();
+                match then_panics(progress) {
+                    Err(Error::Panicked { message, .. }) => {
+                        assert_eq!(message, "after one message")
+                    }
+                    other => panic!("expected Panicked, got {other:?}"),
+                }
+                assert_eq!(recorded(&seen), [1]);
             }
 
             #[test]
