@@ -288,15 +288,16 @@ impl<M: Serialize + DeserializeOwned> ProgressSink for Progress<M> {
     }
 }
 
-/// The sink generated code passes for a function's `Progress` parameter.
-/// Its bounds put a non-serde message type's error on the parameter.
+/// Not public API: the sink generated code passes for a function's
+/// `Progress` parameter. Its bounds put a non-serde message type's error on
+/// the parameter.
 pub fn sink<M: Serialize + DeserializeOwned>(
     progress: &mut Progress<M>,
 ) -> Option<&mut dyn ProgressSink> {
     Some(progress)
 }
 
-/// The `Progress` a child's function body gets.
+/// Not public API: the `Progress` a child's function body gets.
 #[must_use]
 pub fn for_child<M>() -> Progress<M> {
     Progress::child()
