@@ -159,12 +159,58 @@
 //! Results must be `Serialize + DeserializeOwned` in both modes. A
 //! `Vec<u8>` result travels as one MessagePack `bin` object.
 //!
+//! # Progress
+//!
+//! An isolated function may take one [`Progress<M>`](Progress) parameter
+//! and [`send`](Progress::send) messages that the caller receives while
+//! the call runs: in order, and every one before the result, under every
+//! start method and backend. The caller passes [`Progress::new`] with a
+//! callback, which runs on the calling thread as each message arrives,
+//! [`Progress::channel`] for an iterator another thread reads, or
+//! [`Progress::ignore`].
+//!
+//! ```
+//! use bombsquad::{Progress, bombsquad};
+//!
+//! #[bombsquad]
+//! fn crunch(n: u32, progress: Progress<u32>) -> u64 {
+//!     for i in 0..n {
+//!         progress.send(i); // then the work
+//!     }
+//!     42
+//! }
+//!
+//! // Callback form: on the calling thread, as each message arrives.
+//! let total = crunch(3, Progress::new(|step: u32| println!("step {step}")));
+//! assert_eq!(total.unwrap(), 42);
+//!
+//! // Iterator form: another thread reads while the call runs.
+//! let (progress, messages) = Progress::channel();
+//! let (total, steps) = std::thread::scope(|s| {
+//!     let reader = s.spawn(|| messages.collect::<Vec<u32>>());
+//!     (crunch(3, progress), reader.join().unwrap())
+//! });
+//! assert_eq!((total.unwrap(), steps), (42, vec![0, 1, 2]));
+//! ```
+//!
+//! Messages cross as MessagePack (`M: Serialize + DeserializeOwned`) on a
+//! pipe of their own, made only for functions that take a `Progress`; a
+//! child that sends faster than the callback takes them waits on that pipe.
+//! A child that crashes has its messages up to the crash delivered, then
+//! the call returns its error. A message that does not decode in the caller
+//! fails the call with [`Error::Codec`] ([`CodecStage::DecodeProgress`]) and
+//! a malformed one with [`Error::Protocol`]; the child is killed. A
+//! callback that panics ends the call: the child's process group is killed
+//! and the child reaped, then the panic continues in the caller. A nested
+//! isolated function may pass its `Progress` on to the one it calls. The
+//! closure forms ([`fork`], [`Isolate::fork`]) carry no progress.
+//!
 //! # Errors
 //!
 //! See [`Error`]: `NonzeroExitcode` (a signal or a nonzero exit code),
 //! `ZeroExitcodeWithoutPayload` (exit 0 without a result: never `Ok`),
 //! `Timeout`, `Panicked` (with `panic = "error"`), `Codec` (naming which of
-//! the four encode/decode steps failed), `Spawn` (the OS refused a process,
+//! the encode/decode steps failed), `Spawn` (the OS refused a process,
 //! pipe, socket or file), `Protocol` (malformed or truncated data from the
 //! child), `StatusUnavailable` (the child ended without a result and its exit
 //! status was taken by someone else: the host ignores `SIGCHLD` or reaps
@@ -256,8 +302,8 @@ mod testing;
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
     Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
-    RemoteWorker, Stderr, Task, Worker, WorkerOptions, fork, jobs, shutdown_pools,
-    start_forkserver,
+    Progress, ProgressMessages, RemoteWorker, Stderr, Task, Worker, WorkerOptions, fork, jobs,
+    shutdown_pools, start_forkserver,
 };
 
 /// Not public API: used by code that `#[bombsquad]` generates.

@@ -13,7 +13,7 @@ use common::RefusesToSerialize;
 
 use std::time::Duration;
 
-use bombsquad::{Backend, Error, Isolate, bombsquad};
+use bombsquad::{Backend, Error, Isolate, Progress, bombsquad};
 
 #[bombsquad(backend = "file", timeout = "200ms")]
 fn spawned_file(kind: u8) -> u8 {
@@ -27,6 +27,24 @@ fn spawned_pipe(kind: u8) -> u8 {
 
 #[bombsquad]
 fn never_starts(_value: RefusesToSerialize) {}
+
+#[bombsquad(backend = "pipe", timeout = "200ms")]
+fn spawned_progress(kind: u8, progress: Progress<u8>) -> u8 {
+    progress.send(kind);
+    act(kind)
+}
+
+#[bombsquad(start_method = "fork", timeout = "200ms")]
+fn forked_progress(kind: u8, progress: Progress<u8>) -> u8 {
+    progress.send(kind);
+    act(kind)
+}
+
+#[bombsquad(backend = "shm", timeout = "200ms")]
+fn spawned_shm_progress(kind: u8, progress: Progress<u8>) -> u8 {
+    progress.send(kind);
+    act(kind)
+}
 
 fn act(kind: u8) -> u8 {
     match kind {
@@ -58,6 +76,11 @@ fn every_kind_of_call() {
         for backend in [Backend::File, Backend::Pipe] {
             let isolate = timeout.clone().backend(backend);
             let _ = std::panic::catch_unwind(|| isolate.fork(|| act(kind)));
+        }
+        for call in [spawned_progress, forked_progress, spawned_shm_progress] {
+            let _ = std::panic::catch_unwind(|| call(kind, Progress::new(|_| {})));
+            // A callback that panics ends the call.
+            let _ = std::panic::catch_unwind(|| call(kind, Progress::new(|_| panic!("no"))));
         }
     }
     // Failures before anything starts.

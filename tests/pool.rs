@@ -768,3 +768,48 @@ fn d4_a_worker_has_thread_pools_of_its_own() {
     });
     assert_eq!(uses_a_thread_pool(1).unwrap(), 2);
 }
+
+#[bombsquad(pool = 1)]
+fn pooled_steps(steps: u32, crash: bool, progress: bombsquad::Progress<u32>) -> u32 {
+    for step in 0..steps {
+        progress.send(step);
+    }
+    if crash {
+        null_strlen();
+    }
+    steps
+}
+
+#[test]
+fn progress_messages_arrive_in_order_before_a_pooled_result() {
+    let _guard = guard_after(|| {
+        pooled_steps(0, false, bombsquad::Progress::ignore()).unwrap();
+    });
+    for steps in [3, 10_000] {
+        let (progress, messages) = bombsquad::Progress::channel();
+        assert_eq!(pooled_steps(steps, false, progress).unwrap(), steps);
+        assert_eq!(
+            messages.collect::<Vec<u32>>(),
+            (0..steps).collect::<Vec<_>>()
+        );
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let progress = bombsquad::Progress::new(move |step| sink.lock().unwrap().push(step));
+    match pooled_steps(3, true, progress) {
+        Err(Error::NonzeroExitcode(exit)) => assert_eq!(exit.signal(), Some(libc::SIGSEGV)),
+        other => panic!("expected SIGSEGV, got {other:?}"),
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![0, 1, 2],
+        "sent before the crash"
+    );
+    let (progress, messages) = bombsquad::Progress::channel();
+    assert_eq!(
+        pooled_steps(2, false, progress).unwrap(),
+        2,
+        "a fresh worker"
+    );
+    assert_eq!(messages.collect::<Vec<u32>>(), vec![0, 1]);
+}

@@ -5,12 +5,18 @@
 //! `::bombsquad::__private::` and `::core::` paths (and `::bombsquad::Error`
 //! in the signature), and declares no local variables the user's parameters
 //! could collide with.
+//!
+//! A `Progress` parameter is not sent with the arguments: the wrapper
+//! passes the caller's `Progress` to the runtime as the sink of the call's
+//! messages, and the child's body gets a child-side one.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned as _;
 use syn::{FnArg, Ident, ItemFn, Pat, PatType, ReturnType, Type};
 
 use crate::args::{Args, Backend, PanicMode, StartMethod, Stderr};
+use crate::valid::is_progress;
 
 /// One parameter, as the wrapper names it and the child rebuilds it.
 struct Param<'a> {
@@ -19,6 +25,21 @@ struct Param<'a> {
 }
 
 impl Param<'_> {
+    fn is_progress(&self) -> bool {
+        is_progress(self.ty)
+    }
+
+    /// The wrapper's parameter; the `Progress` one is lent to the runtime
+    /// as `&mut`.
+    fn outer_input(&self) -> TokenStream {
+        let Param { name, ty } = self;
+        if self.is_progress() {
+            quote!(mut #name: #ty)
+        } else {
+            quote!(#name: #ty)
+        }
+    }
+
     /// `&T` is sent as `T` and rebuilt owned in the child; the body gets a
     /// reference to it.
     fn referent(&self) -> Option<&Type> {
@@ -40,10 +61,29 @@ impl Param<'_> {
 
     fn passed_in_child(&self) -> TokenStream {
         let name = &self.name;
+        if self.is_progress() {
+            return child_progress();
+        }
         match self.referent() {
             Some(_) => quote!(&#name),
             None => quote!(#name),
         }
+    }
+}
+
+/// What the child's body gets for its `Progress` parameter.
+fn child_progress() -> TokenStream {
+    quote!(::bombsquad::__private::child_progress())
+}
+
+/// The sink of the call's progress messages: the caller's `Progress`, or
+/// none. A message type that is not serde fails on the parameter's type.
+fn progress_sink(params: &[Param<'_>]) -> TokenStream {
+    match params.iter().find(|p| p.is_progress()) {
+        Some(Param { name, ty }) => {
+            quote_spanned!(ty.span()=> ::bombsquad::__private::progress_sink(&mut #name))
+        }
+        None => quote!(::core::option::Option::None),
     }
 }
 
@@ -67,7 +107,7 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         ReturnType::Default => quote!(()),
         ReturnType::Type(_, ty) => quote!(#ty),
     };
-    let outer_inputs = params.iter().map(|Param { name, ty }| quote!(#name: #ty));
+    let outer_inputs = params.iter().map(Param::outer_input);
     let inner_inputs = &sig.inputs;
     let lint_attrs = attrs.iter().filter(|a| is_lint(a));
     let track_caller =
@@ -197,12 +237,17 @@ fn call_forked(
     let body = body_call(
         params.iter().map(|p| {
             let name = &p.name;
-            quote!(#name)
+            if p.is_progress() {
+                child_progress()
+            } else {
+                quote!(#name)
+            }
         }),
         unsafe_fn,
     );
+    let sink = progress_sink(params);
     quote! {
-        ::bombsquad::__private::call_forked(&#options, #codec, move || #body)
+        ::bombsquad::__private::call_forked(&#options, #codec, #sink, move || #body)
     }
 }
 
@@ -256,9 +301,11 @@ fn call_spawned(
         result,
     } = spawned;
     let name = name.to_string();
-    let names: Vec<&Ident> = params.iter().map(|p| &p.name).collect();
-    let owned_types = params.iter().map(Param::owned_type);
+    let sent = || params.iter().filter(|p| !p.is_progress());
+    let names: Vec<&Ident> = sent().map(|p| &p.name).collect();
+    let owned_types = sent().map(Param::owned_type);
     let body = body_call(params.iter().map(Param::passed_in_child), unsafe_fn);
+    let sink = progress_sink(params);
     quote! {
         fn __bombsquad_run(__bombsquad_args: &[u8]) {
             ::bombsquad::__private::serve::<(#(#owned_types,)*), #result>(
@@ -276,6 +323,6 @@ fn call_spawned(
             init: ::core::option::Option::None,
         };
 
-        ::bombsquad::__private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec)
+        ::bombsquad::__private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec, #sink)
     }
 }

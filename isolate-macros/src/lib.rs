@@ -38,6 +38,11 @@ use proc_macro::TokenStream;
 /// top-level shared references to such (`&T`, `&str`, `&[T]`, `&Path`). In
 /// fork mode any argument works. Results must be serde types in both.
 ///
+/// One parameter may be a `Progress<M>` (its type's last path segment is
+/// `Progress`, with one generic argument), taken by value: it is not sent
+/// with the arguments; the child's body gets a `Progress` that sends to the
+/// caller's.
+///
 /// Above `#[test]`, the test body runs in a child: a crash fails that test
 /// with a panic naming the signal and ending with the child's stderr; a
 /// panic, `#[should_panic]`, `#[ignore]` and `Result` returns behave as for

@@ -3,7 +3,7 @@
 
 use quote::ToTokens;
 use syn::visit::Visit;
-use syn::{FnArg, ItemFn, ReturnType, Signature, Type};
+use syn::{FnArg, ItemFn, PathArguments, ReturnType, Signature, Type};
 
 use crate::args::{Args, StartMethod};
 
@@ -11,8 +11,9 @@ pub(crate) fn check(args: &Args, function: &ItemFn) -> syn::Result<()> {
     let mut errors = Errors::default();
     check_pool(args, &mut errors);
     check_signature(&function.sig, &mut errors);
+    let mut progress = false;
     for input in &function.sig.inputs {
-        check_argument(args, input, &mut errors);
+        check_argument(args, input, &mut progress, &mut errors);
     }
     check_return(&function.sig.output, &mut errors);
     errors.finish()
@@ -40,6 +41,25 @@ fn check_pool(args: &Args, errors: &mut Errors) {
             span,
             "a pool's workers answer on their channel (large results through a shared arena): remove `backend`",
         );
+    }
+}
+
+/// Whether `ty` is the progress parameter's type: a path whose last segment
+/// is `Progress` with one generic argument (`Progress<M>`,
+/// `bombsquad::Progress<M>`). It is not sent with the arguments: the child
+/// gets a `Progress` of its own.
+pub(crate) fn is_progress(ty: &Type) -> bool {
+    let Type::Path(path) = ty else {
+        return false;
+    };
+    let Some(last) = path.path.segments.last() else {
+        return false;
+    };
+    match &last.arguments {
+        PathArguments::AngleBracketed(generic) => {
+            path.qself.is_none() && last.ident == "Progress" && generic.args.len() == 1
+        }
+        _ => false,
     }
 }
 
@@ -78,7 +98,7 @@ fn check_signature(sig: &Signature, errors: &mut Errors) {
     }
 }
 
-fn check_argument(args: &Args, input: &FnArg, errors: &mut Errors) {
+fn check_argument(args: &Args, input: &FnArg, progress: &mut bool, errors: &mut Errors) {
     let pat_type = match input {
         FnArg::Receiver(receiver) => {
             return errors.push(
@@ -89,6 +109,24 @@ fn check_argument(args: &Args, input: &FnArg, errors: &mut Errors) {
         FnArg::Typed(pat_type) => pat_type,
     };
     let ty = &*pat_type.ty;
+    if is_progress(ty) {
+        if *progress {
+            errors.push(
+                ty,
+                "an isolated function takes at most one `Progress` parameter: send every message through the first",
+            );
+        }
+        *progress = true;
+        return;
+    }
+    if let Type::Reference(reference) = ty
+        && is_progress(&reference.elem)
+    {
+        return errors.push(
+            ty,
+            "take the `Progress` by value (`progress: Progress<M>`): the child sends through a `Progress` of its own, and the caller's receives",
+        );
+    }
     if contains_impl_trait(ty) {
         errors.push(
             ty,

@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 use std::io::Write as _;
+use std::os::fd::AsRawFd as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
@@ -54,9 +55,12 @@ pub(crate) fn next_depth() -> Result<u32, Error> {
     Ok(depth)
 }
 
-/// Makes this process a child that replies on `reply_fd`, at `depth`.
+/// Makes this process a child that replies on `reply_fd`, at `depth`. It
+/// has no progress descriptor until one is set (`progress::set_fd`): one
+/// inherited from a parent that is itself a child is not its own.
 pub(crate) fn become_child(reply_fd: i32, depth: u32, flush_stdout: bool) {
     REPLY_FD.store(reply_fd, Ordering::Relaxed);
+    crate::progress::set_fd(-1);
     DEPTH.store(depth, Ordering::Relaxed);
     FLUSH_STDOUT.store(flush_stdout, Ordering::Relaxed);
     ON_FUNCTION_THREAD.set(true);
@@ -93,6 +97,7 @@ fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Resul
     // SAFETY: REPLY_FD was handed over by `become_child` and is never closed
     // by the runtime before the process leaves.
     let fd = unsafe { sys::borrow_fd(REPLY_FD.load(Ordering::Relaxed)) };
+    let _shared = crate::progress::lock_if_shared(fd.as_raw_fd());
     let header = codec::header(kind, head.len() + tail.len());
     if head.len() <= 64 << 10 {
         let mut first = Vec::with_capacity(header.len() + head.len());

@@ -14,7 +14,7 @@ use nix::sys::stat::{SFlag, fstat};
 
 use crate::codec::{self, FrameKind, HEADER_LEN};
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
-use crate::{child, forkserver, limits, registry, sys};
+use crate::{child, forkserver, limits, progress, registry, sys};
 
 /// Function names longer than this are refused.
 const MAX_NAME_LEN: u64 = 4096;
@@ -65,16 +65,20 @@ pub(crate) fn accept_channel(marker: &Marker) -> Result<Option<OwnedFd>, String>
     take_channel(marker).map(Some)
 }
 
-/// Serves one call on `channel`: the token, the reply descriptor and the
-/// call frames, then the registered function. Shared by a re-executed child
-/// and a child of the fork server; `marker` carries the token and depth. A
+/// Serves one call on `channel`: the token, the reply descriptor (and the
+/// progress pipe, when the function takes a `Progress`) and the call
+/// frames, then the registered function. Shared by a re-executed child and
+/// a child of the fork server; `marker` carries the token and depth. A
 /// `Worker` frame instead of a call makes this process a pool's worker.
 pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     sys::disable_core_dumps();
     sys::unblock_all_signals();
     sys::ignore_sigpipe();
-    let (reply_fd, request) =
-        receive_call(channel.as_fd(), marker).unwrap_or_else(|why| refuse(&why));
+    let Received {
+        reply_fd,
+        progress_fd,
+        request,
+    } = receive_call(channel.as_fd(), marker).unwrap_or_else(|why| refuse(&why));
     let setup = read_frame(channel.as_fd(), FrameKind::Setup, limits::MAX_SETUP_LEN)
         .and_then(|payload| limits::ChildSetup::decode(&payload))
         .unwrap_or_else(|why| refuse(&why));
@@ -87,9 +91,11 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     drop(channel);
     // Descriptors the parent left open without CLOEXEC (a listening
     // socket, a lock file) must not live on in the child (FAULTS.md G3).
-    sys::close_fds_except(&mut [reply_fd.as_raw_fd()]);
+    let progress_fd = progress_fd.map_or(-1, IntoRawFd::into_raw_fd);
+    sys::close_fds_except(&mut [reply_fd.as_raw_fd(), progress_fd]);
     let reply_fd = reply_fd.into_raw_fd();
     child::become_child(reply_fd, marker.depth, true);
+    progress::set_fd(progress_fd);
     limits::enter_spawned_child(&setup, reply_fd);
     match registry::find(&name) {
         Ok(entry) => {
@@ -139,16 +145,25 @@ fn take_channel(marker: &Marker) -> Result<OwnedFd, String> {
     Ok(channel)
 }
 
-/// Reads the token and the reply descriptor, then the call and args frames
-/// (or a worker's name). The token is checked before anything else is
-/// believed.
-fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<(OwnedFd, Request), String> {
+/// What the parent sends a re-executed child.
+struct Received {
+    reply_fd: OwnedFd,
+    /// Sent only when the function takes a `Progress`.
+    progress_fd: Option<OwnedFd>,
+    request: Request,
+}
+
+/// Reads the token and the descriptors, then the call and args frames (or
+/// a worker's name). The token is checked before anything else is believed.
+fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<Received, String> {
     let mut token = [0u8; TOKEN_LEN];
-    let reply_fd = receive_token_and_fd(channel, &mut token)?;
+    let fds = receive_token_and_fds(channel, &mut token)?;
     if !tokens_match(&token, &marker.token) {
         return Err("the channel token does not match the marker".to_owned());
     }
-    let reply_fd = reply_fd.ok_or("the parent sent no reply descriptor")?;
+    let mut fds = fds.into_iter();
+    let reply_fd = fds.next().ok_or("the parent sent no reply descriptor")?;
+    let progress_fd = fds.next();
     let (kind, name) = read_any_frame(channel, MAX_NAME_LEN)?;
     let name = String::from_utf8(name).map_err(|_| "function name is not UTF-8".to_owned())?;
     let request = match kind {
@@ -159,15 +174,21 @@ fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<(OwnedFd, Re
         FrameKind::Worker => Request::Worker { name },
         other => return Err(format!("expected a Call or Worker frame, got {other:?}")),
     };
-    Ok((reply_fd, request))
+    Ok(Received {
+        reply_fd,
+        progress_fd,
+        request,
+    })
 }
 
-fn receive_token_and_fd(
+/// Reads the token, and the descriptors that came with it: the reply
+/// descriptor, then the progress pipe if the function takes a `Progress`.
+fn receive_token_and_fds(
     channel: BorrowedFd<'_>,
     token: &mut [u8; TOKEN_LEN],
-) -> Result<Option<OwnedFd>, String> {
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let (received, fd) = {
+) -> Result<Vec<OwnedFd>, String> {
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
+    let (received, fds) = {
         let mut iov = [IoSliceMut::new(token)];
         let msg = recvmsg::<()>(
             channel.as_raw_fd(),
@@ -176,22 +197,27 @@ fn receive_token_and_fd(
             MsgFlags::MSG_CMSG_CLOEXEC,
         )
         .map_err(|e| format!("receive the token: {e}"))?;
-        let fd = msg
+        let fds: Vec<_> = msg
             .cmsgs()
             .ok()
             .into_iter()
             .flatten()
-            .find_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+            .filter_map(|c| match c {
+                ControlMessageOwned::ScmRights(fds) => Some(fds),
                 _ => None,
-            });
-        (msg.bytes, fd)
+            })
+            .flatten()
+            .collect();
+        (msg.bytes, fds)
     };
-    // SAFETY: SCM_RIGHTS installed this descriptor in our table just now.
-    let fd = fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    // SAFETY: SCM_RIGHTS installed these descriptors in our table just now.
+    let fds = fds
+        .into_iter()
+        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        .collect();
     sys::read_exact(channel, &mut token[received..])
         .map_err(|e| format!("receive the token: {e}"))?;
-    Ok(fd)
+    Ok(fds)
 }
 
 fn read_frame(channel: BorrowedFd<'_>, expected: FrameKind, limit: u64) -> Result<Vec<u8>, String> {

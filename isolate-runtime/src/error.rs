@@ -58,10 +58,11 @@ pub enum Error {
         backtrace: Option<String>,
     },
 
-    /// Encoding or decoding the arguments or the result failed.
+    /// Encoding or decoding the arguments, the result or a progress message
+    /// failed.
     #[error("could not {stage}: {message}")]
     Codec {
-        /// Which of the four encode/decode steps failed.
+        /// Which encode/decode step failed.
         stage: CodecStage,
         /// What the serializer said (or the panic message of a user impl).
         message: String,
@@ -170,7 +171,8 @@ fn at(location: Option<&Location>) -> String {
     location.map(|l| format!(" at {l}")).unwrap_or_default()
 }
 
-/// The four places where arguments or results are encoded or decoded.
+/// The places where arguments, results and progress messages are encoded
+/// or decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum CodecStage {
@@ -182,6 +184,9 @@ pub enum CodecStage {
     EncodeResult,
     /// Decoding the result in the parent (the function did run).
     DecodeResult,
+    /// Decoding a [`Progress`](crate::Progress) message in the parent (the
+    /// function was running; its child was killed).
+    DecodeProgress,
 }
 
 impl fmt::Display for CodecStage {
@@ -191,6 +196,7 @@ impl fmt::Display for CodecStage {
             Self::DecodeArguments => "decode the arguments in the child",
             Self::EncodeResult => "encode the result in the child",
             Self::DecodeResult => "decode the result in the parent",
+            Self::DecodeProgress => "decode a progress message in the parent",
         })
     }
 }

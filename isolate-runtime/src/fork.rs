@@ -12,15 +12,19 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::isolate::Isolate;
 use crate::limits::{self, ForkSetup};
+use crate::progress::{self, ProgressSink, ProgressStream};
 use crate::stdio::{ChildStdio, OutputRelay};
 use crate::supervise::{Child, Outgoing, supervise};
 use crate::{child, fork_warning, outcome, sys, throttle};
 
-/// Runs `function` in a forked child with `options`.
+/// Runs `function` in a forked child with `options`, delivering the
+/// messages it sends to `progress`, if any (the function builds its own
+/// child-side `Progress`).
 #[track_caller]
 pub fn call<R>(
     options: &Isolate,
     codec: Codec<R>,
+    progress: Option<&mut dyn ProgressSink>,
     function: impl FnOnce() -> R,
 ) -> Result<R, Error> {
     let depth = child::next_depth()?;
@@ -28,6 +32,7 @@ pub fn call<R>(
     // Held until the child is reaped.
     let _permit = throttle::acquire();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
+    let mut progress = ProgressStream::create(progress)?;
     let null = File::open("/dev/null")
         .map_err(|e| Error::spawn("open /dev/null for the child's stdin", e))?;
     let (output, stdio) = OutputRelay::create(&options.stderr)?;
@@ -42,29 +47,48 @@ pub fn call<R>(
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(Error::spawn("fork the child process", e)),
         Ok(nix::unistd::ForkResult::Child) => {
-            let reply_fd = reply.child_end().as_raw_fd();
-            run_child(
-                reply_fd, &null, &stdio, parent, depth, &setup, codec, function,
-            )
+            let fds = ChildFds {
+                reply: reply.child_end().as_raw_fd(),
+                progress: progress.as_ref().map(|p| p.child_end().as_raw_fd()),
+            };
+            run_child(fds, &null, &stdio, parent, depth, &setup, codec, function)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             sys::put_in_own_group(child.as_raw());
             reply.close_child_end();
+            if let Some(progress) = &mut progress {
+                progress.close_child_end();
+            }
             drop((null, stdio));
             let child = Child::adopt(child.as_raw(), started)?;
-            let exit = supervise(child, deadline, &mut reply, Outgoing::none(), output)?;
+            let exit = supervise(
+                child,
+                deadline,
+                &mut reply,
+                Outgoing::none(),
+                output,
+                progress.as_mut(),
+            )?;
             outcome::conclude(exit, reply, codec, options, &oom)
         }
     }
 }
 
-/// The forked child: hygiene first (own process group, only its reply fd
-/// and stdio, stdin from /dev/null, exec-like signal state, death with the
-/// parent, no core files), then the fault handler and the limits, then the
-/// closure.
+/// The descriptors a forked child keeps: its reply channel and, when the
+/// function takes a `Progress`, its progress pipe.
+#[derive(Debug, Clone, Copy)]
+struct ChildFds {
+    reply: RawFd,
+    progress: Option<RawFd>,
+}
+
+/// The forked child: hygiene first (own process group, only its reply fd,
+/// progress fd and stdio, stdin from /dev/null, exec-like signal state,
+/// death with the parent, no core files), then the fault handler and the
+/// limits, then the closure.
 #[allow(clippy::too_many_arguments)]
 fn run_child<R>(
-    reply_fd: RawFd,
+    fds: ChildFds,
     null: &File,
     stdio: &ChildStdio,
     parent: i32,
@@ -77,7 +101,9 @@ fn run_child<R>(
     let _ = sys::dup_onto(null.as_fd(), 0);
     let _ = sys::dup_onto(stdio.stdout.as_fd(), 1);
     let _ = sys::dup_onto(stdio.stderr.as_fd(), 2);
-    sys::close_fds_except(&mut [reply_fd]);
+    let reply_fd = fds.reply;
+    let progress_fd = fds.progress.unwrap_or(-1);
+    sys::close_fds_except(&mut [reply_fd, progress_fd]);
     sys::reset_signal_state();
     if !sys::die_with_parent(parent) {
         sys::exit_now(2);
@@ -85,5 +111,6 @@ fn run_child<R>(
     sys::disable_core_dumps();
     limits::enter_forked_child(setup, reply_fd);
     child::become_child(reply_fd, depth, false);
+    progress::set_fd(progress_fd);
     child::serve(codec, function)
 }

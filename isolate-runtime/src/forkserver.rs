@@ -41,6 +41,7 @@ use crate::entry::{self, refuse};
 use crate::error::Error;
 use crate::isolate::Isolate;
 use crate::marker::{Marker, TOKEN_LEN, tokens_match};
+use crate::progress::ProgressSink;
 use crate::registry::Entry;
 use crate::spawn::{self, SELF_EXE, Start, unix_socketpair};
 use crate::supervise::Child;
@@ -56,18 +57,20 @@ const REQUEST_LEN: usize = 4 + TOKEN_LEN;
 /// microseconds and peak RSS in KiB (u64 each), little endian.
 const STATUS_LEN: usize = 4 + 3 * 8;
 
-/// Runs the registered `entry` in a child of the fork server with `args`.
+/// Runs the registered `entry` in a child of the fork server with `args`,
+/// delivering the messages it sends to `progress`, if any.
 #[track_caller]
 pub fn call<A, R>(
     options: &Isolate,
     entry: &'static Entry,
     args: &A,
     codec: Codec<R>,
+    progress: Option<&mut dyn ProgressSink>,
 ) -> Result<R, Error>
 where
     A: Serialize + ?Sized,
 {
-    spawn::call_with(options, entry, args, codec, fork_from_server)
+    spawn::call_with(options, entry, args, codec, progress, fork_from_server)
 }
 
 /// Starts this process's fork server now, if it is not running, so the

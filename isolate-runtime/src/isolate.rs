@@ -285,6 +285,10 @@ impl Isolate {
     /// child may block forever on a lock another thread held at the fork
     /// (std's stdout lock included). Set a timeout there.
     ///
+    /// The closure carries no [`Progress`](crate::Progress): one it
+    /// captures runs its callback in the child, where the caller never sees
+    /// it. Take a `Progress` parameter in a `#[bombsquad]` function instead.
+    ///
     /// # Errors
     ///
     /// Every [`Error`] variant but `NestingTooDeep` for a top-level call;
@@ -299,7 +303,7 @@ impl Isolate {
         R: Serialize + DeserializeOwned,
         F: FnOnce() -> R,
     {
-        crate::fork::call(self, Codec::serde(), function)
+        crate::fork::call(self, Codec::serde(), None, function)
     }
 
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {

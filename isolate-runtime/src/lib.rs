@@ -21,6 +21,7 @@ mod marker;
 mod outcome;
 mod panic;
 mod pool;
+mod progress;
 mod registry;
 mod report;
 mod spawn;
@@ -36,6 +37,7 @@ pub use error::{CodecStage, Error, Location};
 pub use forkserver::start_forkserver;
 pub use isolate::{Isolate, PanicMode, fork};
 pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
+pub use progress::{Progress, ProgressMessages};
 pub use report::{CallReport, NonzeroExitcode};
 pub use stdio::Stderr;
 
@@ -43,8 +45,9 @@ pub use stdio::Stderr;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
+    pub use crate::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
     pub use crate::registry::{ENTRIES, Entry};
-    pub use crate::{Backend, Isolate, PanicMode, Stderr};
+    pub use crate::{Backend, Isolate, PanicMode, Progress, Stderr};
     pub use linkme;
 
     pub use crate::child::serve_registered as serve;

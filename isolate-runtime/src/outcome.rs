@@ -135,6 +135,9 @@ pub(crate) fn judge<R>(
     if let Some(message) = exit.bad_reply {
         return Err(Error::Protocol { pid, message });
     }
+    if let Some(error) = exit.bad_progress {
+        return Err(error);
+    }
     let protocol = |message: String| Error::Protocol { pid, message };
     // Read only now: a timed-out or lying child's output is never read.
     let bytes = read_reply().map_err(protocol)?;

@@ -4,7 +4,8 @@
 //! The channel is a Unix socket handed over as the child's stdin, so std
 //! can use `posix_spawn` (no `pre_exec`, whose fork costs grow with the
 //! parent's memory). The child swaps it for `/dev/null` before anything
-//! else runs. The reply descriptor travels over the socket (SCM_RIGHTS).
+//! else runs. The reply descriptor, and the progress pipe when the function
+//! takes a `Progress`, travel over the socket (SCM_RIGHTS).
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -26,6 +27,7 @@ use crate::isolate::Isolate;
 use crate::limits::ChildSetup;
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN};
 use crate::panic::message_of;
+use crate::progress::{ProgressSink, ProgressStream};
 use crate::registry::Entry;
 use crate::stdio::{ChildStdio, OutputRelay};
 use crate::supervise::{Child, Outgoing, supervise};
@@ -34,18 +36,20 @@ use crate::{child, entry, outcome, sys, throttle};
 /// The binary to re-execute: the same inode even if the file was replaced.
 pub(crate) const SELF_EXE: &str = "/proc/self/exe";
 
-/// Runs the registered `entry` in a re-executed child with `args`.
+/// Runs the registered `entry` in a re-executed child with `args`,
+/// delivering the messages it sends to `progress`, if any.
 #[track_caller]
 pub fn call<A, R>(
     options: &Isolate,
     entry: &'static Entry,
     args: &A,
     codec: Codec<R>,
+    progress: Option<&mut dyn ProgressSink>,
 ) -> Result<R, Error>
 where
     A: Serialize + ?Sized,
 {
-    call_with(options, entry, args, codec, re_execute)
+    call_with(options, entry, args, codec, progress, re_execute)
 }
 
 /// What starting a child needs: its end of the channel, its stdout and
@@ -60,13 +64,14 @@ pub(crate) struct Start {
 
 /// A spawned call, with `start` making the process: a re-execution here, a
 /// fork of the fork server in `forkserver.rs`. Everything else (encoding,
-/// the token and reply descriptor over the channel, supervision) is shared.
+/// the token and descriptors over the channel, supervision) is shared.
 #[track_caller]
 pub(crate) fn call_with<A, R>(
     options: &Isolate,
     entry: &'static Entry,
     args: &A,
     codec: Codec<R>,
+    progress: Option<&mut dyn ProgressSink>,
     start: fn(Start) -> Result<Child, Error>,
 ) -> Result<R, Error>
 where
@@ -84,6 +89,7 @@ where
     let _permit = throttle::acquire();
     let oom = OomWatch::start();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
+    let mut progress = ProgressStream::create(progress)?;
     let (socket, child_socket) = unix_socketpair(
         SockType::Stream,
         "create the channel to the child (socketpair)",
@@ -100,8 +106,12 @@ where
         started_at: Instant::now(),
     })?;
     // A child that died early cannot take the token; its exit status will say why.
-    let _ = send_token_and_fd(socket.as_fd(), &token, reply.child_end());
+    let progress_end = progress.as_ref().map(ProgressStream::child_end);
+    let _ = send_token_and_fds(socket.as_fd(), &token, reply.child_end(), progress_end);
     reply.close_child_end();
+    if let Some(progress) = &mut progress {
+        progress.close_child_end();
+    }
     sys::set_nonblocking(&socket).map_err(|e| Error::spawn("configure the channel", e))?;
     let exit = supervise(
         child,
@@ -109,6 +119,7 @@ where
         &mut reply,
         Outgoing::new(socket.as_fd(), &request),
         output,
+        progress.as_mut(),
     )?;
     outcome::conclude(exit, reply, codec, options, &oom)
 }
@@ -181,16 +192,24 @@ fn encode_request<A: Serialize + ?Sized>(name: &str, args: &A) -> Result<Vec<u8>
     Ok(request)
 }
 
-pub(crate) fn send_token_and_fd(
+/// Sends the token with the reply descriptor and, when the function takes a
+/// `Progress`, the progress pipe's write end, in that order.
+pub(crate) fn send_token_and_fds(
     socket: BorrowedFd<'_>,
     token: &[u8; TOKEN_LEN],
     reply: BorrowedFd<'_>,
+    progress: Option<BorrowedFd<'_>>,
 ) -> nix::Result<usize> {
-    let fds = [reply.as_raw_fd()];
+    let both = [reply.as_raw_fd(), progress.map_or(-1, |fd| fd.as_raw_fd())];
+    let fds = if progress.is_some() {
+        &both[..]
+    } else {
+        &both[..1]
+    };
     sendmsg::<()>(
         socket.as_raw_fd(),
         &[IoSlice::new(token)],
-        &[ControlMessage::ScmRights(&fds)],
+        &[ControlMessage::ScmRights(fds)],
         MsgFlags::MSG_NOSIGNAL,
         None,
     )
@@ -228,7 +247,13 @@ mod tests {
 
     #[test]
     fn an_unknown_function_is_a_protocol_error() {
-        let result = call(&Isolate::new(), &UNREGISTERED, &(), Codec::<u8>::serde());
+        let result = call(
+            &Isolate::new(),
+            &UNREGISTERED,
+            &(),
+            Codec::<u8>::serde(),
+            None,
+        );
         match result {
             Err(Error::Protocol { message, .. }) => {
                 assert_eq!(message, "unknown function id \"no::such::function@1:1\"");

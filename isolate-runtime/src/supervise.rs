@@ -1,9 +1,11 @@
 //! Watching a running child: completion comes from the process (its pidfd),
 //! never from EOF alone, because a grandchild can hold the channel open
-//! (DESIGN.md, mechanism 4). The reply pipe is drained and the request sent
-//! while waiting, and the deadline is enforced with a process-group kill.
+//! (DESIGN.md, mechanism 4). The reply pipe is drained, the request sent
+//! and progress messages delivered while waiting, and the deadline is
+//! enforced with a process-group kill.
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -13,6 +15,7 @@ use nix::sys::socket::{MsgFlags, send};
 use crate::backend::ReplyChannel;
 use crate::error::Error;
 use crate::outcome::Termination;
+use crate::progress::ProgressStream;
 use crate::report::Usage;
 use crate::stdio::{OutputRelay, OutputTail};
 use crate::sys;
@@ -233,6 +236,9 @@ pub(crate) struct Exit {
     pub(crate) timed_out: bool,
     /// The reply was malformed while it streamed in; the parent killed the child.
     pub(crate) bad_reply: Option<String>,
+    /// A progress message was malformed or did not decode; the parent
+    /// killed the child (or it had exited).
+    pub(crate) bad_progress: Option<Error>,
     /// From just before the start to the reaping.
     pub(crate) wall_time: Duration,
     pub(crate) usage: Option<Usage>,
@@ -240,17 +246,26 @@ pub(crate) struct Exit {
     pub(crate) stderr: OutputTail,
 }
 
-/// Waits for `child` to exit (or kills it at `deadline`), sending `outgoing`
-/// and draining `reply` and `output` meanwhile, then reaps it.
+/// Waits for `child` to exit (or kills it at `deadline`), sending `outgoing`,
+/// draining `reply` and `output` and delivering `progress` meanwhile, then
+/// reaps it and delivers the progress messages still in the pipe.
+///
+/// # Panics
+///
+/// A panic of the caller's progress callback continues once the child's
+/// group is killed and the child reaped.
 pub(crate) fn supervise(
     mut child: Child,
     deadline: Option<Instant>,
     reply: &mut ReplyChannel,
     mut outgoing: Outgoing<'_>,
     mut output: OutputRelay,
+    mut progress: Option<&mut ProgressStream<'_>>,
 ) -> Result<Exit, Error> {
     let mut timed_out = false;
     let mut bad_reply = None;
+    let mut bad_progress = None;
+    let mut callback_panic = None;
     loop {
         // Checked here, not only on a poll that times out: a child that keeps
         // the pipe readable would otherwise outlive its deadline.
@@ -264,9 +279,15 @@ pub(crate) fn supervise(
         };
         let reply_fd = reply.poll_fd().filter(|_| bad_reply.is_none());
         let out_fd = outgoing.pending();
+        let progress_fd = progress
+            .as_deref()
+            .and_then(ProgressStream::poll_fd)
+            .filter(|_| bad_progress.is_none());
         let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         fds.extend(reply_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
         fds.extend(out_fd.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
+        let progress_at = fds.len();
+        fds.extend(progress_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
         let first_output = fds.len();
         fds.extend(
             output
@@ -284,7 +305,8 @@ pub(crate) fn supervise(
         let is_ready = |fd: &PollFd<'_>| fd.any().unwrap_or(true);
         let exited = is_ready(&fds[0]);
         let reply_ready = reply_fd.is_some() && is_ready(&fds[1]);
-        let out_ready = out_fd.is_some() && is_ready(&fds[first_output - 1]);
+        let out_ready = out_fd.is_some() && is_ready(&fds[progress_at - 1]);
+        let progress_ready = progress_fd.is_some() && is_ready(&fds[progress_at]);
         let output_ready = fds[first_output..].iter().any(is_ready);
         drop(fds);
         if output_ready {
@@ -297,16 +319,43 @@ pub(crate) fn supervise(
             bad_reply = Some(message);
             child.kill_group();
         }
+        if progress_ready && let Some(stream) = progress.as_deref_mut() {
+            let pid = child.pid();
+            match catch_unwind(AssertUnwindSafe(|| stream.read_available(pid))) {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => {
+                    bad_progress = Some(error);
+                    child.kill_group();
+                }
+                Err(payload) => {
+                    callback_panic = Some(payload);
+                    child.kill_group();
+                    break;
+                }
+            }
+        }
         if exited {
             break;
         }
     }
-    let status = child.reap()?;
+    let status = child.reap();
+    if let Some(payload) = callback_panic {
+        resume_unwind(payload); // the child is dead and reaped (or left to its reaper)
+    }
+    let status = status?;
+    // The child is gone: what is left in the pipe is all it sent.
+    if bad_progress.is_none()
+        && let Some(stream) = progress
+        && let Err(error) = stream.drain(child.pid())
+    {
+        bad_progress = Some(error);
+    }
     Ok(Exit {
         pid: child.pid(),
         termination: status.map(|(status, _)| Termination::from_wait_status(status)),
         timed_out,
         bad_reply,
+        bad_progress,
         wall_time: child.started.elapsed(),
         usage: status.map(|(_, usage)| Usage::from_rusage(&usage)),
         stderr: output.finish(),

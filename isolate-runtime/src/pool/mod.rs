@@ -27,6 +27,7 @@ use crate::codec::{self, Codec, FrameKind, HEADER_LEN};
 use crate::error::{CodecStage, Error};
 use crate::outcome;
 use crate::panic::message_of;
+use crate::progress::{self, ProgressSink};
 use crate::sys;
 
 pub use options::WorkerOptions;
@@ -144,7 +145,7 @@ impl Pool {
         &self,
         args: &A,
         codec: Codec<R>,
-        progress: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+        mut progress: Option<&mut dyn ProgressSink>,
     ) -> Result<R, Error> {
         self.check_owner()?;
         let request = encode_request(args)?;
@@ -157,7 +158,11 @@ impl Pool {
             // A panicking progress callback unwinds through here: the worker
             // is killed and reaped as it drops, and its slot is given back.
             let slot = Slot { pool: self, pid };
-            let (worker, end) = worker.call(&request, deadline, progress);
+            let mut deliver = |payload: &[u8]| match progress.as_deref_mut() {
+                Some(sink) => progress::deliver(sink, payload),
+                None => Ok(()),
+            };
+            let (worker, end) = worker.call(&request, deadline, &mut deliver);
             std::mem::forget(slot);
             match end {
                 CallEnd::Answered { reply } => {

@@ -119,7 +119,7 @@ impl WorkerProcess {
                 let child = keeper::run(move || spawn::re_execute(start))?;
                 let arena = Arena::create()?;
                 // A worker that died early cannot take these; its exit says why.
-                let _ = spawn::send_token_and_fd(socket.as_fd(), &token, arena.fd());
+                let _ = spawn::send_token_and_fds(socket.as_fd(), &token, arena.fd(), None);
                 let _ = send_setup(socket.as_fd(), entry.name, options);
                 (child, Some(arena))
             }
@@ -205,7 +205,7 @@ impl WorkerProcess {
         mut self,
         request: &[u8],
         deadline: Option<Instant>,
-        progress: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+        progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> (Option<Self>, CallEnd) {
         let started = Instant::now();
         let mut reply = Vec::new();
@@ -258,12 +258,13 @@ impl WorkerProcess {
 
     /// Kills and reaps the worker after a loss, and says how it ended.
     fn take_exit(mut self, loss: Loss, started: Instant) -> (Exit, OomWatch) {
-        let (timed_out, bad_reply) = match loss {
-            Loss::TimedOut => (true, None),
-            Loss::BadFrame(message) => (false, Some(message)),
-            Loss::Undelivered | Loss::Died => (false, None),
+        let (timed_out, bad_reply, bad_progress) = match loss {
+            Loss::TimedOut => (true, None, None),
+            Loss::BadFrame(message) => (false, Some(message), None),
+            Loss::BadProgress(error) => (false, None, Some(error)),
+            Loss::Undelivered | Loss::Died => (false, None, None),
         };
-        if timed_out || bad_reply.is_some() {
+        if timed_out || bad_reply.is_some() || bad_progress.is_some() {
             self.child.kill_group();
         }
         let status = self.child.reap().unwrap_or(None);
@@ -272,6 +273,7 @@ impl WorkerProcess {
             termination: status.map(|(status, _)| Termination::from_wait_status(status)),
             timed_out,
             bad_reply,
+            bad_progress,
             wall_time: started.elapsed(),
             usage: status.map(|(_, usage)| Usage::from_rusage(&usage)),
             stderr: self.output.finish(),
@@ -286,7 +288,7 @@ impl WorkerProcess {
         request: &[u8],
         reply: &mut Vec<u8>,
         deadline: Option<Instant>,
-        progress: &mut dyn FnMut(&[u8]) -> Result<(), String>,
+        progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Loss> {
         self.output.clear_tail();
         let mut outgoing = request;
@@ -329,7 +331,7 @@ impl WorkerProcess {
                     READ_BUDGET
                 };
                 read_available(self.socket.as_fd(), reply, budget);
-                if frames.advance(reply, progress).map_err(Loss::BadFrame)? {
+                if frames.advance(reply, progress)? {
                     return Ok(());
                 }
             }
@@ -390,6 +392,8 @@ enum Loss {
     Died,
     TimedOut,
     BadFrame(String),
+    /// A progress message did not decode.
+    BadProgress(Error),
 }
 
 /// Walks the frames of a reply as they arrive: progress messages are
@@ -406,14 +410,15 @@ impl FrameCursor {
     fn advance(
         &mut self,
         reply: &mut Vec<u8>,
-        progress: &mut dyn FnMut(&[u8]) -> Result<(), String>,
-    ) -> Result<bool, String> {
+        progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<bool, Loss> {
         loop {
             let Some(head) = reply.get(self.at..self.at + HEADER_LEN) else {
                 return Ok(false);
             };
-            let (kind, len) = codec::parse_header(head.try_into().expect("a header"))?;
-            let len = usize::try_from(len).map_err(|e| e.to_string())?;
+            let (kind, len) =
+                codec::parse_header(head.try_into().expect("a header")).map_err(Loss::BadFrame)?;
+            let len = usize::try_from(len).map_err(|e| Loss::BadFrame(e.to_string()))?;
             let end = self.at + HEADER_LEN + len;
             if reply.len() < end {
                 reply.reserve(end - reply.len());
@@ -421,7 +426,7 @@ impl FrameCursor {
             }
             match kind {
                 FrameKind::Progress => {
-                    progress(&reply[self.at + HEADER_LEN..end])?;
+                    progress(&reply[self.at + HEADER_LEN..end]).map_err(Loss::BadProgress)?;
                     if end == reply.len() {
                         // Everything so far was progress: let the buffer be reused.
                         reply.clear();
@@ -436,14 +441,18 @@ impl FrameCursor {
                 | FrameKind::Panic
                 | FrameKind::Failure => {
                     if end != reply.len() {
-                        return Err(format!(
-                            "{} bytes after the {kind:?} frame",
-                            reply.len() - end
-                        ));
+                        let extra = reply.len() - end;
+                        return Err(Loss::BadFrame(format!(
+                            "{extra} bytes after the {kind:?} frame"
+                        )));
                     }
                     return Ok(true);
                 }
-                other => return Err(format!("unexpected {other:?} frame from the worker")),
+                other => {
+                    return Err(Loss::BadFrame(format!(
+                        "unexpected {other:?} frame from the worker"
+                    )));
+                }
             }
             self.at = end;
         }

@@ -38,6 +38,8 @@ pub(crate) fn serve_worker(
     // `channel` lives until the worker leaves by `_exit`.
     let fd = channel.as_raw_fd();
     child::become_child(fd, depth, true);
+    // Progress frames go to the same socket as the answers.
+    crate::progress::set_fd(fd);
     limits::enter_worker(setup, fd);
     let entry = match registry::find(name) {
         Ok(entry) => entry,

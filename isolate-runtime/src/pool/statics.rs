@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::pool::{Launch, Pool, WorkerOptions};
+use crate::progress::ProgressSink;
 use crate::registry::Entry;
 
 /// A function's pool, made on first use. Not public API: generated code
@@ -49,6 +50,7 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
     entry: &'static Entry,
     args: &A,
     codec: Codec<R>,
+    progress: Option<&mut dyn ProgressSink>,
 ) -> Result<R, Error> {
     crate::entry::keep_linked();
     let made = pool
@@ -65,7 +67,7 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
         }
     };
     registered.call_once(|| register(pool));
-    pool.call(args, codec, &mut |_| Ok(()))
+    pool.call(args, codec, progress)
 }
 
 fn register(pool: &'static Pool) {

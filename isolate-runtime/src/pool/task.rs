@@ -178,7 +178,7 @@ impl<T: Task> Worker<T> {
     /// Re-raises a panic of `run` (see [`Isolate::panic_mode`](crate::Isolate::panic_mode)).
     #[track_caller]
     pub fn call(&self, input: T::Input) -> Result<Result<T::Output, T::Error>, Error> {
-        self.pool.call(&input, Codec::serde(), &mut |_| Ok(()))
+        self.pool.call(&input, Codec::serde(), None)
     }
 
     /// How many workers were replaced after they died, timed out or were
@@ -268,7 +268,7 @@ impl RemoteWorker {
         &self,
         input: &I,
     ) -> Result<O, Error> {
-        self.pool.call(input, Codec::serde(), &mut |_| Ok(()))
+        self.pool.call(input, Codec::serde(), None)
     }
 
     /// As [`Worker::restarts`].
