@@ -813,3 +813,23 @@ fn progress_messages_arrive_in_order_before_a_pooled_result() {
     );
     assert_eq!(messages.collect::<Vec<u32>>(), vec![0, 1]);
 }
+
+#[bombsquad(pool = 1)]
+fn pooled_in_a_forked_child(x: u64) -> u64 {
+    x + 1
+}
+
+#[bombsquad(start_method = "fork", timeout = "20s")]
+fn calls_a_pool_from_a_forked_child(x: u64) -> u64 {
+    pooled_in_a_forked_child(x).unwrap()
+}
+
+#[test]
+fn a_forked_child_makes_its_own_pool_and_keeper_thread() {
+    let _guard = guard();
+    // The keeper thread exists in this process; the forked child has its
+    // queue but not the thread, and must start one of its own.
+    let worker = Worker::<Ops>::spawn_with(options()).unwrap();
+    assert_eq!(calls_a_pool_from_a_forked_child(41).unwrap(), 42);
+    drop(worker);
+}

@@ -8,7 +8,7 @@
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::supervise::Child;
@@ -24,22 +24,24 @@ enum Job {
     },
 }
 
-fn keeper() -> &'static Mutex<Sender<Job>> {
-    static KEEPER: OnceLock<Mutex<Sender<Job>>> = OnceLock::new();
-    KEEPER.get_or_init(|| {
-        let (sender, jobs) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("bombsquad-keeper".to_owned())
-            .spawn(move || keep(&jobs))
-            .expect("start the bombsquad keeper thread");
-        Mutex::new(sender)
-    })
-}
+/// The keeper's queue, and the process it belongs to: a forked copy of
+/// this process has the queue but not the thread, and starts its own.
+static KEEPER: Mutex<Option<(u32, Sender<Job>)>> = Mutex::new(None);
 
 fn submit(job: Job) {
-    let sender = keeper()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut keeper = KEEPER.lock().unwrap_or_else(PoisonError::into_inner);
+    let pid = std::process::id();
+    let sender = match &*keeper {
+        Some((owner, sender)) if *owner == pid => sender,
+        _ => {
+            let (sender, jobs) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("bombsquad-keeper".to_owned())
+                .spawn(move || keep(&jobs))
+                .expect("start the bombsquad keeper thread");
+            &keeper.insert((pid, sender)).1
+        }
+    };
     // The keeper never exits, so its receiver lives as long as the process.
     let _ = sender.send(job);
 }
