@@ -164,7 +164,8 @@
 //! An isolated function may take one [`Progress<M>`](Progress) parameter
 //! and [`send`](Progress::send) messages that the caller receives while
 //! the call runs: in order, and every one before the result, under every
-//! start method and backend. The caller passes [`Progress::new`] with a
+//! start method and backend, and from a pool's warm worker (on its socket).
+//! The caller passes [`Progress::new`] with a
 //! callback, which runs on the calling thread as each message arrives,
 //! [`Progress::channel`] for an iterator another thread reads, or
 //! [`Progress::ignore`].
