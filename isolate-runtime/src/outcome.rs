@@ -233,20 +233,17 @@ fn first_panic(frames: &[(FrameKind, &[u8])]) -> Option<PanicReport> {
 /// Decodes the result; a panicking user `Deserialize` becomes a codec error
 /// instead of unwinding through the caller (FAULTS.md E4).
 fn decode_result<R>(reply: Reply, payload: Range<usize>, codec: Codec<R>) -> Result<R, Error> {
-    match catch_unwind(AssertUnwindSafe(|| (codec.decode)(reply, payload))) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(message)) => Err(Error::codec(CodecStage::DecodeResult, message)),
-        Err(payload) => Err(Error::codec(
-            CodecStage::DecodeResult,
-            message_of(payload.as_ref()),
-        )),
-    }
+    decode_guarded(|| (codec.decode)(reply, payload))
 }
 
 /// Decodes a result sent in two parts (see [`Codec::decode_parts`]), as
 /// [`decode_result`] does.
 pub(crate) fn decode_parts<R>(head: &[u8], tail: &[u8], codec: Codec<R>) -> Result<R, Error> {
-    match catch_unwind(AssertUnwindSafe(|| (codec.decode_parts)(head, tail))) {
+    decode_guarded(|| (codec.decode_parts)(head, tail))
+}
+
+fn decode_guarded<R>(decode: impl FnOnce() -> Result<R, String>) -> Result<R, Error> {
+    match catch_unwind(AssertUnwindSafe(decode)) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(message)) => Err(Error::codec(CodecStage::DecodeResult, message)),
         Err(payload) => Err(Error::codec(

@@ -362,7 +362,8 @@ pub(crate) fn supervise(
     })
 }
 
-fn remaining(deadline: Option<Instant>) -> PollTimeout {
+/// What is left until `deadline`, for `poll`.
+pub(crate) fn remaining(deadline: Option<Instant>) -> PollTimeout {
     let Some(deadline) = deadline else {
         return PollTimeout::NONE;
     };

@@ -26,7 +26,7 @@ use crate::registry::Entry;
 use crate::report::Usage;
 use crate::spawn::{self, Start, unix_socketpair};
 use crate::stdio::OutputRelay;
-use crate::supervise::{Child, Exit};
+use crate::supervise::{Child, Exit, remaining};
 use crate::sys;
 
 /// How long a worker may take to say it is ready (DESIGN.md: `WorkerStartup`
@@ -244,9 +244,7 @@ impl WorkerProcess {
     /// Sends `Shutdown`: the worker leaves once it reads it. Dropping a
     /// `WorkerProcess` kills and reaps it.
     pub(crate) fn ask_to_leave(&self) {
-        let frame = codec::header(FrameKind::Shutdown, 0);
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        let _ = send(self.socket.as_raw_fd(), &frame, flags);
+        let _ = self.send_some(&codec::header(FrameKind::Shutdown, 0));
     }
 
     /// The worker's resident set size, from `/proc/<pid>/statm`.
@@ -293,11 +291,7 @@ impl WorkerProcess {
         self.output.clear_tail();
         let mut outgoing = request;
         if !outgoing.is_empty() {
-            match send(
-                self.socket.as_raw_fd(),
-                outgoing,
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            ) {
+            match self.send_some(outgoing) {
                 Ok(n) => outgoing = &outgoing[n..],
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
                 // Nothing was received: the request never ran (FAULTS.md F11).
@@ -314,11 +308,7 @@ impl WorkerProcess {
                 self.output.relay_available();
             }
             if ready.writable {
-                match send(
-                    self.socket.as_raw_fd(),
-                    outgoing,
-                    MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-                ) {
+                match self.send_some(outgoing) {
                     Ok(n) => outgoing = &outgoing[n..],
                     Err(Errno::EAGAIN | Errno::EINTR) => {}
                     Err(_) => outgoing = &[], // it died; its exit will say why
@@ -339,6 +329,12 @@ impl WorkerProcess {
                 return Err(Loss::Died);
             }
         }
+    }
+
+    /// Sends what the channel takes now, never raising SIGPIPE (FAULTS.md F11).
+    fn send_some(&self, bytes: &[u8]) -> nix::Result<usize> {
+        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+        send(self.socket.as_raw_fd(), bytes, flags)
     }
 
     /// Polls the process, the channel and the output pipes.
@@ -468,15 +464,6 @@ fn read_available(socket: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) {
             Ok(n) => taken += n,
         }
     }
-}
-
-fn remaining(deadline: Option<Instant>) -> PollTimeout {
-    let Some(deadline) = deadline else {
-        return PollTimeout::NONE;
-    };
-    let left = deadline.saturating_duration_since(Instant::now());
-    let millis = left.as_nanos().div_ceil(1_000_000);
-    PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
 }
 
 fn page_size() -> u64 {
