@@ -37,6 +37,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// the deadline check.
 const READ_BUDGET: usize = 16 << 20;
 
+/// Most the reply buffer grows ahead of the data on a frame's announced
+/// length, so a worker that announces 16 GiB and sends 10 bytes cannot make
+/// the parent allocate (and abort on) 16 GiB.
+const MAX_RESERVE_AHEAD: usize = 64 << 20;
+
 /// What a worker process runs.
 #[derive(Clone)]
 pub(crate) enum Launch {
@@ -413,7 +418,7 @@ impl FrameCursor {
             let len = usize::try_from(len).map_err(|e| e.to_string())?;
             let end = self.at + HEADER_LEN + len;
             if reply.len() < end {
-                reply.reserve(end - reply.len());
+                reply.reserve((end - reply.len()).min(MAX_RESERVE_AHEAD));
                 return Ok(false);
             }
             match kind {
