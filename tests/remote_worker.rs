@@ -202,11 +202,11 @@ fn require_python() {
     }
 }
 
-/// Starts the demo worker.
+/// Starts the demo worker (`-B`: no `__pycache__` in the source tree).
 fn demo() -> impl Fn() -> Command + Send + Sync + 'static {
     || {
         let mut python = Command::new("python3");
-        python.arg(DEMO);
+        python.args(["-B", DEMO]);
         python
     }
 }
