@@ -12,9 +12,10 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
 use std::os::fd::RawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -946,4 +947,38 @@ fn shutdown_kills_a_busy_worker_after_the_grace() {
     drop(worker);
     turn.check();
     assert!(!common::process_exists(pid));
+}
+
+// ---------------------------------------------------------------------------
+// The lifeline
+
+#[test]
+fn a_worker_exits_when_its_parent_dies() {
+    let turn = turn();
+    let mut parent = common::scenario::command("scenario_a_worker_exits_when_its_parent_dies")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid: u32 = BufReader::new(parent.stdout.take().unwrap())
+        .lines()
+        // libtest may print the test's name on the same line first.
+        .find_map(|line| line.ok()?.split_once("worker pid ")?.1.trim().parse().ok())
+        .expect("the scenario names its worker");
+    // SIGKILL: the parent gets no chance to shut its pool down.
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    // The worker, now an orphan, reads EOF on its channel and exits.
+    wait_until_dead(pid);
+    turn.check();
+}
+
+#[test]
+fn scenario_a_worker_exits_when_its_parent_dies() {
+    if !common::scenario::is("scenario_a_worker_exits_when_its_parent_dies") {
+        return;
+    }
+    let worker = RemoteWorker::spawn_with(demo(), options()).unwrap();
+    println!("worker pid {}", pid_of(&worker));
+    std::thread::sleep(Duration::from_secs(60));
 }
