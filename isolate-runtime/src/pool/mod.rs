@@ -168,7 +168,13 @@ impl Pool {
                 CallEnd::Answered { reply } => {
                     let mut worker = worker.expect("an answering worker lives on");
                     let result = decode_answer(&mut worker, reply, codec);
-                    self.checkin(worker);
+                    if matches!(result, Err(Error::Protocol { .. })) {
+                        // A worker that answers nonsense is not trusted again.
+                        drop(worker);
+                        self.lost(pid);
+                    } else {
+                        self.checkin(worker);
+                    }
                     return outcome::deliver(result, isolate, pid, 0);
                 }
                 // Nothing ran: a fresh worker gets the request (FAULTS.md F11, J3).

@@ -101,7 +101,8 @@ impl WorkerOptions {
     /// The options of each call: its timeout, memory and CPU limits, where
     /// the worker's stderr goes, its name in reports, outcome callbacks.
     /// Memory is limited for the worker as a whole (it starts small); CPU
-    /// time per call. The backend does not apply: a worker answers on its
+    /// time per call. A [`RemoteWorker`](crate::RemoteWorker) applies no
+    /// limits of its own: its program sets them, if it wants any. The backend does not apply: a worker answers on its
     /// channel, and a result of 1 MiB or more through a shared arena.
     #[must_use]
     pub fn isolate(mut self, isolate: Isolate) -> Self {

@@ -37,6 +37,16 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// the deadline check.
 const READ_BUDGET: usize = 16 << 20;
 
+/// Most the reply buffer grows ahead of the data on a frame's announced
+/// length, so a worker that announces 16 GiB and sends 10 bytes cannot make
+/// the parent allocate (and abort on) 16 GiB.
+const MAX_RESERVE_AHEAD: usize = 64 << 20;
+
+/// How long a worker that closed its channel without answering may take to
+/// exit before it is killed: it can never answer, but its exit status (a
+/// crash closes the channel a moment before the process is reaped) says why.
+const EXIT_AFTER_EOF: Duration = Duration::from_secs(1);
+
 /// What a worker process runs.
 #[derive(Clone)]
 pub(crate) enum Launch {
@@ -299,11 +309,29 @@ impl WorkerProcess {
             }
         }
         let mut frames = FrameCursor::default();
+        // Once the channel has ended without an answer: when the worker
+        // must have exited. The channel is not polled any more (it would
+        // stay readable, and the loop would spin).
+        let mut exit_by: Option<Instant> = None;
         loop {
-            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            let now = Instant::now();
+            if deadline.is_some_and(|deadline| now >= deadline) {
                 return Err(Loss::TimedOut);
             }
-            let ready = self.wait(!outgoing.is_empty(), deadline)?;
+            if exit_by.is_some_and(|by| now >= by) {
+                return Err(Loss::BadFrame(format!(
+                    "the worker closed its channel without answering and did not exit within {EXIT_AFTER_EOF:?}"
+                )));
+            }
+            let channel = exit_by.is_none().then(|| {
+                if outgoing.is_empty() {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::POLLIN | PollFlags::POLLOUT
+                }
+            });
+            let wake = deadline.into_iter().chain(exit_by).min();
+            let ready = self.wait(channel, wake)?;
             if ready.output {
                 self.output.relay_available();
             }
@@ -320,9 +348,12 @@ impl WorkerProcess {
                 } else {
                     READ_BUDGET
                 };
-                read_available(self.socket.as_fd(), reply, budget);
+                let ended = read_available(self.socket.as_fd(), reply, budget);
                 if frames.advance(reply, progress)? {
                     return Ok(());
+                }
+                if ended && exit_by.is_none() {
+                    exit_by = Some(Instant::now() + EXIT_AFTER_EOF);
                 }
             }
             if ready.exited {
@@ -337,20 +368,17 @@ impl WorkerProcess {
         send(self.socket.as_raw_fd(), bytes, flags)
     }
 
-    /// Polls the process, the channel and the output pipes.
-    fn wait(&self, sending: bool, deadline: Option<Instant>) -> Result<Ready, Loss> {
+    /// Polls the process, the channel (for `channel`, unless `None`) and
+    /// the output pipes.
+    fn wait(&self, channel: Option<PollFlags>, deadline: Option<Instant>) -> Result<Ready, Loss> {
         let Some(pidfd) = self.child.pidfd() else {
             return Err(Loss::Died);
         };
-        let channel = if sending {
-            PollFlags::POLLIN | PollFlags::POLLOUT
-        } else {
-            PollFlags::POLLIN
-        };
-        let mut fds = vec![
-            PollFd::new(pidfd, PollFlags::POLLIN),
-            PollFd::new(self.socket.as_fd(), channel),
-        ];
+        let mut fds = vec![PollFd::new(pidfd, PollFlags::POLLIN)];
+        if let Some(flags) = channel {
+            fds.push(PollFd::new(self.socket.as_fd(), flags));
+        }
+        let outputs = fds.len();
         fds.extend(
             self.output
                 .poll_fds()
@@ -361,13 +389,17 @@ impl WorkerProcess {
             Err(_) => return Err(Loss::Died),
         }
         let events = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::POLLERR);
-        let channel = events(&fds[1]);
+        let channel = if channel.is_some() {
+            events(&fds[1])
+        } else {
+            PollFlags::empty()
+        };
         Ok(Ready {
             exited: !events(&fds[0]).is_empty(),
             readable: channel
                 .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR),
             writable: channel.contains(PollFlags::POLLOUT),
-            output: fds[2..].iter().any(|fd| !events(fd).is_empty()),
+            output: fds[outputs..].iter().any(|fd| !events(fd).is_empty()),
         })
     }
 }
@@ -417,7 +449,7 @@ impl FrameCursor {
             let len = usize::try_from(len).map_err(|e| Loss::BadFrame(e.to_string()))?;
             let end = self.at + HEADER_LEN + len;
             if reply.len() < end {
-                reply.reserve(end - reply.len());
+                reply.reserve((end - reply.len()).min(MAX_RESERVE_AHEAD));
                 return Ok(false);
             }
             match kind {
@@ -455,15 +487,18 @@ impl FrameCursor {
     }
 }
 
-/// Reads what the channel holds, up to `budget` bytes.
-fn read_available(socket: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) {
+/// Reads what the channel holds, up to `budget` bytes; `true` once the
+/// channel has ended (the worker closed it, or died).
+fn read_available(socket: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) -> bool {
     let mut taken = 0;
     while taken < budget {
         match sys::read_into_spare(socket, reply, 64 << 10) {
-            Ok(0) | Err(_) => return,
+            Ok(0) => return true,
             Ok(n) => taken += n,
+            Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
         }
     }
+    false
 }
 
 fn page_size() -> u64 {
