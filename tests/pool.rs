@@ -833,3 +833,75 @@ fn a_forked_child_makes_its_own_pool_and_keeper_thread() {
     assert_eq!(calls_a_pool_from_a_forked_child(41).unwrap(), 42);
     drop(worker);
 }
+
+/// Starts fine until the file named by `BOMBSQUAD_TEST_POISON` exists; then
+/// its init aborts, after logging its pid next to that file.
+#[derive(Default)]
+struct PoisonedInit;
+
+#[bombsquad]
+impl Task for PoisonedInit {
+    type Input = bool;
+    type Output = u32;
+    type Error = ();
+
+    fn init(&mut self) {
+        let Some(poison) = std::env::var_os("BOMBSQUAD_TEST_POISON") else {
+            return;
+        };
+        let poison = PathBuf::from(poison);
+        if poison.exists() {
+            let log = poison.with_extension(std::process::id().to_string());
+            std::fs::write(log, b"").unwrap();
+            std::process::abort();
+        }
+    }
+
+    fn run(&mut self, crash: bool) -> Result<u32, ()> {
+        if crash {
+            null_strlen();
+        }
+        Ok(std::process::id())
+    }
+}
+
+#[test]
+fn j2_a_broken_pool_answers_at_once_without_starting_workers() {
+    let _guard = guard();
+    let dir = tempfile::tempdir().unwrap();
+    let poison = dir.path().join("poison");
+    // SAFETY: tests run one at a time (SERIAL), and no other thread reads the environment now.
+    unsafe { std::env::set_var("BOMBSQUAD_TEST_POISON", &poison) };
+    let worker = Worker::<PoisonedInit>::spawn_with(options()).unwrap();
+    // SAFETY: as above; the worker already has its environment.
+    unsafe { std::env::remove_var("BOMBSQUAD_TEST_POISON") };
+    assert!(worker.call(false).unwrap().is_ok());
+    std::fs::write(&poison, b"").unwrap();
+    // SAFETY: as above.
+    unsafe { std::env::set_var("BOMBSQUAD_TEST_POISON", &poison) };
+    assert_eq!(signal_of_u32(worker.call(true)), libc::SIGSEGV);
+    let first = worker.call(false);
+    let second = worker.call(false);
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("BOMBSQUAD_TEST_POISON") };
+    for result in [first, second] {
+        match result {
+            Err(Error::WorkerStartup {
+                attempts, exitcode, ..
+            }) => {
+                assert_eq!(attempts, 5);
+                assert_eq!(exitcode, Some(-libc::SIGABRT));
+            }
+            other => panic!("expected WorkerStartup, got {other:?}"),
+        }
+    }
+    let starts = std::fs::read_dir(dir.path()).unwrap().count() - 1;
+    assert_eq!(starts, 5, "the second call started no worker");
+}
+
+fn signal_of_u32(result: Result<Result<u32, ()>, Error>) -> i32 {
+    match result {
+        Err(Error::NonzeroExitcode(exit)) => exit.signal().expect("killed by a signal"),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+}
