@@ -1,7 +1,9 @@
-//! The isolated functions measured, one per start method and backend, and
-//! the payload section (`Vec<u8>` results against the raw transports).
+//! The isolated functions measured, one per start method and backend, the
+//! payload section (`Vec<u8>` results against the raw transports) and the
+//! warm section (calls to warm workers against a raw round trip to a warm
+//! child, and a large result warm against one-shot).
 
-use bombsquad::{Error, bombsquad};
+use bombsquad::{Error, Task, Worker, bombsquad};
 
 use crate::bench::{self, Case, Plan, gbps, interleave, show, show_size};
 use crate::{Config, floors};
@@ -62,6 +64,39 @@ calls! {
 #[bombsquad(start_method = "forkserver", backend = "pipe")]
 pub fn forkserver_pipe() -> u64 {
     42
+}
+
+/// A trivial call to a warm worker of a `pool = 1` function.
+#[bombsquad(pool = 1)]
+pub fn warm_trivial(x: u64) -> u64 {
+    x + 1
+}
+
+/// A large result from a warm worker: through the shared arena.
+#[bombsquad(pool = 1)]
+pub fn warm_bytes(len: usize) -> Vec<u8> {
+    floors::payload(len)
+}
+
+/// The same function one-shot, with the defaults (spawn mode, file backend).
+#[bombsquad]
+pub fn oneshot_bytes(len: usize) -> Vec<u8> {
+    floors::payload(len)
+}
+
+/// A trivial [`Task`], for a call through [`Worker`].
+#[derive(Debug, Default)]
+pub struct Increment;
+
+#[bombsquad]
+impl Task for Increment {
+    type Input = u64;
+    type Output = u64;
+    type Error = String;
+
+    fn run(&mut self, x: u64) -> Result<u64, String> {
+        Ok(x + 1)
+    }
 }
 
 /// The result sizes measured, up to `max`.
@@ -146,4 +181,131 @@ pub fn payload(config: &Config) {
             );
         }
     }
+}
+
+/// The warm-call targets (the issue "Benchmarks in the comparison runner").
+const WARM_TARGET: f64 = 1.5;
+const LARGE_TARGET: f64 = 2.0;
+/// The large result of the warm section.
+const LARGE: usize = 64 << 20;
+
+/// Warm workers: a trivial call through `#[bombsquad(pool = 1)]` and
+/// through a [`Worker`] against one 64-byte round trip to a warm child; a
+/// 64 MiB result from a warm worker against the same function one-shot.
+pub fn warm(config: &Config) {
+    warm_trivial_calls(config);
+    if config.max_size >= LARGE {
+        warm_large(config);
+    } else {
+        println!("\n(warm 64 MiB result skipped: --max-size is below 64 MiB)");
+    }
+    bombsquad::shutdown_pools(std::time::Duration::from_secs(1));
+}
+
+fn warm_trivial_calls(config: &Config) {
+    let plan = config.scale(Plan {
+        rounds: 20,
+        block: 200,
+    });
+    println!(
+        "\n== warm call (u64 in, u64 out), {} rounds x {} calls, medians",
+        plan.rounds, plan.block
+    );
+    // The echo child first: it is forked, and should inherit no worker's socket.
+    let mut echo = floors::WarmEcho::start();
+    let mut message = [7u8; floors::WARM_MESSAGE];
+    let worker = Worker::<Increment>::spawn().expect("start the task worker");
+    assert_eq!(warm_trivial(1).unwrap(), 2, "start the pool's worker");
+    let mut x = 0u64;
+    let mut y = 0u64;
+    let mut cases = vec![
+        Case::new("raw 64-byte round trip to a warm child", || {
+            echo.round_trip(&mut message);
+        }),
+        Case::new("pool = 1 function, warm", || {
+            x = warm_trivial(x).unwrap();
+        }),
+        Case::new("Worker<T: Task>, warm", || {
+            y = worker.call(y).unwrap().unwrap();
+        }),
+    ];
+    interleave(&mut cases, plan);
+    let floor = cases[0].median();
+    println!(
+        "{:<44} {:>10} {:>13} {:>8}",
+        "case", "median", "vs the floor", "target"
+    );
+    for (i, case) in cases.iter().enumerate() {
+        let target = if i == 0 {
+            String::new()
+        } else {
+            format!("<= {WARM_TARGET:.1}x")
+        };
+        println!(
+            "{:<44} {:>10} {:>12.2}x {:>8}",
+            case.name,
+            show(case.median()),
+            bench::ratio(case.median(), floor),
+            target
+        );
+    }
+    drop(cases);
+    assert!(x > 0 && y > 0);
+}
+
+/// A 64 MiB result: a warm worker (through the shared arena) against the
+/// same function one-shot with the defaults, and against every one-shot
+/// start method and backend of the same run.
+fn warm_large(config: &Config) {
+    let plan = config.scale(plan_for(LARGE));
+    println!(
+        "\n== 64 MiB Vec<u8> result, warm vs one-shot, {} rounds x {}, medians",
+        plan.rounds, plan.block
+    );
+    let check = |bytes: &[u8]| floors::check_payload(bytes, LARGE);
+    check(&warm_bytes(LARGE).unwrap()); // the worker starts and sizes its arena
+    let mut cases = vec![
+        Case::new("pool = 1 function, warm", move || {
+            check(&warm_bytes(LARGE).unwrap());
+        }),
+        Case::new("#[bombsquad] one-shot (spawn, file)", move || {
+            check(&oneshot_bytes(LARGE).unwrap());
+        }),
+    ];
+    // spawn/file is the default, measured above.
+    for call in BYTES.iter().filter(|c| c.fork || !c.name.contains("file")) {
+        cases.push(Case::new(call.name, move || {
+            check(&(call.run)(LARGE).unwrap());
+        }));
+    }
+    // What the function itself costs (black_box: else the filled vector
+    // is optimised away, the check needing only three of its bytes).
+    cases.push(Case::new("in-process: make the payload", move || {
+        check(&std::hint::black_box(floors::payload(LARGE)));
+    }));
+    interleave(&mut cases, plan);
+    let warm = cases[0].median();
+    let default = cases[1].median();
+    let (fastest, fastest_name) = cases[1..cases.len() - 1]
+        .iter()
+        .map(|c| (c.median(), c.name.as_str()))
+        .min()
+        .expect("one-shot cases");
+    println!("{:<44} {:>10} {:>9}", "case", "median", "GB/s");
+    for case in &cases {
+        println!(
+            "{:<44} {:>10} {:>9.2}",
+            case.name,
+            show(case.median()),
+            gbps(LARGE, case.median())
+        );
+    }
+    println!(
+        "warm is {:.2}x faster than #[bombsquad] one-shot (target >= {LARGE_TARGET:.1}x)",
+        bench::ratio(default, warm)
+    );
+    println!(
+        "warm is {:.2}x faster than the fastest one-shot, {fastest_name} (target >= {LARGE_TARGET:.1}x)",
+        bench::ratio(fastest, warm)
+    );
 }

@@ -5,6 +5,9 @@
 //!
 //! - `trivial`: a fork-mode call vs raw `fork` + 8 bytes through a pipe +
 //!   `waitpid`; a spawn-mode call vs `Command` re-executing this binary;
+//! - `warm`: a call to a warm worker (`#[bombsquad(pool = 1)]`, `Worker`)
+//!   vs one 64-byte round trip to a child forked once; a 64 MiB result
+//!   from a warm worker vs the same function one-shot;
 //! - `payload`: `Vec<u8>` results on each backend vs a raw pipe, a raw temp
 //!   file and a raw memfd into fresh memory, and in-process memcpy;
 //! - `heap`: fork-mode and spawn-mode calls as the parent's resident
@@ -115,7 +118,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("compare: {problem}");
     }
     eprintln!(
-        "usage: compare [--quick] [--only trivial,payload,heap,peak,peers] \
+        "usage: compare [--quick] [--only trivial,warm,payload,heap,peak,peers] \
          [--max-size 1G] [--rounds MULTIPLIER]"
     );
     std::process::exit(2)
@@ -146,6 +149,9 @@ fn main() {
     let mut floors = Floors::default();
     if config.wants("trivial") {
         floors = trivial(&config);
+    }
+    if config.wants("warm") {
+        calls::warm(&config);
     }
     if config.wants("payload") {
         calls::payload(&config);
