@@ -447,12 +447,16 @@ impl FrameCursor {
     }
 }
 
-/// Reads what the channel holds, up to `budget` bytes.
+/// Reads what the channel holds, up to `budget` bytes. A read that left
+/// room in the buffer drained the socket: stop there rather than pay a
+/// read that fails with `EAGAIN` (a warm call's reply comes in one read;
+/// anything later makes the next poll ready).
 fn read_available(socket: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) {
     let mut taken = 0;
     while taken < budget {
         match sys::read_into_spare(socket, reply, 64 << 10) {
             Ok(0) | Err(_) => return,
+            Ok(_) if reply.len() < reply.capacity() => return, // a short read
             Ok(n) => taken += n,
         }
     }
