@@ -3,6 +3,8 @@
 //! warm section (calls to warm workers against a raw round trip to a warm
 //! child, and a large result warm against one-shot).
 
+use std::time::Duration;
+
 use bombsquad::{Error, Task, Worker, bombsquad};
 
 use crate::bench::{self, Case, Plan, gbps, interleave, show, show_size};
@@ -199,7 +201,7 @@ pub fn warm(config: &Config) {
     } else {
         println!("\n(warm 64 MiB result skipped: --max-size is below 64 MiB)");
     }
-    bombsquad::shutdown_pools(std::time::Duration::from_secs(1));
+    bombsquad::shutdown_pools(Duration::from_secs(1));
 }
 
 fn warm_trivial_calls(config: &Config) {
@@ -307,5 +309,16 @@ fn warm_large(config: &Config) {
     println!(
         "warm is {:.2}x faster than the fastest one-shot, {fastest_name} (target >= {LARGE_TARGET:.1}x)",
         bench::ratio(fastest, warm)
+    );
+    // Every case runs the function, which faults in its own 64 MiB each
+    // time, warm or not: what each adds beyond it is the transport.
+    let own = cases[cases.len() - 1].median();
+    let beyond = |d: Duration| d.saturating_sub(own);
+    println!(
+        "beyond making the payload ({}): warm +{}, fastest one-shot +{}: {:.2}x",
+        show(own),
+        show(beyond(warm)),
+        show(beyond(fastest)),
+        bench::ratio(beyond(fastest), beyond(warm))
     );
 }

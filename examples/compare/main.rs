@@ -5,15 +5,15 @@
 //!
 //! - `trivial`: a fork-mode call vs raw `fork` + 8 bytes through a pipe +
 //!   `waitpid`; a spawn-mode call vs `Command` re-executing this binary;
-//! - `warm`: a call to a warm worker (`#[bombsquad(pool = 1)]`, `Worker`)
-//!   vs one 64-byte round trip to a child forked once; a 64 MiB result
-//!   from a warm worker vs the same function one-shot;
 //! - `payload`: `Vec<u8>` results on each backend vs a raw pipe, a raw temp
 //!   file and a raw memfd into fresh memory, and in-process memcpy;
 //! - `heap`: fork-mode and spawn-mode calls as the parent's resident
 //!   memory grows;
 //! - `peak`: the parent's peak RSS for a large result, one subprocess per
 //!   case;
+//! - `warm`: a call to a warm worker (`#[bombsquad(pool = 1)]`, `Worker`)
+//!   vs one 64-byte round trip to a child forked once; a 64 MiB result
+//!   from a warm worker vs the same function one-shot;
 //! - `peers`: procspawn, rusty-fork (`benches/peers`, built on demand) and
 //!   Python bombsquad (`benches/peers/python-setup.sh`).
 //!
@@ -118,7 +118,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("compare: {problem}");
     }
     eprintln!(
-        "usage: compare [--quick] [--only trivial,warm,payload,heap,peak,peers] \
+        "usage: compare [--quick] [--only trivial,payload,heap,peak,warm,peers] \
          [--max-size 1G] [--rounds MULTIPLIER]"
     );
     std::process::exit(2)
@@ -150,9 +150,6 @@ fn main() {
     if config.wants("trivial") {
         floors = trivial(&config);
     }
-    if config.wants("warm") {
-        calls::warm(&config);
-    }
     if config.wants("payload") {
         calls::payload(&config);
     }
@@ -161,6 +158,11 @@ fn main() {
     }
     if config.wants("peak") {
         memory::peak(&config);
+    }
+    // Last but the peers: its pools start a keeper thread, and the
+    // sections before fork from a single-threaded parent.
+    if config.wants("warm") {
+        calls::warm(&config);
     }
     if config.wants("peers") {
         peers::run(&config, floors);
