@@ -10,6 +10,7 @@ pub(crate) mod arena;
 mod keeper;
 mod options;
 mod process;
+mod readiness;
 pub(crate) mod serve;
 mod statics;
 mod task;

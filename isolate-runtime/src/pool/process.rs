@@ -21,6 +21,7 @@ use crate::marker::Marker;
 use crate::outcome::{self, Termination};
 use crate::pool::arena::Arena;
 use crate::pool::keeper;
+use crate::pool::readiness::Readiness;
 use crate::pool::serve::{Hello, PROTOCOL_VERSION};
 use crate::registry::Entry;
 use crate::report::Usage;
@@ -64,6 +65,9 @@ pub(crate) struct WorkerProcess {
     output: OutputRelay,
     /// `None` for a worker that is not this binary.
     arena: Option<Arena>,
+    /// Its pidfd, channel and output pipes in an epoll set (`readiness.rs`);
+    /// `None` if that failed: `poll` then, as for sending.
+    readiness: Option<Readiness>,
     /// The cgroup's OOM-kill count when the worker started.
     oom: OomWatch,
     /// Calls it has answered.
@@ -135,11 +139,15 @@ impl WorkerProcess {
             }
         };
         sys::set_nonblocking(&socket).map_err(|e| Error::spawn("configure the channel", e))?;
+        let readiness = child
+            .pidfd()
+            .and_then(|pidfd| Readiness::new(pidfd, socket.as_fd(), output.poll_fds()).ok());
         let worker = Self {
             child,
             socket,
             output,
             arena,
+            readiness,
             oom,
             calls: 0,
             rss_baseline: None,
@@ -341,6 +349,17 @@ impl WorkerProcess {
         let Some(pidfd) = self.child.pidfd() else {
             return Err(Loss::Died);
         };
+        if !sending && let Some(readiness) = &self.readiness {
+            let found = readiness
+                .wait(remaining(deadline))
+                .map_err(|_| Loss::Died)?;
+            return Ok(Ready {
+                exited: found.exited,
+                readable: found.readable,
+                writable: false,
+                output: found.output,
+            });
+        }
         let channel = if sending {
             PollFlags::POLLIN | PollFlags::POLLOUT
         } else {
