@@ -93,3 +93,41 @@ fn callers_beyond_the_workers_wait_and_are_all_served() {
     assert_eq!(total.load(Ordering::Relaxed), 120);
     assert_eq!(worker.restarts(), 0);
 }
+
+/// Prints far more than a pipe holds (the parent must relay it while it
+/// waits), or crashes, or hangs, as asked.
+#[bombsquad(pool = 1, stderr = "capture", timeout = "2s")]
+fn behaves(how: u8) -> u64 {
+    match how {
+        0 => {
+            let line = "x".repeat(1023);
+            for _ in 0..512 {
+                eprintln!("{line}"); // 512 KiB
+            }
+            7
+        }
+        1 => std::process::abort(),
+        _ => loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        },
+    }
+}
+
+#[test]
+fn output_crash_and_timeout_are_seen_while_waiting() {
+    assert_eq!(
+        behaves(0).unwrap(),
+        7,
+        "output larger than a pipe is relayed"
+    );
+    match behaves(1) {
+        Err(bombsquad::Error::NonzeroExitcode(exit)) => assert_ne!(exit.exitcode(), 0),
+        other => panic!("expected a crash, got {other:?}"),
+    }
+    assert_eq!(behaves(0).unwrap(), 7, "a fresh worker after the crash");
+    match behaves(2) {
+        Err(bombsquad::Error::Timeout { .. }) => {}
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(behaves(0).unwrap(), 7, "a fresh worker after the timeout");
+}
