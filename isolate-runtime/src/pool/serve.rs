@@ -122,10 +122,32 @@ impl<'a> Requests<'a> {
                 }
                 self.buffer.reserve(end - self.buffer.len());
             }
+            wait_readable(self.channel);
             match sys::read_into_spare(self.channel, &mut self.buffer, 4 << 10) {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
         }
     }
+}
+
+/// Sleeps until the channel has data (or an error, or its end), in `poll`
+/// rather than in `read`.
+///
+/// Why: a reader asleep in `read` on a Unix socket is woken by every
+/// write-space event on it as well, and the parent makes one each time it
+/// reads a reply this worker sent (the reply's buffer is freed). A worker
+/// already back asleep by then wakes for nothing, and with a sync wake-up,
+/// onto the parent's CPU. On the project's VM that happened on most calls
+/// of about half the runs (1.6-1.7 context switches per call instead of
+/// 1.0): a warm call took ~20 µs in those runs and ~14.5 µs in the others
+/// (1.58x or 1.15x its floor, by where the processes happened to run).
+/// `poll` wakes only for what it asked for: 1.0 switch per call, ~17.5 µs
+/// (1.38-1.45x) in every run, for one more syscall (BENCHMARKS.md "Warm
+/// workers").
+fn wait_readable(channel: BorrowedFd<'_>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(channel, PollFlags::POLLIN)];
+    // EINTR or an error: the read that follows tells.
+    let _ = poll(&mut fds, PollTimeout::NONE);
 }
