@@ -117,6 +117,62 @@ impl Drop for WarmEcho {
     }
 }
 
+/// A CPU affinity mask.
+pub type CpuSet = libc::cpu_set_t;
+
+/// The affinity of thread or process `tid` (0: the calling thread).
+#[must_use]
+pub fn affinity(tid: i32) -> Option<CpuSet> {
+    // SAFETY: all-zero is a valid (empty) `cpu_set_t`.
+    let mut set: CpuSet = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid for writes of its size.
+    let got = unsafe { libc::sched_getaffinity(tid, size_of::<CpuSet>(), &raw mut set) };
+    (got == 0).then_some(set)
+}
+
+/// Sets the affinity of `tid` (0: the calling thread); `false` if refused.
+pub fn set_affinity(tid: i32, set: &CpuSet) -> bool {
+    // SAFETY: `set` is valid for reads of its size.
+    unsafe { libc::sched_setaffinity(tid, size_of::<CpuSet>(), set) == 0 }
+}
+
+/// The CPUs in `set`.
+#[must_use]
+pub fn cpus(set: &CpuSet) -> Vec<usize> {
+    // SAFETY: `CPU_ISSET` only reads `set`, for indices below its size.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, set) })
+        .collect()
+}
+
+/// A mask of `cpu` alone.
+#[must_use]
+pub fn only(cpu: usize) -> CpuSet {
+    // SAFETY: all-zero is a valid (empty) `cpu_set_t`; `CPU_SET` writes in it.
+    unsafe {
+        let mut set: CpuSet = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+/// The children of every thread of this process (a pool's workers are the
+/// children of its keeper thread), from `/proc/self/task/*/children`.
+#[must_use]
+pub fn children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
+}
+
 /// `Command` re-executing this binary, which exits at once
 /// ([`exit_if_floor_child`]), and waiting for it.
 pub fn raw_reexec() {
