@@ -1,6 +1,7 @@
-//! The hot paths, with criterion: a trivial call in each start method, a
-//! 1 MiB `Vec<u8>` result on each backend, and the codec of a 1 MiB
-//! `Vec<u8>`. `examples/compare` measures the same against the kernel's
+//! The hot paths, with criterion: a trivial call in each start method and
+//! to a warm worker (`pool = 1`, `Worker<T>`), a 1 MiB `Vec<u8>` result on
+//! each backend and from a warm worker (through its arena), and the codec
+//! of a 1 MiB `Vec<u8>`. `examples/compare` measures the same against the kernel's
 //! floors; these track regressions.
 //!
 //! ```text
@@ -11,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bombsquad::__private::{BytesCodec as _, CodecTag};
-use bombsquad::bombsquad;
+use bombsquad::{Task, Worker, bombsquad};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 const MIB: usize = 1 << 20;
@@ -41,10 +42,41 @@ fn fork_shm(len: usize) -> Vec<u8> {
     vec![7; len]
 }
 
+#[bombsquad(pool = 1)]
+fn warm_trivial(x: u64) -> u64 {
+    x + 1
+}
+
+#[bombsquad(pool = 1)]
+fn warm_bytes(len: usize) -> Vec<u8> {
+    vec![7; len]
+}
+
+#[derive(Debug, Default)]
+struct Increment;
+
+#[bombsquad]
+impl Task for Increment {
+    type Input = u64;
+    type Output = u64;
+    type Error = String;
+
+    fn run(&mut self, x: u64) -> Result<u64, String> {
+        Ok(x + 1)
+    }
+}
+
 fn trivial(c: &mut Criterion) {
     let mut group = c.benchmark_group("trivial call");
     group.bench_function("fork", |b| b.iter(|| fork_trivial().unwrap()));
     group.bench_function("spawn", |b| b.iter(|| spawn_trivial().unwrap()));
+    group.bench_function("warm, pool = 1", |b| {
+        b.iter(|| warm_trivial(black_box(41)).unwrap());
+    });
+    let worker = Worker::<Increment>::spawn().unwrap();
+    group.bench_function("warm, Worker<T>", |b| {
+        b.iter(|| worker.call(black_box(41)).unwrap().unwrap());
+    });
     group.finish();
 }
 
@@ -54,6 +86,12 @@ fn mebibyte(c: &mut Criterion) {
     group.bench_function("file", |b| b.iter(|| fork_file(black_box(MIB)).unwrap()));
     group.bench_function("pipe", |b| b.iter(|| fork_pipe(black_box(MIB)).unwrap()));
     group.bench_function("shm", |b| b.iter(|| fork_shm(black_box(MIB)).unwrap()));
+    group.finish();
+    let mut group = c.benchmark_group("1 MiB Vec<u8> result, warm");
+    group.throughput(Throughput::Bytes(MIB as u64));
+    group.bench_function("pool = 1 (arena)", |b| {
+        b.iter(|| warm_bytes(black_box(MIB)).unwrap());
+    });
     group.finish();
 }
 

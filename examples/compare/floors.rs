@@ -1,5 +1,6 @@
 //! What the kernel allows: the raw operations each bombsquad call is
-//! measured against. libc and std only, so the peers crate
+//! measured against, a warm call's included (one 64-byte round trip to a
+//! child forked once). libc and std only, so the peers crate
 //! (`benches/peers`) shares this file and measures against the same floors.
 
 #![allow(dead_code, reason = "the peers crate uses a subset")]
@@ -53,6 +54,123 @@ pub fn raw_fork() -> u64 {
     close(read);
     reap(pid);
     u64::from_le_bytes(value)
+}
+
+/// The size of one message of the warm round-trip floor.
+pub const WARM_MESSAGE: usize = 64;
+
+/// A child forked once that echoes [`WARM_MESSAGE`]-byte messages on a Unix
+/// stream socket pair (what a warm worker's channel is) until the parent
+/// closes its end: one [`WarmEcho::round_trip`] is the floor of a call to a
+/// warm worker.
+#[derive(Debug)]
+pub struct WarmEcho {
+    socket: i32,
+    pid: i32,
+}
+
+impl WarmEcho {
+    /// Forks the echoing child. Its loop neither allocates nor locks, so
+    /// the parent may have threads.
+    #[must_use]
+    pub fn start() -> Self {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is valid for writes of two ints.
+        let made = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        assert_eq!(made, 0, "{}", io::Error::last_os_error());
+        let [parent, child] = fds;
+        // SAFETY: the child only closes, reads, writes and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "{}", io::Error::last_os_error());
+        if pid == 0 {
+            close(parent);
+            let mut message = [0u8; WARM_MESSAGE];
+            while read_exact(child, &mut message) && write_all(child, &message) {}
+            // SAFETY: always safe; never returns.
+            unsafe { libc::_exit(0) };
+        }
+        close(child);
+        Self {
+            socket: parent,
+            pid,
+        }
+    }
+
+    /// One round trip: [`WARM_MESSAGE`] bytes there and back.
+    pub fn round_trip(&mut self, message: &mut [u8; WARM_MESSAGE]) {
+        assert!(write_all(self.socket, message));
+        assert!(read_exact(self.socket, message));
+    }
+}
+
+impl Drop for WarmEcho {
+    fn drop(&mut self) {
+        close(self.socket); // the child reads end of file and leaves
+        reap(self.pid);
+    }
+}
+
+/// A CPU affinity mask.
+pub type CpuSet = libc::cpu_set_t;
+
+/// The affinity of thread or process `tid` (0: the calling thread).
+#[must_use]
+pub fn affinity(tid: i32) -> Option<CpuSet> {
+    // SAFETY: all-zero is a valid (empty) `cpu_set_t`.
+    let mut set: CpuSet = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is valid for writes of its size.
+    let got = unsafe { libc::sched_getaffinity(tid, size_of::<CpuSet>(), &raw mut set) };
+    (got == 0).then_some(set)
+}
+
+/// Sets the affinity of `tid` (0: the calling thread); `false` if refused.
+pub fn set_affinity(tid: i32, set: &CpuSet) -> bool {
+    // SAFETY: `set` is valid for reads of its size.
+    unsafe { libc::sched_setaffinity(tid, size_of::<CpuSet>(), set) == 0 }
+}
+
+/// The CPUs in `set`.
+#[must_use]
+pub fn cpus(set: &CpuSet) -> Vec<usize> {
+    // SAFETY: `CPU_ISSET` only reads `set`, for indices below its size.
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, set) })
+        .collect()
+}
+
+/// A mask of `cpu` alone.
+#[must_use]
+pub fn only(cpu: usize) -> CpuSet {
+    // SAFETY: all-zero is a valid (empty) `cpu_set_t`; `CPU_SET` writes in it.
+    unsafe {
+        let mut set: CpuSet = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    }
+}
+
+/// The children of every thread of this process (a pool's workers are the
+/// children of its keeper thread), from `/proc/self/task/*/children`.
+#[must_use]
+pub fn children() -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("children")).ok())
+        .flat_map(|list| {
+            list.split_whitespace()
+                .filter_map(|pid| pid.parse().ok())
+                .collect::<Vec<i32>>()
+        })
+        .collect()
 }
 
 /// `Command` re-executing this binary, which exits at once
@@ -184,6 +302,19 @@ fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
             return false;
         }
         bytes = &bytes[n.cast_unsigned()..];
+    }
+    true
+}
+
+/// Reads exactly `buf.len()` bytes; `false` at end of file or on an error.
+fn read_exact(fd: i32, mut buf: &mut [u8]) -> bool {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            return false;
+        }
+        buf = &mut buf[n.cast_unsigned()..];
     }
     true
 }

@@ -11,6 +11,9 @@
 //!   memory grows;
 //! - `peak`: the parent's peak RSS for a large result, one subprocess per
 //!   case;
+//! - `warm`: a call to a warm worker (`#[bombsquad(pool = 1)]`, `Worker`)
+//!   vs one 64-byte round trip to a child forked once; a 64 MiB result
+//!   from a warm worker vs the same function one-shot;
 //! - `peers`: procspawn, rusty-fork (`benches/peers`, built on demand) and
 //!   Python bombsquad (`benches/peers/python-setup.sh`).
 //!
@@ -115,7 +118,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("compare: {problem}");
     }
     eprintln!(
-        "usage: compare [--quick] [--only trivial,payload,heap,peak,peers] \
+        "usage: compare [--quick] [--only trivial,payload,heap,peak,warm,peers] \
          [--max-size 1G] [--rounds MULTIPLIER]"
     );
     std::process::exit(2)
@@ -155,6 +158,11 @@ fn main() {
     }
     if config.wants("peak") {
         memory::peak(&config);
+    }
+    // Last but the peers: its pools start a keeper thread, and the
+    // sections before fork from a single-threaded parent.
+    if config.wants("warm") {
+        calls::warm(&config);
     }
     if config.wants("peers") {
         peers::run(&config, floors);

@@ -282,10 +282,14 @@ fn decode_bytes(reply: Reply, payload: Range<usize>) -> Result<Vec<u8>, String> 
     }
 }
 
-/// A `bin` header in `head` and its bytes in `tail`: one copy, no parsing.
+/// A `bin` header in `head` and its bytes in `tail` (in a worker's arena):
+/// one copy into memory advised for huge pages (`arena::copy_out`), no
+/// parsing.
 fn decode_bytes_parts(head: &[u8], tail: &[u8]) -> Result<Vec<u8>, String> {
     match parse_bin_header(head) {
-        Some((len, data)) if len == head.len() && data == tail.len() => Ok(tail.to_vec()),
+        Some((len, data)) if len == head.len() && data == tail.len() => {
+            Ok(crate::pool::arena::copy_out(tail))
+        }
         _ => decode_serde_parts::<serde_bytes::ByteBuf>(head, tail)
             .map(serde_bytes::ByteBuf::into_vec),
     }

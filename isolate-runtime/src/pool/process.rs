@@ -21,6 +21,7 @@ use crate::marker::Marker;
 use crate::outcome::{self, Termination};
 use crate::pool::arena::Arena;
 use crate::pool::keeper;
+use crate::pool::readiness::Readiness;
 use crate::pool::serve::{Hello, PROTOCOL_VERSION};
 use crate::registry::Entry;
 use crate::report::Usage;
@@ -74,6 +75,9 @@ pub(crate) struct WorkerProcess {
     output: OutputRelay,
     /// `None` for a worker that is not this binary.
     arena: Option<Arena>,
+    /// Its pidfd, channel and output pipes in an epoll set (`readiness.rs`);
+    /// `None` if that failed: `poll` then, as for sending.
+    readiness: Option<Readiness>,
     /// The cgroup's OOM-kill count when the worker started.
     oom: OomWatch,
     /// Calls it has answered.
@@ -145,11 +149,15 @@ impl WorkerProcess {
             }
         };
         sys::set_nonblocking(&socket).map_err(|e| Error::spawn("configure the channel", e))?;
+        let readiness = child
+            .pidfd()
+            .and_then(|pidfd| Readiness::new(pidfd, socket.as_fd(), output.poll_fds()).ok());
         let worker = Self {
             child,
             socket,
             output,
             arena,
+            readiness,
             oom,
             calls: 0,
             rss_baseline: None,
@@ -374,6 +382,20 @@ impl WorkerProcess {
         let Some(pidfd) = self.child.pidfd() else {
             return Err(Loss::Died);
         };
+        // The common case, waiting for an answer: the epoll set made once.
+        if channel == Some(PollFlags::POLLIN)
+            && let Some(readiness) = &self.readiness
+        {
+            let found = readiness
+                .wait(remaining(deadline))
+                .map_err(|_| Loss::Died)?;
+            return Ok(Ready {
+                exited: found.exited,
+                readable: found.readable,
+                writable: false,
+                output: found.output,
+            });
+        }
         let mut fds = vec![PollFd::new(pidfd, PollFlags::POLLIN)];
         if let Some(flags) = channel {
             fds.push(PollFd::new(self.socket.as_fd(), flags));
@@ -488,12 +510,16 @@ impl FrameCursor {
 }
 
 /// Reads what the channel holds, up to `budget` bytes; `true` once the
-/// channel has ended (the worker closed it, or died).
+/// channel has ended (the worker closed it, or died). A read that left
+/// room in the buffer drained the socket: stop there rather than pay a
+/// read that fails with `EAGAIN` (a warm call's reply comes in one read;
+/// anything later makes the next wait ready).
 fn read_available(socket: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) -> bool {
     let mut taken = 0;
     while taken < budget {
         match sys::read_into_spare(socket, reply, 64 << 10) {
             Ok(0) => return true,
+            Ok(_) if reply.len() < reply.capacity() => return false, // a short read
             Ok(n) => taken += n,
             Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
         }
