@@ -173,20 +173,6 @@ fn signal_of(result: Outcome) -> i32 {
     }
 }
 
-/// Waits until `pid` has exited (it is a zombie or gone).
-fn wait_dead(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = stat.rfind(')').and_then(|at| stat[at + 2..].chars().next());
-        if state.is_none_or(|state| state == 'Z' || state == 'X') {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{pid} did not die");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn kill(pid: u32) {
     // SAFETY: plain syscall on a worker this test owns and has not reaped.
     assert_eq!(unsafe { libc::kill(pid.cast_signed(), libc::SIGKILL) }, 0);
@@ -326,7 +312,7 @@ fn j3_a_worker_killed_while_idle_is_replaced_before_the_next_call() {
     let worker = Worker::<Ops>::spawn_with(options()).unwrap();
     let first = pid_of(&worker);
     kill(first);
-    wait_dead(first);
+    common::wait_until_dead(first);
     assert_eq!(
         worker.call(Op::Echo(5)).unwrap(),
         Ok(5),
@@ -510,7 +496,7 @@ fn j6_shutdown_with_busy_workers_kills_them_after_the_grace_period() {
         assert!(matches!(call.join().unwrap(), Err(Error::PoolClosed)));
     }
     for pid in pids {
-        wait_dead(pid);
+        common::wait_until_dead(pid);
     }
     assert!(matches!(worker.call(Op::Echo(1)), Err(Error::PoolClosed)));
 }
@@ -523,7 +509,7 @@ fn dropping_a_worker_ends_its_processes() {
     assert_eq!(pids.len(), 3);
     drop(worker);
     for pid in pids {
-        wait_dead(pid);
+        common::wait_until_dead(pid);
     }
 }
 
@@ -629,7 +615,7 @@ fn f11_a_host_that_dies_of_sigpipe_survives_a_dead_idle_worker() {
         let worker = Worker::<Ops>::spawn_with(options()).unwrap();
         let pid = pid_of(&worker);
         kill(pid);
-        wait_dead(pid);
+        common::wait_until_dead(pid);
         assert_eq!(worker.call(Op::Echo(9)).unwrap(), Ok(9));
         assert_eq!(worker.restarts(), 1);
         return;

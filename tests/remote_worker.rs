@@ -318,24 +318,6 @@ impl Turn {
     }
 }
 
-/// Waits until `pid` is a zombie or gone.
-fn wait_until_dead(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => return,
-            Ok(stat) => {
-                let state = stat[stat.rfind(')').unwrap() + 2..].chars().next();
-                if state == Some('Z') {
-                    return;
-                }
-            }
-        }
-        assert!(Instant::now() < deadline, "process {pid} did not die");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 /// This process's CPU time, all threads.
 fn cpu_time() -> Duration {
     // SAFETY: an all-zero rusage is valid; getrusage fills it.
@@ -616,7 +598,7 @@ fn a_worker_killed_while_idle_is_replaced_before_the_next_call() {
     // SAFETY: kill(2) with a pid that is our unreaped child (it cannot be
     // reused until the pool reaps it).
     assert_eq!(unsafe { libc::kill(first.cast_signed(), libc::SIGKILL) }, 0);
-    wait_until_dead(first);
+    common::wait_until_dead(first);
     let answer: Answer<i64> = worker
         .call(&Double {
             op: "double",
@@ -969,7 +951,7 @@ fn a_worker_exits_when_its_parent_dies() {
     parent.kill().unwrap();
     parent.wait().unwrap();
     // The worker, now an orphan, reads EOF on its channel and exits.
-    wait_until_dead(pid);
+    common::wait_until_dead(pid);
     turn.check();
 }
 

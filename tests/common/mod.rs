@@ -65,6 +65,24 @@ pub fn children_of(parent: u32) -> Vec<(i32, char)> {
         .collect()
 }
 
+/// Waits until `pid` has exited: it is a zombie or gone. Fails the test
+/// after 10 s.
+pub fn wait_until_dead(pid: u32) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat.rfind(')').and_then(|at| stat[at + 2..].chars().next());
+        if state.is_none_or(|state| state == 'Z' || state == 'X') {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process {pid} did not die"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Whether a process with this pid exists (a zombie counts).
 pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
