@@ -343,10 +343,17 @@ fn write_raw(stream: Stream, bytes: &[u8]) {
 /// A pipe whose read end (the parent's) is non-blocking; both ends are
 /// close-on-exec (the child's end is installed on fd 1 or 2 with `dup2`).
 fn nonblocking_pipe(stream: &str) -> Result<(OwnedFd, OwnedFd), Error> {
+    pipe_from_child(&format!("pipe for the child's {stream}"))
+}
+
+/// A close-on-exec pipe the parent reads from a child: `(read, write)`,
+/// the read end non-blocking (the parent polls it), the write end blocking
+/// (a child that outpaces the parent waits). `name` names it in errors:
+/// "could not create the {name}".
+pub(crate) fn pipe_from_child(name: &str) -> Result<(OwnedFd, OwnedFd), Error> {
     let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-        .map_err(|e| Error::spawn(format!("create the pipe for the child's {stream}"), e))?;
-    sys::set_nonblocking(&read)
-        .map_err(|e| Error::spawn(format!("configure the pipe for the child's {stream}"), e))?;
+        .map_err(|e| Error::spawn(format!("create the {name}"), e))?;
+    sys::set_nonblocking(&read).map_err(|e| Error::spawn(format!("configure the {name}"), e))?;
     Ok((read, write))
 }
 

@@ -4,7 +4,7 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
+use nix::fcntl::{FcntlArg, fcntl};
 
 use crate::codec::{self, HEADER_LEN};
 use crate::error::Error;
@@ -43,9 +43,7 @@ pub(crate) struct PipeReply {
 
 impl PipeReply {
     pub(crate) fn create() -> Result<Self, Error> {
-        let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
-            .map_err(|e| Error::spawn("create the reply pipe", e))?;
-        sys::set_nonblocking(&read).map_err(|e| Error::spawn("configure the reply pipe", e))?;
+        let (read, write) = crate::stdio::pipe_from_child("reply pipe")?;
         Ok(Self {
             read,
             write: Some(write),
