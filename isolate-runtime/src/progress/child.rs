@@ -1,0 +1,54 @@
+//! A child's side of progress: where its `Progress` writes, one whole
+//! frame at a time.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Mutex, PoisonError};
+
+use crate::codec::{self, FrameKind, HEADER_LEN};
+use crate::sys;
+
+/// Where a child's `Progress` writes; -1 when it has none (then messages
+/// are dropped).
+static PROGRESS_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Keeps the frames of threads that send at once apart.
+static WRITE_LOCK: Mutex<()> = Mutex::new(());
+
+/// Makes `fd` the descriptor this process's child-side `Progress` writes
+/// to: a one-shot child's progress pipe, or a worker's socket; -1 for none.
+/// A new child starts with none (`child::become_child`).
+pub(crate) fn set_fd(fd: RawFd) {
+    PROGRESS_FD.store(fd, Ordering::Relaxed);
+}
+
+/// Holds back progress frames while a reply goes to `fd`, if progress goes
+/// there too (a worker's socket), so a thread still sending messages
+/// cannot split the reply.
+pub(crate) fn lock_if_shared(fd: RawFd) -> Option<std::sync::MutexGuard<'static, ()>> {
+    (fd >= 0 && PROGRESS_FD.load(Ordering::Relaxed) == fd)
+        .then(|| WRITE_LOCK.lock().unwrap_or_else(PoisonError::into_inner))
+}
+
+/// Writes one `Progress` frame carrying `payload` to the progress
+/// descriptor, whole, even when several threads send at once.
+///
+/// # Errors
+///
+/// The write failed (the caller is gone); nothing is written without a
+/// progress descriptor.
+pub(crate) fn send_frame(payload: &[u8]) -> io::Result<()> {
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
+    frame.extend_from_slice(&codec::header(FrameKind::Progress, payload.len()));
+    frame.extend_from_slice(payload);
+    let _guard = WRITE_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
+    let fd = PROGRESS_FD.load(Ordering::Relaxed);
+    if fd < 0 {
+        return Ok(());
+    }
+    // SAFETY: the runtime handed this descriptor over with `set_fd` and
+    // never closes it before the process leaves.
+    let fd = unsafe { sys::borrow_fd(fd) };
+    sys::write_all(fd, &frame)
+}
