@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pool_guard;
 pub mod scenario;
 
 use std::collections::BTreeMap;

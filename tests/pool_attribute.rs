@@ -1,0 +1,210 @@
+//! `#[bombsquad(pool = N)]`: a function's own pool of warm workers, made on
+//! its first call: crashes replace a worker, the attribute's options apply
+//! per call, large results cross the shared arena, progress arrives in
+//! order, and a forked child makes a pool of its own (FAULTS.md D4).
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bombsquad::{Error, bombsquad};
+use common::pool_guard::guard_after;
+
+fn null_strlen() -> usize {
+    // SAFETY: not safe at all: a real segfault in C, which is the point.
+    unsafe { libc::strlen(std::ptr::null()) }
+}
+
+#[bombsquad(pool = 2)]
+fn pooled_double(x: u64) -> u64 {
+    x * 2
+}
+
+#[bombsquad(pool = 1)]
+fn pooled_pid(crash: bool) -> u32 {
+    if crash {
+        null_strlen();
+    }
+    std::process::id()
+}
+
+#[bombsquad(pool = 1, timeout = "300ms")]
+fn pooled_sleep(millis: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(millis));
+    millis
+}
+
+#[bombsquad(pool = 1, memory = "64MiB", stderr = "capture")]
+fn pooled_alloc(mib: usize) -> usize {
+    let bytes = vec![1u8; mib << 20];
+    bytes.iter().map(|&b| usize::from(b)).sum()
+}
+
+#[bombsquad(pool = 1, max_calls = 2)]
+fn pooled_recycled() -> u32 {
+    std::process::id()
+}
+
+#[bombsquad(pool = 1)]
+fn pooled_bytes(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn an_attribute_pool_serves_calls_and_replaces_a_crashed_worker() {
+    let mut first = 0;
+    let _guard = guard_after(|| {
+        assert_eq!(pooled_double(21).unwrap(), 42);
+        first = pooled_pid(false).unwrap();
+    });
+    assert_eq!(pooled_pid(false).unwrap(), first, "warm: the same worker");
+    assert_ne!(first, std::process::id());
+    match pooled_pid(true) {
+        Err(Error::NonzeroExitcode(exit)) => {
+            assert_eq!(exit.signal(), Some(libc::SIGSEGV));
+            assert_eq!(exit.function(), Some("pooled_pid"));
+            assert_eq!(exit.fault_address(), Some(0));
+        }
+        other => panic!("expected SIGSEGV, got {other:?}"),
+    }
+    assert_ne!(pooled_pid(false).unwrap(), first);
+}
+
+#[test]
+fn an_attribute_pool_applies_timeout_memory_and_max_calls_per_call() {
+    let _guard = guard_after(|| {
+        pooled_sleep(1).unwrap();
+        pooled_alloc(1).unwrap();
+        pooled_recycled().unwrap();
+    });
+    match pooled_sleep(5_000) {
+        Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(300)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(pooled_sleep(1).unwrap(), 1);
+
+    assert_eq!(pooled_alloc(8).unwrap(), 8 << 20);
+    match pooled_alloc(512) {
+        Err(Error::NonzeroExitcode(exit)) => {
+            assert!(exit.is_oom(), "{exit}");
+            assert_eq!(exit.signal(), Some(libc::SIGABRT));
+        }
+        other => panic!("expected an allocation failure, got {other:?}"),
+    }
+    assert_eq!(pooled_alloc(8).unwrap(), 8 << 20);
+
+    // The warm-up made the first call: every second call ends a worker.
+    let pids: Vec<u32> = (0..4).map(|_| pooled_recycled().unwrap()).collect();
+    assert_ne!(pids[0], pids[1]);
+    assert_eq!(pids[1], pids[2]);
+    assert_ne!(pids[2], pids[3]);
+}
+
+#[test]
+fn large_results_cross_through_the_arena_intact_call_after_call() {
+    let _guard = guard_after(|| drop(pooled_bytes(1).unwrap()));
+    for len in [0, 1, 1 << 20, (1 << 20) - 1, 5 << 20, 3 << 20, 64 << 20] {
+        let bytes = pooled_bytes(len).unwrap();
+        assert_eq!(bytes.len(), len);
+        assert!(bytes.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    }
+}
+
+/// A job: a number, and where to send it back plus one.
+type Job = (u64, std::sync::mpsc::Sender<u64>);
+
+/// A job queue served by a thread of the process that made it (FAULTS.md D4).
+fn job_queue() -> &'static Mutex<std::sync::mpsc::Sender<Job>> {
+    static QUEUE: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    QUEUE.get_or_init(|| {
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        std::thread::spawn(move || {
+            for (n, reply) in queue {
+                let _ = reply.send(n + 1);
+            }
+        });
+        Mutex::new(jobs)
+    })
+}
+
+#[bombsquad(pool = 1, timeout = "5s")]
+fn uses_a_thread_pool(n: u64) -> u64 {
+    let (reply, answer) = std::sync::mpsc::channel();
+    job_queue().lock().unwrap().send((n, reply)).unwrap();
+    answer.recv().unwrap()
+}
+
+#[test]
+fn d4_a_worker_has_thread_pools_of_its_own() {
+    let _guard = guard_after(|| {
+        let _ = job_queue(); // the parent's queue thread does not exist in a worker
+        assert_eq!(uses_a_thread_pool(41).unwrap(), 42);
+    });
+    assert_eq!(uses_a_thread_pool(1).unwrap(), 2);
+}
+
+#[bombsquad(pool = 1)]
+fn pooled_steps(steps: u32, crash: bool, progress: bombsquad::Progress<u32>) -> u32 {
+    for step in 0..steps {
+        progress.send(step);
+    }
+    if crash {
+        null_strlen();
+    }
+    steps
+}
+
+#[test]
+fn progress_messages_arrive_in_order_before_a_pooled_result() {
+    let _guard = guard_after(|| {
+        pooled_steps(0, false, bombsquad::Progress::ignore()).unwrap();
+    });
+    for steps in [3, 10_000] {
+        let (progress, messages) = bombsquad::Progress::channel();
+        assert_eq!(pooled_steps(steps, false, progress).unwrap(), steps);
+        assert_eq!(
+            messages.collect::<Vec<u32>>(),
+            (0..steps).collect::<Vec<_>>()
+        );
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let progress = bombsquad::Progress::new(move |step| sink.lock().unwrap().push(step));
+    match pooled_steps(3, true, progress) {
+        Err(Error::NonzeroExitcode(exit)) => assert_eq!(exit.signal(), Some(libc::SIGSEGV)),
+        other => panic!("expected SIGSEGV, got {other:?}"),
+    }
+    assert_eq!(
+        *seen.lock().unwrap(),
+        vec![0, 1, 2],
+        "sent before the crash"
+    );
+    let (progress, messages) = bombsquad::Progress::channel();
+    assert_eq!(
+        pooled_steps(2, false, progress).unwrap(),
+        2,
+        "a fresh worker"
+    );
+    assert_eq!(messages.collect::<Vec<u32>>(), vec![0, 1]);
+}
+
+#[bombsquad(pool = 1)]
+fn pooled_in_a_forked_child(x: u64) -> u64 {
+    x + 1
+}
+
+#[bombsquad(start_method = "fork", timeout = "20s")]
+fn calls_a_pool_from_a_forked_child(x: u64) -> u64 {
+    pooled_in_a_forked_child(x).unwrap()
+}
+
+#[test]
+fn a_forked_child_makes_its_own_pool_and_keeper_thread() {
+    // The keeper thread exists in this process (a pool started it); the
+    // forked child has its queue but not the thread, and must start one of
+    // its own.
+    let _guard = guard_after(|| assert_eq!(pooled_double(1).unwrap(), 2));
+    assert_eq!(calls_a_pool_from_a_forked_child(41).unwrap(), 42);
+}
