@@ -91,24 +91,15 @@ fn send_frame(kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
 }
 
 /// Sends a frame whose payload is `head` then `tail`, never joining them:
-/// a small frame goes out in one write (one wake-up of the parent), a
-/// large `tail` is written from where it lies.
+/// one `writev` (one wake-up of the parent), with no buffer to allocate,
+/// and a large `tail` written from where it lies.
 fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Result<()> {
     // SAFETY: REPLY_FD was handed over by `become_child` and is never closed
     // by the runtime before the process leaves.
     let fd = unsafe { sys::borrow_fd(REPLY_FD.load(Ordering::Relaxed)) };
     let _shared = crate::progress::lock_if_shared(fd.as_raw_fd());
     let header = codec::header(kind, head.len() + tail.len());
-    if head.len() <= 64 << 10 {
-        let mut first = Vec::with_capacity(header.len() + head.len());
-        first.extend_from_slice(&header);
-        first.extend_from_slice(head);
-        sys::write_all(fd, &first)?;
-    } else {
-        sys::write_all(fd, &header)?;
-        sys::write_all(fd, head)?;
-    }
-    sys::write_all(fd, tail)
+    sys::write_all_vectored(fd, &mut [header.as_slice(), head, tail])
 }
 
 /// Sends an encoded result: through a worker's shared arena when it is

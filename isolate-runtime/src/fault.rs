@@ -102,12 +102,11 @@ pub(crate) fn install(reply_fd: i32) {
     FAULT_FD.store(reply_fd, Ordering::Relaxed);
     ensure_alternate_stack();
     for (slot, &signal) in SIGNALS.iter().enumerate() {
-        // SAFETY: an all-zero sigaction is valid (no handler, empty mask).
+        // SAFETY: an all-zero sigaction is valid: no handler, and an empty
+        // mask (all bits clear, what sigemptyset would write).
         let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
         action.sa_sigaction = on_fault as *const () as usize;
         action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        // SAFETY: sigemptyset only writes the mask it is given.
-        unsafe { libc::sigemptyset(&raw mut action.sa_mask) };
         // SAFETY: as above.
         let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
         // SAFETY: both pointers are valid for the call; the handler only

@@ -28,7 +28,6 @@ pub fn call<R>(
     function: impl FnOnce() -> R,
 ) -> Result<R, Error> {
     let depth = child::next_depth()?;
-    fork_warning::check(options.timeout.is_some());
     // Held until the child is reaped.
     let _permit = throttle::acquire();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
@@ -41,16 +40,18 @@ pub fn call<R>(
     let deadline = options.deadline();
     let setup = ForkSetup::new(options);
     let oom = OomWatch::start();
+    // Worked out before the fork: every page of code the child runs first
+    // is a page fault of its own.
+    let fds = ChildFds {
+        reply: reply.child_end().as_raw_fd(),
+        progress: progress.as_ref().map(|p| p.child_end().as_raw_fd()),
+    };
     let started = Instant::now();
     // SAFETY: the child branch runs `run_child`, which never returns: it
     // makes raw syscalls, runs the closure and leaves with `_exit`.
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(Error::spawn("fork the child process", e)),
         Ok(nix::unistd::ForkResult::Child) => {
-            let fds = ChildFds {
-                reply: reply.child_end().as_raw_fd(),
-                progress: progress.as_ref().map(|p| p.child_end().as_raw_fd()),
-            };
             run_child(fds, &null, &stdio, parent, depth, &setup, codec, function)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
@@ -61,6 +62,9 @@ pub fn call<R>(
             }
             drop((null, stdio));
             let child = Child::adopt(child.as_raw(), started)?;
+            // While the child sets itself up: the threads were the same at
+            // the fork.
+            fork_warning::check(options.timeout.is_some());
             let exit = supervise(
                 child,
                 deadline,

@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigHandler, Signal};
 
 /// Leaves the process at once: no atexit handlers, no destructors, no
 /// waiting for other threads. Async-signal-safe.
@@ -326,10 +326,21 @@ pub(crate) fn reset_signal_state() {
 
 /// Empties the calling thread's signal mask. A re-executed child needs it
 /// too: exec keeps the mask, and std's `Command` leaves it as the spawning
-/// thread had it. Async-signal-safe.
+/// thread had it. Async-signal-safe: the raw syscall, which in a forked
+/// child also spares the page faults of libc's and nix's wrappers.
 pub(crate) fn unblock_all_signals() {
-    let _ =
-        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    let empty: u64 = 0;
+    // SAFETY: raw syscall; `empty` is a valid kernel sigset of the size
+    // given (8 bytes on Linux), and the old-mask pointer is null.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &raw const empty,
+            std::ptr::null_mut::<u64>(),
+            size_of::<u64>(),
+        )
+    };
 }
 
 /// # Safety
@@ -371,10 +382,15 @@ pub(crate) fn is_secure_exec() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-/// Duplicates `fd` onto descriptor `target`. Async-signal-safe.
+/// Duplicates `fd` onto descriptor `target` (nothing to do when it is
+/// already there, as with dup2). Async-signal-safe: the raw syscall.
 pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
-    // SAFETY: dup2 on a valid fd; the caller owns `target`'s slot.
-    Errno::result(unsafe { libc::dup2(fd.as_raw_fd(), target) })?;
+    if fd.as_raw_fd() == target {
+        return Ok(());
+    }
+    // SAFETY: dup3 on a valid fd; the caller owns `target`'s slot.
+    let ret = unsafe { libc::syscall(libc::SYS_dup3, fd.as_raw_fd(), target, 0) };
+    Errno::result(ret)?;
     Ok(())
 }
 
@@ -387,6 +403,53 @@ pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
 pub(crate) unsafe fn borrow_fd<'a>(fd: RawFd) -> BorrowedFd<'a> {
     // SAFETY: guaranteed by the caller.
     unsafe { BorrowedFd::borrow_raw(fd) }
+}
+
+/// Writes `parts` one after the other with `writev`, as many at a time as
+/// the descriptor takes, retrying on EINTR. Async-signal-safe (the raw
+/// syscall: in a forked child, libc's wrapper would be one more page
+/// fault).
+pub(crate) fn write_all_vectored(fd: BorrowedFd<'_>, parts: &mut [&[u8]]) -> io::Result<()> {
+    let mut parts = &mut parts[..];
+    loop {
+        while parts.first().is_some_and(|part| part.is_empty()) {
+            parts = &mut parts[1..];
+        }
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let count = parts.len().min(8);
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 8];
+        for (slot, part) in iov.iter_mut().zip(parts.iter()) {
+            slot.iov_base = part.as_ptr().cast_mut().cast();
+            slot.iov_len = part.len();
+        }
+        // SAFETY: the first `count` iovecs point into live slices of the
+        // lengths given; writev only reads them.
+        let ret = unsafe { libc::syscall(libc::SYS_writev, fd.as_raw_fd(), iov.as_ptr(), count) };
+        match ret {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n if n > 0 => advance(&mut parts, n.cast_unsigned() as usize),
+            _ if Errno::last() == Errno::EINTR => {}
+            _ => return Err(io::Error::last_os_error()),
+        }
+    }
+}
+
+/// Drops the first `written` bytes from `parts`.
+fn advance(parts: &mut &mut [&[u8]], mut written: usize) {
+    while written > 0 {
+        let first = &mut parts[0];
+        let step = written.min(first.len());
+        *first = &first[step..];
+        written -= step;
+        if first.is_empty() {
+            *parts = &mut std::mem::take(parts)[1..];
+        }
+    }
 }
 
 /// Writes all of `bytes`, retrying on EINTR. Async-signal-safe.
@@ -449,5 +512,52 @@ pub(crate) fn read_into_spare(
         if err.kind() != io::ErrorKind::Interrupted {
             return Err(err);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    /// Parts larger than a pipe holds go out in several `writev`s, each
+    /// resuming mid-part, and arrive whole and in order.
+    #[test]
+    fn vectored_writes_resume_where_the_pipe_stopped() {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let drain = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::fs::File::from(reader).read_to_end(&mut all).unwrap();
+            all
+        });
+        write_all_vectored(writer.as_fd(), &mut [b"head", &[], &big, b"", b"tail"]).unwrap();
+        drop(writer);
+        let all = drain.join().unwrap();
+        let mut expected = b"head".to_vec();
+        expected.extend_from_slice(&big);
+        expected.extend_from_slice(b"tail");
+        assert_eq!(all.len(), expected.len());
+        assert!(all == expected, "the bytes arrived out of order");
+    }
+
+    #[test]
+    fn vectored_writes_of_nothing_write_nothing() {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        write_all_vectored(writer.as_fd(), &mut [&[], &[]]).unwrap();
+        drop(writer);
+        let mut all = Vec::new();
+        std::fs::File::from(reader).read_to_end(&mut all).unwrap();
+        assert!(all.is_empty());
+    }
+
+    #[test]
+    fn a_vectored_write_to_a_closed_pipe_is_an_error() {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        // SIGPIPE is ignored in Rust programs, so the write fails with EPIPE.
+        let error = write_all_vectored(writer.as_fd(), &mut [b"lost"]).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::EPIPE));
     }
 }

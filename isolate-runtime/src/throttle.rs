@@ -61,12 +61,19 @@ struct State {
     /// parent's count (its own call's permit among them) and starts afresh.
     pid: u32,
     running: usize,
+    /// Callers blocked for a permit: a release wakes one only when there
+    /// is one, since a wake is a syscall even with no waiter.
+    waiting: usize,
 }
 
 impl Throttle {
     const fn new() -> Self {
         Self {
-            state: Mutex::new(State { pid: 0, running: 0 }),
+            state: Mutex::new(State {
+                pid: 0,
+                running: 0,
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
@@ -78,6 +85,7 @@ impl Throttle {
         if state.pid != pid {
             state.pid = pid;
             state.running = 0;
+            state.waiting = 0;
         }
         state
     }
@@ -85,10 +93,12 @@ impl Throttle {
     fn acquire(&self, cap: usize) {
         let mut state = self.lock();
         while state.running >= cap {
+            state.waiting += 1;
             state = self
                 .freed
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting = state.waiting.saturating_sub(1);
         }
         state.running += 1;
     }
@@ -96,8 +106,11 @@ impl Throttle {
     fn release(&self) {
         let mut state = self.lock();
         state.running = state.running.saturating_sub(1);
+        let waiting = state.waiting > 0;
         drop(state);
-        self.freed.notify_one();
+        if waiting {
+            self.freed.notify_one();
+        }
     }
 }
 
@@ -144,5 +157,6 @@ mod tests {
         }
         assert_eq!(most.load(Ordering::SeqCst), 3);
         assert_eq!(throttle.lock().running, 0);
+        assert_eq!(throttle.lock().waiting, 0);
     }
 }
