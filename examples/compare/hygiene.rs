@@ -1,7 +1,7 @@
-//! The hygiene ladder: what the guarantees of a fork-mode call (DESIGN.md
-//! "Hygiene") cost the kernel, measured raw (libc and nix, not through
-//! bombsquad) against the library's own trivial calls in the same
-//! interleaved run.
+//! The hygiene ladder: what the guarantees of a fork-mode call (the child
+//! hygiene and supervision of `isolate-runtime/src/fork.rs`) cost the
+//! kernel, measured raw (libc and nix, not through bombsquad) against the
+//! library's own trivial calls in the same interleaved run.
 //!
 //! Each rung is the one before plus one guarantee, in the order the library
 //! makes the calls, and only the calls the guarantee needs: rung 8 is the
@@ -23,6 +23,11 @@ use crate::bench::{Case, Plan, interleave, ratio, show};
 use crate::{Config, calls, floors};
 
 /// Where each guarantee joins: rung `N` is rung `N - 1` plus it.
+///
+/// From rung 1 the parent learns of the exit from the pidfd, not from end
+/// of file, so the reply pipe must be drained in the same poll (else a
+/// reply larger than the pipe would block the child forever): its read end
+/// is non-blocking, as the library's is.
 const OWN_GROUP_PIDFD: usize = 1;
 const STDIO_RELAY: usize = 2;
 const EXEC_LIKE_SIGNALS: usize = 3;
@@ -85,8 +90,8 @@ pub fn hygiene(config: &Config) {
         }));
     }
     interleave(&mut cases, plan);
-    let floors: Vec<usize> = library.iter().map(|&(_, floor)| floor).collect();
-    print_table(&cases, &floors);
+    let floor_rungs: Vec<usize> = library.iter().map(|&(_, floor)| floor).collect();
+    print_table(&cases, &floor_rungs);
 }
 
 /// The fork-mode trivial call on `backend`.
@@ -98,8 +103,9 @@ fn trivial_fork_call(backend: &str) -> &'static calls::Trivial {
 }
 
 /// The rungs, each with what it adds to the one before; then the library's
-/// calls, each with what it adds to its floor (`floors[i]` for the `i`th).
-fn print_table(cases: &[Case<'_>], floors: &[usize]) {
+/// calls, each with what it adds to its floor (rung `floor_rungs[i]` for
+/// the `i`th).
+fn print_table(cases: &[Case<'_>], floor_rungs: &[usize]) {
     println!(
         "{:<46} {:>10} {:>11} {:>10} {:>15}",
         "case", "median", "added", "vs rung 0", "vs its floor"
@@ -116,7 +122,7 @@ fn print_table(cases: &[Case<'_>], floors: &[usize]) {
             ratio(rung.median(), rung0),
         );
     }
-    for (call, &floor) in library.iter().zip(floors) {
+    for (call, &floor) in library.iter().zip(floor_rungs) {
         let floor_median = rungs[floor].median();
         println!(
             "{:<46} {:>10} {:>11} {:>9.2}x {:>15}",
