@@ -280,7 +280,7 @@ fn pipe() -> (i32, i32) {
 
 /// Forks; the child runs `child` and `_exit`s, 0 when it returned `true`.
 /// Only for a single-threaded parent (the child allocates).
-fn fork(child: impl FnOnce() -> bool) -> i32 {
+pub fn fork(child: impl FnOnce() -> bool) -> i32 {
     // SAFETY: the caller is single-threaded, so the child may allocate; it
     // never returns past this point.
     let pid = unsafe { libc::fork() };
@@ -294,7 +294,7 @@ fn fork(child: impl FnOnce() -> bool) -> i32 {
 }
 
 /// Writes all of `bytes`; `false` on an error (the child then exits 1).
-fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
+pub fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
     while !bytes.is_empty() {
         // SAFETY: `bytes` is valid for reads of its length.
         let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
@@ -319,7 +319,7 @@ fn read_exact(fd: i32, mut buf: &mut [u8]) -> bool {
     true
 }
 
-fn close(fd: i32) {
+pub fn close(fd: i32) {
     // SAFETY: the caller owns `fd` and does not use it again.
     unsafe { libc::close(fd) };
 }

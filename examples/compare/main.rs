@@ -5,6 +5,10 @@
 //!
 //! - `trivial`: a fork-mode call vs raw `fork` + 8 bytes through a pipe +
 //!   `waitpid`; a spawn-mode call vs `Command` re-executing this binary;
+//! - `hygiene`: the guarantees of a fork-mode call as a ladder of raw
+//!   kernel operations, each rung adding one to the raw fork floor, up to
+//!   the hygienic floors of the pipe and file backends, vs the library's
+//!   fork-mode calls on those backends;
 //! - `payload`: `Vec<u8>` results on each backend vs a raw pipe, a raw temp
 //!   file and a raw memfd into fresh memory, and in-process memcpy;
 //! - `heap`: fork-mode and spawn-mode calls as the parent's resident
@@ -26,6 +30,7 @@
 mod bench;
 mod calls;
 mod floors;
+mod hygiene;
 mod memory;
 mod peers;
 
@@ -118,7 +123,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("compare: {problem}");
     }
     eprintln!(
-        "usage: compare [--quick] [--only trivial,payload,heap,peak,warm,peers] \
+        "usage: compare [--quick] [--only trivial,hygiene,payload,heap,peak,warm,peers] \
          [--max-size 1G] [--rounds MULTIPLIER]"
     );
     std::process::exit(2)
@@ -149,6 +154,9 @@ fn main() {
     let mut floors = Floors::default();
     if config.wants("trivial") {
         floors = trivial(&config);
+    }
+    if config.wants("hygiene") {
+        hygiene::hygiene(&config);
     }
     if config.wants("payload") {
         calls::payload(&config);
