@@ -41,6 +41,17 @@ fn c_printf_without_newline() -> u8 {
     3
 }
 
+#[bombsquad(start_method = "fork")]
+fn forked_c_printf() -> u8 {
+    unsafe { libc::printf(c"CHILD-C-MARKER;".as_ptr()) };
+    6
+}
+
+#[bombsquad(start_method = "fork")]
+fn forked_quiet() -> u8 {
+    7
+}
+
 #[bombsquad]
 fn writes_bytes_that_are_not_utf8() -> u8 {
     std::io::stdout()
@@ -115,6 +126,14 @@ fn scenario() {
             assert_eq!(exit_error(inherited_then_exits()).code(), Some(3));
         }
         "flood" => assert_eq!(floods_stdout().unwrap(), 5),
+        "pending-c-stdio" => {
+            // A pipe makes C buffer stdout fully: this stays in the
+            // parent's buffer across both forks.
+            unsafe { libc::printf(c"PARENT-PENDING-MARKER;".as_ptr()) };
+            assert_eq!(forked_quiet().unwrap(), 7);
+            assert_eq!(forked_c_printf().unwrap(), 6);
+            unsafe { libc::fflush(std::ptr::null_mut()) };
+        }
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -144,6 +163,22 @@ fn child_output_is_replayed_into_the_callers_streams_in_order() {
         .windows(7)
         .any(|w| w == b"<\xff\xfe\xe2\x82\xac>");
     assert!(raw, "{stdout}");
+}
+
+/// What C's stdout held unwritten at the fork is the parent's: a forked
+/// child must not flush it too (it did, printing it once per call).
+#[test]
+fn a_forked_child_does_not_print_the_parents_pending_c_output() {
+    common::watchdog();
+    let output = run_scenario("pending-c-stdio", Stdio::piped());
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        stdout.matches("PARENT-PENDING-MARKER;").count(),
+        1,
+        "{stdout}"
+    );
+    assert_eq!(stdout.matches("CHILD-C-MARKER;").count(), 1, "{stdout}");
 }
 
 #[test]

@@ -108,6 +108,7 @@ fn run_child<R>(
     let reply_fd = fds.reply;
     let progress_fd = fds.progress.unwrap_or(-1);
     sys::close_fds_except(&mut [reply_fd, progress_fd]);
+    sys::drop_inherited_c_stdio();
     sys::reset_signal_state();
     if !sys::die_with_parent(parent) {
         sys::exit_now(2);

@@ -98,6 +98,27 @@ pub(crate) fn flush_c_stdio() {
     unsafe { libc::fflush(std::ptr::null_mut()) };
 }
 
+unsafe extern "C" {
+    static mut stdout: *mut libc::FILE;
+    static mut stderr: *mut libc::FILE;
+    /// glibc's and musl's `<stdio_ext.h>`; the `libc` crate has no binding.
+    fn __fpurge(stream: *mut libc::FILE);
+}
+
+/// Discards what C's stdout and stderr held unwritten at the fork: it is
+/// the parent's to write, and the child's flush before `_exit` would
+/// print it a second time. Only stdout and stderr: a forked child cannot
+/// tell the parent's other streams from ones it will open itself.
+pub(crate) fn drop_inherited_c_stdio() {
+    // SAFETY: in the freshly forked, single-threaded child nothing else uses
+    // the streams; reading the two globals and purging their buffers only
+    // moves glibc's buffer pointers.
+    unsafe {
+        __fpurge(stdout);
+        __fpurge(stderr);
+    }
+}
+
 /// Sends SIGKILL to every process in the group `pgid`. A group that is
 /// already empty is not an error. Async-signal-safe.
 pub(crate) fn kill_group(pgid: i32) {
