@@ -51,9 +51,21 @@ const RUNGS: [&str; 10] = [
     "5 + fault handler",
     "6 + oom_score_adj 1000",
     "7 + OOM counter, thread count (parent)",
-    "8 + fflush(NULL): pipe-backend floor",
+    "8 + C stdio: drop inherited, flush: pipe floor",
     "9 = 8, reply in temp file: file-backend floor",
 ];
+
+/// C's streams, named apart from the descriptors this file calls `stdout`
+/// and `stderr`.
+mod c_stdio {
+    unsafe extern "C" {
+        pub static mut stdout: *mut libc::FILE;
+        pub static mut stderr: *mut libc::FILE;
+        /// `<stdio_ext.h>`: what the library's child does to the C output
+        /// the parent had buffered at the fork.
+        pub fn __fpurge(stream: *mut libc::FILE);
+    }
+}
 
 /// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9, `<linux/pidfd.h>`).
 const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
@@ -527,9 +539,14 @@ fn run_child(rung: usize, ends: ChildEnds) -> bool {
         prefer_as_oom_victim();
     }
     if rung >= C_STDIO_FLUSH {
-        // SAFETY: fflush(NULL) flushes every open stream; glibc resets the
-        // stdio locks in a forked child.
-        unsafe { libc::fflush(std::ptr::null_mut()) };
+        // SAFETY: the forked child is single-threaded; purging moves the
+        // two streams' buffer pointers, and fflush(NULL) flushes every
+        // open stream (glibc resets the stdio locks in a forked child).
+        unsafe {
+            c_stdio::__fpurge(c_stdio::stdout);
+            c_stdio::__fpurge(c_stdio::stderr);
+            libc::fflush(std::ptr::null_mut());
+        }
     }
     floors::write_all(ends.reply, &42u64.to_le_bytes())
 }
