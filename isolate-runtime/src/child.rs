@@ -58,6 +58,7 @@ pub(crate) fn next_depth() -> Result<u32, Error> {
 /// Makes this process a child that replies on `reply_fd`, at `depth`. It
 /// has no progress descriptor until one is set (`progress::set_fd`): one
 /// inherited from a parent that is itself a child is not its own.
+#[inline]
 pub(crate) fn become_child(reply_fd: i32, depth: u32, flush_stdout: bool) {
     REPLY_FD.store(reply_fd, Ordering::Relaxed);
     crate::progress::set_fd(-1);
@@ -93,6 +94,7 @@ fn send_frame(kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
 /// Sends a frame whose payload is `head` then `tail`, never joining them:
 /// one `writev` (one wake-up of the parent), with no buffer to allocate,
 /// and a large `tail` written from where it lies.
+#[inline]
 fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Result<()> {
     // SAFETY: REPLY_FD was handed over by `become_child` and is never closed
     // by the runtime before the process leaves.
@@ -104,6 +106,7 @@ fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Resul
 
 /// Sends an encoded result: through a worker's shared arena when it is
 /// large and there is one, else as a `Return` frame.
+#[inline]
 fn send_result(encoded: &codec::Encoded<'_>) -> std::io::Result<()> {
     if crate::pool::arena::place(encoded.tail) {
         let mut payload = (encoded.tail.len() as u64).to_le_bytes().to_vec();
@@ -141,6 +144,7 @@ pub(crate) fn leave() -> ! {
 
 /// Flushes std's stdout (spawned children only) and C's stdio buffers, so
 /// what the function printed reaches the parent before its reply does.
+#[inline]
 pub(crate) fn flush_output() {
     if FLUSH_STDOUT.load(Ordering::Relaxed) {
         let _ = std::io::stdout().flush();

@@ -98,6 +98,7 @@ impl FaultRecord {
 /// Installs the fault handler in a child that replies on `reply_fd`, and
 /// gives the calling thread an alternate stack if it has none. Makes raw
 /// syscalls only (a forked child may call it).
+#[inline]
 pub(crate) fn install(reply_fd: i32) {
     FAULT_FD.store(reply_fd, Ordering::Relaxed);
     ensure_alternate_stack();
@@ -124,6 +125,7 @@ pub(crate) fn install(reply_fd: i32) {
 
 /// Gives the calling thread an alternate signal stack unless it has one
 /// (std gives its threads one; a spawned child's, before `main`, has none).
+#[inline]
 fn ensure_alternate_stack() {
     // SAFETY: an all-zero stack_t is valid; sigaltstack with a null new
     // stack only reads the current one.
@@ -307,6 +309,7 @@ fn write_all_raw(fd: i32, mut bytes: &[u8]) {
 
 /// Runs the function on a thread with a stack of `bytes` from now on
 /// (`None`: on the calling thread).
+#[inline]
 pub(crate) fn set_stack_size(bytes: Option<usize>) {
     STACK_SIZE.store(bytes.unwrap_or(0), Ordering::Relaxed);
 }

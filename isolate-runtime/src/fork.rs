@@ -3,7 +3,7 @@
 //! syscalls only (FAULTS.md L16).
 
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Instant;
 
 use crate::backend::ReplyChannel;
@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::isolate::Isolate;
 use crate::limits::{self, ForkSetup};
 use crate::progress::{self, ProgressSink, ProgressStream};
-use crate::stdio::{ChildStdio, OutputRelay};
+use crate::stdio::OutputRelay;
 use crate::supervise::{Child, Outgoing, supervise};
 use crate::{child, fork_warning, outcome, sys, throttle};
 
@@ -45,6 +45,7 @@ pub fn call<R>(
     let fds = ChildFds {
         reply: reply.child_end().as_raw_fd(),
         progress: progress.as_ref().map(|p| p.child_end().as_raw_fd()),
+        stdio: [null.as_fd(), stdio.stdout.as_fd(), stdio.stderr.as_fd()],
     };
     let started = Instant::now();
     // SAFETY: the child branch runs `run_child`, which never returns: it
@@ -52,7 +53,7 @@ pub fn call<R>(
     match unsafe { nix::unistd::fork() } {
         Err(e) => Err(Error::spawn("fork the child process", e)),
         Ok(nix::unistd::ForkResult::Child) => {
-            run_child(fds, &null, &stdio, parent, depth, &setup, codec, function)
+            run_child(fds, parent, depth, &setup, codec, function)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             sys::put_in_own_group(child.as_raw());
@@ -78,23 +79,22 @@ pub fn call<R>(
     }
 }
 
-/// The descriptors a forked child keeps: its reply channel and, when the
-/// function takes a `Progress`, its progress pipe.
+/// The descriptors a forked child keeps: its reply channel, when the
+/// function takes a `Progress` its progress pipe, and what becomes its
+/// stdin, stdout and stderr.
 #[derive(Debug, Clone, Copy)]
-struct ChildFds {
+struct ChildFds<'a> {
     reply: RawFd,
     progress: Option<RawFd>,
+    stdio: [BorrowedFd<'a>; 3],
 }
 
 /// The forked child: hygiene first (own process group, only its reply fd,
 /// progress fd and stdio, stdin from /dev/null, exec-like signal state,
 /// death with the parent, no core files), then the fault handler and the
 /// limits, then the closure.
-#[allow(clippy::too_many_arguments)]
 fn run_child<R>(
-    fds: ChildFds,
-    null: &File,
-    stdio: &ChildStdio,
+    fds: ChildFds<'_>,
     parent: i32,
     depth: u32,
     setup: &ForkSetup,
@@ -102,9 +102,9 @@ fn run_child<R>(
     function: impl FnOnce() -> R,
 ) -> ! {
     sys::lead_own_process_group();
-    let _ = sys::dup_onto(null.as_fd(), 0);
-    let _ = sys::dup_onto(stdio.stdout.as_fd(), 1);
-    let _ = sys::dup_onto(stdio.stderr.as_fd(), 2);
+    for (fd, target) in fds.stdio.into_iter().zip(0..) {
+        let _ = sys::dup_onto(fd, target);
+    }
     let reply_fd = fds.reply;
     let progress_fd = fds.progress.unwrap_or(-1);
     sys::close_fds_except(&mut [reply_fd, progress_fd]);

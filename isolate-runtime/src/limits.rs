@@ -64,6 +64,7 @@ impl ChildSetup {
     }
 
     /// The `RLIMIT_DATA` for a child that already holds `baseline` bytes.
+    #[inline]
     fn data_limit(&self, baseline: u64) -> Option<u64> {
         let stack = self.stack_size.map_or(0, |s| s as u64);
         self.memory
@@ -98,6 +99,7 @@ impl ForkSetup {
 
 /// In a forked child, after hygiene: the fault handler, the limits, the
 /// OOM preference. Raw syscalls only.
+#[inline]
 pub(crate) fn enter_forked_child(setup: &ForkSetup, reply_fd: i32) {
     fault::install(reply_fd);
     apply(&setup.setup, setup.baseline);
@@ -144,6 +146,7 @@ pub(crate) fn arm_cpu_for_call(setup: &ChildSetup) {
 
 /// Applies `setup`. A limit the process cannot set (an inherited hard limit
 /// is lower) is left as it is: the tighter one holds. Async-signal-safe.
+#[inline]
 fn apply(setup: &ChildSetup, baseline: u64) {
     if let Some(limit) = setup.data_limit(baseline) {
         let _ = sys::set_rlimit(libc::RLIMIT_DATA, limit, limit);

@@ -95,12 +95,22 @@ fn cut_point(message: &str) -> usize {
 
 /// Installs, once per process, a hook that reports panics of an isolated
 /// function to its parent and otherwise defers to the hook it replaced.
+///
+/// Inline, so that once installed (a forked child inherits the hook) the
+/// check runs in its caller's code pages.
+#[inline]
 pub(crate) fn install_hook() {
     static INSTALL: Once = Once::new();
+    if !INSTALL.is_completed() {
+        install_hook_once(&INSTALL);
+    }
+}
+
+fn install_hook_once(install: &Once) {
     if std::thread::panicking() {
         return; // set_hook would panic; the child falls back to the payload.
     }
-    INSTALL.call_once(|| {
+    install.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             if !crate::child::report_panic(|| PanicReport::from_hook(info)) {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, send};
+use smallvec::{SmallVec, smallvec};
 
 use crate::backend::ReplyChannel;
 use crate::error::Error;
@@ -283,7 +284,10 @@ pub(crate) fn supervise(
             .as_deref()
             .and_then(ProgressStream::poll_fd)
             .filter(|_| bad_progress.is_none());
-        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        // On the stack: in the parent, a heap page written while the child
+        // lives is a copy-on-write fault.
+        let mut fds: SmallVec<[PollFd<'_>; 6]> =
+            smallvec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         fds.extend(reply_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
         fds.extend(out_fd.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
         let progress_at = fds.len();

@@ -92,6 +92,7 @@ pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<(i32, libc::rusage
 /// Flushes C's stdio buffers (`printf` from FFI code): the child leaves with
 /// `_exit`, which would drop them, and its stdout is a pipe, which C buffers
 /// fully.
+#[inline]
 pub(crate) fn flush_c_stdio() {
     // SAFETY: fflush(NULL) flushes every open stream; glibc resets the stdio
     // locks in a forked child, so no lock of a vanished thread is waited on.
@@ -109,6 +110,7 @@ unsafe extern "C" {
 /// the parent's to write, and the child's flush before `_exit` would
 /// print it a second time. Only stdout and stderr: a forked child cannot
 /// tell the parent's other streams from ones it will open itself.
+#[inline]
 pub(crate) fn drop_inherited_c_stdio() {
     // SAFETY: in the freshly forked, single-threaded child nothing else uses
     // the streams; reading the two globals and purging their buffers only
@@ -196,6 +198,7 @@ pub(crate) fn still_unreaped(pidfd: BorrowedFd<'_>) -> bool {
 /// Asks for SIGKILL when the parent thread exits, then checks the parent is
 /// still `expected` (it may have died before the request). Returns `false`
 /// when the parent is gone. Async-signal-safe.
+#[inline]
 pub(crate) fn die_with_parent(expected: i32) -> bool {
     // SAFETY: raw prctl syscall with integer arguments; no libc locks.
     unsafe {
@@ -212,6 +215,7 @@ pub(crate) fn die_with_parent(expected: i32) -> bool {
 }
 
 /// `getppid(2)`. Async-signal-safe.
+#[inline]
 pub(crate) fn parent_pid() -> i32 {
     // SAFETY: always succeeds.
     unsafe { libc::getppid() }
@@ -219,6 +223,7 @@ pub(crate) fn parent_pid() -> i32 {
 
 /// Makes the calling process the leader of a new process group.
 /// Async-signal-safe.
+#[inline]
 pub(crate) fn lead_own_process_group() {
     // SAFETY: plain syscall.
     unsafe { libc::setpgid(0, 0) };
@@ -233,6 +238,7 @@ pub(crate) fn put_in_own_group(pid: i32) {
 
 /// Sets `RLIMIT_CORE` to 0 so a crash writes no core file and does not wait
 /// on a slow `core_pattern` pipe. Async-signal-safe (raw prlimit64).
+#[inline]
 pub(crate) fn disable_core_dumps() {
     let zero = libc::rlimit {
         rlim_cur: 0,
@@ -280,6 +286,7 @@ pub(crate) fn set_rlimit(
 /// Makes this process the kernel OOM killer's first choice: writes 1000
 /// to `/proc/self/oom_score_adj` (raising it needs no privilege).
 /// Async-signal-safe (open, write, close).
+#[inline]
 pub(crate) fn prefer_as_oom_victim() -> io::Result<()> {
     const PATH: &std::ffi::CStr = c"/proc/self/oom_score_adj";
     const VALUE: &[u8] = b"1000";
@@ -302,6 +309,7 @@ pub(crate) fn prefer_as_oom_victim() -> io::Result<()> {
 
 /// Closes every descriptor from 3 up, except those in `keep`.
 /// Async-signal-safe (raw close_range).
+#[inline]
 pub(crate) fn close_fds_except(keep: &mut [RawFd]) {
     keep.sort_unstable();
     let mut first: u32 = 3;
@@ -317,6 +325,7 @@ pub(crate) fn close_fds_except(keep: &mut [RawFd]) {
     close_range(first, u32::MAX);
 }
 
+#[inline]
 fn close_range(first: u32, last: u32) {
     // SAFETY: raw syscall with integer arguments; the caller gave up these fds.
     unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
@@ -327,6 +336,7 @@ fn close_range(first: u32, last: u32) {
 /// Ignored signals stay ignored (exec keeps them), and std's SIGSEGV/SIGBUS
 /// stack-overflow handler stays. glibc's internal signals (32, 33) are its
 /// own and refuse changes. Async-signal-safe (sigaction, sigprocmask).
+#[inline]
 pub(crate) fn reset_signal_state() {
     unblock_all_signals();
     for signal in 1..=libc::SIGRTMAX() {
@@ -349,6 +359,7 @@ pub(crate) fn reset_signal_state() {
 /// too: exec keeps the mask, and std's `Command` leaves it as the spawning
 /// thread had it. Async-signal-safe: the raw syscall, which in a forked
 /// child also spares the page faults of libc's and nix's wrappers.
+#[inline]
 pub(crate) fn unblock_all_signals() {
     let empty: u64 = 0;
     // SAFETY: raw syscall; `empty` is a valid kernel sigset of the size
@@ -367,6 +378,7 @@ pub(crate) fn unblock_all_signals() {
 /// # Safety
 ///
 /// Always safe in practice: a null new action only reads the disposition.
+#[inline]
 unsafe fn query_handler(signal: i32) -> libc::sighandler_t {
     // SAFETY: sigaction with a null `act` only fills `old`; an invalid
     // signal leaves it zeroed (SIG_DFL).
@@ -381,6 +393,7 @@ unsafe fn query_handler(signal: i32) -> libc::sighandler_t {
 ///
 /// Changes a process-wide disposition: only for a child that owns its
 /// signal state.
+#[inline]
 unsafe fn set_default(signal: i32) {
     // SAFETY: an all-zero sigaction with SIG_DFL and an empty mask is valid.
     unsafe {
@@ -405,6 +418,7 @@ pub(crate) fn is_secure_exec() -> bool {
 
 /// Duplicates `fd` onto descriptor `target` (nothing to do when it is
 /// already there, as with dup2). Async-signal-safe: the raw syscall.
+#[inline]
 pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     if fd.as_raw_fd() == target {
         return Ok(());
@@ -421,6 +435,7 @@ pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
 /// # Safety
 ///
 /// `fd` must stay open for `'a`.
+#[inline]
 pub(crate) unsafe fn borrow_fd<'a>(fd: RawFd) -> BorrowedFd<'a> {
     // SAFETY: guaranteed by the caller.
     unsafe { BorrowedFd::borrow_raw(fd) }

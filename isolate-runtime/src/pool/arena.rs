@@ -145,10 +145,14 @@ pub(crate) fn install(fd: OwnedFd) {
 
 /// In a worker with an arena and for a large `tail`: copies it there and
 /// returns `true`; `false` when it must go through the socket.
+#[inline]
 pub(crate) fn place(tail: &[u8]) -> bool {
-    if tail.len() < MIN_ARENA_RESULT {
-        return false;
-    }
+    // Inline for the size check: a forked child's small result never runs
+    // (so never faults in) the code below.
+    tail.len() >= MIN_ARENA_RESULT && place_large(tail)
+}
+
+fn place_large(tail: &[u8]) -> bool {
     let Ok(mut arena) = WORKER_ARENA.try_lock() else {
         return false;
     };

@@ -19,6 +19,7 @@ static WRITE_LOCK: Mutex<()> = Mutex::new(());
 /// Makes `fd` the descriptor this process's child-side `Progress` writes
 /// to: a one-shot child's progress pipe, or a worker's socket; -1 for none.
 /// A new child starts with none (`child::become_child`).
+#[inline]
 pub(crate) fn set_fd(fd: RawFd) {
     PROGRESS_FD.store(fd, Ordering::Relaxed);
 }
@@ -26,6 +27,7 @@ pub(crate) fn set_fd(fd: RawFd) {
 /// Holds back progress frames while a reply goes to `fd`, if progress goes
 /// there too (a worker's socket), so a thread still sending messages
 /// cannot split the reply.
+#[inline]
 pub(crate) fn lock_if_shared(fd: RawFd) -> Option<std::sync::MutexGuard<'static, ()>> {
     (fd >= 0 && PROGRESS_FD.load(Ordering::Relaxed) == fd)
         .then(|| WRITE_LOCK.lock().unwrap_or_else(PoisonError::into_inner))
