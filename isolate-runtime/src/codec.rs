@@ -111,12 +111,8 @@ pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<(FrameKind, u64),
 pub(crate) fn split_frames(mut bytes: &[u8]) -> Result<Vec<(FrameKind, &[u8])>, String> {
     let mut frames = Vec::new();
     while !bytes.is_empty() {
-        let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
-            return Err(format!("truncated frame header ({} bytes)", bytes.len()));
-        };
-        let (kind, len) = parse_header(head)?;
+        let (kind, len) = frame_at(bytes)?;
         let rest = &bytes[HEADER_LEN..];
-        let len = usize::try_from(len).map_err(|_| "frame length overflows usize".to_owned())?;
         if rest.len() < len {
             return Err(format!(
                 "truncated frame: {} of {len} payload bytes arrived",
@@ -127,6 +123,38 @@ pub(crate) fn split_frames(mut bytes: &[u8]) -> Result<Vec<(FrameKind, &[u8])>, 
         bytes = &rest[len..];
     }
     Ok(frames)
+}
+
+/// The kind and payload length of the frame whose header starts `bytes`.
+fn frame_at(bytes: &[u8]) -> Result<(FrameKind, usize), String> {
+    let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
+        return Err(format!("truncated frame header ({} bytes)", bytes.len()));
+    };
+    let (kind, len) = parse_header(head)?;
+    let len = usize::try_from(len).map_err(|_| "frame length overflows usize".to_owned())?;
+    Ok((kind, len))
+}
+
+/// Where the frames of a reply of `len` bytes lie, when its last frame is a
+/// `Return` found by walking the frames in `head`, the reply's first bytes:
+/// the frames before it end at `.0`, its payload is `.1`. `None` for any
+/// other shape (a frame that is not whole or runs past the end included):
+/// such a reply is read whole and split as usual, which names what is
+/// wrong with it.
+pub(crate) fn final_return(head: &[u8], len: usize) -> Option<(usize, Range<usize>)> {
+    let mut at = 0;
+    loop {
+        let (kind, payload_len) = frame_at(head.get(at..)?).ok()?;
+        let start = at + HEADER_LEN;
+        let end = start.checked_add(payload_len)?;
+        if end == len && kind == FrameKind::Return {
+            return Some((at, start..end));
+        }
+        if end >= len {
+            return None;
+        }
+        at = end;
+    }
 }
 
 /// Encodes any serde value as MessagePack with field names.
@@ -219,7 +247,7 @@ fn encode_serde<T: Serialize>(value: &T) -> Result<Encoded<'_>, String> {
 
 #[allow(clippy::needless_pass_by_value)] // the signature is the codec's
 fn decode_serde<T: DeserializeOwned>(reply: Reply, payload: Range<usize>) -> Result<T, String> {
-    from_msgpack(&reply[payload])
+    from_msgpack(&reply.get(payload)?)
 }
 
 fn decode_serde_parts<T: DeserializeOwned>(head: &[u8], tail: &[u8]) -> Result<T, String> {
@@ -250,6 +278,9 @@ fn bin_header(len: usize) -> Result<Vec<u8>, String> {
     })
 }
 
+/// The longest `bin` header (`bin 32`).
+const MAX_BIN_HEADER: usize = 5;
+
 /// `(header length, data length)` of a `bin` object at the start of
 /// `bytes`, if it is one.
 fn parse_bin_header(bytes: &[u8]) -> Option<(usize, usize)> {
@@ -273,12 +304,15 @@ fn encode_bytes(bytes: &Vec<u8>) -> Result<Encoded<'_>, String> {
 /// [`Reply::into_range`]); anything else goes through serde, which reports
 /// what is wrong with it.
 fn decode_bytes(reply: Reply, payload: Range<usize>) -> Result<Vec<u8>, String> {
-    match parse_bin_header(&reply[payload.clone()]) {
+    let header = payload.start..payload.end.min(payload.start + MAX_BIN_HEADER);
+    let bin = parse_bin_header(&reply.get(header)?);
+    match bin {
         Some((head, len)) if head + len == payload.len() => {
             reply.into_range(payload.start + head..payload.end)
         }
-        _ => from_msgpack::<serde_bytes::ByteBuf>(&reply[payload])
-            .map(serde_bytes::ByteBuf::into_vec),
+        _ => {
+            decode_serde::<serde_bytes::ByteBuf>(reply, payload).map(serde_bytes::ByteBuf::into_vec)
+        }
     }
 }
 

@@ -141,34 +141,39 @@ pub(crate) fn judge<R>(
     let protocol = |message: String| Error::Protocol { pid, message };
     // Read only now: a timed-out or lying child's output is never read.
     let bytes = read_reply().map_err(protocol)?;
-    let frames = codec::split_frames(&bytes);
     let (Some(termination), Some(usage)) = (exit.termination, exit.usage) else {
         // Someone else took the exit status (FAULTS.md F6, F7): a complete
         // result is still the function's result; anything else cannot be
         // classified.
-        let returned = match &frames {
-            Ok(frames) => match frames.last() {
-                Some(&(FrameKind::Return, payload)) => Some(range_in(&bytes, payload)),
-                _ => None,
-            },
-            Err(_) => None,
-        };
-        drop(frames);
-        return match returned {
+        return match final_result(&bytes) {
             Some(payload) => decode_result(bytes, payload, codec),
             None => Err(status_unavailable(report())),
         };
     };
     if termination != Termination::Exited(0) {
-        let panic = frames.ok().and_then(|f| first_panic(&f));
+        // A crash is read from every frame and the reply's last bytes.
+        let bytes = bytes.into_whole().map_err(protocol)?;
+        let panic = codec::split_frames(&bytes)
+            .ok()
+            .and_then(|f| first_panic(&f));
         let diagnosis =
             classify::diagnose(termination, &bytes, &exit.stderr.bytes, usage, options, oom);
         return Err(Error::NonzeroExitcode(
             NonzeroExitcode::new(termination, panic, report()).with_diagnosis(diagnosis),
         ));
     }
-    drop(frames);
     judge_frames(pid, bytes, codec)
+}
+
+/// The payload of the `Return` frame that ends `reply`, if one does.
+fn final_result(reply: &Reply) -> Option<Range<usize>> {
+    if let Some(payload) = reply.unread_result() {
+        return Some(payload);
+    }
+    match codec::split_frames(reply).ok()?.last() {
+        Some(&(FrameKind::Return, payload)) => Some(range_in(reply, payload)),
+        _ => None,
+    }
 }
 
 /// The call's result from the frames a child that did not crash sent: the
@@ -176,6 +181,10 @@ pub(crate) fn judge<R>(
 /// panic the function caught itself, a panic inside `Serialize` followed
 /// by the encode failure). Fault records and progress messages never do.
 pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result<R, Error> {
+    if let Some(payload) = bytes.unread_result() {
+        // A `Return` frame left in the reply file ends it: it is the last.
+        return decode_result(bytes, payload, codec);
+    }
     let protocol = |message: String| Error::Protocol { pid, message };
     let frames = codec::split_frames(&bytes).map_err(protocol)?;
     let last = frames
