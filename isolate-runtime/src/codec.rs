@@ -466,4 +466,36 @@ mod tests {
         lying.extend_from_slice(&[1; 10]);
         assert!(codec.decode(lying).is_err());
     }
+
+    fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+        let mut frame = header(kind, payload.len()).to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn a_final_return_is_found_behind_whole_frames_only() {
+        let result = frame(FrameKind::Return, b"abc");
+        let len = result.len();
+        assert_eq!(final_return(&result, len), Some((0, 16..19)));
+        assert_eq!(final_return(&result[..16], len), Some((0, 16..19)));
+
+        let mut after_panic = frame(FrameKind::Panic, b"xy");
+        after_panic.extend_from_slice(&result);
+        let len = after_panic.len();
+        assert_eq!(final_return(&after_panic, len), Some((18, 34..37)));
+        // The result's header lies past the bytes read: not found.
+        assert_eq!(final_return(&after_panic[..20], len), None);
+
+        let mut then_fault = result.clone();
+        then_fault.extend_from_slice(&frame(FrameKind::Fault, b""));
+        assert_eq!(final_return(&then_fault, then_fault.len()), None);
+        let panic_only = frame(FrameKind::Panic, b"xy");
+        assert_eq!(final_return(&panic_only, panic_only.len()), None);
+        // The file is shorter than the frame claims, or longer.
+        assert_eq!(final_return(&result, len - 1), None);
+        assert_eq!(final_return(&result, len + 1), None);
+        assert_eq!(final_return(b"not a frame, just junk", 22), None);
+        assert_eq!(final_return(&[], 0), None);
+    }
 }

@@ -140,3 +140,65 @@ impl Deref for UnreadResult {
         &self.head[..self.frames_end]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::FileExt;
+
+    use super::*;
+    use crate::codec::{BytesCodec, CodecTag, FrameKind, header};
+    use crate::error::{CodecStage, Error};
+    use crate::outcome::judge_frames;
+
+    /// A reply file holding `frames`, as a child would leave it.
+    fn reply_holding(frames: &[u8]) -> FileReply {
+        let reply = FileReply::create(None).unwrap();
+        reply.file.write_all_at(frames, 0).unwrap();
+        reply
+    }
+
+    /// A `Return` frame of a `Vec<u8>` of `len` bytes (`bin 32`).
+    fn bytes_frame(len: usize) -> (Vec<u8>, Vec<u8>) {
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        let mut frame = header(FrameKind::Return, len + 5).to_vec();
+        frame.push(0xc6);
+        frame.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+        frame.extend_from_slice(&data);
+        (frame, data)
+    }
+
+    #[test]
+    fn a_long_result_stays_in_the_file_until_decoded() {
+        let (frame, data) = bytes_frame(1 << 20);
+        let reply = reply_holding(&frame).finish().unwrap();
+        assert_eq!(reply.unread_result(), Some(16..frame.len()));
+        assert!(reply.is_empty(), "no frames before the result");
+        let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
+        assert!(judge_frames(1, reply, codec).unwrap() == data);
+    }
+
+    #[test]
+    fn a_file_shrunk_after_the_child_exited_is_a_clean_error() {
+        let (frame, _) = bytes_frame(1 << 20);
+        let reply = reply_holding(&frame);
+        let file = reply.file.try_clone().unwrap();
+        let reply = reply.finish().unwrap();
+        // An escaped grandchild that kept the descriptor shrinks the file
+        // between the parent's two reads.
+        file.set_len(2 * HEAD_LEN as u64).unwrap();
+        let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
+        match judge_frames(1, reply, codec) {
+            Err(Error::Codec { stage, message }) => {
+                assert_eq!(stage, CodecStage::DecodeResult);
+                assert_eq!(
+                    message,
+                    format!(
+                        "the reply file ends before byte {}: it shrank while it was read",
+                        frame.len()
+                    )
+                );
+            }
+            other => panic!("expected a codec error, got {other:?}"),
+        }
+    }
+}
