@@ -1,8 +1,9 @@
 //! The file backend's reading of a result: a reply file longer than 64 KiB
 //! that ends in a `Return` frame is read up to that frame's payload, which
-//! decoding reads straight into the result. Sizes on both sides of that
-//! threshold, frames before the result, a crash after it, serde results,
-//! and a reply the child shrank (the same errors as a reply read whole).
+//! decoding reads straight into the result; a result of 1 MiB or more
+//! follows a `Padding` frame. Sizes on both sides of those thresholds,
+//! frames before the result, a crash after it, serde results, and a reply
+//! the child shrank (the same errors as a reply read whole).
 
 #![allow(
     clippy::undocumented_unsafe_blocks,
@@ -22,6 +23,9 @@ const HEAD_LEN: usize = 64 << 10;
 const BIN16_OVERHEAD: usize = 16 + 3;
 /// The largest result read with the file whole: its reply is `HEAD_LEN`.
 const LAST_READ_WHOLE: usize = HEAD_LEN - BIN16_OVERHEAD;
+/// The shortest result the child writes at a file offset matching its
+/// address (after a `Padding` frame).
+const ALIGNED_TAIL: usize = 1 << 20;
 /// A result of 8 MiB, for the tampering children.
 const LEN: usize = 8 << 20;
 
@@ -49,7 +53,9 @@ fn results_on_both_sides_of_the_threshold_arrive_byte_exact() {
             LAST_READ_WHOLE - 1,
             LAST_READ_WHOLE,
             LAST_READ_WHOLE + 1,
-            1 << 20,
+            ALIGNED_TAIL - 1,
+            ALIGNED_TAIL,
+            ALIGNED_TAIL + 1,
             64 << 20,
         ] {
             let got = call(len).unwrap();

@@ -54,6 +54,11 @@ pub(crate) enum FrameKind {
     /// Worker to parent: the encoded result's head; the rest of it lies in
     /// the shared arena (`pool/arena.rs`).
     ArenaReturn = 21,
+    /// One-shot child to parent, before a large result in a reply file or
+    /// memfd: zeros that put the result's bytes at a file offset matching
+    /// their address in memory (`child::padding_before`). Skipped; never
+    /// sent on a worker's channel.
+    Padding = 22,
 }
 
 impl FrameKind {
@@ -72,6 +77,7 @@ impl FrameKind {
             Self::Fault,
             Self::Progress,
             Self::ArenaReturn,
+            Self::Padding,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == byte)

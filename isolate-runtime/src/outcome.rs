@@ -179,7 +179,8 @@ fn final_result(reply: &Reply) -> Option<Range<usize>> {
 /// The call's result from the frames a child that did not crash sent: the
 /// last one decides (it supersedes earlier ones: a panic report from a
 /// panic the function caught itself, a panic inside `Serialize` followed
-/// by the encode failure). Fault records and progress messages never do.
+/// by the encode failure). Fault records, progress messages and padding
+/// never do.
 pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result<R, Error> {
     if let Some(payload) = bytes.unread_result() {
         // A `Return` frame left in the reply file ends it: it is the last.
@@ -187,10 +188,12 @@ pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result
     }
     let protocol = |message: String| Error::Protocol { pid, message };
     let frames = codec::split_frames(&bytes).map_err(protocol)?;
-    let last = frames
-        .iter()
-        .rev()
-        .find(|(kind, _)| !matches!(kind, FrameKind::Fault | FrameKind::Progress));
+    let last = frames.iter().rev().find(|(kind, _)| {
+        !matches!(
+            kind,
+            FrameKind::Fault | FrameKind::Progress | FrameKind::Padding
+        )
+    });
     let Some(&(kind, payload)) = last else {
         return Err(Error::ZeroExitcodeWithoutPayload { pid });
     };
@@ -259,5 +262,30 @@ fn decode_guarded<R>(decode: impl FnOnce() -> Result<R, String>) -> Result<R, Er
             CodecStage::DecodeResult,
             message_of(payload.as_ref()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{BytesCodec, CodecTag};
+
+    fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+        let mut frame = codec::header(kind, payload.len()).to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn padding_never_decides_the_call() {
+        let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
+        let mut reply = frame(FrameKind::Padding, &[0; 3]);
+        reply.extend_from_slice(&frame(FrameKind::Return, &[0xc4, 1, 9]));
+        assert_eq!(judge_frames(4, Reply::Read(reply), codec).unwrap(), vec![9]);
+        let padding_only = frame(FrameKind::Padding, &[0; 3]);
+        match judge_frames(4, Reply::Read(padding_only), codec) {
+            Err(Error::ZeroExitcodeWithoutPayload { pid }) => assert_eq!(pid, 4),
+            other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
+        }
     }
 }
