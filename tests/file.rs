@@ -1,6 +1,6 @@
 //! The file backend's reading of a result: a reply file longer than 64 KiB
 //! that ends in a `Return` frame is read up to that frame's payload, which
-//! decoding reads straight into the result; a result of 1 MiB or more
+//! decoding reads straight into the result; a result of 32 MiB or more
 //! follows a `Padding` frame. Sizes on both sides of those thresholds,
 //! frames before the result, a crash after it, serde results, and a reply
 //! the child shrank (the same errors as a reply read whole).
@@ -25,7 +25,7 @@ const BIN16_OVERHEAD: usize = 16 + 3;
 const LAST_READ_WHOLE: usize = HEAD_LEN - BIN16_OVERHEAD;
 /// The shortest result the child writes at a file offset matching its
 /// address (after a `Padding` frame).
-const ALIGNED_TAIL: usize = 1 << 20;
+const ALIGNED_TAIL: usize = 32 << 20;
 /// A result of 8 MiB, for the tampering children.
 const LEN: usize = 8 << 20;
 
@@ -53,6 +53,7 @@ fn results_on_both_sides_of_the_threshold_arrive_byte_exact() {
             LAST_READ_WHOLE - 1,
             LAST_READ_WHOLE,
             LAST_READ_WHOLE + 1,
+            1 << 20,
             ALIGNED_TAIL - 1,
             ALIGNED_TAIL,
             ALIGNED_TAIL + 1,
