@@ -499,8 +499,8 @@ mod tests {
         let panic_only = frame(FrameKind::Panic, b"xy");
         assert_eq!(final_return(&panic_only, panic_only.len()), None);
         // The file is shorter than the frame claims, or longer.
-        assert_eq!(final_return(&result, len - 1), None);
-        assert_eq!(final_return(&result, len + 1), None);
+        assert_eq!(final_return(&result, result.len() - 1), None);
+        assert_eq!(final_return(&result, result.len() + 1), None);
         assert_eq!(final_return(b"not a frame, just junk", 22), None);
         assert_eq!(final_return(&[], 0), None);
     }
