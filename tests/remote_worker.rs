@@ -779,6 +779,27 @@ fn bytes_after_the_answer_are_a_protocol_error() {
 }
 
 #[test]
+fn a_padding_frame_from_a_worker_is_a_protocol_error() {
+    let turn = turn();
+    // Kind 22 pads one-shot replies in a file; no worker may send it.
+    let worker = python_worker!(
+        "hello(1); s.recv(1 << 16); s.sendall(frame(22, b'\\0\\0') + frame(16, b'\\x2a')); \
+         time.sleep(30)"
+    );
+    let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
+    let pid = worker.pid().unwrap();
+    match worker.call::<_, i64>(&plain("anything")) {
+        Err(Error::Protocol { message, .. }) => {
+            assert_eq!(message, "unexpected Padding frame from the worker");
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+    assert!(!common::process_exists(pid));
+    drop(worker);
+    turn.check();
+}
+
+#[test]
 fn a_worker_that_closes_its_channel_without_answering() {
     let turn = turn();
     let worker = RemoteWorker::spawn_with(demo(), options()).unwrap();

@@ -3,14 +3,14 @@
 
 use std::cell::Cell;
 use std::io::Write as _;
-use std::os::fd::AsRawFd as _;
+use std::os::fd::{AsRawFd as _, BorrowedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, Codec, FrameKind};
+use crate::codec::{self, Codec, FrameKind, HEADER_LEN};
 use crate::error::{CodecStage, Error};
 use crate::panic::{PanicReport, message_of};
 use crate::sys;
@@ -93,7 +93,8 @@ fn send_frame(kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
 
 /// Sends a frame whose payload is `head` then `tail`, never joining them:
 /// one `writev` (one wake-up of the parent), with no buffer to allocate,
-/// and a large `tail` written from where it lies.
+/// and a large `tail` written from where it lies (after a `Padding` frame
+/// when it goes to a file: [`padding_before`]).
 #[inline]
 fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Result<()> {
     // SAFETY: REPLY_FD was handed over by `become_child` and is never closed
@@ -101,7 +102,49 @@ fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Resul
     let fd = unsafe { sys::borrow_fd(REPLY_FD.load(Ordering::Relaxed)) };
     let _shared = crate::progress::lock_if_shared(fd.as_raw_fd());
     let header = codec::header(kind, head.len() + tail.len());
-    sys::write_all_vectored(fd, &mut [header.as_slice(), head, tail])
+    let padding = padding_before(fd, header.len() + head.len(), tail);
+    sys::write_all_vectored(fd, &mut [&padding, header.as_slice(), head, tail])
+}
+
+/// Tails at least this long get a [`padding_before`] them: glibc maps
+/// every allocation this large afresh (its mmap threshold never rises
+/// above 32 MiB), so the child's value and the parent's buffer for it
+/// both lie 16 bytes past a page. Shorter ones may come from either heap
+/// at any offset: padded to the child's address, the parent's buffer often
+/// lay just ahead of the bytes, and 2 to 31 MiB results measured 10-20%
+/// slower (33 MiB and more: 10-13% faster).
+const ALIGNED_TAIL: usize = 32 << 20;
+
+/// The page size the kernel's copies are sensitive to; larger pages are
+/// multiples of it.
+const PAGE: usize = 4096;
+
+/// A `Padding` frame that puts `tail`, written after `before` more bytes,
+/// at an offset in the reply file (or memfd) congruent to its address
+/// modulo the page size; empty for a short tail or a pipe or socket.
+///
+/// Why: `write` copies into the page cache with `rep movsb`, which runs at
+/// half speed on the project's AMD EPYC VM when the destination is 1 to 31
+/// bytes ahead of the source modulo 4096, and a large `Vec<u8>` (at 16
+/// past a page) written after its 21 bytes of headers is 5 ahead (1 GiB:
+/// ~0.55 s against ~0.27 s). Congruent, the copy is at full speed, and so
+/// is the parent's `pread` of the bytes into its own fresh buffer, which
+/// the allocator places as it placed the child's (see [`ALIGNED_TAIL`]).
+fn padding_before(fd: BorrowedFd<'_>, before: usize, tail: &[u8]) -> Vec<u8> {
+    if tail.len() < ALIGNED_TAIL {
+        return Vec::new();
+    }
+    let Some(offset) = nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekCur)
+        .ok()
+        .and_then(|offset| usize::try_from(offset).ok())
+    else {
+        return Vec::new(); // not seekable: nothing to align with
+    };
+    let tail_at = offset + HEADER_LEN + before;
+    let len = tail.as_ptr().addr().wrapping_sub(tail_at) % PAGE;
+    let mut frame = codec::header(FrameKind::Padding, len).to_vec();
+    frame.resize(HEADER_LEN + len, 0);
+    frame
 }
 
 /// Sends an encoded result: through a worker's shared arena when it is
@@ -225,5 +268,44 @@ fn drop_quietly<R>(value: R) {
         // The process's state is unknown now: leave; the next request
         // finds the worker gone and starts a fresh one.
         leave();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsFd;
+
+    use super::*;
+
+    #[test]
+    fn a_long_tail_in_a_file_lands_at_an_offset_matching_its_address() {
+        let long = vec![7u8; ALIGNED_TAIL + 64];
+        for written in [0, 21, PAGE, PAGE + 5000] {
+            for tail in [&long[..ALIGNED_TAIL], &long[3..], &long[21..]] {
+                let mut file = tempfile::tempfile().unwrap();
+                file.write_all(&vec![1; written]).unwrap();
+                let before = HEADER_LEN + 5;
+                let padding = padding_before(file.as_fd(), before, tail);
+                let head = padding.first_chunk::<HEADER_LEN>().unwrap();
+                let (kind, len) = codec::parse_header(head).unwrap();
+                assert_eq!(kind, FrameKind::Padding);
+                assert_eq!(padding.len(), HEADER_LEN + len as usize);
+                assert!(padding[HEADER_LEN..].iter().all(|&b| b == 0));
+                assert!((len as usize) < PAGE);
+                let tail_at = written + padding.len() + before;
+                assert_eq!(tail_at % PAGE, tail.as_ptr().addr() % PAGE);
+            }
+        }
+    }
+
+    #[test]
+    fn a_short_tail_or_a_pipe_gets_no_padding() {
+        let file = tempfile::tempfile().unwrap();
+        let short = vec![7u8; ALIGNED_TAIL - 1];
+        assert!(padding_before(file.as_fd(), 21, &short).is_empty());
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let long = vec![7u8; ALIGNED_TAIL];
+        assert!(padding_before(write.as_fd(), 21, &long).is_empty());
+        drop(read);
     }
 }

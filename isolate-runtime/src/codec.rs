@@ -54,6 +54,11 @@ pub(crate) enum FrameKind {
     /// Worker to parent: the encoded result's head; the rest of it lies in
     /// the shared arena (`pool/arena.rs`).
     ArenaReturn = 21,
+    /// One-shot child to parent, before a large result in a reply file or
+    /// memfd: zeros that put the result's bytes at a file offset matching
+    /// their address in memory (`child::padding_before`). Skipped; never
+    /// sent on a worker's channel.
+    Padding = 22,
 }
 
 impl FrameKind {
@@ -72,6 +77,7 @@ impl FrameKind {
             Self::Fault,
             Self::Progress,
             Self::ArenaReturn,
+            Self::Padding,
         ]
         .into_iter()
         .find(|kind| *kind as u8 == byte)
@@ -111,12 +117,8 @@ pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<(FrameKind, u64),
 pub(crate) fn split_frames(mut bytes: &[u8]) -> Result<Vec<(FrameKind, &[u8])>, String> {
     let mut frames = Vec::new();
     while !bytes.is_empty() {
-        let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
-            return Err(format!("truncated frame header ({} bytes)", bytes.len()));
-        };
-        let (kind, len) = parse_header(head)?;
+        let (kind, len) = frame_at(bytes)?;
         let rest = &bytes[HEADER_LEN..];
-        let len = usize::try_from(len).map_err(|_| "frame length overflows usize".to_owned())?;
         if rest.len() < len {
             return Err(format!(
                 "truncated frame: {} of {len} payload bytes arrived",
@@ -127,6 +129,38 @@ pub(crate) fn split_frames(mut bytes: &[u8]) -> Result<Vec<(FrameKind, &[u8])>, 
         bytes = &rest[len..];
     }
     Ok(frames)
+}
+
+/// The kind and payload length of the frame whose header starts `bytes`.
+fn frame_at(bytes: &[u8]) -> Result<(FrameKind, usize), String> {
+    let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
+        return Err(format!("truncated frame header ({} bytes)", bytes.len()));
+    };
+    let (kind, len) = parse_header(head)?;
+    let len = usize::try_from(len).map_err(|_| "frame length overflows usize".to_owned())?;
+    Ok((kind, len))
+}
+
+/// Where the frames of a reply of `len` bytes lie, when its last frame is a
+/// `Return` found by walking the frames in `head`, the reply's first bytes:
+/// the frames before it end at `.0`, its payload is `.1`. `None` for any
+/// other shape (a frame that is not whole or runs past the end included):
+/// such a reply is read whole and split as usual, which names what is
+/// wrong with it.
+pub(crate) fn final_return(head: &[u8], len: usize) -> Option<(usize, Range<usize>)> {
+    let mut at = 0;
+    loop {
+        let (kind, payload_len) = frame_at(head.get(at..)?).ok()?;
+        let start = at + HEADER_LEN;
+        let end = start.checked_add(payload_len)?;
+        if end == len && kind == FrameKind::Return {
+            return Some((at, start..end));
+        }
+        if end >= len {
+            return None;
+        }
+        at = end;
+    }
 }
 
 /// Encodes any serde value as MessagePack with field names.
@@ -223,7 +257,7 @@ fn encode_serde<T: Serialize>(value: &T) -> Result<Encoded<'_>, String> {
 
 #[allow(clippy::needless_pass_by_value)] // the signature is the codec's
 fn decode_serde<T: DeserializeOwned>(reply: Reply, payload: Range<usize>) -> Result<T, String> {
-    from_msgpack(&reply[payload])
+    from_msgpack(&reply.get(payload)?)
 }
 
 fn decode_serde_parts<T: DeserializeOwned>(head: &[u8], tail: &[u8]) -> Result<T, String> {
@@ -254,6 +288,9 @@ fn bin_header(len: usize) -> Result<Head, String> {
     Ok(head)
 }
 
+/// The longest `bin` header (`bin 32`).
+const MAX_BIN_HEADER: usize = 5;
+
 /// `(header length, data length)` of a `bin` object at the start of
 /// `bytes`, if it is one.
 fn parse_bin_header(bytes: &[u8]) -> Option<(usize, usize)> {
@@ -277,12 +314,15 @@ fn encode_bytes(bytes: &Vec<u8>) -> Result<Encoded<'_>, String> {
 /// [`Reply::into_range`]); anything else goes through serde, which reports
 /// what is wrong with it.
 fn decode_bytes(reply: Reply, payload: Range<usize>) -> Result<Vec<u8>, String> {
-    match parse_bin_header(&reply[payload.clone()]) {
+    let header = payload.start..payload.end.min(payload.start + MAX_BIN_HEADER);
+    let bin = parse_bin_header(&reply.get(header)?);
+    match bin {
         Some((head, len)) if head + len == payload.len() => {
             reply.into_range(payload.start + head..payload.end)
         }
-        _ => from_msgpack::<serde_bytes::ByteBuf>(&reply[payload])
-            .map(serde_bytes::ByteBuf::into_vec),
+        _ => {
+            decode_serde::<serde_bytes::ByteBuf>(reply, payload).map(serde_bytes::ByteBuf::into_vec)
+        }
     }
 }
 
@@ -435,5 +475,37 @@ mod tests {
         let mut lying = vec![0xc6, 0, 0, 1, 0];
         lying.extend_from_slice(&[1; 10]);
         assert!(codec.decode(lying).is_err());
+    }
+
+    fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+        let mut frame = header(kind, payload.len()).to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn a_final_return_is_found_behind_whole_frames_only() {
+        let result = frame(FrameKind::Return, b"abc");
+        let len = result.len();
+        assert_eq!(final_return(&result, len), Some((0, 16..19)));
+        assert_eq!(final_return(&result[..16], len), Some((0, 16..19)));
+
+        let mut after_panic = frame(FrameKind::Panic, b"xy");
+        after_panic.extend_from_slice(&result);
+        let len = after_panic.len();
+        assert_eq!(final_return(&after_panic, len), Some((18, 34..37)));
+        // The result's header lies past the bytes read: not found.
+        assert_eq!(final_return(&after_panic[..20], len), None);
+
+        let mut then_fault = result.clone();
+        then_fault.extend_from_slice(&frame(FrameKind::Fault, b""));
+        assert_eq!(final_return(&then_fault, then_fault.len()), None);
+        let panic_only = frame(FrameKind::Panic, b"xy");
+        assert_eq!(final_return(&panic_only, panic_only.len()), None);
+        // The file is shorter than the frame claims, or longer.
+        assert_eq!(final_return(&result, result.len() - 1), None);
+        assert_eq!(final_return(&result, result.len() + 1), None);
+        assert_eq!(final_return(b"not a frame, just junk", 22), None);
+        assert_eq!(final_return(&[], 0), None);
     }
 }

@@ -141,47 +141,59 @@ pub(crate) fn judge<R>(
     let protocol = |message: String| Error::Protocol { pid, message };
     // Read only now: a timed-out or lying child's output is never read.
     let bytes = read_reply().map_err(protocol)?;
-    let frames = codec::split_frames(&bytes);
     let (Some(termination), Some(usage)) = (exit.termination, exit.usage) else {
         // Someone else took the exit status (FAULTS.md F6, F7): a complete
         // result is still the function's result; anything else cannot be
         // classified.
-        let returned = match &frames {
-            Ok(frames) => match frames.last() {
-                Some(&(FrameKind::Return, payload)) => Some(range_in(&bytes, payload)),
-                _ => None,
-            },
-            Err(_) => None,
-        };
-        drop(frames);
-        return match returned {
+        return match final_result(&bytes) {
             Some(payload) => decode_result(bytes, payload, codec),
             None => Err(status_unavailable(report())),
         };
     };
     if termination != Termination::Exited(0) {
-        let panic = frames.ok().and_then(|f| first_panic(&f));
+        // A crash is read from every frame and the reply's last bytes.
+        let bytes = bytes.into_whole().map_err(protocol)?;
+        let panic = codec::split_frames(&bytes)
+            .ok()
+            .and_then(|f| first_panic(&f));
         let diagnosis =
             classify::diagnose(termination, &bytes, &exit.stderr.bytes, usage, options, oom);
         return Err(Error::NonzeroExitcode(
             NonzeroExitcode::new(termination, panic, report()).with_diagnosis(diagnosis),
         ));
     }
-    drop(frames);
     judge_frames(pid, bytes, codec)
+}
+
+/// The payload of the `Return` frame that ends `reply`, if one does.
+fn final_result(reply: &Reply) -> Option<Range<usize>> {
+    if let Some(payload) = reply.unread_result() {
+        return Some(payload);
+    }
+    match codec::split_frames(reply).ok()?.last() {
+        Some(&(FrameKind::Return, payload)) => Some(range_in(reply, payload)),
+        _ => None,
+    }
 }
 
 /// The call's result from the frames a child that did not crash sent: the
 /// last one decides (it supersedes earlier ones: a panic report from a
 /// panic the function caught itself, a panic inside `Serialize` followed
-/// by the encode failure). Fault records and progress messages never do.
+/// by the encode failure). Fault records, progress messages and padding
+/// never do.
 pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result<R, Error> {
+    if let Some(payload) = bytes.unread_result() {
+        // A `Return` frame left in the reply file ends it: it is the last.
+        return decode_result(bytes, payload, codec);
+    }
     let protocol = |message: String| Error::Protocol { pid, message };
     let frames = codec::split_frames(&bytes).map_err(protocol)?;
-    let last = frames
-        .iter()
-        .rev()
-        .find(|(kind, _)| !matches!(kind, FrameKind::Fault | FrameKind::Progress));
+    let last = frames.iter().rev().find(|(kind, _)| {
+        !matches!(
+            kind,
+            FrameKind::Fault | FrameKind::Progress | FrameKind::Padding
+        )
+    });
     let Some(&(kind, payload)) = last else {
         return Err(Error::ZeroExitcodeWithoutPayload { pid });
     };
@@ -250,5 +262,30 @@ fn decode_guarded<R>(decode: impl FnOnce() -> Result<R, String>) -> Result<R, Er
             CodecStage::DecodeResult,
             message_of(payload.as_ref()),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{BytesCodec, CodecTag};
+
+    fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+        let mut frame = codec::header(kind, payload.len()).to_vec();
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    #[test]
+    fn padding_never_decides_the_call() {
+        let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
+        let mut reply = frame(FrameKind::Padding, &[0; 3]);
+        reply.extend_from_slice(&frame(FrameKind::Return, &[0xc4, 1, 9]));
+        assert_eq!(judge_frames(4, Reply::Read(reply), codec).unwrap(), vec![9]);
+        let padding_only = frame(FrameKind::Padding, &[0; 3]);
+        match judge_frames(4, Reply::Read(padding_only), codec) {
+            Err(Error::ZeroExitcodeWithoutPayload { pid }) => assert_eq!(pid, 4),
+            other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
+        }
     }
 }

@@ -6,8 +6,12 @@ mod file;
 mod pipe;
 mod shm;
 
+use std::borrow::Cow;
+use std::fs::File;
+use std::io;
 use std::ops::{Deref, Range};
 use std::os::fd::BorrowedFd;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::error::Error;
@@ -51,19 +55,26 @@ pub(crate) enum ReplyChannel {
     Shm(shm::ShmReply),
 }
 
-/// Everything the child wrote: read into the parent's memory, or the sealed
-/// memfd mapped read-only.
+/// Everything the child wrote: read into the parent's memory, the sealed
+/// memfd mapped read-only, or a reply file read up to the payload of the
+/// `Return` frame that ends it.
 #[derive(Debug)]
 pub(crate) enum Reply {
     Read(Vec<u8>),
     Mapped(shm::Mapped),
+    Unread(file::UnreadResult),
 }
 
 impl Reply {
     /// The bytes in `range` as a `Vec` of exactly that size, made from the
     /// reply's own buffer (moved to its front, the rest given back) or
-    /// read from the sealed memfd straight into fresh memory: never a
-    /// second full-size buffer.
+    /// read from the sealed memfd or the reply file straight into fresh
+    /// memory: never a second full-size buffer.
+    ///
+    /// # Errors
+    ///
+    /// The memfd or the file could not be read, or the file no longer
+    /// holds `range` (something shrank it after the child exited).
     pub(crate) fn into_range(self, range: Range<usize>) -> Result<Vec<u8>, String> {
         match self {
             Self::Read(mut bytes) => {
@@ -74,10 +85,49 @@ impl Reply {
                 Ok(bytes)
             }
             Self::Mapped(mapped) => mapped.read_range(range),
+            Self::Unread(unread) => unread.read_range(range),
+        }
+    }
+
+    /// The bytes in `range`: borrowed where the reply holds them, read
+    /// from the reply file where it left them there.
+    ///
+    /// # Errors
+    ///
+    /// As [`Reply::into_range`].
+    pub(crate) fn get(&self, range: Range<usize>) -> Result<Cow<'_, [u8]>, String> {
+        match self {
+            Self::Read(bytes) => Ok(Cow::Borrowed(&bytes[range])),
+            Self::Mapped(mapped) => Ok(Cow::Borrowed(&mapped[range])),
+            Self::Unread(unread) => unread.get(range),
+        }
+    }
+
+    /// The payload of a `Return` frame that ends a reply file and was left
+    /// in it: that frame is the last, so it decides the call.
+    pub(crate) fn unread_result(&self) -> Option<Range<usize>> {
+        match self {
+            Self::Unread(unread) => Some(unread.result()),
+            Self::Read(_) | Self::Mapped(_) => None,
+        }
+    }
+
+    /// The reply with every byte in memory (or mapped), for what looks at
+    /// all of it: a crash's frames and trailing fault record.
+    ///
+    /// # Errors
+    ///
+    /// The reply file could not be read.
+    pub(crate) fn into_whole(self) -> Result<Self, String> {
+        match self {
+            Self::Unread(unread) => unread.read_whole().map(Self::Read),
+            whole => Ok(whole),
         }
     }
 }
 
+/// The reply's bytes; for [`Reply::Unread`] only the frames before its
+/// result (see [`Reply::unread_result`]).
 impl Deref for Reply {
     type Target = [u8];
 
@@ -85,8 +135,28 @@ impl Deref for Reply {
         match self {
             Self::Read(bytes) => bytes,
             Self::Mapped(mapped) => mapped,
+            Self::Unread(unread) => unread,
         }
     }
+}
+
+/// `range` of `file` (`what`, in errors), read with `pread` into fresh
+/// memory of its exact size: one copy, whatever the file's kind.
+///
+/// # Errors
+///
+/// The read failed, or the file ends inside `range`.
+fn read_exact_range(file: &File, range: Range<usize>, what: &str) -> Result<Vec<u8>, String> {
+    let mut bytes = vec![0; range.len()];
+    file.read_exact_at(&mut bytes, range.start as u64)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => format!(
+                "{what} ends before byte {}: it shrank while it was read",
+                range.end
+            ),
+            _ => format!("read {what}: {e}"),
+        })?;
+    Ok(bytes)
 }
 
 impl ReplyChannel {
@@ -145,7 +215,7 @@ impl ReplyChannel {
                 pipe.drain()?;
                 Ok(Reply::Read(pipe.into_bytes()))
             }
-            Self::File(file) => file.read_all().map(Reply::Read),
+            Self::File(file) => file.finish(),
             Self::Shm(shm) => Ok(shm
                 .map()?
                 .map_or_else(|| Reply::Read(Vec::new()), Reply::Mapped)),

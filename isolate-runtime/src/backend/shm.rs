@@ -13,7 +13,6 @@
 use std::fs::File;
 use std::ops::{Deref, Range};
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
 
 use memmap2::Mmap;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
@@ -95,11 +94,7 @@ impl Mapped {
     /// Reads `range` into fresh memory of its exact size with `pread`: one
     /// copy, and the mapping's pages never join this process's resident set.
     pub(crate) fn read_range(&self, range: Range<usize>) -> Result<Vec<u8>, String> {
-        let mut bytes = vec![0; range.len()];
-        self.file
-            .read_exact_at(&mut bytes, range.start as u64)
-            .map_err(|e| format!("read the reply memfd: {e}"))?;
-        Ok(bytes)
+        super::read_exact_range(&self.file, range, "the reply memfd")
     }
 }
 
