@@ -40,6 +40,25 @@ fn captures_need_no_serde() {
     );
 }
 
+/// A `Vec<u8>` from a closure takes the `bin` path as from a
+/// `#[bombsquad]` function (the codec's unit tests check the wire format):
+/// every byte value arrives, on every backend.
+#[test]
+fn byte_results_of_closures_arrive_byte_exact() {
+    common::watchdog();
+    let expected: Vec<u8> = (0..(8 << 20) + 3).map(|i: u32| (i % 256) as u8).collect();
+    for backend in [Backend::File, Backend::Pipe, Backend::Shm] {
+        let bytes = Isolate::new()
+            .backend(backend)
+            .fork(|| expected.clone())
+            .unwrap();
+        assert_eq!(bytes.len(), expected.len(), "{backend:?}");
+        assert!(bytes == expected, "{backend:?}: the bytes differ");
+    }
+    let empty: Vec<u8> = bombsquad::fork(Vec::new).unwrap();
+    assert!(empty.is_empty());
+}
+
 #[test]
 fn the_builder_applies_backend_timeout_and_panic_mode() {
     common::watchdog();

@@ -247,6 +247,20 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
             decode_parts: decode_serde_parts::<T>,
         }
     }
+
+    /// What a generic caller (the closure form) gets, where the macro's
+    /// autoref selection cannot run: the `bin` codec when `T` is `Vec<u8>`,
+    /// serde otherwise. `typeid` compares types that need not be `'static`.
+    pub(crate) fn for_type() -> Self {
+        if typeid::of::<T>() != typeid::of::<Vec<u8>>() {
+            return Self::serde();
+        }
+        let bytes = bytes_codec();
+        // SAFETY: `T` is `Vec<u8>` (equal type ids, and `Vec<u8>` has no
+        // lifetime for the id to have erased), so both are the same type;
+        // `Codec` is `Copy`, so nothing is dropped twice.
+        unsafe { std::mem::transmute_copy::<Codec<Vec<u8>>, Self>(&bytes) }
+    }
 }
 
 fn encode_serde<T: Serialize>(value: &T) -> Result<Encoded<'_>, String> {
@@ -358,14 +372,18 @@ impl<T> Default for CodecTag<T> {
     }
 }
 
+fn bytes_codec() -> Codec<Vec<u8>> {
+    Codec {
+        encode: encode_bytes,
+        decode: decode_bytes,
+        decode_parts: decode_bytes_parts,
+    }
+}
+
 /// The `bin` codec, chosen for `Vec<u8>`.
 pub trait BytesCodec {
     fn __bombsquad_codec(&self) -> Codec<Vec<u8>> {
-        Codec {
-            encode: encode_bytes,
-            decode: decode_bytes,
-            decode_parts: decode_bytes_parts,
-        }
+        bytes_codec()
     }
 }
 impl BytesCodec for &CodecTag<Vec<u8>> {}
@@ -404,6 +422,28 @@ impl OwnedArg for std::ffi::OsStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The closure form's codec sends a `Vec<u8>` as one `bin` object and
+    /// every other type through serde, as the macro's selection does.
+    #[test]
+    fn generic_callers_get_bin_for_bytes_only() {
+        let bytes = vec![200u8; 300];
+        let encoded = Codec::<Vec<u8>>::for_type().encode(&bytes).unwrap();
+        assert_eq!(encoded[..3], [0xc5, 0x01, 0x2c]);
+        assert_eq!(encoded.len(), 3 + 300);
+        let back = Codec::<Vec<u8>>::for_type().decode(encoded).unwrap();
+        assert!(back == bytes);
+        // A Vec of another element type stays an array, element by element.
+        let words = Codec::<Vec<u16>>::for_type()
+            .encode(&vec![200u16; 3])
+            .unwrap();
+        assert_eq!(words, [0x93, 0xcc, 200, 0xcc, 200, 0xcc, 200]);
+        let borrowed: std::borrow::Cow<'_, str> = "text".into();
+        let text = Codec::<std::borrow::Cow<'_, str>>::for_type()
+            .encode(&borrowed)
+            .unwrap();
+        assert_eq!(text, b"\xa4text");
+    }
 
     #[test]
     fn frames_round_trip_and_truncation_is_reported() {

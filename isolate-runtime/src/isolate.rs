@@ -303,7 +303,7 @@ impl Isolate {
         R: Serialize + DeserializeOwned,
         F: FnOnce() -> R,
     {
-        crate::fork::call(self, Codec::serde(), None, function)
+        crate::fork::call(self, Codec::for_type(), None, function)
     }
 
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
