@@ -12,8 +12,6 @@
 
 mod common;
 
-use std::fmt::Debug;
-
 use bombsquad::{Error, NonzeroExitcode, bombsquad};
 use serde_bytes::ByteBuf;
 
@@ -136,30 +134,14 @@ fn a_crash_after_a_long_result_is_a_crash() {
     assert!(!common::process_exists(crash.pid()), "the child was reaped");
 }
 
-fn protocol_error<T: Debug>(result: Result<T, Error>) -> String {
-    match result {
-        Err(Error::Protocol { message, .. }) => message,
-        other => panic!("expected a protocol error, got {other:?}"),
-    }
-}
-
-/// Writes a whole 8 MiB `Return` frame, then cuts the file to `keep` bytes.
-fn write_then_truncate(keep: i64) -> ! {
-    let fd = common::reply_fd_in_child();
-    common::write_raw(fd, &common::frame_header(common::RETURN_FRAME, LEN as u64));
-    common::write_raw(fd, &vec![0xc0; LEN]);
-    assert_eq!(unsafe { libc::ftruncate(fd, keep) }, 0);
-    unsafe { libc::_exit(0) }
-}
-
 #[bombsquad(start_method = "fork", backend = "file")]
 fn shrinks_its_reply_fork(keep: i64) -> Vec<u8> {
-    write_then_truncate(keep)
+    common::write_then_truncate(keep)
 }
 
 #[bombsquad(backend = "file")]
 fn shrinks_its_reply_spawn(keep: i64) -> Vec<u8> {
-    write_then_truncate(keep)
+    common::write_then_truncate(keep)
 }
 
 #[test]
@@ -169,10 +151,11 @@ fn a_reply_shorter_than_its_frame_claims_is_a_protocol_error() {
     for keep in [4096, HEAD_LEN + 1, 1 << 20] {
         for call in [shrinks_its_reply_fork, shrinks_its_reply_spawn] {
             assert_eq!(
-                protocol_error(call(keep as i64)),
+                common::protocol_error(call(keep as i64)),
                 format!(
-                    "truncated frame: {} of {LEN} payload bytes arrived",
-                    keep - 16
+                    "truncated frame: {} of {} payload bytes arrived",
+                    keep - 16,
+                    common::TRUNCATED_FRAME_LEN
                 )
             );
         }

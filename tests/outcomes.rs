@@ -84,13 +84,6 @@ fn codec_error<T: Debug>(result: Result<T, Error>) -> (CodecStage, String) {
     }
 }
 
-fn protocol_error<T: Debug>(result: Result<T, Error>) -> String {
-    match result {
-        Err(Error::Protocol { message, .. }) => message,
-        other => panic!("expected a protocol error, got {other:?}"),
-    }
-}
-
 macro_rules! outcome_tests {
     ($module:ident, $start_method:literal, $backend:literal) => {
         mod $module {
@@ -491,19 +484,19 @@ macro_rules! outcome_tests {
             #[test]
             fn a_truncated_reply_is_a_protocol_error() {
                 common::watchdog();
-                assert_eq!(protocol_error(sends_a_truncated_reply()), "truncated frame: 10 of 100 payload bytes arrived");
+                assert_eq!(common::protocol_error(sends_a_truncated_reply()), "truncated frame: 10 of 100 payload bytes arrived");
             }
 
             #[test]
             fn garbage_is_a_protocol_error() {
                 common::watchdog();
-                assert!(protocol_error(sends_garbage()).starts_with("bad frame magic"));
+                assert!(common::protocol_error(sends_garbage()).starts_with("bad frame magic"));
             }
 
             #[test]
             fn a_lying_length_is_refused_before_allocating() {
                 common::watchdog();
-                let message = protocol_error(lies_about_its_length());
+                let message = common::protocol_error(lies_about_its_length());
                 assert_eq!(message, format!("frame of {} bytes exceeds the limit of {} bytes", u64::MAX, 16u64 << 30));
             }
 

@@ -9,41 +9,21 @@
 
 mod common;
 
-use std::fmt::Debug;
-
 use bombsquad::{Error, bombsquad};
-
-const LEN: usize = 8 << 20;
-
-fn protocol_error<T: Debug>(result: Result<T, Error>) -> String {
-    match result {
-        Err(Error::Protocol { message, .. }) => message,
-        other => panic!("expected a protocol error, got {other:?}"),
-    }
-}
-
-/// Writes a whole 8 MiB `Return` frame, then cuts the file to `keep` bytes.
-fn write_then_truncate(keep: i64) -> ! {
-    let fd = common::reply_fd_in_child();
-    common::write_raw(fd, &common::frame_header(common::RETURN_FRAME, LEN as u64));
-    common::write_raw(fd, &vec![0xc0; LEN]);
-    assert_eq!(unsafe { libc::ftruncate(fd, keep) }, 0);
-    unsafe { libc::_exit(0) }
-}
 
 #[bombsquad(start_method = "fork", backend = "shm")]
 fn shrinks_its_reply_fork() -> Vec<u8> {
-    write_then_truncate(4096)
+    common::write_then_truncate(4096)
 }
 
 #[bombsquad(backend = "shm")]
 fn shrinks_its_reply_spawn() -> Vec<u8> {
-    write_then_truncate(4096)
+    common::write_then_truncate(4096)
 }
 
 #[bombsquad(start_method = "fork", backend = "shm")]
 fn empties_its_reply() -> Vec<u8> {
-    write_then_truncate(0)
+    common::write_then_truncate(0)
 }
 
 /// A grandchild maps the memfd for writing and keeps the mapping: the
@@ -83,12 +63,13 @@ fn grandchild_keeps_a_writable_mapping() -> Vec<u8> {
 fn a_shrunk_reply_is_a_protocol_error_not_a_sigbus() {
     common::watchdog();
     for call in [shrinks_its_reply_fork, shrinks_its_reply_spawn] {
-        let message = protocol_error(call());
+        let message = common::protocol_error(call());
         assert_eq!(
             message,
             format!(
-                "truncated frame: {} of {LEN} payload bytes arrived",
-                4096 - 16
+                "truncated frame: {} of {} payload bytes arrived",
+                4096 - 16,
+                common::TRUNCATED_FRAME_LEN
             )
         );
     }
@@ -106,6 +87,6 @@ fn an_emptied_reply_is_no_payload() {
 #[test]
 fn a_reply_mapped_for_writing_by_another_process_is_refused() {
     common::watchdog();
-    let message = protocol_error(grandchild_keeps_a_writable_mapping());
+    let message = common::protocol_error(grandchild_keeps_a_writable_mapping());
     assert!(message.starts_with("seal the reply memfd:"), "{message}");
 }

@@ -119,6 +119,30 @@ pub fn frame_header(kind: u8, len: u64) -> Vec<u8> {
 /// The frame kind of a returned value.
 pub const RETURN_FRAME: u8 = 16;
 
+/// The payload length of [`write_then_truncate`]'s frame.
+pub const TRUNCATED_FRAME_LEN: usize = 8 << 20;
+
+/// Inside a child: writes a whole 8 MiB `Return` frame to the reply file
+/// (or memfd), then cuts it to `keep` bytes and leaves.
+pub fn write_then_truncate(keep: i64) -> ! {
+    let fd = reply_fd_in_child();
+    write_raw(fd, &frame_header(RETURN_FRAME, TRUNCATED_FRAME_LEN as u64));
+    write_raw(fd, &vec![0xc0; TRUNCATED_FRAME_LEN]);
+    // SAFETY: plain syscalls on our own descriptor; `_exit` never returns.
+    unsafe {
+        assert_eq!(libc::ftruncate(fd, keep), 0);
+        libc::_exit(0)
+    }
+}
+
+/// The message of an `Error::Protocol`; panics on anything else.
+pub fn protocol_error<T: std::fmt::Debug>(result: Result<T, bombsquad::Error>) -> String {
+    match result {
+        Err(bombsquad::Error::Protocol { message, .. }) => message,
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+}
+
 /// Serializes to an error.
 #[derive(Debug, serde::Deserialize)]
 pub struct RefusesToSerialize;
