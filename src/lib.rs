@@ -147,9 +147,13 @@
 //!   `&str`, `&[T]`, `&Path`), which the child rebuilds as owned values.
 //!   Its cost does not grow with the parent's memory.
 //! - **fork** is the fastest, and arguments need no serde at all (memory is
-//!   copied). But in a multi-threaded parent the child can block forever on
-//!   a lock another thread held at the fork (std's stdout lock included):
-//!   use a timeout there; a fork-mode call without one in a multi-threaded
+//!   copied). The library never forks while one of its own threads holds
+//!   a lock a child could need (its replay of other calls' output, its
+//!   re-raise of their panics, its panic hook): those wait for the fork,
+//!   and the fork for them. But in a multi-threaded parent the child can
+//!   still block forever on a lock *your* code held on another thread at
+//!   the fork (a `Mutex` of yours, or std's stdout lock while a thread of
+//!   yours is inside `println!`): use a timeout there; a fork-mode call without one in a multi-threaded
 //!   process prints a one-time warning to stderr. Its cost grows with the
 //!   parent's resident memory.
 //!   Under libtest's output capture, `print!` in a forked child is lost.

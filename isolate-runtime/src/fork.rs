@@ -15,7 +15,7 @@ use crate::limits::{self, ForkSetup};
 use crate::progress::{self, ProgressSink, ProgressStream};
 use crate::stdio::OutputRelay;
 use crate::supervise::{Child, Outgoing, supervise};
-use crate::{child, fork_warning, outcome, sys, throttle};
+use crate::{child, fork_gate, fork_warning, outcome, sys, throttle};
 
 /// Runs `function` in a forked child with `options`, delivering the
 /// messages it sends to `progress`, if any (the function builds its own
@@ -48,9 +48,14 @@ pub fn call<R>(
         stdio: [null.as_fd(), stdio.stdout.as_fd(), stdio.stderr.as_fd()],
     };
     let started = Instant::now();
+    let gate = fork_gate::exclusive();
     // SAFETY: the child branch runs `run_child`, which never returns: it
     // makes raw syscalls, runs the closure and leaves with `_exit`.
-    match unsafe { nix::unistd::fork() } {
+    let forked = unsafe { nix::unistd::fork() };
+    // Both processes: the child before it runs anything that could wait on
+    // the gate (a nested call).
+    drop(gate);
+    match forked {
         Err(e) => Err(Error::spawn("fork the child process", e)),
         Ok(nix::unistd::ForkResult::Child) => {
             run_child(fds, parent, depth, &setup, codec, function)

@@ -24,6 +24,7 @@ pub(crate) fn check(has_timeout: bool) {
         static WARN: Once = Once::new();
         WARN.call_once(|| {
             WARNED.store(true, Ordering::Relaxed);
+            let _gate = crate::fork_gate::shared();
             eprintln!("{}", message(threads));
         });
     }

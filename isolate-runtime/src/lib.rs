@@ -13,6 +13,7 @@ mod entry;
 mod error;
 mod fault;
 mod fork;
+mod fork_gate;
 mod fork_warning;
 mod forkserver;
 mod isolate;

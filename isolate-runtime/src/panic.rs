@@ -113,6 +113,8 @@ fn install_hook_once(install: &Once) {
     install.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            // The default hook takes std's backtrace lock and stderr.
+            let _gate = crate::fork_gate::shared();
             if !crate::child::report_panic(|| PanicReport::from_hook(info)) {
                 previous(info);
             }
@@ -126,6 +128,8 @@ fn install_hook_once(install: &Once) {
 /// the caller's location; the child's location is printed first.
 #[track_caller]
 pub(crate) fn resume(report: PanicReport, pid: u32) -> ! {
+    // Held through the hooks `panic_any` runs; dropped as it unwinds.
+    let _gate = crate::fork_gate::shared();
     let at = report
         .location
         .as_ref()
