@@ -136,7 +136,11 @@ fn assert_no_call_hung(name: &str) {
             assert!(
                 stderr.contains("STORM DONE: 0 hung"),
                 "{name}, round {round}, {output:?}: {}",
-                stderr.lines().filter(|l| l.contains("STORM")).collect::<Vec<_>>().join("\n")
+                stderr
+                    .lines()
+                    .filter(|l| l.contains("STORM"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
     }

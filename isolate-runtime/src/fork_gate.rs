@@ -71,8 +71,8 @@ impl Drop for Shared {
 pub(crate) fn exclusive() -> Exclusive {
     let _ = (std::io::stdout(), std::io::stderr());
     let inside_shared = SHARED_DEPTH.try_with(|depth| depth.get() > 0);
-    let lock = (inside_shared == Ok(false))
-        .then(|| GATE.write().unwrap_or_else(PoisonError::into_inner));
+    let lock =
+        (inside_shared == Ok(false)).then(|| GATE.write().unwrap_or_else(PoisonError::into_inner));
     Exclusive { _lock: lock }
 }
 
