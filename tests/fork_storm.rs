@@ -108,7 +108,7 @@ enum Output {
 fn run_storm(name: &str, output: Output) -> String {
     let mut command: Command = scenario::command(name);
     command.env("RUST_BACKTRACE", "1");
-    let stderr = match output {
+    match output {
         Output::Piped => {
             let out = scenario::run(command);
             String::from_utf8_lossy(&out.stderr).into_owned()
@@ -125,8 +125,7 @@ fn run_storm(name: &str, output: Output) -> String {
             assert!(status.success(), "{name} {output:?}: {status}\n{stderr}");
             stderr
         }
-    };
-    stderr
+    }
 }
 
 fn assert_no_call_hung(name: &str) {
