@@ -307,8 +307,8 @@ mod testing;
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
     Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
-    Progress, ProgressMessages, RemoteWorker, Stderr, Task, Worker, WorkerOptions, fork, jobs,
-    shutdown_pools, start_forkserver,
+    Progress, ProgressMessages, RemoteWorker, Sandbox, SandboxSupport, Stderr, Task, Worker,
+    WorkerOptions, fork, jobs, shutdown_pools, start_forkserver,
 };
 
 /// Not public API: used by code that `#[bombsquad]` generates.

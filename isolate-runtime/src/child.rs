@@ -35,8 +35,17 @@ thread_local! {
 /// Why a child could not produce a result, sent in a `Failure` frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ChildFailure {
-    Codec { stage: CodecStage, message: String },
-    UnknownFunction { message: String },
+    Codec {
+        stage: CodecStage,
+        message: String,
+    },
+    UnknownFunction {
+        message: String,
+    },
+    /// The sandbox the call asked for could not be applied.
+    Sandbox {
+        reason: String,
+    },
 }
 
 /// How deep isolated calls may nest: a fork-bomb guard (FAULTS.md G5).
@@ -179,6 +188,17 @@ pub(crate) fn send_failure(failure: &ChildFailure) {
 }
 
 /// Sends a failure and leaves the process.
+/// Sandboxes this child as `policy` says, the last step of its set-up; a
+/// child that cannot leaves with a `Failure` frame, never running the
+/// function unsandboxed.
+pub(crate) fn enter_sandbox(policy: Option<&crate::sandbox::SandboxPolicy>) {
+    if let Some(policy) = policy
+        && let Err(reason) = crate::sandbox::enter(policy)
+    {
+        fail(&ChildFailure::Sandbox { reason });
+    }
+}
+
 pub(crate) fn fail(failure: &ChildFailure) -> ! {
     send_failure(failure);
     leave()

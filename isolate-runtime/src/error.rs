@@ -117,6 +117,19 @@ pub enum Error {
         limit: u32,
     },
 
+    /// The call asked for a [`Sandbox`](crate::Sandbox) that could not be
+    /// applied: this kernel lacks what the policy needs (see
+    /// [`Sandbox::support`](crate::Sandbox::support)), a path it names does
+    /// not exist, or the child could not apply it. The function did not run.
+    #[error(
+        "the sandbox cannot be applied: {reason}; the function did not run \
+         (Sandbox::best_effort() runs it with what this kernel supports)"
+    )]
+    Sandbox {
+        /// What is missing or failed, in words.
+        reason: String,
+    },
+
     /// A pool's workers failed to start several times in a row (their init
     /// crashed, the program is broken); the pool refuses calls for 10 s
     /// instead of restarting them in a storm, then tries again.

@@ -1,5 +1,6 @@
-//! What a child does about faults: a handler for SIGSEGV, SIGBUS, SIGILL
-//! and SIGFPE that tells the parent where the fault happened, an alternate
+//! What a child does about faults: a handler for SIGSEGV, SIGBUS, SIGILL,
+//! SIGFPE and SIGSYS that tells the parent where the fault happened (for
+//! SIGSYS from a seccomp filter, which system call it was), an alternate
 //! stack for it, and running the function on a thread with a bigger stack.
 //!
 //! The handler runs on an alternate stack (a stack overflow leaves none
@@ -24,7 +25,16 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 use crate::codec::{self, FrameKind, HEADER_LEN};
 
 /// The signals whose faults are reported.
-const SIGNALS: [i32; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+const SIGNALS: [i32; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGSYS,
+];
+
+/// SIGSYS's `si_code` when a seccomp filter trapped the call.
+pub(crate) const SYS_SECCOMP: i32 = 1;
 
 /// The size of the alternate stack the runtime provides when a thread has
 /// none (std's own is used when present).
@@ -43,14 +53,18 @@ static FAULT_FD: AtomicI32 = AtomicI32::new(-1);
 static REPORTED: AtomicBool = AtomicBool::new(false);
 /// The handlers ours replaced, per signal of [`SIGNALS`], and whether each
 /// takes `siginfo` (SA_SIGINFO).
-static PREVIOUS: [AtomicUsize; 4] = [const { AtomicUsize::new(libc::SIG_DFL) }; 4];
-static PREVIOUS_SIGINFO: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+static PREVIOUS: [AtomicUsize; SIGNALS.len()] =
+    [const { AtomicUsize::new(libc::SIG_DFL) }; SIGNALS.len()];
+static PREVIOUS_SIGINFO: [AtomicBool; SIGNALS.len()] =
+    [const { AtomicBool::new(false) }; SIGNALS.len()];
 /// The stack size of the thread the function runs on; 0 for the calling
 /// thread.
 static STACK_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 /// A fault, as the handler saw it: the signal, its `si_code`, and
-/// `si_addr` (the faulting address, or the instruction for SIGILL/SIGFPE).
+/// `si_addr` (the faulting address, or the instruction for SIGILL/SIGFPE);
+/// for a SIGSYS from a seccomp filter (`si_code` [`SYS_SECCOMP`]),
+/// `si_syscall`, the number of the call it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FaultRecord {
     pub(crate) signal: i32,
@@ -163,7 +177,12 @@ fn ensure_alternate_stack() {
 extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     chain_to_previous(signal, info, context);
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let (code, address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    let (code, mut address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if signal == libc::SIGSYS && code == SYS_SECCOMP {
+        // SAFETY: as above; for this signal and code the kernel filled in
+        // the `_sigsys` member of the union.
+        address = unsafe { seccomp_syscall(info) };
+    }
     if signal == libc::SIGSEGV
         && matches!(code, SEGV_MAPERR | SEGV_ACCERR)
         && near_stack_pointer(address, context)
@@ -190,6 +209,23 @@ extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut li
         libc::sigaction(signal, &raw const default, std::ptr::null_mut());
         libc::raise(signal);
     }
+}
+
+/// `si_syscall` of a SIGSYS sent by a seccomp filter. libc does not name
+/// the field: the `_sigsys` member of the union holds `_call_addr` (a
+/// pointer) then `_syscall` (an int), and the union starts after three
+/// ints, aligned to a pointer (`<asm-generic/siginfo.h>`).
+///
+/// # Safety
+///
+/// `info` is a valid siginfo for a SIGSYS with `si_code` [`SYS_SECCOMP`].
+unsafe fn seccomp_syscall(info: *const libc::siginfo_t) -> usize {
+    const UNION_OFFSET: usize = if size_of::<usize>() == 8 { 16 } else { 12 };
+    let at = UNION_OFFSET + size_of::<usize>();
+    // SAFETY: the caller's promise; the offset lies inside siginfo_t (128
+    // bytes) and an int there is aligned.
+    let syscall = unsafe { info.cast::<u8>().add(at).cast::<i32>().read() };
+    usize::try_from(syscall).unwrap_or(usize::MAX)
 }
 
 const SEGV_MAPERR: i32 = 1;

@@ -15,7 +15,7 @@ use crate::limits::{self, ForkSetup};
 use crate::progress::{self, ProgressSink, ProgressStream};
 use crate::stdio::OutputRelay;
 use crate::supervise::{Child, Outgoing, supervise};
-use crate::{child, fork_gate, fork_warning, outcome, sys, throttle};
+use crate::{child, fork_gate, fork_warning, outcome, sandbox, sys, throttle};
 
 /// Runs `function` in a forked child with `options`, delivering the
 /// messages it sends to `progress`, if any (the function builds its own
@@ -28,6 +28,7 @@ pub fn call<R>(
     function: impl FnOnce() -> R,
 ) -> Result<R, Error> {
     let depth = child::next_depth()?;
+    sandbox::check(options.sandbox.as_ref())?;
     // Held until the child is reaped.
     let _permit = throttle::acquire();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
@@ -122,5 +123,6 @@ fn run_child<R>(
     limits::enter_forked_child(setup, reply_fd);
     child::become_child(reply_fd, depth, false);
     progress::set_fd(progress_fd);
+    child::enter_sandbox(setup.sandbox());
     child::serve(codec, function)
 }

@@ -14,6 +14,7 @@ use crate::callbacks::Callbacks;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::report::NonzeroExitcode;
+use crate::sandbox::{Sandbox, SandboxPolicy};
 use crate::stdio::Stderr;
 
 /// What a panic in the child does to the caller.
@@ -54,6 +55,7 @@ pub struct Isolate {
     pub(crate) memory: Option<u64>,
     pub(crate) cpu: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
+    pub(crate) sandbox: Option<SandboxPolicy>,
     pub(crate) callbacks: Callbacks,
 }
 
@@ -186,6 +188,38 @@ impl Isolate {
     #[must_use]
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
+        self
+    }
+
+    /// Sandboxes the child: it can compute, but not open files (beyond the
+    /// paths the [`Sandbox`] names), reach the network, start processes or
+    /// make dangerous system calls. See [`Sandbox`] for what the function
+    /// gets when it tries. Linux only.
+    ///
+    /// # Errors
+    ///
+    /// A call returns [`Error::Sandbox`] without running the function when
+    /// the kernel cannot enforce the policy (unless
+    /// [`Sandbox::best_effort`]) or a path it names does not exist.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bombsquad::{Error, Isolate, Sandbox};
+    ///
+    /// let err = Isolate::new()
+    ///     .sandbox(Sandbox::compute())
+    ///     .fork(|| -> () {
+    ///         // SAFETY: a plain request to be traced; it never gets that far.
+    ///         unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+    ///     })
+    ///     .unwrap_err();
+    /// let Error::NonzeroExitcode(exit) = err else { panic!("{err}") };
+    /// assert_eq!(exit.sandbox_violation(), Some("ptrace"));
+    /// ```
+    #[must_use]
+    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox.policy().clone());
         self
     }
 

@@ -25,6 +25,7 @@ mod pool;
 mod progress;
 mod registry;
 mod report;
+mod sandbox;
 mod spawn;
 mod stdio;
 mod supervise;
@@ -40,6 +41,7 @@ pub use isolate::{Isolate, PanicMode, fork};
 pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
 pub use progress::{Progress, ProgressMessages};
 pub use report::{CallReport, NonzeroExitcode};
+pub use sandbox::{Sandbox, SandboxSupport};
 pub use stdio::Stderr;
 
 /// Not public API: used by code that `#[bombsquad]` generates.

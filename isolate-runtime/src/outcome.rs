@@ -216,6 +216,7 @@ pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result
         FrameKind::Failure => Err(match codec::from_msgpack(payload).map_err(protocol)? {
             ChildFailure::Codec { stage, message } => Error::codec(stage, message),
             ChildFailure::UnknownFunction { message } => protocol(message),
+            ChildFailure::Sandbox { reason } => Error::Sandbox { reason },
         }),
         kind => Err(protocol(format!("unexpected {kind:?} frame"))),
     }

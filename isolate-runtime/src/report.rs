@@ -350,6 +350,29 @@ impl NonzeroExitcode {
         matches!(self.diagnosis.hint, Some(Hint::CpuLimit { .. }))
     }
 
+    /// Whether the sandbox stopped the child: it was killed by SIGSYS for a
+    /// system call that [`Sandbox::compute`](crate::Sandbox::compute)
+    /// forbids. A violation is never reported as a crash: `on_fault` does
+    /// not run for it. A SIGSYS of an unsandboxed call is not one.
+    #[must_use]
+    pub fn is_sandbox_violation(&self) -> bool {
+        matches!(self.diagnosis.hint, Some(Hint::SandboxViolation { .. }))
+    }
+
+    /// The system call the sandbox stopped ("ptrace", "execve"), when the
+    /// child's fault handler could report it.
+    ///
+    /// # Examples
+    ///
+    /// See [`Isolate::sandbox`](crate::Isolate::sandbox).
+    #[must_use]
+    pub fn sandbox_violation(&self) -> Option<&'static str> {
+        match self.diagnosis.hint {
+            Some(Hint::SandboxViolation { syscall }) => syscall,
+            _ => None,
+        }
+    }
+
     /// The message of the first panic the child reported before it died: a panic
     /// while unwinding, or any panic in a `panic = "abort"` build.
     #[must_use]
@@ -391,10 +414,17 @@ impl fmt::Display for NonzeroExitcode {
             Termination::Signaled { signal, .. } => {
                 let name = self.signal_name().unwrap_or("an unknown signal");
                 match &self.diagnosis.hint {
+                    Some(hint @ Hint::SandboxViolation { .. }) => write!(
+                        f,
+                        " was stopped by the sandbox ({name}): {}",
+                        hint.describe()
+                    )?,
                     Some(hint) => write!(f, " was killed by {name}: {}", hint.describe())?,
                     None => write!(f, " was killed by {name}: {}", signal_meaning(signal))?,
                 }
-                if let Some(fault) = self.fault_description() {
+                if let Some(fault) = self.fault_description()
+                    && !self.is_sandbox_violation()
+                {
                     write!(f, ", {fault}")?;
                 }
             }

@@ -79,6 +79,7 @@ where
 {
     entry::keep_linked();
     let depth = child::next_depth()?;
+    crate::sandbox::check(options.sandbox.as_ref())?;
     let mut request = encode_request(entry.name, args)?;
     request.extend(
         ChildSetup::new(options)

@@ -112,6 +112,14 @@ impl WorkerProcess {
     /// `Timeout`, `Protocol`, a panic in its init) when it dies or
     /// misbehaves before it is ready.
     pub(crate) fn start(launch: &Launch, options: &Isolate, depth: u32) -> Result<Self, Error> {
+        if options.sandbox.is_some() && !matches!(launch, Launch::Registered(_)) {
+            return Err(Error::Sandbox {
+                reason: "a RemoteWorker's program is not sandboxed by bombsquad; it must \
+                         sandbox itself"
+                    .to_owned(),
+            });
+        }
+        crate::sandbox::check(options.sandbox.as_ref())?;
         let oom = OomWatch::start();
         let (socket, child_socket) = unix_socketpair(
             SockType::Stream,

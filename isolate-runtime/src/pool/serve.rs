@@ -41,6 +41,7 @@ pub(crate) fn serve_worker(
     // Progress frames go to the same socket as the answers.
     crate::progress::set_fd(fd);
     limits::enter_worker(setup, fd);
+    child::enter_sandbox(setup.sandbox());
     let entry = match registry::find(name) {
         Ok(entry) => entry,
         Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
