@@ -2,6 +2,7 @@
 //! one thread.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 
 use landlock::{
     ABI, Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetCreatedAttr,
@@ -19,8 +20,9 @@ use super::syscalls::{KILLING, NEW_PROCESS, target_arch};
 /// best-effort basis, on top of those of [`super::REQUIRED_LANDLOCK_ABI`].
 const NEWEST_ABI: ABI = ABI::V6;
 
-/// Sandboxes the calling process as `policy` says: Landlock first (it sets
-/// `no_new_privs`), then the seccomp filters.
+/// Sandboxes the calling process as `policy` says: Landlock first, then the
+/// seccomp filters (both set `no_new_privs` first; seccompiler does so
+/// even when a best-effort Landlock was absent).
 ///
 /// # Errors
 ///
@@ -28,11 +30,25 @@ const NEWEST_ABI: ABI = ABI::V6;
 /// `Error::Sandbox` instead of running the function.
 pub(crate) fn enter(policy: &SandboxPolicy) -> Result<(), String> {
     restrict_files(policy).map_err(|e| format!("Landlock: {e}"))?;
-    set_no_new_privs()?;
-    for filter in filters()? {
-        seccompiler::apply_filter(&filter).map_err(|e| format!("seccomp: {e}"))?;
+    for filter in compiled_filters()? {
+        seccompiler::apply_filter(filter).map_err(|e| format!("seccomp: {e}"))?;
     }
     Ok(())
+}
+
+/// The filters, compiled once per process: a parent compiles them before
+/// it forks ([`prepare`]), so a forked child only installs them.
+fn compiled_filters() -> Result<&'static [BpfProgram], String> {
+    static FILTERS: OnceLock<Result<Vec<BpfProgram>, String>> = OnceLock::new();
+    FILTERS
+        .get_or_init(filters)
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// Does in the parent what need not be done per child.
+pub(crate) fn prepare() {
+    let _ = compiled_filters();
 }
 
 fn restrict_files(policy: &SandboxPolicy) -> Result<(), landlock::RulesetError> {
@@ -62,12 +78,6 @@ fn restrict_files(policy: &SandboxPolicy) -> Result<(), landlock::RulesetError> 
         .add_rules(path_beneath_rules(executable, AccessFs::ReadFile))?
         .restrict_self()?;
     Ok(())
-}
-
-/// Landlock sets it too, but not when it is absent (best effort); seccomp
-/// filters need it either way.
-fn set_no_new_privs() -> Result<(), String> {
-    nix::sys::prctl::set_no_new_privs().map_err(|e| format!("set no_new_privs: {e}"))
 }
 
 /// One filter per action (a filter has one action for what it matches; the

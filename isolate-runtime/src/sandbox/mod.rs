@@ -187,6 +187,7 @@ impl SandboxSupport {
 /// architecture the seccomp filters are not written for.
 pub(crate) fn check(policy: Option<&SandboxPolicy>) -> Result<(), Error> {
     let Some(policy) = policy else { return Ok(()) };
+    enter::prepare();
     for path in policy.read_only.iter().chain(&policy.read_write) {
         if let Err(e) = std::fs::metadata(path) {
             return Err(Error::Sandbox {
