@@ -261,3 +261,22 @@ fn a_sandboxed_worker_is_replaced_after_a_violation() {
     );
     worker.shutdown(std::time::Duration::from_secs(1));
 }
+
+#[test]
+fn no_new_privs_is_set_and_seccomp_filters_are_on() {
+    common::watchdog();
+    // /proc/self/status cannot be opened inside; prctl answers instead.
+    let (no_new_privs, seccomp_mode) = sandboxed()
+        .fork(|| unsafe {
+            (
+                libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0),
+                libc::prctl(libc::PR_GET_SECCOMP, 0, 0, 0, 0),
+            )
+        })
+        .unwrap();
+    assert_eq!((no_new_privs, seccomp_mode), (1, 2));
+    let unsandboxed = Isolate::new()
+        .fork(|| unsafe { libc::prctl(libc::PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) })
+        .unwrap();
+    assert_eq!(unsandboxed, 0);
+}
