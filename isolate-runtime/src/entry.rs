@@ -97,6 +97,7 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     child::become_child(reply_fd, marker.depth, true);
     progress::set_fd(progress_fd);
     limits::enter_spawned_child(&setup, reply_fd);
+    registry::run_child_inits();
     match registry::find(&name) {
         Ok(entry) => {
             (entry.run)(&args);

@@ -46,7 +46,7 @@ pub use stdio::Stderr;
 pub mod __private {
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
     pub use crate::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
-    pub use crate::registry::{ENTRIES, Entry};
+    pub use crate::registry::{CHILD_INITS, ENTRIES, Entry};
     pub use crate::{Backend, Isolate, PanicMode, Progress, Stderr};
     pub use linkme;
 

@@ -45,6 +45,7 @@ pub(crate) fn serve_worker(
         Ok(entry) => entry,
         Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
     };
+    registry::run_child_inits();
     initialize(entry);
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
