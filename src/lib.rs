@@ -345,7 +345,7 @@ mod testing;
 
 pub use isolate_macros::{bombsquad, child_init};
 pub use isolate_runtime::{
-    Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
+    Backend, CallReport, ChildFn, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
     Progress, ProgressMessages, RemoteWorker, Stderr, Task, Worker, WorkerOptions, fork, jobs,
     shutdown_pools, start_forkserver,
 };

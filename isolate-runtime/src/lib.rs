@@ -8,6 +8,7 @@ mod backend;
 mod callbacks;
 mod child;
 mod classify;
+mod closure;
 mod codec;
 mod entry;
 mod error;
@@ -33,6 +34,7 @@ mod throttle;
 pub mod jobs;
 
 pub use backend::Backend;
+pub use closure::{ChildFn, Diverges, Never, Returns};
 pub use error::{CodecStage, Error, Location};
 pub use forkserver::start_forkserver;
 pub use isolate::{Isolate, PanicMode, fork};

@@ -1,0 +1,85 @@
+//! What the closure forms ([`fork`](crate::fork), [`Isolate::fork`]) take:
+//! a closure whose result crosses back, or one that never returns.
+//!
+//! Under edition 2024 a closure that never returns (`|| std::process::abort()`)
+//! has the result type `!`, which serde does not implement, and a blanket
+//! "every serde type, and `!`" trait cannot be written on stable Rust (serde
+//! may implement its traits for `!` one day, so the impls would overlap). The
+//! marker parameter of [`ChildFn`] keeps the two cases apart instead: they are
+//! impls of two different traits, `ChildFn<Returns<R>>` and
+//! `ChildFn<Diverges>`, and inference picks the one whose bounds hold.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::Codec;
+use crate::{Error, Isolate};
+
+/// A closure [`Isolate::fork`] can run in a child: it returns a value that
+/// is `Serialize + DeserializeOwned`, or it never returns (its result type
+/// is `!`: it aborts, exits or panics). You never implement it; the marker
+/// `M` is inferred.
+#[diagnostic::on_unimplemented(
+    message = "the closure's result cannot cross back from the child",
+    label = "its result must be `Serialize + DeserializeOwned`",
+    note = "a forked closure returns a value that implements `serde::Serialize` and \
+            `serde::de::DeserializeOwned` (derive them), or never returns"
+)]
+pub trait ChildFn<M> {
+    /// The closure's result: `Ok` in the call's `Result`.
+    type Output;
+
+    #[doc(hidden)]
+    fn fork_in(self, options: &Isolate) -> Result<Self::Output, Error>;
+}
+
+/// The marker of a closure that returns an `R`.
+#[derive(Debug)]
+pub struct Returns<R>(std::marker::PhantomData<R>);
+
+/// The marker of a closure that never returns.
+#[derive(Debug)]
+pub struct Diverges;
+
+/// `!`, named on stable Rust: the result type of a function that never
+/// returns.
+pub type Never = <fn() -> ! as HasOutput>::Output;
+
+#[doc(hidden)]
+pub trait HasOutput {
+    type Output;
+}
+
+impl<R> HasOutput for fn() -> R {
+    type Output = R;
+}
+
+impl<F, R> ChildFn<Returns<R>> for F
+where
+    F: FnOnce() -> R,
+    R: Serialize + DeserializeOwned,
+{
+    type Output = R;
+
+    fn fork_in(self, options: &Isolate) -> Result<R, Error> {
+        crate::fork::call(options, Codec::for_type(), None, self)
+    }
+}
+
+/// A reply no child can send: its result, if it ever returned.
+#[derive(Serialize, Deserialize)]
+enum Diverged {}
+
+impl<F> ChildFn<Diverges> for F
+where
+    F: FnOnce() -> Never,
+{
+    type Output = Never;
+
+    fn fork_in(self, options: &Isolate) -> Result<Never, Error> {
+        // The child never reaches a reply; a reply claiming otherwise does
+        // not decode (`Diverged` has no value) and is a codec error.
+        let function = move || -> Diverged { self() };
+        crate::fork::call(options, Codec::for_type(), None, function).map(|never| match never {})
+    }
+}
