@@ -298,7 +298,7 @@ impl Isolate {
     ///
     /// Re-raises a panic of `function` (with [`PanicMode::Resume`]).
     #[track_caller]
-    pub fn fork<M, F: ChildFn<M>>(&self, function: F) -> Result<F::Output, Error> {
+    pub fn fork<R, M, F: ChildFn<R, M>>(&self, function: F) -> Result<R, Error> {
         function.fork_in(self)
     }
 
@@ -332,6 +332,6 @@ impl Isolate {
 ///
 /// Re-raises a panic of `function`.
 #[track_caller]
-pub fn fork<M, F: ChildFn<M>>(function: F) -> Result<F::Output, Error> {
+pub fn fork<R, M, F: ChildFn<R, M>>(function: F) -> Result<R, Error> {
     Isolate::new().fork(function)
 }

@@ -21,6 +21,9 @@ fn main() {
     }) else {
         panic!("a hang is a Timeout");
     };
-    // Closures that return still infer their result.
+    // Closures that return still infer their result, and an expected
+    // type still gives a diverging closure its result type.
     assert_eq!(bombsquad::fork(|| 6 * 7).unwrap(), 42);
+    let typed: Result<u8, Error> = bombsquad::fork(|| std::process::abort());
+    assert!(typed.is_err());
 }
