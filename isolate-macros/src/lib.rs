@@ -44,7 +44,7 @@ use crate::errors::{Errors, Recovery};
 /// | `pool` | `4`: warm workers for the function; with `max_calls = K`, `retries = K`, `max_rss_growth = "300MiB"` | none |
 /// | `crate` | `"my_bombsquad"`: the path of the `bombsquad` crate, for a renamed dependency | `"::bombsquad"` |
 ///
-/// On `impl Task for Type { .. }` (no options), it registers the task so a
+/// On `impl Task for Type { .. }` (no options but `crate`), it registers the task so a
 /// `bombsquad::Worker<Type>` can run it.
 ///
 /// In spawn mode, arguments must be `Serialize + DeserializeOwned` or

@@ -115,12 +115,12 @@ fn is_unit(ty: &Type) -> bool {
 /// something that crosses the boundary (`Result<(), String>`, the error's
 /// `Debug` made in the child), then back into what libtest expects.
 pub(crate) fn expand(args: &Args, function: &ItemFn, test: &Test) -> TokenStream {
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-    } = function;
+    let (attrs, vis, sig, block) = (
+        &function.attrs,
+        &function.vis,
+        &function.sig,
+        &function.block,
+    );
     let name = &sig.ident;
     let private = args.private();
     let kept = attrs
