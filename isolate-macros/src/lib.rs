@@ -4,7 +4,7 @@
 //! A pipeline, as in thiserror and tokio-macros: parse the arguments and
 //! the item, validate them in one step that reports every problem at once,
 //! then expand. Each error says how much expansion it leaves possible
-//! ([`errors::Recovery`]): after an error in the options, the wrapper is
+//! (`errors::Recovery`): after an error in the options, the wrapper is
 //! still emitted, with the default options, so it keeps its real
 //! signature and a caller written against it sees one error, not a
 //! cascade; after an error in the item itself, the item is emitted
