@@ -178,6 +178,17 @@ fn every_test_the_documents_name_exists() {
     );
 }
 
+/// tests/README.md maps every fault id to its tests, as the matrix does.
+#[test]
+fn tests_readme_has_a_row_for_every_fault_id() {
+    let defined = defined_ids(&read(&root().join(MATRIX)));
+    let mapped = defined_ids(&read(&root().join("tests/README.md")));
+    assert_eq!(
+        mapped, defined,
+        "tests/README.md's fault table differs from {MATRIX}'s rows"
+    );
+}
+
 #[test]
 fn ranges_and_lists_are_read_as_ids() {
     let ids = |text| cited_ids(text).into_iter().collect::<Vec<_>>();
