@@ -74,6 +74,7 @@
 //! | `max_calls` | `1000`: recycle a pool's worker after this many calls ([`WorkerOptions::max_calls`]) | never |
 //! | `retries` | `2`: re-run a call whose worker crashed ([`WorkerOptions::retries`]) | 0 |
 //! | `max_rss_growth` | `"300MiB"`: recycle a worker whose memory grew this much ([`WorkerOptions::max_rss_growth`]) | never |
+//! | `crate` | `"my_bombsquad"`: the path of this crate, for a renamed dependency (see below) | `"::bombsquad"` |
 //!
 //! The same options exist at run time on the [`Isolate`] builder.
 //!
@@ -280,6 +281,48 @@
 //! }
 //! ```
 //!
+//! # Set-up in children that never run `main`
+//!
+//! A spawned child, a fork server's child and a pool's worker start this
+//! binary again and run the function before `main` would start, so nothing
+//! `main` does happens in them: a `OnceLock` or static set in `main` is
+//! empty there, a logger installed in `main` is not installed, and
+//! `std::env::args()` holds only the executable's path (the environment
+//! and the working directory are the caller's). A forked child is a copy of
+//! the caller and has all of it.
+//!
+//! Write that set-up in a function marked `#[bombsquad::child_init]`: it
+//! runs in each such child before the function (once per worker, as the
+//! worker starts), after the child's own set-up, so under its limits and
+//! within the call's timeout. It takes no arguments and returns `()`; a
+//! panic in it is the call's panic. Several run in no particular order.
+//!
+//! ```
+//! use std::sync::OnceLock;
+//!
+//! static GREETING: OnceLock<String> = OnceLock::new();
+//!
+//! #[bombsquad::child_init]
+//! fn set_up() {
+//!     GREETING.set("hello from the child".to_owned()).unwrap();
+//! }
+//!
+//! #[bombsquad::bombsquad]
+//! fn greet() -> Option<String> {
+//!     GREETING.get().cloned()
+//! }
+//!
+//! assert_eq!(greet().unwrap().as_deref(), Some("hello from the child"));
+//! assert_eq!(GREETING.get(), None); // the caller never runs it
+//! ```
+//!
+//! # Renamed dependency
+//!
+//! Generated code names the crate `::bombsquad`. Under another name
+//! (`my_bombsquad = { package = "bombsquad", .. }` in Cargo.toml), say
+//! which: `#[my_bombsquad::bombsquad(crate = "my_bombsquad")]`, and
+//! `#[my_bombsquad::child_init(crate = "my_bombsquad")]`.
+//!
 //! # What the child gets
 //!
 //! Its own process group (a timeout kills grandchildren too, and so does the
@@ -304,9 +347,9 @@
 
 mod testing;
 
-pub use isolate_macros::bombsquad;
+pub use isolate_macros::{bombsquad, child_init};
 pub use isolate_runtime::{
-    Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
+    Backend, CallReport, ChildFn, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
     Progress, ProgressMessages, RemoteWorker, Sandbox, SandboxSupport, Stderr, Task, Worker,
     WorkerOptions, fork, jobs, shutdown_pools, start_forkserver,
 };

@@ -1,4 +1,4 @@
-//! Many threads calling at once (FAULTS.md G1): every result reaches its own
+//! Many threads calling at once (docs/FAULTS.md G1): every result reaches its own
 //! caller, nothing deadlocks, the concurrency cap holds (callers block, never
 //! fail), and descriptors and zombies are back to baseline. Each runs as a
 //! scenario subprocess, so the counts see only its own children.

@@ -79,7 +79,7 @@ fn a_killed_server_is_replaced_on_the_next_call() {
     assert_eq!(common::zombie_children(), Vec::<i32>::new());
 }
 
-/// FAULTS.md F1: the caller is SIGKILLed mid-call; the server and the
+/// docs/FAULTS.md F1: the caller is SIGKILLed mid-call; the server and the
 /// call's child die with it.
 #[test]
 fn the_server_and_its_children_die_with_their_caller() {
@@ -119,7 +119,7 @@ fn the_server_and_its_children_die_with_their_caller() {
     );
 }
 
-/// FAULTS.md F9: a process forked from a caller that has a server starts its
+/// docs/FAULTS.md F9: a process forked from a caller that has a server starts its
 /// own instead of sharing the parent's control socket.
 #[test]
 fn a_forked_caller_gets_its_own_server() {

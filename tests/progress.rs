@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// A test whose callback panics in the parent holds std's backtrace lock
 /// while the panic prints, and a child forked by another test meanwhile
-/// would wait on that lock forever if it panicked itself (FAULTS.md D3):
+/// would wait on that lock forever if it panicked itself (docs/FAULTS.md D3):
 /// such a test runs alone, the others share.
 static CALLS: RwLock<()> = RwLock::new(());
 

@@ -80,7 +80,7 @@ mod scenario {
     #[test]
     fn passes_in_fork() {}
 
-    /// FAULTS.md H1: under capture, a forked child's `println!` is lost and
+    /// docs/FAULTS.md H1: under capture, a forked child's `println!` is lost and
     /// its raw writes to fd 1 are kept.
     #[bombsquad(start_method = "fork", timeout = "30s")]
     #[test]
@@ -273,7 +273,7 @@ fn filter_and_default_threads() {
     assert!(crash.contains("SCENARIO-CRASH-STDERR\n"), "{crash}");
     assert!(!run.all().contains("SCENARIO-PASS-STD"));
 
-    // Fork mode (FAULTS.md H1): raw writes are kept, `println!` is lost.
+    // Fork mode (docs/FAULTS.md H1): raw writes are kept, `println!` is lost.
     let fork = run.section("scenario::fork_segfaults");
     assert!(fork.contains("SCENARIO-FORK-RAW\n"), "{fork}");
     assert!(!run.all().contains("SCENARIO-FORK-PRINTLN"));

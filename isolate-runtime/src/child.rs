@@ -48,7 +48,7 @@ pub(crate) enum ChildFailure {
     },
 }
 
-/// How deep isolated calls may nest: a fork-bomb guard (FAULTS.md G5).
+/// How deep isolated calls may nest: a fork-bomb guard (docs/FAULTS.md G5).
 pub(crate) const MAX_DEPTH: u32 = 8;
 
 /// The depth a new call from this process runs at.

@@ -1,7 +1,7 @@
 //! Why a child died, as far as the parent can tell: the fault record its
 //! handler sent, std's messages in its stderr tail (an allocation failure, a
 //! stack overflow; searched in the whole tail, since `RUST_BACKTRACE=1`
-//! puts a backtrace after them, FAULTS.md H6), the limits it ran under, and
+//! puts a backtrace after them, docs/FAULTS.md H6), the limits it ran under, and
 //! the cgroup's `oom_kill` counter for a SIGKILL nobody here sent (L12).
 //!
 //! Everything here is a hint: the wait status stays the truth.

@@ -156,7 +156,7 @@ pub enum Error {
     PoolClosed,
 
     /// The pool was used in a process forked from the one that made it; its
-    /// workers belong to that process (FAULTS.md F9). Make a pool in the
+    /// workers belong to that process (docs/FAULTS.md F9). Make a pool in the
     /// child instead.
     #[error(
         "this worker pool belongs to process {owner} and was used in a process forked from it; \

@@ -8,7 +8,7 @@
 //! `Fault` frame from a stack buffer with write(2), restores the default
 //! action and re-raises, so the wait status is still `Signaled{SIGSEGV}`.
 //!
-//! It coexists with std's stack-overflow handler (FAULTS.md A9, L11): std
+//! It coexists with std's stack-overflow handler (docs/FAULTS.md A9, L11): std
 //! installs one for SIGSEGV/SIGBUS at start-up, and a forked child inherits
 //! it. Ours chains to the handler it replaced first: for a hit in a guard
 //! page std knows, std prints "thread '..' has overflowed its stack" and
@@ -98,7 +98,7 @@ impl FaultRecord {
 
     /// The record at the very end of a reply, where a crashing child's
     /// handler puts it. Found even after a frame the crash cut short
-    /// (FAULTS.md C8), which makes the reply as a whole unreadable.
+    /// (docs/FAULTS.md C8), which makes the reply as a whole unreadable.
     pub(crate) fn trailing(reply: &[u8]) -> Option<Self> {
         let start = reply.len().checked_sub(HEADER_LEN + RECORD_LEN)?;
         let (head, payload) = reply[start..].split_first_chunk::<HEADER_LEN>()?;

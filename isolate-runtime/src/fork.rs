@@ -1,6 +1,6 @@
 //! Fork mode: the one place that calls fork(2). The child runs the closure
 //! directly and leaves by `_exit`; until the closure runs it makes raw
-//! syscalls only (FAULTS.md L16).
+//! syscalls only (docs/FAULTS.md L16).
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};

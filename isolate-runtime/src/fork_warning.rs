@@ -1,5 +1,5 @@
 //! The one-time warning about fork mode without a timeout in a
-//! multi-threaded process (FAULTS.md D3): the child may block forever on a
+//! multi-threaded process (docs/FAULTS.md D3): the child may block forever on a
 //! lock another thread held at the fork (std's stdout lock, a `Mutex`), and
 //! only a timeout rescues it. CPython warns the same way.
 

@@ -6,12 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::backend::Backend;
 use crate::callbacks::Callbacks;
-use crate::codec::Codec;
+use crate::closure::ChildFn;
 use crate::error::Error;
 use crate::report::NonzeroExitcode;
 use crate::sandbox::{Sandbox, SandboxPolicy};
@@ -328,16 +325,15 @@ impl Isolate {
     /// Every [`Error`] variant but `NestingTooDeep` for a top-level call;
     /// see its documentation.
     ///
+    /// The closure returns a serde type, or never returns (its result type
+    /// is `!`; see [`ChildFn`]).
+    ///
     /// # Panics
     ///
     /// Re-raises a panic of `function` (with [`PanicMode::Resume`]).
     #[track_caller]
-    pub fn fork<R, F>(&self, function: F) -> Result<R, Error>
-    where
-        R: Serialize + DeserializeOwned,
-        F: FnOnce() -> R,
-    {
-        crate::fork::call(self, Codec::for_type(), None, function)
+    pub fn fork<R, M, F: ChildFn<R, M>>(&self, function: F) -> Result<R, Error> {
+        function.fork_in(self)
     }
 
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
@@ -355,6 +351,13 @@ impl Isolate {
 /// assert_eq!(bombsquad::fork(|| v.iter().sum::<i32>()).unwrap(), 6);
 /// ```
 ///
+/// A closure that never returns is taken too; its call can only fail:
+///
+/// ```
+/// let Err(error) = bombsquad::fork(|| std::process::abort());
+/// assert!(error.to_string().contains("SIGABRT"), "{error}");
+/// ```
+///
 /// # Errors
 ///
 /// See [`Isolate::fork`].
@@ -363,10 +366,6 @@ impl Isolate {
 ///
 /// Re-raises a panic of `function`.
 #[track_caller]
-pub fn fork<R, F>(function: F) -> Result<R, Error>
-where
-    R: Serialize + DeserializeOwned,
-    F: FnOnce() -> R,
-{
+pub fn fork<R, M, F: ChildFn<R, M>>(function: F) -> Result<R, Error> {
     Isolate::new().fork(function)
 }

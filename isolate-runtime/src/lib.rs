@@ -8,6 +8,7 @@ mod backend;
 mod callbacks;
 mod child;
 mod classify;
+mod closure;
 mod codec;
 mod entry;
 mod error;
@@ -35,6 +36,7 @@ mod throttle;
 pub mod jobs;
 
 pub use backend::Backend;
+pub use closure::{ChildFn, Diverges, Never, Returns};
 pub use error::{CodecStage, Error, Location};
 pub use forkserver::start_forkserver;
 pub use isolate::{Isolate, PanicMode, fork};
@@ -49,7 +51,7 @@ pub use stdio::Stderr;
 pub mod __private {
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
     pub use crate::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
-    pub use crate::registry::{ENTRIES, Entry};
+    pub use crate::registry::{CHILD_INITS, ENTRIES, Entry};
     pub use crate::{Backend, Isolate, PanicMode, Progress, Stderr};
     pub use linkme;
 

@@ -1,7 +1,7 @@
 //! The limits a child applies to itself before the call: memory
 //! (`RLIMIT_DATA`), CPU time (`RLIMIT_CPU`), the stack of the function's
 //! thread, and `oom_score_adj` = 1000 so the kernel OOM killer takes the
-//! child before its parent (FAULTS.md C1-C4, L8-L10).
+//! child before its parent (docs/FAULTS.md C1-C4, L8-L10).
 //!
 //! **Why `RLIMIT_DATA`, not `RLIMIT_AS`.** Both make a too-large allocation
 //! fail cleanly (std prints `memory allocation of N bytes failed` and

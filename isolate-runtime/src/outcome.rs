@@ -142,7 +142,7 @@ pub(crate) fn judge<R>(
     // Read only now: a timed-out or lying child's output is never read.
     let bytes = read_reply().map_err(protocol)?;
     let (Some(termination), Some(usage)) = (exit.termination, exit.usage) else {
-        // Someone else took the exit status (FAULTS.md F6, F7): a complete
+        // Someone else took the exit status (docs/FAULTS.md F6, F7): a complete
         // result is still the function's result; anything else cannot be
         // classified.
         return match final_result(&bytes) {
@@ -244,7 +244,7 @@ fn first_panic(frames: &[(FrameKind, &[u8])]) -> Option<PanicReport> {
 }
 
 /// Decodes the result; a panicking user `Deserialize` becomes a codec error
-/// instead of unwinding through the caller (FAULTS.md E4).
+/// instead of unwinding through the caller (docs/FAULTS.md E4).
 fn decode_result<R>(reply: Reply, payload: Range<usize>, codec: Codec<R>) -> Result<R, Error> {
     decode_guarded(|| (codec.decode)(reply, payload))
 }

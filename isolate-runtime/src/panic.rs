@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Location;
 
-/// The largest panic message sent back; longer ones are cut (FAULTS B5).
+/// The largest panic message sent back; longer ones are cut (docs/FAULTS.md B5).
 const MAX_MESSAGE_LEN: usize = 64 << 10;
 
 /// A panic in the child, as sent to the parent.

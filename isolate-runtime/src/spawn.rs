@@ -154,7 +154,7 @@ pub(crate) fn re_execute(start: Start) -> Result<Child, Error> {
 
 /// Checks that `link` (`/proc/self/exe`) leads to this program's binary, so
 /// a missing `/proc` (a chroot, a minimal container) gives an error that
-/// names the way out (FAULTS.md H3). There is no fallback: a PATH lookup of
+/// names the way out (docs/FAULTS.md H3). There is no fallback: a PATH lookup of
 /// `argv[0]` could run another program.
 pub(crate) fn executable(link: &Path) -> Result<&Path, Error> {
     match std::fs::metadata(link) {
@@ -171,7 +171,7 @@ pub(crate) fn executable(link: &Path) -> Result<&Path, Error> {
 }
 
 /// The `Call` and `Args` frames, encoded before anything is started, so an
-/// argument that fails to encode leaves nothing behind (FAULTS.md A12).
+/// argument that fails to encode leaves nothing behind (docs/FAULTS.md A12).
 fn encode_request<A: Serialize + ?Sized>(name: &str, args: &A) -> Result<Vec<u8>, Error> {
     let encoded =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::to_msgpack(args)));

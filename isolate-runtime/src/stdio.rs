@@ -1,5 +1,5 @@
 //! The child's stdout and stderr: pipes the parent drains while the child
-//! runs (so a child that floods them never blocks, FAULTS.md C9), replayed
+//! runs (so a child that floods them never blocks, docs/FAULTS.md C9), replayed
 //! through `print!`/`eprint!` so that libtest's capture sees them (H1, H2),
 //! with the last 64 KiB of stderr kept for the crash report.
 

@@ -27,12 +27,12 @@ use crate::sys;
 ///
 /// Every signal goes through the pidfd, which names the process and not its
 /// number, so a kill can never reach a process that reused the pid after the
-/// child was reaped, by us or by someone else (FAULTS.md F5).
+/// child was reaped, by us or by someone else (docs/FAULTS.md F5).
 #[derive(Debug)]
 pub(crate) struct Child {
     pid: i32,
     /// `None` when the child had already exited and been reaped by someone
-    /// else before it could be opened (FAULTS.md F6, F7).
+    /// else before it could be opened (docs/FAULTS.md F6, F7).
     pidfd: Option<OwnedFd>,
     reaped: bool,
     /// Just before the child was started.
@@ -231,7 +231,7 @@ impl<'a> Outgoing<'a> {
 #[derive(Debug)]
 pub(crate) struct Exit {
     pub(crate) pid: u32,
-    /// `None` when someone else took the exit status (FAULTS.md F6, F7).
+    /// `None` when someone else took the exit status (docs/FAULTS.md F6, F7).
     pub(crate) termination: Option<Termination>,
     /// The deadline passed and the parent killed the child.
     pub(crate) timed_out: bool,

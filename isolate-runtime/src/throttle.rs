@@ -1,4 +1,4 @@
-//! The cap on how many children one process runs at once (FAULTS.md G1):
+//! The cap on how many children one process runs at once (docs/FAULTS.md G1):
 //! a counting semaphore. A caller over the cap blocks until a permit is
 //! free; it never fails. A permit is taken before the call's channel is
 //! created and given back after the child is reaped, so the cap bounds

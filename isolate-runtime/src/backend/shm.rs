@@ -1,7 +1,7 @@
 //! The shared-memory backend: a memfd the parent creates, the child writes
 //! its reply into, and the parent seals once the child has exited and maps
 //! read-only for decoding, so the reply is never copied into a buffer of
-//! the parent's own (FAULTS.md I7, L13).
+//! the parent's own (docs/FAULTS.md I7, L13).
 //!
 //! Sealing comes first: `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK |
 //! F_SEAL_SEAL` means no one (a grandchild holding the descriptor, the

@@ -111,7 +111,7 @@ fn lock_server() -> std::sync::MutexGuard<'static, Option<Server>> {
 #[derive(Debug)]
 struct Server {
     /// The process that started it: a forked copy of the caller must not
-    /// share it (FAULTS.md F9), so it starts its own.
+    /// share it (docs/FAULTS.md F9), so it starts its own.
     owner: u32,
     /// Tells servers apart, so that callers who saw one die replace it once.
     generation: u64,

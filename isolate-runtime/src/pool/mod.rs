@@ -1,10 +1,10 @@
 //! Pools of warm workers: processes that stay up and serve call after call,
 //! replaced when one dies, so a crash fails only the call it was running
-//! (FAULTS.md J1-J6).
+//! (docs/FAULTS.md J1-J6).
 //!
 //! The calling thread runs its call itself on a worker it checks out, so a
 //! warm call costs one round trip on a socket; only starting a worker goes
-//! through the keeper thread (`keeper.rs`, FAULTS.md F3).
+//! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3).
 
 pub(crate) mod arena;
 mod keeper;
@@ -49,7 +49,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub(crate) struct Pool {
     launch: Launch,
     options: WorkerOptions,
-    /// The process that made the pool; no other may use it (FAULTS.md F9).
+    /// The process that made the pool; no other may use it (docs/FAULTS.md F9).
     owner: u32,
     depth: u32,
     state: Mutex<State>,
@@ -72,7 +72,7 @@ struct State {
     failures: Failures,
 }
 
-/// Consecutive start failures (FAULTS.md J2).
+/// Consecutive start failures (docs/FAULTS.md J2).
 #[derive(Debug, Default)]
 struct Failures {
     count: u32,
@@ -181,7 +181,7 @@ impl Pool {
                     }
                     return outcome::deliver(result, isolate, pid, 0);
                 }
-                // Nothing ran: a fresh worker gets the request (FAULTS.md F11, J3).
+                // Nothing ran: a fresh worker gets the request (docs/FAULTS.md F11, J3).
                 CallEnd::Undelivered => self.lost(pid),
                 CallEnd::Lost { exit, oom, reply } => {
                     self.lost(pid);
@@ -290,7 +290,7 @@ impl Pool {
     }
 
     /// Returns a worker after a call: idle again, or retired when it has
-    /// served its `max_calls` or grown past `max_rss_growth` (FAULTS.md J5).
+    /// served its `max_calls` or grown past `max_rss_growth` (docs/FAULTS.md J5).
     fn checkin(&self, mut worker: WorkerProcess) {
         let spent = self
             .options

@@ -320,7 +320,7 @@ impl WorkerProcess {
             match self.send_some(outgoing) {
                 Ok(n) => outgoing = &outgoing[n..],
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
-                // Nothing was received: the request never ran (FAULTS.md F11).
+                // Nothing was received: the request never ran (docs/FAULTS.md F11).
                 Err(_) => return Err(Loss::Undelivered),
             }
         }
@@ -378,7 +378,7 @@ impl WorkerProcess {
         }
     }
 
-    /// Sends what the channel takes now, never raising SIGPIPE (FAULTS.md F11).
+    /// Sends what the channel takes now, never raising SIGPIPE (docs/FAULTS.md F11).
     fn send_some(&self, bytes: &[u8]) -> nix::Result<usize> {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         send(self.socket.as_raw_fd(), bytes, flags)
@@ -563,7 +563,7 @@ fn send_setup(socket: BorrowedFd<'_>, name: &str, options: &Isolate) -> Result<(
 }
 
 /// Sends all of `bytes` on a blocking socket, never raising SIGPIPE
-/// (FAULTS.md F11: the host may not ignore it).
+/// (docs/FAULTS.md F11: the host may not ignore it).
 fn send_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
     while !bytes.is_empty() {
         match send(socket.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {

@@ -41,11 +41,14 @@ pub(crate) fn serve_worker(
     // Progress frames go to the same socket as the answers.
     crate::progress::set_fd(fd);
     limits::enter_worker(setup, fd);
-    child::enter_sandbox(setup.sandbox());
     let entry = match registry::find(name) {
         Ok(entry) => entry,
         Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
     };
+    // The program's own set-up, then the sandbox for the rest of the
+    // worker's life (its task's init included), as in a one-shot child.
+    registry::run_child_inits();
+    child::enter_sandbox(setup.sandbox());
     initialize(entry);
     let hello = Hello {
         protocol: PROTOCOL_VERSION,
