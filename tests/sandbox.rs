@@ -280,3 +280,56 @@ fn no_new_privs_is_set_and_seccomp_filters_are_on() {
         .unwrap();
     assert_eq!(unsandboxed, 0);
 }
+
+#[bombsquad(sandbox = "compute")]
+fn spawned_probe() -> (String, String, i64) {
+    probe()
+}
+
+#[bombsquad(sandbox = "compute", start_method = "forkserver")]
+fn forkserved_probe() -> (String, String, i64) {
+    probe()
+}
+
+/// What a sandboxed child meets: reading a file, connecting, and (last,
+/// since it kills) nothing; the ptrace attempt is its own function.
+fn probe() -> (String, String, i64) {
+    let file = match std::fs::read("/etc/passwd") {
+        Ok(_) => "read".to_owned(),
+        Err(e) => format!("{:?}", e.kind()),
+    };
+    let program = match std::process::Command::new("/bin/true").status() {
+        Ok(_) => "ran".to_owned(),
+        Err(e) => format!("{:?}", e.kind()),
+    };
+    let threads: i64 = (0..2i64)
+        .map(|i| std::thread::spawn(move || i + 20))
+        .map(|t| t.join().unwrap())
+        .sum();
+    (file, program, threads)
+}
+
+#[bombsquad(sandbox = "compute")]
+fn spawned_ptrace() -> i64 {
+    ptrace_traceme()
+}
+
+#[bombsquad(sandbox = "compute", start_method = "forkserver")]
+fn forkserved_ptrace() -> i64 {
+    ptrace_traceme()
+}
+
+#[test]
+fn every_start_method_is_sandboxed_by_the_attribute() {
+    common::watchdog();
+    let expected = (
+        "PermissionDenied".to_owned(),
+        "PermissionDenied".to_owned(),
+        41,
+    );
+    assert_eq!(spawned_probe().unwrap(), expected);
+    assert_eq!(forkserved_probe().unwrap(), expected);
+    assert_eq!(sandboxed().fork(probe).unwrap(), expected);
+    assert_stopped_for(spawned_ptrace(), "ptrace");
+    assert_stopped_for(forkserved_ptrace(), "ptrace");
+}

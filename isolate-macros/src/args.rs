@@ -8,7 +8,13 @@ use syn::{LitStr, Token};
 use crate::errors::{Errors, Recovery};
 
 const KEYS: &str = "`start_method`, `backend`, `timeout`, `panic`, `memory`, `cpu`, `stack_size`, \
-                    `stderr`, `pool`, `max_calls`, `retries`, `max_rss_growth`, `crate`";
+                    `stderr`, `sandbox`, `pool`, `max_calls`, `retries`, `max_rss_growth`, `crate`";
+
+/// A sandbox policy, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sandbox {
+    Compute,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum StartMethod {
@@ -43,7 +49,7 @@ pub(crate) enum Stderr {
 }
 
 /// `#[bombsquad(start_method = "..", backend = "..", timeout = "..", panic = "..",
-/// memory = "..", cpu = "..", stack_size = "..", stderr = "..", crate = "..")]`
+/// memory = "..", cpu = "..", stack_size = "..", stderr = "..", sandbox = "..", crate = "..")]`
 #[derive(Debug, Default)]
 pub(crate) struct Args {
     /// The path of the `bombsquad` crate, for a renamed dependency.
@@ -63,6 +69,7 @@ pub(crate) struct Args {
     /// In bytes.
     pub(crate) stack_size: Option<(u64, Span)>,
     pub(crate) stderr: Option<(Stderr, Span)>,
+    pub(crate) sandbox: Option<(Sandbox, Span)>,
     /// Warm workers per function.
     pub(crate) pool: Option<(u64, Span)>,
     pub(crate) max_calls: Option<(u64, Span)>,
@@ -218,6 +225,13 @@ impl Args {
                 },
                 "\"inherit\", \"null\", \"capture\" or a file path",
             ),
+            "sandbox" => set_once(
+                &mut self.sandbox,
+                meta,
+                &key,
+                |v| (v == "compute").then_some(Sandbox::Compute),
+                "\"compute\"",
+            ),
             "pool" => set_count(&mut self.pool, meta, &key, 1),
             "max_calls" => set_count(&mut self.max_calls, meta, &key, 1),
             "retries" => set_count(&mut self.retries, meta, &key, 0),
@@ -243,6 +257,7 @@ impl Args {
             self.cpu.map(|(_, s)| s),
             self.stack_size.map(|(_, s)| s),
             self.stderr.as_ref().map(|(_, s)| *s),
+            self.sandbox.map(|(_, s)| s),
             self.pool.map(|(_, s)| s),
         ]
         .into_iter()

@@ -16,7 +16,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{FnArg, Ident, ItemFn, Pat, PatType, ReturnType, Type};
 
-use crate::args::{Args, Backend, PanicMode, StartMethod, Stderr};
+use crate::args::{Args, Backend, PanicMode, Sandbox, StartMethod, Stderr};
 use crate::register;
 use crate::valid::is_progress;
 
@@ -219,10 +219,13 @@ fn options(private: &TokenStream, args: &Args, name: &str) -> TokenStream {
         };
         quote!(.stderr(#private::Stderr::#stderr))
     });
+    let sandbox = args
+        .sandbox
+        .map(|(Sandbox::Compute, _)| quote!(.sandbox(#private::Sandbox::compute())));
     quote! {
         #private::Isolate::new()
             .name(#name)
-            #backend #timeout #panic #memory #cpu #stack_size #stderr
+            #backend #timeout #panic #memory #cpu #stack_size #stderr #sandbox
     }
 }
 

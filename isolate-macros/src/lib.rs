@@ -41,6 +41,7 @@ use crate::errors::{Errors, Recovery};
 /// | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"` | none |
 /// | `panic` | `"resume"` (re-raise), `"error"` (`Error::Panicked`) | `"resume"` |
 /// | `memory`, `cpu`, `stack_size`, `stderr` | limits and where stderr goes | none, inherit |
+/// | `sandbox` | `"compute"`: no files, network, programs or dangerous calls (`Sandbox::compute()`) | none |
 /// | `pool` | `4`: warm workers for the function; with `max_calls = K`, `retries = K`, `max_rss_growth = "300MiB"` | none |
 /// | `crate` | `"my_bombsquad"`: the path of the `bombsquad` crate, for a renamed dependency | `"::bombsquad"` |
 ///

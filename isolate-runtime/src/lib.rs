@@ -52,7 +52,7 @@ pub mod __private {
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
     pub use crate::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
     pub use crate::registry::{CHILD_INITS, ENTRIES, Entry};
-    pub use crate::{Backend, Isolate, PanicMode, Progress, Stderr};
+    pub use crate::{Backend, Isolate, PanicMode, Progress, Sandbox, Stderr};
     pub use linkme;
 
     pub use crate::child::serve_registered as serve;
