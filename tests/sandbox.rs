@@ -51,6 +51,7 @@ fn assert_stopped_for(result: Result<impl std::fmt::Debug, Error>, syscall: &str
         "{message}"
     );
     assert_eq!(exit.fault_address(), None, "{exit}");
+    assert_eq!(exit.report().sandbox(), Some(Sandbox::support()));
 }
 
 #[test]
@@ -151,6 +152,7 @@ fn an_unsandboxed_sigsys_is_not_called_the_sandbox() {
     assert!(!exit.is_sandbox_violation());
     assert_eq!(exit.sandbox_violation(), None);
     assert!(!exit.to_string().contains("sandbox"), "{exit}");
+    assert_eq!(exit.report().sandbox(), None);
 }
 
 #[test]

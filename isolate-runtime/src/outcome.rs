@@ -11,6 +11,7 @@ use crate::error::{CodecStage, Error};
 use crate::isolate::{Isolate, PanicMode};
 use crate::panic::{PanicReport, message_of};
 use crate::report::{CallReport, NonzeroExitcode};
+use crate::sandbox::Sandbox;
 use crate::supervise::Exit;
 
 /// How the child process ended, from its wait status.
@@ -124,6 +125,7 @@ pub(crate) fn judge<R>(
         wall_time: exit.wall_time,
         usage: exit.usage,
         stderr: Box::new(exit.stderr.clone()),
+        sandbox: options.sandbox.as_ref().map(|_| Sandbox::support()),
     };
     if exit.timed_out {
         return Err(Error::Timeout {

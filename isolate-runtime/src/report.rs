@@ -11,6 +11,7 @@ use crate::classify::{self, Diagnosis, Hint};
 use crate::error::Location;
 use crate::outcome::Termination;
 use crate::panic::PanicReport;
+use crate::sandbox::SandboxSupport;
 use crate::stdio::OutputTail;
 
 /// What the parent observed of a child, whatever the outcome: its name and
@@ -26,6 +27,8 @@ pub struct CallReport {
     /// Boxed, as `NonzeroExitcode::report` is, so `Error` stays within
     /// clippy's `result_large_err` bound.
     pub(crate) stderr: Box<OutputTail>,
+    /// What the kernel let the sandbox enforce, when the call had one.
+    pub(crate) sandbox: Option<SandboxSupport>,
 }
 
 /// Resource usage from `wait4(2)`.
@@ -98,6 +101,15 @@ impl CallReport {
     #[must_use]
     pub fn stderr_tail(&self) -> &[u8] {
         &self.stderr.bytes
+    }
+
+    /// What the kernel let the call's [`Sandbox`](crate::Sandbox) enforce,
+    /// when it had one: all of it, unless the sandbox was
+    /// [`best_effort`](crate::Sandbox::best_effort) on a kernel that
+    /// lacks something ([`SandboxSupport::is_complete`]).
+    #[must_use]
+    pub fn sandbox(&self) -> Option<SandboxSupport> {
+        self.sandbox
     }
 
     /// How many bytes of stderr came before the kept tail.
