@@ -135,22 +135,13 @@ pub(super) unsafe fn adopt(fds: [OwnedFd; 2]) -> io::Result<()> {
 
 /// The process's umask, read from `/proc/self/status` (Linux 4.7+): the
 /// `umask` call that reads it also sets it, which would race with other
-/// threads creating files.
+/// threads creating files. One `read`: the line is the file's second, and
+/// every `read` of a procfs file makes all of it again (~10 µs each).
 fn current_umask() -> io::Result<u32> {
     let mut status = [0u8; 4096];
-    let mut file = File::open("/proc/self/status")?;
-    let mut len = 0;
-    while len < status.len() {
-        match file.read(&mut status[len..])? {
-            0 => break,
-            n => len += n,
-        }
-    }
+    let len = File::open("/proc/self/status")?.read(&mut status)?;
     parse_umask(&status[..len]).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no Umask line (Linux before 4.7?)",
-        )
+        io::Error::new(io::ErrorKind::InvalidData, "no Umask line (Linux before 4.7?)")
     })
 }
 
