@@ -13,7 +13,8 @@ use tempfile::TempDir;
 use super::builder::JobsBuilder;
 use super::command::Command;
 use super::error::JobError;
-use super::info::{JobId, JobInfo, OwnerId, StopType, Stream};
+use super::cgroup;
+use super::info::{JobId, JobInfo, OwnerId, Status, StopType, Stream};
 use super::log::{LogWriter, OutputReader};
 use super::retention::Retention;
 use super::store::Store;
@@ -172,16 +173,31 @@ impl Jobs {
     /// at once. Returns once the signal is sent; use [`Jobs::wait`] to wait
     /// for the end, which is then recorded as `Stopped(how)`.
     ///
-    /// Stopping a job that has already ended (or is
-    /// [`Lost`](super::Status::Lost)) does nothing and returns `Ok`: its
-    /// status stays as it was, and a lost job is never signalled.
+    /// Stopping a job that has already ended does nothing and returns `Ok`:
+    /// its status stays as it was. On a [`Lost`](super::Status::Lost) job
+    /// (whose leader died with its supervisor), it kills whatever is left in
+    /// the job's cgroups with SIGKILL, whatever `how` says; its pid is never
+    /// signalled, since it may have been reused.
     ///
     /// # Errors
     ///
-    /// [`JobError::NotFound`] if `owner` has no job `id`.
+    /// [`JobError::NotFound`] if `owner` has no job `id`;
+    /// [`JobError::LostUntracked`] for a lost job that ran without a cgroup,
+    /// so what is left of it cannot be found safely (nothing is signalled).
     pub fn stop(&self, id: JobId, owner: OwnerId, how: StopType) -> Result<(), JobError> {
-        if let Found::Live(job) = self.find(id, owner)? {
-            job.stop(how, self.inner.stop_grace);
+        match self.find(id, owner)? {
+            Found::Live(job) => job.stop(how, self.inner.stop_grace),
+            Found::Done(info) if info.status == Status::Lost => {
+                if info.cgroups.is_empty() {
+                    return Err(JobError::LostUntracked { id, pid: info.pid });
+                }
+                if !cgroup::remove_dirs(&info.cgroups) {
+                    let source = io::Error::other("processes remain in it after SIGKILL");
+                    let path = info.cgroups[0].clone();
+                    return Err(JobError::Io { path, source });
+                }
+            }
+            Found::Done(_) => {}
         }
         Ok(())
     }

@@ -44,10 +44,12 @@
 //! ```
 
 mod builder;
+mod cgroup;
 mod command;
 mod drain;
 mod error;
 mod info;
+mod launch;
 mod log;
 mod manager;
 mod retention;
@@ -55,6 +57,7 @@ mod store;
 mod supervisor;
 
 pub use builder::{DEFAULT_STOP_GRACE, JobsBuilder};
+pub use cgroup::Limits;
 pub use command::Command;
 pub use error::JobError;
 pub use info::{JobId, JobInfo, OwnerId, Status, StopType, Stream};
