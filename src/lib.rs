@@ -301,14 +301,14 @@
 mod testing;
 
 pub use isolate_macros::bombsquad;
+/// Supervises arbitrary commands as jobs (feature `jobs`).
+#[cfg(feature = "jobs")]
+pub use isolate_runtime::jobs;
 pub use isolate_runtime::{
     Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
     Progress, ProgressMessages, RemoteWorker, Stderr, Task, Worker, WorkerOptions, fork,
     shutdown_pools, start_forkserver,
 };
-/// Supervises arbitrary commands as jobs (feature `jobs`).
-#[cfg(feature = "jobs")]
-pub use isolate_runtime::jobs;
 
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]

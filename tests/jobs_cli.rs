@@ -40,7 +40,10 @@ impl Service {
         };
         let deadline = Instant::now() + BOUND;
         while !dir.join("jobs.sock").exists() {
-            assert!(Instant::now() < deadline, "the service did not start listening");
+            assert!(
+                Instant::now() < deadline,
+                "the service did not start listening"
+            );
             thread::sleep(Duration::from_millis(10));
         }
         service
@@ -131,7 +134,11 @@ fn text(bytes: &[u8]) -> String {
 
 /// The client's exit code, stdout and stderr.
 fn ran(output: &Output) -> (Option<i32>, String, String) {
-    (output.status.code(), text(&output.stdout), text(&output.stderr))
+    (
+        output.status.code(),
+        text(&output.stdout),
+        text(&output.stderr),
+    )
 }
 
 /// `start` and the job id it printed.
@@ -189,15 +196,26 @@ fn a_job_outlives_its_start_and_is_followed_from_another_invocation() {
     let service = Service::start(dir.path(), &[]);
     let id = start(
         &service,
-        &["--", "sh", "-c", "echo one; sleep 0.3; echo two >&2; exit 3"],
+        &[
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 0.3; echo two >&2; exit 3",
+        ],
     );
     assert_eq!(status(&service, &id), "running");
     let followed = service.cli(&["logs", "--follow", &id]);
-    assert_eq!(ran(&followed), (Some(0), "one\ntwo\n".into(), String::new()));
+    assert_eq!(
+        ran(&followed),
+        (Some(0), "one\ntwo\n".into(), String::new())
+    );
     assert_eq!(status(&service, &id), "exited with code 3");
     assert_eq!(text(&service.cli(&["logs", &id]).stdout), "one\ntwo\n");
     let listed = text(&service.cli(&["list"]).stdout);
-    assert!(listed.starts_with(&format!("{id}  exited with code 3")), "{listed}");
+    assert!(
+        listed.starts_with(&format!("{id}  exited with code 3")),
+        "{listed}"
+    );
     assert_eq!(listed.lines().count(), 1);
 }
 
@@ -217,7 +235,11 @@ fn an_unknown_id_is_no_such_job_with_exit_1() {
         let output = service.cli(&args);
         assert_eq!(
             ran(&output),
-            (Some(1), String::new(), "bombsquad-jobs: no such job\n".into()),
+            (
+                Some(1),
+                String::new(),
+                "bombsquad-jobs: no such job\n".into()
+            ),
             "{args:?}"
         );
     }
@@ -230,10 +252,16 @@ fn stop_term_and_stop_kill() {
     let dir = service_dir();
     let service = Service::start(dir.path(), &[]);
     let term = start(&service, &["--", "sleep", "30"]);
-    let kill = start(&service, &["--", "sh", "-c", "trap '' TERM; sleep 30 & wait"]);
+    let kill = start(
+        &service,
+        &["--", "sh", "-c", "trap '' TERM; sleep 30 & wait"],
+    );
     assert_eq!(ran(&service.cli(&["stop", &term])).1, "stopped (term)\n");
     assert_eq!(status(&service, &term), "stopped (term)");
-    assert_eq!(ran(&service.cli(&["stop", "--kill", &kill])).1, "stopped (kill)\n");
+    assert_eq!(
+        ran(&service.cli(&["stop", "--kill", &kill])).1,
+        "stopped (kill)\n"
+    );
     assert_eq!(status(&service, &kill), "stopped (kill)");
 }
 
@@ -259,7 +287,11 @@ fn five_followers_each_get_every_byte_in_order() {
     for follower in followers {
         let output = follower.join().unwrap();
         assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
-        assert!(output.stdout == expected, "a follower got {} bytes", output.stdout.len());
+        assert!(
+            output.stdout == expected,
+            "a follower got {} bytes",
+            output.stdout.len()
+        );
     }
     assert_eq!(status(&service, &id), "exited with code 0");
 }
@@ -287,7 +319,10 @@ fn json_output_parses() {
     let _watchdog = watchdog("json_output_parses");
     let dir = service_dir();
     let service = Service::start(dir.path(), &[]);
-    let id = start(&service, &["--pids", "64", "--cpus", "0.5", "--", "sh", "-c", "exit 7"]);
+    let id = start(
+        &service,
+        &["--pids", "64", "--cpus", "0.5", "--", "sh", "-c", "exit 7"],
+    );
     assert_eq!(final_status(&service, &id), "exited with code 7");
     let job: serde_json::Value =
         serde_json::from_slice(&service.cli(&["status", "--json", &id]).stdout).unwrap();
@@ -297,7 +332,10 @@ fn json_output_parses() {
     assert_eq!(job["exit_code"], 7);
     assert_eq!(job["program"], "sh");
     assert_eq!(job["args"], serde_json::json!(["-c", "exit 7"]));
-    assert_eq!((job["pids_limit"].as_u64(), job["millicpus"].as_u64()), (Some(64), Some(500)));
+    assert_eq!(
+        (job["pids_limit"].as_u64(), job["millicpus"].as_u64()),
+        (Some(64), Some(500))
+    );
     let list: serde_json::Value =
         serde_json::from_slice(&service.cli(&["list", "--json"]).stdout).unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(1));
@@ -330,8 +368,14 @@ fn sigterm_to_the_service_stops_its_jobs() {
     service.signal(nix::sys::signal::Signal::SIGTERM);
     let (exit, stderr) = service.wait();
     assert_eq!(exit.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("SIGTERM, stopping the running jobs"), "{stderr}");
-    assert!(!dir.path().join("jobs.sock").exists(), "the socket is removed");
+    assert!(
+        stderr.contains("SIGTERM, stopping the running jobs"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("jobs.sock").exists(),
+        "the socket is removed"
+    );
 
     let again = Service::start(dir.path(), &[]);
     for id in &ids {
@@ -348,7 +392,11 @@ fn marked_processes(mark: &str) -> Vec<u32> {
             continue;
         };
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) && !is_dead(pid) {
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes())
+            && !is_dead(pid)
+        {
             found.push(pid);
         }
     }
@@ -393,7 +441,10 @@ fn sigkill_of_the_service_leaves_no_job_process() {
     for id in &ids {
         assert_eq!(status(&again, id), "lost");
         // Stop on a lost job ends what is left (nothing by now) and says so.
-        assert_eq!(ran(&again.cli(&["stop", "--kill", id])), (Some(0), "lost\n".into(), String::new()));
+        assert_eq!(
+            ran(&again.cli(&["stop", "--kill", id])),
+            (Some(0), "lost\n".into(), String::new())
+        );
     }
 }
 
@@ -420,7 +471,12 @@ fn a_second_service_on_the_same_dir_is_refused() {
         .unwrap();
     let status = wait_bounded(&mut second);
     let mut stderr = String::new();
-    second.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
     assert_eq!(status.code(), Some(1));
     assert!(
         stderr.contains("another bombsquad-jobs service already uses"),
@@ -429,7 +485,9 @@ fn a_second_service_on_the_same_dir_is_refused() {
 }
 
 fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
 }
 
 fn raw_request(dir: &Path, bytes: &[u8]) -> Vec<u8> {
@@ -466,9 +524,16 @@ fn bad_requests_get_an_error_and_leak_nothing() {
         version: u32,
         op: &'static str,
     }
-    let future = rmp_serde::to_vec_named(&Versioned { version: 99, op: "List" }).unwrap();
+    let future = rmp_serde::to_vec_named(&Versioned {
+        version: 99,
+        op: "List",
+    })
+    .unwrap();
     let refused = text(&raw_request(dir.path(), &frame(&future)));
-    assert!(refused.contains("protocol version 99 is not supported"), "{refused}");
+    assert!(
+        refused.contains("protocol version 99 is not supported"),
+        "{refused}"
+    );
     let huge = text(&raw_request(dir.path(), &u32::MAX.to_le_bytes()));
     assert!(huge.contains("over the limit"), "{huge}");
     let truncated = text(&raw_request(dir.path(), &[10, 0, 0, 0, 1, 2]));
@@ -500,7 +565,10 @@ fn bad_requests_get_an_error_and_leak_nothing() {
         );
         thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(ran(&service.cli(&["stop", "--kill", &id])).1, "stopped (kill)\n");
+    assert_eq!(
+        ran(&service.cli(&["stop", "--kill", &id])).1,
+        "stopped (kill)\n"
+    );
 }
 
 /// Runs the client as `nobody` with `setpriv`, from `/` (which nobody can read).
@@ -535,15 +603,26 @@ fn another_uid_sees_none_of_this_uids_jobs() {
     let service = Service::start(&dir, &["--shared"]);
     let mine = start(&service, &["--", "sh", "-c", "echo secret; sleep 30"]);
 
-    for args in [vec!["status", &mine], vec!["logs", &mine], vec!["stop", "--kill", &mine]] {
+    for args in [
+        vec!["status", &mine],
+        vec!["logs", &mine],
+        vec!["stop", "--kill", &mine],
+    ] {
         let output = as_nobody(&dir, &args);
         assert_eq!(
             ran(&output),
-            (Some(1), String::new(), "bombsquad-jobs: no such job\n".into()),
+            (
+                Some(1),
+                String::new(),
+                "bombsquad-jobs: no such job\n".into()
+            ),
             "{args:?}"
         );
     }
-    assert_eq!(ran(&as_nobody(&dir, &["list"])), (Some(0), String::new(), String::new()));
+    assert_eq!(
+        ran(&as_nobody(&dir, &["list"])),
+        (Some(0), String::new(), String::new())
+    );
     assert_eq!(status(&service, &mine), "running");
 
     // nobody's own job runs as nobody, and root does not see it.

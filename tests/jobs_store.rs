@@ -78,7 +78,7 @@ fn dying_supervisor_helper() {
     let jobs = jobs_in(Path::new(&dir));
     let owner: OwnerId = owner.parse().unwrap();
     for _ in 0..DYING_JOBS {
-        let job = sh("sleep 30 & sleep 30 & echo started; wait").env(MARK, &owner.to_string());
+        let job = sh("sleep 30 & sleep 30 & echo started; wait").env(MARK, owner.to_string());
         let id = jobs.start(job, owner).unwrap();
         let mut started = jobs.stream(id, owner).unwrap();
         let mut line = [0u8; 8];
@@ -98,7 +98,9 @@ fn marked_processes(mark: &str) -> Vec<(u32, String)> {
             continue;
         };
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let marked = environ.split(|b| *b == 0).any(|var| var == needle.as_bytes());
+        let marked = environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes());
         if marked && !is_dead(pid) {
             let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
             found.push((pid, comm.trim().to_owned()));
@@ -137,7 +139,10 @@ fn jobs_die_with_their_supervisor() {
 
     // Every leader (the shell) died with its supervisor: parent-death signal.
     let left = wait_for_marked(&mark, |found| found.iter().all(|(_, comm)| comm != "sh"));
-    assert!(left.iter().all(|(_, comm)| comm != "sh"), "leaders alive: {left:?}");
+    assert!(
+        left.iter().all(|(_, comm)| comm != "sh"),
+        "leaders alive: {left:?}"
+    );
 
     // The next supervisor over the directory kills the rest through the cgroups.
     let jobs = jobs_in(dir.path());

@@ -100,7 +100,10 @@ impl Limits {
         if let Some(bytes) = self.memory_bytes {
             settings.push(Setting {
                 controller: "memory",
-                v2: vec![("memory.max", bytes.to_string()), ("memory.swap.max", "0".into())],
+                v2: vec![
+                    ("memory.max", bytes.to_string()),
+                    ("memory.swap.max", "0".into()),
+                ],
                 v1: vec![
                     ("memory.limit_in_bytes", bytes.to_string()),
                     ("memory.memsw.limit_in_bytes", bytes.to_string()),
@@ -330,7 +333,12 @@ fn write_all(dir: &Path, files: &[(&'static str, String)]) -> Result<(), String>
             .and_then(|mut f| f.write_all(value.as_bytes()));
         match written {
             Err(e) if e.kind() == io::ErrorKind::NotFound && optional(file) => {}
-            Err(e) => return Err(format!("writing {value} to {} failed ({e})", path.display())),
+            Err(e) => {
+                return Err(format!(
+                    "writing {value} to {} failed ({e})",
+                    path.display()
+                ));
+            }
             Ok(()) => {}
         }
     }
@@ -386,7 +394,10 @@ impl Hierarchies {
             };
             let Some(path) = path else { continue };
             // A mount of a subtree shows that subtree at its mount point.
-            let path = path.strip_prefix(root).filter(|_| *root != "/").unwrap_or(path);
+            let path = path
+                .strip_prefix(root)
+                .filter(|_| *root != "/")
+                .unwrap_or(path);
             let dir = Path::new(mount_point).join(path.trim_start_matches('/'));
             match fs_type {
                 Some("cgroup2") => found.v2 = Some(dir),
@@ -425,12 +436,18 @@ mod tests {
                       40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,name=systemd\n";
         let cgroups = "9:name=systemd:/\n4:memory:/jobs/7f\n2:cpu,cpuacct:/c\n0::/user.slice\n";
         let found = Hierarchies::parse(mounts, cgroups);
-        assert_eq!(found.v2, Some(PathBuf::from("/sys/fs/cgroup/unified/user.slice")));
+        assert_eq!(
+            found.v2,
+            Some(PathBuf::from("/sys/fs/cgroup/unified/user.slice"))
+        );
         assert_eq!(
             found.v1("memory"),
             Some(&PathBuf::from("/sys/fs/cgroup/memory/jobs/7f"))
         );
-        assert_eq!(found.v1("cpu"), Some(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/c")));
+        assert_eq!(
+            found.v1("cpu"),
+            Some(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/c"))
+        );
         assert_eq!(found.v1("pids"), None);
     }
 

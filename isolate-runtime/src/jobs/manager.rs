@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime};
 use tempfile::TempDir;
 
 use super::builder::JobsBuilder;
+use super::cgroup;
 use super::command::Command;
 use super::error::JobError;
-use super::cgroup;
 use super::info::{JobId, JobInfo, OwnerId, Status, StopType, Stream};
 use super::log::{LogWriter, OutputReader};
 use super::retention::Retention;
@@ -73,7 +73,7 @@ pub(crate) struct Inner {
 /// A job found for its owner: still supervised here, or finished.
 enum Found {
     Live(Arc<LiveJob>),
-    Done(JobInfo),
+    Done(Box<JobInfo>),
 }
 
 impl Jobs {
@@ -211,7 +211,7 @@ impl Jobs {
     pub fn query(&self, id: JobId, owner: OwnerId) -> Result<JobInfo, JobError> {
         Ok(match self.find(id, owner)? {
             Found::Live(job) => job.info(),
-            Found::Done(info) => info,
+            Found::Done(info) => *info,
         })
     }
 
@@ -224,7 +224,7 @@ impl Jobs {
     pub fn wait(&self, id: JobId, owner: OwnerId) -> Result<JobInfo, JobError> {
         match self.find(id, owner)? {
             Found::Live(job) => Ok(job.wait(None).unwrap_or_else(|| job.info())),
-            Found::Done(info) => Ok(info),
+            Found::Done(info) => Ok(*info),
         }
     }
 
@@ -241,7 +241,7 @@ impl Jobs {
     ) -> Result<Option<JobInfo>, JobError> {
         match self.find(id, owner)? {
             Found::Live(job) => Ok(job.wait(Some(timeout))),
-            Found::Done(info) => Ok(Some(info)),
+            Found::Done(info) => Ok(Some(*info)),
         }
     }
 
@@ -330,7 +330,7 @@ impl Jobs {
                 .store
                 .get(id)?
                 .filter(|info| info.owner == owner)
-                .map(Found::Done),
+                .map(|info| Found::Done(Box::new(info))),
         };
         found.ok_or(JobError::NotFound { id })
     }

@@ -25,9 +25,9 @@ use nix::unistd::Pid;
 use super::cgroup::{self, JobCgroups};
 use super::command::Command;
 use super::drain;
-use super::launch;
 use super::error::JobError;
 use super::info::{JobId, JobInfo, OwnerId, Status, StopType};
+use super::launch;
 use super::log::{self, LogShared, LogWriter};
 
 /// A job started by this process, from spawn until its end is recorded.
@@ -161,7 +161,9 @@ impl Spawned {
                 let mut process = job.lock_process();
                 let stdout = process.child.stdout.take().map(OwnedFd::from);
                 let stderr = process.child.stderr.take().map(OwnedFd::from);
-                stdout.zip(stderr).map(|(out, err)| (File::from(out), Some(File::from(err))))
+                stdout
+                    .zip(stderr)
+                    .map(|(out, err)| (File::from(out), Some(File::from(err))))
             }
         };
         let Some((stdout, stderr)) = pipes else {

@@ -69,7 +69,14 @@ impl Client<'_> {
             Fail::Refused(format!("the service did not answer properly ({error})"))
         };
         stream.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(lost)?;
-        protocol::send(&mut stream, &Request { version: VERSION, op }).map_err(lost)?;
+        protocol::send(
+            &mut stream,
+            &Request {
+                version: VERSION,
+                op,
+            },
+        )
+        .map_err(lost)?;
         match protocol::receive(&mut stream, MAX_REPLY).map_err(lost)? {
             Reply::Failed(Failure::NoSuchJob) => Err(Fail::Refused(NO_SUCH_JOB.into())),
             Reply::Failed(Failure::Other(message)) => Err(Fail::Refused(message)),
@@ -81,10 +88,13 @@ impl Client<'_> {
     pub fn copy_logs(&self, mut stream: UnixStream, follow: bool) -> Result<(), Fail> {
         let timeout = (!follow).then_some(REPLY_TIMEOUT);
         let cut = |why: String| Fail::Refused(format!("the output stream was cut: {why}"));
-        stream.set_read_timeout(timeout).map_err(|e| cut(e.to_string()))?;
+        stream
+            .set_read_timeout(timeout)
+            .map_err(|e| cut(e.to_string()))?;
         let mut stdout = io::stdout().lock();
         loop {
-            let frame = protocol::read_frame(&mut stream, MAX_REPLY).map_err(|e| cut(e.to_string()))?;
+            let frame =
+                protocol::read_frame(&mut stream, MAX_REPLY).map_err(|e| cut(e.to_string()))?;
             match frame {
                 None => return Err(cut("the service closed the connection".into())),
                 Some(bytes) if bytes.is_empty() => return Ok(()),
@@ -115,7 +125,12 @@ pub fn print_list(jobs: &[JobInfo], as_json: bool) {
         return;
     }
     for info in jobs {
-        println!("{}  {:<20}  {}", info.id, info.status.to_string(), info.command);
+        println!(
+            "{}  {:<20}  {}",
+            info.id,
+            info.status.to_string(),
+            info.command
+        );
     }
 }
 
@@ -149,7 +164,8 @@ fn to_json(info: &JobInfo) -> serde_json::Value {
 }
 
 fn unix_seconds(at: SystemTime) -> f64 {
-    at.duration_since(UNIX_EPOCH).map_or(0.0, |since| since.as_secs_f64())
+    at.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
 }
 
 /// Parses `512K`, `64M`, `1.5G`, `2GiB`, or plain bytes (powers of 1024).

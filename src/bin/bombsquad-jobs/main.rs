@@ -114,7 +114,11 @@ fn main() -> ExitCode {
     let dir = cli.dir.unwrap_or_else(service::default_dir);
     match cli.action {
         Action::Serve { shared } => {
-            let access = if shared { Access::Shared } else { Access::Private };
+            let access = if shared {
+                Access::Shared
+            } else {
+                Access::Private
+            };
             service::serve(&dir, access).unwrap_or_else(|message| Fail::Refused(message).exit())
         }
         Action::Guard => service::guard(&dir),

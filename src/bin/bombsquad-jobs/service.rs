@@ -90,9 +90,14 @@ pub fn serve(dir: &Path, access: Access) -> Result<ExitCode, String> {
         .name("accept".into())
         .spawn(move || accept_loop(&listener, &accepting))
         .map_err(|e| format!("cannot start the accept thread ({e})"))?;
-    eprintln!("bombsquad-jobs: serving {}", dir.join(protocol::SOCKET).display());
+    eprintln!(
+        "bombsquad-jobs: serving {}",
+        dir.join(protocol::SOCKET).display()
+    );
 
-    let signal = shutdown.wait().map_err(|e| format!("waiting for signals failed ({e})"))?;
+    let signal = shutdown
+        .wait()
+        .map_err(|e| format!("waiting for signals failed ({e})"))?;
     eprintln!("bombsquad-jobs: {signal}, stopping the running jobs");
     service.stop_all();
     let _ = std::fs::remove_file(dir.join(protocol::SOCKET));
@@ -119,8 +124,8 @@ fn bind(dir: &Path, access: Access) -> Result<UnixListener, String> {
     let path = dir.join(protocol::SOCKET);
     // We hold the directory's lock, so a socket file left here is stale.
     let _ = std::fs::remove_file(&path);
-    let listener =
-        UnixListener::bind(&path).map_err(|e| format!("cannot listen on {} ({e})", path.display()))?;
+    let listener = UnixListener::bind(&path)
+        .map_err(|e| format!("cannot listen on {} ({e})", path.display()))?;
     let mode = match access {
         Access::Private => 0o600,
         Access::Shared => 0o666,
@@ -148,7 +153,10 @@ fn start_guard(dir: &Path) -> Result<std::process::ChildStdin, String> {
         .process_group(0)
         .spawn()
         .map_err(|e| format!("cannot start the guard process ({e})"))?;
-    guard.stdin.take().ok_or_else(|| "the guard has no stdin".to_owned())
+    guard
+        .stdin
+        .take()
+        .ok_or_else(|| "the guard has no stdin".to_owned())
 }
 
 /// `__guard`: see [`start_guard`].
@@ -231,7 +239,10 @@ impl Service {
         let owner = owner_of(peer.uid);
         let reply = match request.op {
             Op::Start(job) => self.start(job, &peer, owner),
-            Op::Status { id } => self.jobs.query(id, owner).map(|info| Reply::Info(Box::new(info))),
+            Op::Status { id } => self
+                .jobs
+                .query(id, owner)
+                .map(|info| Reply::Info(Box::new(info))),
             Op::List => self.jobs.try_list(owner).map(Reply::List),
             Op::Stop { id, kill } => self.stop(id, owner, kill),
             Op::Logs { id, follow } => return self.logs(stream, id, owner, follow),
