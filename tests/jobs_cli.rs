@@ -38,8 +38,9 @@ impl Service {
             child,
             dir: dir.to_owned(),
         };
+        // A socket file may be left by a killed service: wait for a listener.
         let deadline = Instant::now() + BOUND;
-        while !dir.join("jobs.sock").exists() {
+        while UnixStream::connect(dir.join("jobs.sock")).is_err() {
             assert!(
                 Instant::now() < deadline,
                 "the service did not start listening"

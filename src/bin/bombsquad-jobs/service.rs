@@ -32,6 +32,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 const FOLLOW_TICK: Duration = Duration::from_millis(200);
 /// Connections served at once; more are closed at once.
 const MAX_CONNECTIONS: usize = 1024;
+/// How long `serve` waits for a directory in use (see `open_jobs`).
+const GUARD_PATIENCE: Duration = Duration::from_secs(3);
 /// SIGTERM to SIGKILL, for `stop` and for the service's own shutdown.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
@@ -62,12 +64,7 @@ pub fn serve(dir: &Path, access: Access) -> Result<ExitCode, String> {
         .map_err(|e| format!("cannot block SIGTERM and SIGINT ({e})"))?;
 
     prepare_dir(dir, access)?;
-    let jobs = match Jobs::builder()
-        .log_dir(dir)
-        .retention(Retention::default())
-        .stop_grace(STOP_GRACE)
-        .build()
-    {
+    let jobs = match open_jobs(dir) {
         Err(JobError::DirInUse { .. }) => {
             return Err(format!(
                 "another bombsquad-jobs service already uses {}: stop it first, or use another --dir",
@@ -102,6 +99,24 @@ pub fn serve(dir: &Path, access: Access) -> Result<ExitCode, String> {
     service.stop_all();
     let _ = std::fs::remove_file(dir.join(protocol::SOCKET));
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the jobs table and logs in `dir`. "In use" is retried for a
+/// while: the guard of a service that just died holds the directory while
+/// it kills what is left of its jobs.
+fn open_jobs(dir: &Path) -> Result<Jobs, JobError> {
+    let deadline = std::time::Instant::now() + GUARD_PATIENCE;
+    loop {
+        let opened = Jobs::builder()
+            .log_dir(dir)
+            .retention(Retention::default())
+            .stop_grace(STOP_GRACE)
+            .build();
+        match opened {
+            Err(JobError::DirInUse { .. }) if std::time::Instant::now() < deadline => {}
+            other => return other,
+        }
+    }
 }
 
 /// Creates `dir` with the access's mode, or checks an existing one is not
