@@ -25,7 +25,12 @@ struct Service {
 
 impl Service {
     fn start(dir: &Path, extra: &[&str]) -> Service {
-        let child = Command::new(BIN)
+        Service::start_with(Command::new(BIN), dir, extra)
+    }
+
+    /// Starts the service with `command`, which runs `BIN` (e.g. under `setpriv`).
+    fn start_with(mut command: Command, dir: &Path, extra: &[&str]) -> Service {
+        let child = command
             .arg("--dir")
             .arg(dir)
             .arg("serve")
@@ -572,13 +577,17 @@ fn bad_requests_get_an_error_and_leak_nothing() {
     );
 }
 
-/// Runs the client as `nobody` with `setpriv`, from `/` (which nobody can read).
-fn as_nobody(dir: &Path, args: &[&str]) -> Output {
+/// `BIN` run as `nobody` with `setpriv`, from `/` (which nobody can read).
+fn nobody() -> Command {
     let mut command = Command::new("setpriv");
     command
         .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", BIN])
         .current_dir("/");
-    cli_with(command, dir, args)
+    command
+}
+
+fn as_nobody(dir: &Path, args: &[&str]) -> Output {
+    cli_with(nobody(), dir, args)
 }
 
 fn setpriv_missing() -> bool {
@@ -640,4 +649,121 @@ fn another_uid_sees_none_of_this_uids_jobs() {
     let (code, _, stderr) = ran(&as_nobody(&private_dir, &["list"]));
     assert_eq!(code, Some(1));
     assert!(stderr.contains("permission denied"), "{stderr}");
+}
+
+#[test]
+fn an_unprivileged_service_refuses_limits_it_cannot_enforce() {
+    let _serial = shared();
+    let _watchdog = watchdog("an_unprivileged_service_refuses_limits_it_cannot_enforce");
+    if setpriv_missing() || !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root and setpriv to run a service without cgroup rights");
+        return;
+    }
+    let parent = service_dir();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = parent.path().join("service");
+    std::fs::create_dir(&dir).unwrap();
+    let nobody_uid = Some(nix::unistd::Uid::from_raw(65534));
+    nix::unistd::chown(&dir, nobody_uid, None).unwrap();
+    let mut service = Service::start_with(nobody(), &dir, &[]);
+
+    // nobody may create no cgroup here: every limit is refused, with the reason.
+    for (flag, value, limit) in [
+        ("--memory", "32M", "memory"),
+        ("--cpus", "0.5", "cpu"),
+        ("--pids", "8", "pids"),
+    ] {
+        let (code, stdout, stderr) = ran(&as_nobody(&dir, &["start", flag, value, "--", "true"]));
+        assert_eq!((code, stdout.as_str()), (Some(1), ""), "{stderr}");
+        let said = format!("bombsquad-jobs: the {limit} limit cannot be enforced here (");
+        assert!(stderr.starts_with(&said), "{stderr}");
+    }
+    assert_eq!(
+        ran(&as_nobody(&dir, &["list"])),
+        (Some(0), String::new(), String::new())
+    );
+
+    // Without limits a job runs, but without a cgroup: once lost, what is
+    // left of it cannot be found safely, and stop says so.
+    let mark = uuid_like();
+    let mut start = nobody();
+    start.env("BOMBSQUAD_JOBS_CLI_MARK", &mark);
+    let started = cli_with(
+        start,
+        &dir,
+        &["start", "--", "sh", "-c", "sleep 30 & echo started; wait"],
+    );
+    assert_eq!(started.status.code(), Some(0), "{}", text(&started.stderr));
+    let id = text(&started.stdout).trim_end().to_owned();
+    let deadline = Instant::now() + BOUND;
+    while marked_processes(&mark).len() < 2 {
+        assert!(Instant::now() < deadline, "the job did not start");
+        thread::sleep(Duration::from_millis(10));
+    }
+    service.signal(nix::sys::signal::Signal::SIGKILL);
+    service.wait();
+    let again = Service::start_with(nobody(), &dir, &[]);
+    assert_eq!(text(&as_nobody(&dir, &["status", &id]).stdout), "lost\n");
+    let (code, _, stderr) = ran(&as_nobody(&dir, &["stop", "--kill", &id]));
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.starts_with("bombsquad-jobs: the job was lost without a cgroup"),
+        "{stderr}"
+    );
+    // Its leader died with the service; the sleep it started is left (ours to end).
+    let left = marked_processes(&mark);
+    assert_eq!(left.len(), 1, "{left:?}");
+    for pid in left {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    drop(again);
+}
+
+#[test]
+fn two_hundred_jobs_at_once_and_ten_followers_are_all_exact() {
+    let _serial = shared();
+    let _watchdog = watchdog("two_hundred_jobs_at_once_and_ten_followers_are_all_exact");
+    let dir = service_dir();
+    let service = Service::start(dir.path(), &[]);
+    let script = |n: usize| format!("sleep 1; echo job {n}; echo err {n} >&2; exit {}", n % 100);
+    let starters: Vec<_> = (0..200)
+        .map(|n| {
+            let dir = dir.path().to_owned();
+            thread::spawn(move || {
+                let output = cli(&dir, &["start", "--", "sh", "-c", &script(n)]);
+                assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+                text(&output.stdout).trim_end().to_owned()
+            })
+        })
+        .collect();
+    let ids: Vec<String> = starters.into_iter().map(|t| t.join().unwrap()).collect();
+    let followers: Vec<_> = ids[..10]
+        .iter()
+        .map(|id| {
+            let (dir, id) = (dir.path().to_owned(), id.clone());
+            thread::spawn(move || cli(&dir, &["logs", "--follow", &id]))
+        })
+        .collect();
+    for (n, follower) in followers.into_iter().enumerate() {
+        let output = follower.join().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+        let log = text(&output.stdout);
+        assert!(
+            log == format!("job {n}\nerr {n}\n") || log == format!("err {n}\njob {n}\n"),
+            "{log:?}"
+        );
+    }
+    for (n, id) in ids.iter().enumerate() {
+        assert_eq!(
+            final_status(&service, id),
+            format!("exited with code {}", n % 100)
+        );
+        let log = text(&service.cli(&["logs", id]).stdout);
+        let mut lines: Vec<&str> = log.lines().collect();
+        lines.sort_unstable();
+        assert_eq!(lines, [format!("err {n}"), format!("job {n}")], "job {n}");
+    }
 }

@@ -181,10 +181,8 @@ impl JobCgroups {
             let dir = base.join(name);
             if joinable(base) && fs::create_dir(&dir).is_ok() {
                 self.dirs.push(dir.clone());
-                let delegated = read_words(&base.join("cgroup.subtree_control"));
                 unset.retain(|setting| {
-                    !(delegated.iter().any(|c| c == setting.controller)
-                        && write_all(&dir, &setting.v2).is_ok())
+                    !(enable_v2(base, setting.controller) && write_all(&dir, &setting.v2).is_ok())
                 });
             }
         }
@@ -281,7 +279,7 @@ pub(crate) fn remove_dirs(dirs: &[PathBuf]) -> bool {
                     thread::sleep(Duration::from_millis(5));
                 }
                 Err(_) => {
-                    all_gone &= procs(dir).is_empty();
+                    all_gone &= procs_of(dir).is_empty();
                     break;
                 }
             }
@@ -298,7 +296,7 @@ fn kill_all(dir: &Path) {
         return;
     }
     for _ in 0..100 {
-        let pids = procs(dir);
+        let pids = procs_of(dir);
         if pids.is_empty() {
             return;
         }
@@ -309,10 +307,43 @@ fn kill_all(dir: &Path) {
     }
 }
 
-fn procs(dir: &Path) -> Vec<i32> {
+fn procs_of(dir: &Path) -> Vec<i32> {
     fs::read_to_string(dir.join("cgroup.procs"))
         .map(|text| text.lines().filter_map(|l| l.parse().ok()).collect())
         .unwrap_or_default()
+}
+
+/// Makes `controller` available to the children of `base`, if `base` has
+/// it (the host or systemd's `Delegate=yes` delegated it). cgroup v2 lets a
+/// cgroup hand controllers to its children only while it holds no process
+/// itself, so when enabling fails that way, the processes in `base` (this
+/// supervisor, and the processes it started outside jobs) move into the leaf
+/// [`SUPERVISOR_LEAF`] first, as systemd recommends for delegated services.
+fn enable_v2(base: &Path, controller: &str) -> bool {
+    let subtree = base.join("cgroup.subtree_control");
+    let has = |file: &Path| read_words(file).iter().any(|c| c == controller);
+    if has(&subtree) {
+        return true;
+    }
+    if !has(&base.join("cgroup.controllers")) {
+        return false;
+    }
+    let enable = || fs::write(&subtree, format!("+{controller}")).is_ok();
+    enable() || (move_into_leaf(base) && enable())
+}
+
+/// Where [`enable_v2`] moves the supervisor; job cgroups stay its siblings.
+const SUPERVISOR_LEAF: &str = "bombsquad-supervisor";
+
+fn move_into_leaf(base: &Path) -> bool {
+    let leaf = base.join(SUPERVISOR_LEAF);
+    if fs::create_dir(&leaf).is_err() && !leaf.is_dir() {
+        return false;
+    }
+    let procs = leaf.join("cgroup.procs");
+    procs_of(base)
+        .iter()
+        .all(|pid| fs::write(&procs, pid.to_string()).is_ok())
 }
 
 /// True if this process may move processes into children of `base`: it can
@@ -400,6 +431,10 @@ impl Hierarchies {
                 .unwrap_or(path);
             let dir = Path::new(mount_point).join(path.trim_start_matches('/'));
             match fs_type {
+                // Moved there by `enable_v2`: the job cgroups go beside it.
+                Some("cgroup2") if dir.ends_with(SUPERVISOR_LEAF) => {
+                    found.v2 = dir.parent().map(Path::to_owned);
+                }
                 Some("cgroup2") => found.v2 = Some(dir),
                 _ => found.v1.push((controllers, dir)),
             }
@@ -449,6 +484,16 @@ mod tests {
             Some(&PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/c"))
         );
         assert_eq!(found.v1("pids"), None);
+    }
+
+    #[test]
+    fn job_cgroups_go_beside_the_supervisors_leaf() {
+        let mounts = "41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let found = Hierarchies::parse(mounts, "0::/app.slice/x.service/bombsquad-supervisor\n");
+        assert_eq!(
+            found.v2,
+            Some(PathBuf::from("/sys/fs/cgroup/app.slice/x.service"))
+        );
     }
 
     #[test]
