@@ -74,8 +74,7 @@ pub fn serve(dir: &Path, access: Access) -> Result<ExitCode, String> {
         built => built.map_err(|e| e.to_string())?,
     };
     let listener = bind(dir, access)?;
-    // Kept open for the service's whole life: the guard acts when it closes.
-    let _guard = start_guard(dir)?;
+    let mut guard = start_guard(dir)?;
     let service = Arc::new(Service {
         jobs,
         started: Mutex::default(),
@@ -98,6 +97,9 @@ pub fn serve(dir: &Path, access: Access) -> Result<ExitCode, String> {
     eprintln!("bombsquad-jobs: {signal}, stopping the running jobs");
     service.stop_all();
     let _ = std::fs::remove_file(dir.join(protocol::SOCKET));
+    // Every job is stopped and recorded: nothing is left for the guard.
+    let _ = guard.kill();
+    let _ = guard.wait();
     Ok(ExitCode::SUCCESS)
 }
 
@@ -151,15 +153,16 @@ fn bind(dir: &Path, access: Access) -> Result<UnixListener, String> {
 }
 
 /// Starts `bombsquad-jobs __guard`: a process in its own group that waits
-/// for the returned pipe to close (this service exiting, however it dies)
-/// and then opens the directory like a restarted service would, which
-/// records the jobs left running as lost and kills what is left of them
-/// through their cgroups. The job leaders die with the service anyway
-/// (parent-death signal); the guard ends the processes they started.
-fn start_guard(dir: &Path) -> Result<std::process::ChildStdin, String> {
+/// for its stdin, a pipe from this service, to close (this service dying,
+/// however it dies; the returned `Child` holds the pipe open), and then
+/// opens the directory like a restarted service would, which records the
+/// jobs left running as lost and kills what is left of them through their
+/// cgroups. The job leaders die with the service anyway (parent-death
+/// signal); the guard ends the processes they started.
+fn start_guard(dir: &Path) -> Result<std::process::Child, String> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program ({e})"))?;
-    let mut guard = std::process::Command::new(exe)
+    std::process::Command::new(exe)
         .arg("--dir")
         .arg(dir)
         .arg("__guard")
@@ -167,11 +170,7 @@ fn start_guard(dir: &Path) -> Result<std::process::ChildStdin, String> {
         .stdout(Stdio::null())
         .process_group(0)
         .spawn()
-        .map_err(|e| format!("cannot start the guard process ({e})"))?;
-    guard
-        .stdin
-        .take()
-        .ok_or_else(|| "the guard has no stdin".to_owned())
+        .map_err(|e| format!("cannot start the guard process ({e})"))
 }
 
 /// `__guard`: see [`start_guard`].
