@@ -13,7 +13,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use jobs_support::{BOUND, is_dead, shared, watchdog};
+use jobs_support::{BOUND, MARK, marked_processes, shared, watchdog};
 
 const BIN: &str = env!("CARGO_BIN_EXE_bombsquad-jobs");
 
@@ -389,26 +389,6 @@ fn sigterm_to_the_service_stops_its_jobs() {
     }
 }
 
-/// The live processes (not zombies) whose environment holds `MARK=mark`.
-fn marked_processes(mark: &str) -> Vec<u32> {
-    let needle = format!("BOMBSQUAD_JOBS_CLI_MARK={mark}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        if environ
-            .split(|b| *b == 0)
-            .any(|var| var == needle.as_bytes())
-            && !is_dead(pid)
-        {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 #[test]
 fn sigkill_of_the_service_leaves_no_job_process() {
     let _serial = shared();
@@ -420,7 +400,7 @@ fn sigkill_of_the_service_leaves_no_job_process() {
     let mut ids = Vec::new();
     for _ in 0..5 {
         let mut command = Command::new(BIN);
-        command.env("BOMBSQUAD_JOBS_CLI_MARK", &mark);
+        command.env(MARK, &mark);
         let output = cli_with(command, dir.path(), &["start", "--", "sh", "-c", script]);
         assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
         ids.push(text(&output.stdout).trim_end().to_owned());
@@ -590,26 +570,31 @@ fn as_nobody(dir: &Path, args: &[&str]) -> Output {
     cli_with(nobody(), dir, args)
 }
 
-fn setpriv_missing() -> bool {
-    let missing = Command::new("setpriv").arg("--version").output().is_err();
-    if missing {
+/// A temp dir that other users may pass through (0711), and the service
+/// directory to use in it; `None` (the test is skipped, with the reason
+/// printed) without root and `setpriv` (util-linux) to act as another uid.
+fn other_uid_setup() -> Option<(tempfile::TempDir, PathBuf)> {
+    if Command::new("setpriv").arg("--version").output().is_err() {
         eprintln!("skipped: setpriv (util-linux) is not installed, so no other uid to test with");
+        return None;
     }
-    missing
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to act as another uid with setpriv");
+        return None;
+    }
+    let parent = service_dir();
+    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let dir = parent.path().join("service");
+    Some((parent, dir))
 }
 
 #[test]
 fn another_uid_sees_none_of_this_uids_jobs() {
     let _serial = shared();
     let _watchdog = watchdog("another_uid_sees_none_of_this_uids_jobs");
-    if setpriv_missing() || !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root and setpriv to act as another uid");
+    let Some((parent, dir)) = other_uid_setup() else {
         return;
-    }
-    let parent = service_dir();
-    // Others may pass through (not list) on the way to the shared socket.
-    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let dir = parent.path().join("service");
+    };
     let service = Service::start(&dir, &["--shared"]);
     let mine = start(&service, &["--", "sh", "-c", "echo secret; sleep 30"]);
 
@@ -655,13 +640,9 @@ fn another_uid_sees_none_of_this_uids_jobs() {
 fn an_unprivileged_service_refuses_limits_it_cannot_enforce() {
     let _serial = shared();
     let _watchdog = watchdog("an_unprivileged_service_refuses_limits_it_cannot_enforce");
-    if setpriv_missing() || !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root and setpriv to run a service without cgroup rights");
+    let Some((_parent, dir)) = other_uid_setup() else {
         return;
-    }
-    let parent = service_dir();
-    std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o711)).unwrap();
-    let dir = parent.path().join("service");
+    };
     std::fs::create_dir(&dir).unwrap();
     let nobody_uid = Some(nix::unistd::Uid::from_raw(65534));
     nix::unistd::chown(&dir, nobody_uid, None).unwrap();
@@ -687,7 +668,7 @@ fn an_unprivileged_service_refuses_limits_it_cannot_enforce() {
     // left of it cannot be found safely, and stop says so.
     let mark = uuid_like();
     let mut start = nobody();
-    start.env("BOMBSQUAD_JOBS_CLI_MARK", &mark);
+    start.env(MARK, &mark);
     let started = cli_with(
         start,
         &dir,
@@ -712,8 +693,13 @@ fn an_unprivileged_service_refuses_limits_it_cannot_enforce() {
     );
     // Its leader died with the service; the sleep it started is left (ours to end).
     let left = marked_processes(&mark);
-    assert_eq!(left.len(), 1, "{left:?}");
-    for pid in left {
+    assert_eq!(
+        left.iter()
+            .map(|(_, comm)| comm.as_str())
+            .collect::<Vec<_>>(),
+        ["sleep"]
+    );
+    for (pid, _) in left {
         let _ = nix::sys::signal::kill(
             nix::unistd::Pid::from_raw(pid as i32),
             nix::sys::signal::Signal::SIGKILL,

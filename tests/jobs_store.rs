@@ -59,8 +59,6 @@ fn a_new_jobs_over_the_same_dir_lists_finished_jobs() {
 
 const DYING_SUPERVISOR_DIR: &str = "BOMBSQUAD_JOBS_TEST_DYING_SUPERVISOR_DIR";
 const DYING_SUPERVISOR_OWNER: &str = "BOMBSQUAD_JOBS_TEST_DYING_SUPERVISOR_OWNER";
-/// Set in every job of the dying supervisor, so its processes can be counted.
-const MARK: &str = "BOMBSQUAD_JOBS_TEST_MARK";
 /// Jobs the dying supervisor starts, each a shell with two background sleeps.
 const DYING_JOBS: usize = 11;
 
@@ -87,26 +85,6 @@ fn dying_supervisor_helper() {
     // Die as a crashed supervisor does: no Drop, nothing recorded after the start.
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL).unwrap();
     unreachable!("SIGKILL cannot be caught");
-}
-
-/// The live processes (not zombies) whose environment holds `MARK=mark`, with their names.
-fn marked_processes(mark: &str) -> Vec<(u32, String)> {
-    let needle = format!("{MARK}={mark}");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let marked = environ
-            .split(|b| *b == 0)
-            .any(|var| var == needle.as_bytes());
-        if marked && !is_dead(pid) {
-            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-            found.push((pid, comm.trim().to_owned()));
-        }
-    }
-    found
 }
 
 fn wait_for_marked(mark: &str, done: impl Fn(&[(u32, String)]) -> bool) -> Vec<(u32, String)> {
