@@ -178,6 +178,16 @@ fn final_status(service: &Service, id: &str) -> String {
     }
 }
 
+/// Exit 1, nothing on stdout, and exactly `no such job` on stderr.
+fn assert_no_such_job(output: &Output, args: &[&str]) {
+    let expected = (
+        Some(1),
+        String::new(),
+        "bombsquad-jobs: no such job\n".into(),
+    );
+    assert_eq!(ran(output), expected, "{args:?}");
+}
+
 fn service_dir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
@@ -238,16 +248,7 @@ fn an_unknown_id_is_no_such_job_with_exit_1() {
         vec!["logs", "--follow", unknown],
         vec!["stop", unknown],
     ] {
-        let output = service.cli(&args);
-        assert_eq!(
-            ran(&output),
-            (
-                Some(1),
-                String::new(),
-                "bombsquad-jobs: no such job\n".into()
-            ),
-            "{args:?}"
-        );
+        assert_no_such_job(&service.cli(&args), &args);
     }
 }
 
@@ -603,16 +604,7 @@ fn another_uid_sees_none_of_this_uids_jobs() {
         vec!["logs", &mine],
         vec!["stop", "--kill", &mine],
     ] {
-        let output = as_nobody(&dir, &args);
-        assert_eq!(
-            ran(&output),
-            (
-                Some(1),
-                String::new(),
-                "bombsquad-jobs: no such job\n".into()
-            ),
-            "{args:?}"
-        );
+        assert_no_such_job(&as_nobody(&dir, &args), &args);
     }
     assert_eq!(
         ran(&as_nobody(&dir, &["list"])),
