@@ -506,6 +506,7 @@ fn bad_requests_get_an_error_and_leak_nothing() {
 
     let garbage = raw_request(dir.path(), &frame(b"\xc1\xc1 not msgpack"));
     assert!(text(&garbage).contains("bad request"), "{garbage:?}");
+    // A newer client's request, with an operation this service does not know.
     #[derive(serde::Serialize)]
     struct Versioned {
         version: u32,
@@ -513,7 +514,7 @@ fn bad_requests_get_an_error_and_leak_nothing() {
     }
     let future = rmp_serde::to_vec_named(&Versioned {
         version: 99,
-        op: "List",
+        op: "Teleport",
     })
     .unwrap();
     let refused = text(&raw_request(dir.path(), &frame(&future)));

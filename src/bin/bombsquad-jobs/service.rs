@@ -121,9 +121,13 @@ fn open_jobs(dir: &Path) -> Result<Jobs, JobError> {
     }
 }
 
-/// Creates `dir` with the access's mode, or checks an existing one is not
-/// open to others when private.
+/// Creates `dir` with the access's mode if it is missing. An existing
+/// directory keeps its mode (it may be shared, like `/tmp`): the socket's
+/// own mode is the guard either way.
 fn prepare_dir(dir: &Path, access: Access) -> Result<(), String> {
+    if dir.is_dir() {
+        return Ok(());
+    }
     let mode = match access {
         Access::Private => 0o700,
         Access::Shared => 0o711,
@@ -133,6 +137,7 @@ fn prepare_dir(dir: &Path, access: Access) -> Result<(), String> {
         .mode(mode)
         .create(dir)
         .map_err(|e| format!("cannot create {} ({e})", dir.display()))?;
+    // The umask may have taken bits off.
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
         .map_err(|e| format!("cannot set the mode of {} ({e})", dir.display()))
 }
@@ -233,23 +238,13 @@ impl Service {
             uid: credentials.uid(),
             gid: credentials.gid(),
         };
-        let request: Request = match protocol::receive(&mut stream, MAX_REQUEST) {
+        let request = match read_request(&mut stream) {
             Ok(request) => request,
-            Err(error) => {
-                let reply = Reply::Failed(Failure::Other(format!("bad request: {error}")));
-                let _ = protocol::send(&mut stream, &reply);
+            Err(message) => {
+                let _ = protocol::send(&mut stream, &Reply::Failed(Failure::Other(message)));
                 return;
             }
         };
-        if request.version != VERSION {
-            let reply = Reply::Failed(Failure::Other(format!(
-                "protocol version {} is not supported (this service speaks {VERSION}): \
-                 use the bombsquad-jobs that matches the service",
-                request.version
-            )));
-            let _ = protocol::send(&mut stream, &reply);
-            return;
-        }
         let owner = owner_of(peer.uid);
         let reply = match request.op {
             Op::Start(job) => self.start(job, &peer, owner),
@@ -376,6 +371,29 @@ impl Service {
             let _ = self.jobs.wait_timeout(*id, *owner, STOP_GRACE * 2);
         }
     }
+}
+
+/// Reads the one request of a connection; the message to answer with if it
+/// is malformed, too large, or of another protocol version. The version is
+/// checked first, so a newer client's request gets the version message.
+fn read_request(stream: &mut UnixStream) -> Result<Request, String> {
+    #[derive(serde::Deserialize)]
+    struct Versioned {
+        version: u32,
+    }
+    let bad = |error: &dyn std::fmt::Display| format!("bad request: {error}");
+    let bytes = protocol::read_frame(stream, MAX_REQUEST)
+        .map_err(|e| bad(&e))?
+        .ok_or_else(|| bad(&"no request before the end of the connection"))?;
+    let versioned: Versioned = rmp_serde::from_slice(&bytes).map_err(|e| bad(&e))?;
+    if versioned.version != VERSION {
+        return Err(format!(
+            "protocol version {} is not supported (this service speaks {VERSION}): \
+             use the bombsquad-jobs that matches the service",
+            versioned.version
+        ));
+    }
+    rmp_serde::from_slice(&bytes).map_err(|e| bad(&e))
 }
 
 /// True if the client closed its end: it sends nothing after its request,
