@@ -31,7 +31,7 @@ impl Fail {
             Fail::Refused(message) => (1, message),
             Fail::NotRunning(message) => (2, message),
         };
-        eprintln!("bombsquad-jobs: {message}");
+        say!("bombsquad-jobs: {message}");
         ExitCode::from(code)
     }
 }

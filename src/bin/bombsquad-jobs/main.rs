@@ -14,6 +14,15 @@
 //! Exit codes: 0 done; 1 refused or failed (`no such job`, a bad command,
 //! a limit the host cannot enforce); 2 no service is running (or bad usage).
 
+/// Like `eprintln!`, but a closed stderr (a service started with `2>&-`)
+/// is no reason to panic.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod client;
 mod protocol;
 mod service;

@@ -86,7 +86,7 @@ pub fn serve(dir: &Path, access: Access) -> Result<ExitCode, String> {
         .name("accept".into())
         .spawn(move || accept_loop(&listener, &accepting))
         .map_err(|e| format!("cannot start the accept thread ({e})"))?;
-    eprintln!(
+    say!(
         "bombsquad-jobs: serving {}",
         dir.join(protocol::SOCKET).display()
     );
@@ -94,7 +94,7 @@ pub fn serve(dir: &Path, access: Access) -> Result<ExitCode, String> {
     let signal = shutdown
         .wait()
         .map_err(|e| format!("waiting for signals failed ({e})"))?;
-    eprintln!("bombsquad-jobs: {signal}, stopping the running jobs");
+    say!("bombsquad-jobs: {signal}, stopping the running jobs");
     service.stop_all();
     let _ = std::fs::remove_file(dir.join(protocol::SOCKET));
     // Every job is stopped and recorded: nothing is left for the guard.
@@ -187,7 +187,7 @@ pub fn guard(dir: &Path) -> ExitCode {
             Err(JobError::DirInUse { .. }) => {}
             Ok(_) => return ExitCode::SUCCESS,
             Err(error) => {
-                eprintln!("bombsquad-jobs guard: {error}");
+                say!("bombsquad-jobs guard: {error}");
                 return ExitCode::FAILURE;
             }
         }
