@@ -348,10 +348,13 @@
 mod testing;
 
 pub use isolate_macros::{bombsquad, child_init};
+/// Supervises arbitrary commands as jobs (feature `jobs`).
+#[cfg(feature = "jobs")]
+pub use isolate_runtime::jobs;
 pub use isolate_runtime::{
     Backend, CallReport, ChildFn, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
     Progress, ProgressMessages, RemoteWorker, Sandbox, SandboxSupport, Stderr, Task, Worker,
-    WorkerOptions, fork, jobs, shutdown_pools, start_forkserver,
+    WorkerOptions, fork, shutdown_pools, start_forkserver,
 };
 
 /// Not public API: used by code that `#[bombsquad]` generates.

@@ -33,6 +33,7 @@ mod supervise;
 mod sys;
 mod throttle;
 
+#[cfg(feature = "jobs")]
 pub mod jobs;
 
 pub use backend::Backend;

@@ -129,6 +129,7 @@ mod tests {
             status,
             started_at: at,
             ended_at: (!status.is_running()).then_some(at),
+            cgroups: Vec::new(),
         }
     }
 
