@@ -191,10 +191,16 @@ pub(crate) fn send_failure(failure: &ChildFailure) {
 /// Sandboxes this child as `policy` says, the last step of its set-up; a
 /// child that cannot leaves with a `Failure` frame, never running the
 /// function unsandboxed.
+#[inline]
 pub(crate) fn enter_sandbox(policy: Option<&crate::sandbox::SandboxPolicy>) {
-    if let Some(policy) = policy
-        && let Err(reason) = crate::sandbox::enter(policy)
-    {
+    if let Some(policy) = policy {
+        sandbox_self(policy);
+    }
+}
+
+fn sandbox_self(policy: &crate::sandbox::SandboxPolicy) {
+    crate::fault::watch_sandbox_traps();
+    if let Err(reason) = crate::sandbox::enter(policy) {
         fail(&ChildFailure::Sandbox { reason });
     }
 }

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use crate::codec::{self, FrameKind, HEADER_LEN};
 
-/// The signals whose faults are reported.
+/// The signals whose faults are reported; SIGSYS, last, only in a sandbox.
 const SIGNALS: [i32; 5] = [
     libc::SIGSEGV,
     libc::SIGBUS,
@@ -116,24 +116,40 @@ impl FaultRecord {
 pub(crate) fn install(reply_fd: i32) {
     FAULT_FD.store(reply_fd, Ordering::Relaxed);
     ensure_alternate_stack();
-    for (slot, &signal) in SIGNALS.iter().enumerate() {
-        // SAFETY: an all-zero sigaction is valid: no handler, and an empty
-        // mask (all bits clear, what sigemptyset would write).
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_fault as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        // SAFETY: as above.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are valid for the call; the handler only
-        // does async-signal-safe things.
-        if unsafe { libc::sigaction(signal, &raw const action, &raw mut old) } != 0 {
-            continue;
-        }
-        // A forked grandchild inherits ours, and what ours replaced.
-        if old.sa_sigaction != action.sa_sigaction {
-            PREVIOUS[slot].store(old.sa_sigaction, Ordering::Relaxed);
-            PREVIOUS_SIGINFO[slot].store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
-        }
+    // SIGSYS only once a sandbox is entered ([`watch_sandbox_traps`]):
+    // one syscall less on every other child's path.
+    for slot in 0..SIGNALS.len() - 1 {
+        handle(slot);
+    }
+}
+
+/// Reports the SIGSYS of a seccomp trap too: called by a child that enters
+/// the sandbox, after [`install`].
+pub(crate) fn watch_sandbox_traps() {
+    handle(SIGNALS.len() - 1);
+}
+
+/// Makes `on_fault` the handler of `SIGNALS[slot]`, remembering the one it
+/// replaced.
+#[inline]
+fn handle(slot: usize) {
+    let signal = SIGNALS[slot];
+    // SAFETY: an all-zero sigaction is valid: no handler, and an empty
+    // mask (all bits clear, what sigemptyset would write).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_fault as *const () as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; the handler only
+    // does async-signal-safe things.
+    if unsafe { libc::sigaction(signal, &raw const action, &raw mut old) } != 0 {
+        return;
+    }
+    // A forked grandchild inherits ours, and what ours replaced.
+    if old.sa_sigaction != action.sa_sigaction {
+        PREVIOUS[slot].store(old.sa_sigaction, Ordering::Relaxed);
+        PREVIOUS_SIGINFO[slot].store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
     }
 }
 

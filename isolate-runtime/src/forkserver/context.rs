@@ -141,7 +141,10 @@ fn current_umask() -> io::Result<u32> {
     let mut status = [0u8; 4096];
     let len = File::open("/proc/self/status")?.read(&mut status)?;
     parse_umask(&status[..len]).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidData, "no Umask line (Linux before 4.7?)")
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no Umask line (Linux before 4.7?)",
+        )
     })
 }
 
