@@ -303,8 +303,8 @@ mod testing;
 pub use isolate_macros::bombsquad;
 pub use isolate_runtime::{
     Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
-    Progress, ProgressMessages, RemoteWorker, Stderr, Task, Worker, WorkerOptions, fork, jobs,
-    shutdown_pools, start_forkserver,
+    Progress, ProgressMessages, RemoteWorker, StartMethod, Stderr, Task, Worker, WorkerOptions,
+    fork, jobs, set_max_children, shutdown_pools, start_forkserver,
 };
 
 /// Not public API: used by code that `#[bombsquad]` generates.

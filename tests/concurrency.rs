@@ -197,3 +197,82 @@ fn bombsquad_max_children_caps_concurrent_children() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("SCENARIO PASSED"), "{stderr}");
 }
+
+/// The cap from `bombsquad::set_max_children`: 8 threads, at most 2
+/// children, whatever the environment says.
+#[test]
+fn set_max_children_scenario() {
+    if !scenario::is("set_max_children_scenario") {
+        return;
+    }
+    common::watchdog();
+    bombsquad::set_max_children(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_children(stop.clone());
+    std::thread::scope(|scope| {
+        for thread in 0..8u32 {
+            scope.spawn(move || {
+                assert_eq!(echo(thread).unwrap(), thread);
+                let value = Isolate::new().timeout(Duration::from_secs(30)).fork(|| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    thread
+                });
+                assert_eq!(value.unwrap(), thread);
+            });
+        }
+    });
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(watcher.join().unwrap(), 2);
+    eprintln!("SCENARIO PASSED");
+}
+
+#[test]
+fn set_max_children_caps_concurrent_children() {
+    common::watchdog();
+    let mut command = scenario::command("set_max_children_scenario");
+    command.env("BOMBSQUAD_MAX_CHILDREN", "16");
+    let output = scenario::run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SCENARIO PASSED"), "{stderr}");
+}
+
+/// A malformed `BOMBSQUAD_MAX_CHILDREN` fails every one-shot call with a
+/// message that says what to write, until `set_max_children` decides.
+#[test]
+fn malformed_max_children_scenario() {
+    if !scenario::is("malformed_max_children_scenario") {
+        return;
+    }
+    common::watchdog();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let expected = format!(
+        "BOMBSQUAD_MAX_CHILDREN=\"banana\" is not a positive whole number: set it to how many \
+         isolated calls may have a child running at once (unset, the cap is twice the CPUs: \
+         {}), or call bombsquad::set_max_children",
+        2 * cpus
+    );
+    for _ in 0..2 {
+        match echo(1) {
+            Err(Error::InvalidOptions { message }) => assert_eq!(message, expected),
+            other => panic!("expected InvalidOptions, got {other:?}"),
+        }
+        match bombsquad::fork(|| 1) {
+            Err(Error::InvalidOptions { message }) => assert_eq!(message, expected),
+            other => panic!("expected InvalidOptions, got {other:?}"),
+        }
+    }
+    bombsquad::set_max_children(3);
+    assert_eq!(echo(1).unwrap(), 1);
+    assert_eq!(bombsquad::fork(|| 2).unwrap(), 2);
+    eprintln!("SCENARIO PASSED");
+}
+
+#[test]
+fn a_malformed_max_children_is_refused_at_the_call() {
+    common::watchdog();
+    let mut command = scenario::command("malformed_max_children_scenario");
+    command.env("BOMBSQUAD_MAX_CHILDREN", "banana");
+    let output = scenario::run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SCENARIO PASSED"), "{stderr}");
+}

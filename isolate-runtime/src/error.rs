@@ -108,6 +108,23 @@ pub enum Error {
         report: Box<CallReport>,
     },
 
+    /// The call's options cannot work together, or a setting it depends on
+    /// is malformed; nothing was started. The message names the option and
+    /// what to change: a start method an [`Isolate::scope`] asks for that
+    /// the function cannot use (a `start_method = "fork"` function is not
+    /// registered for spawn or forkserver; a pool's workers are always
+    /// spawned), an option a pool's workers take only when they start, a
+    /// start method other than fork on [`Isolate::fork`], or a malformed
+    /// `BOMBSQUAD_MAX_CHILDREN`.
+    ///
+    /// [`Isolate::scope`]: crate::Isolate::scope
+    /// [`Isolate::fork`]: crate::Isolate::fork
+    #[error("{message}")]
+    InvalidOptions {
+        /// What is wrong and what to change.
+        message: String,
+    },
+
     /// Isolated calls were nested deeper than the limit (a fork-bomb guard).
     #[error(
         "isolated calls are nested more than {limit} deep; is the function recursing through #[bombsquad]?"

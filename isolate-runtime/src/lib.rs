@@ -9,6 +9,7 @@ mod callbacks;
 mod child;
 mod classify;
 mod codec;
+mod dispatch;
 mod entry;
 mod error;
 mod fault;
@@ -35,11 +36,12 @@ pub mod jobs;
 pub use backend::Backend;
 pub use error::{CodecStage, Error, Location};
 pub use forkserver::start_forkserver;
-pub use isolate::{Isolate, PanicMode, fork};
+pub use isolate::{Isolate, PanicMode, StartMethod, fork};
 pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
 pub use progress::{Progress, ProgressMessages};
 pub use report::{CallReport, NonzeroExitcode};
 pub use stdio::Stderr;
+pub use throttle::set_max_children;
 
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]
@@ -51,9 +53,7 @@ pub mod __private {
     pub use linkme;
 
     pub use crate::child::serve_registered as serve;
-    pub use crate::fork::call as call_forked;
-    pub use crate::forkserver::call as call_forkserved;
+    pub use crate::dispatch::{call_forked, call_forkserved, call_spawned};
     pub use crate::pool::WorkerOptions;
     pub use crate::pool::{RegisteredTask, StaticPool, call_pooled, init_task, serve_task};
-    pub use crate::spawn::call as call_spawned;
 }
