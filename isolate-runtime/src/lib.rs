@@ -9,6 +9,7 @@ mod callbacks;
 mod child;
 mod classify;
 mod codec;
+mod diagnostics;
 mod dispatch;
 mod entry;
 mod error;

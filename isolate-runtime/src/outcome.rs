@@ -11,6 +11,7 @@ use crate::error::{CodecStage, Error};
 use crate::isolate::{Isolate, PanicMode};
 use crate::panic::{PanicReport, message_of};
 use crate::report::{CallReport, NonzeroExitcode};
+use crate::stdio::Stderr;
 use crate::supervise::Exit;
 
 /// How the child process ended, from its wait status.
@@ -89,7 +90,7 @@ pub(crate) fn deliver<R>(
                 location,
                 backtrace,
             };
-            crate::panic::resume(report, pid)
+            crate::panic::resume(report, pid, options.name.as_deref())
         }
         other => other,
     }
@@ -124,6 +125,7 @@ pub(crate) fn judge<R>(
         wall_time: exit.wall_time,
         usage: exit.usage,
         stderr: Box::new(exit.stderr.clone()),
+        stderr_replayed: options.stderr == Stderr::Inherit,
     };
     if exit.timed_out {
         return Err(Error::Timeout {

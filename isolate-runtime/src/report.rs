@@ -26,6 +26,8 @@ pub struct CallReport {
     /// Boxed, as `NonzeroExitcode::report` is, so `Error` stays within
     /// clippy's `result_large_err` bound.
     pub(crate) stderr: Box<OutputTail>,
+    /// The stderr was replayed to the caller's as it arrived.
+    pub(crate) stderr_replayed: bool,
 }
 
 /// Resource usage from `wait4(2)`.
@@ -98,6 +100,15 @@ impl CallReport {
     #[must_use]
     pub fn stderr_tail(&self) -> &[u8] {
         &self.stderr.bytes
+    }
+
+    /// Whether the child's stderr was also replayed to the caller's stderr
+    /// as it arrived ([`Stderr::Inherit`](crate::Stderr::Inherit), the
+    /// default), so that [`stderr_tail`](Self::stderr_tail) repeats what
+    /// the caller already printed: a report of your own can leave it out.
+    #[must_use]
+    pub fn stderr_replayed(&self) -> bool {
+        self.stderr_replayed
     }
 
     /// How many bytes of stderr came before the kept tail.

@@ -348,6 +348,7 @@ impl Pool {
 
     /// Forgets a worker that died or was killed (it is already reaped).
     fn lost(&self, pid: u32) {
+        crate::diagnostics::worker_lost(pid);
         self.restarts.fetch_add(1, Ordering::Relaxed);
         self.forget(pid);
     }
