@@ -23,12 +23,16 @@ pub enum Error {
     /// called `std::process::exit(0)` or `libc::_exit(0)`, closed the
     /// channel, or exited with a code whose low 8 bits are 0 (`exit(256)`).
     #[error(
-        "the isolated call (pid {pid}) exited with code 0 without sending a result; \
-         does it call std::process::exit?"
+        "{} (pid {pid}) exited with code 0 without sending a result; \
+         does it call std::process::exit?",
+        subject(function.as_deref())
     )]
     ZeroExitcodeWithoutPayload {
         /// The child's process id.
         pid: u32,
+        /// The isolated function's name (`None` for a closure run without
+        /// [`Isolate::name`](crate::Isolate::name)).
+        function: Option<String>,
     },
 
     /// The call ran longer than its `timeout`; the child's process group was
@@ -48,7 +52,11 @@ pub enum Error {
     },
 
     /// The function panicked and the call was made with `panic = "error"`.
-    #[error("the isolated call panicked{}: {message}", at(location.as_ref()))]
+    #[error(
+        "{} panicked{}: {message}",
+        subject(function.as_deref()),
+        at(location.as_ref())
+    )]
     Panicked {
         /// The panic message (truncated to 64 KiB).
         message: String,
@@ -56,6 +64,9 @@ pub enum Error {
         location: Option<Location>,
         /// The child's backtrace, when `RUST_BACKTRACE` asked for one.
         backtrace: Option<String>,
+        /// The isolated function's name (`None` for a closure run without
+        /// [`Isolate::name`](crate::Isolate::name)).
+        function: Option<String>,
     },
 
     /// Encoding or decoding the arguments, the result or a progress message
@@ -184,6 +195,11 @@ fn costs(report: &CallReport) -> String {
     }
 }
 
+/// The function's name, or "the isolated call" when it has none.
+fn subject(function: Option<&str>) -> &str {
+    function.unwrap_or("the isolated call")
+}
+
 fn at(location: Option<&Location>) -> String {
     location.map(|l| format!(" at {l}")).unwrap_or_default()
 }
@@ -241,6 +257,19 @@ impl Error {
             what: what.into(),
             source: source.into(),
         }
+    }
+
+    /// Names the function in the errors made before its name was at hand
+    /// (from the reply's frames alone).
+    pub(crate) fn of_function(mut self, name: Option<&str>) -> Self {
+        if let Self::ZeroExitcodeWithoutPayload { function, .. } | Self::Panicked { function, .. } =
+            &mut self
+        {
+            if function.is_none() {
+                *function = name.map(str::to_owned);
+            }
+        }
+        self
     }
 
     pub(crate) fn codec(stage: CodecStage, message: impl Into<String>) -> Self {
