@@ -298,9 +298,17 @@
 //! wait on each other's results could deadlock under a cap smaller than
 //! their number: raise it for them.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "bombsquad runs on Linux only: it relies on pidfds, close_range, /proc/self/exe and Linux \
+     process semantics; build for a Linux target (a container or a VM on other systems)"
+);
+
+#[cfg(target_os = "linux")]
 mod testing;
 
 pub use isolate_macros::bombsquad;
+#[cfg(target_os = "linux")]
 pub use isolate_runtime::{
     Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
     Progress, ProgressMessages, RemoteWorker, StartMethod, Stderr, Task, Worker, WorkerOptions,
@@ -308,6 +316,7 @@ pub use isolate_runtime::{
 };
 
 /// Not public API: used by code that `#[bombsquad]` generates.
+#[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod __private {
     pub use isolate_runtime::__private::*;

@@ -2,7 +2,10 @@
 //! whose documentation is the user guide.
 //!
 //! Linux only: it relies on pidfds, `close_range`, `/proc/self/exe` and
-//! Linux process semantics.
+//! Linux process semantics. On another target this crate is empty, so the
+//! `bombsquad` facade's `compile_error!` is the one error a build shows.
+
+#![cfg(target_os = "linux")]
 
 mod backend;
 mod callbacks;
