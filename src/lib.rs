@@ -315,6 +315,12 @@ pub use isolate_runtime::{
     fork, jobs, set_max_children, shutdown_pools, start_forkserver,
 };
 
+/// The README: every Rust snippet in it runs as a doctest of this item, so
+/// none can go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[cfg(target_os = "linux")]
 #[doc(hidden)]
