@@ -264,10 +264,9 @@ impl Error {
     pub(crate) fn of_function(mut self, name: Option<&str>) -> Self {
         if let Self::ZeroExitcodeWithoutPayload { function, .. } | Self::Panicked { function, .. } =
             &mut self
+            && function.is_none()
         {
-            if function.is_none() {
-                *function = name.map(str::to_owned);
-            }
+            *function = name.map(str::to_owned);
         }
         self
     }
