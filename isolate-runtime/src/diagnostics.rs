@@ -65,9 +65,9 @@ pub(crate) fn refusing(pid: u32, why: &str) {
     }
 }
 
-/// A pool's worker died or was killed; the pool starts another for the
-/// next call. An event only (nothing on stderr: the call it failed, if
-/// any, says so itself).
+/// A pool's worker died or was killed (a live pool starts another when a
+/// call needs it). An event only, nothing on stderr: the call it failed,
+/// if any, says so itself.
 pub(crate) fn worker_lost(pid: u32) {
-    tracing::info!(target: "bombsquad", "worker (pid {pid}) lost; a new one will start");
+    tracing::info!(target: "bombsquad", "pool worker (pid {pid}) lost");
 }
