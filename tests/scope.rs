@@ -422,3 +422,43 @@ fn a_worker_refuses_another_start_method() {
         "{message}"
     );
 }
+
+#[test]
+fn the_closure_forms_keep_their_own_options() {
+    common::watchdog();
+    let result = Isolate::new()
+        .timeout(Duration::from_millis(50))
+        .panic_mode(PanicMode::Error)
+        .scope(|| {
+            bombsquad::fork(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                5
+            })
+        });
+    assert_eq!(result.unwrap(), 5, "no timeout from the scope");
+}
+
+#[bombsquad]
+fn reports(steps: u32, progress: bombsquad::Progress<u32>) -> u32 {
+    for step in 0..steps {
+        progress.send(step);
+    }
+    steps
+}
+
+#[test]
+fn progress_reaches_the_caller_under_each_start_method_of_a_scope() {
+    common::watchdog();
+    for method in [
+        StartMethod::Fork,
+        StartMethod::Spawn,
+        StartMethod::Forkserver,
+    ] {
+        let mut seen = Vec::new();
+        let result = Isolate::new()
+            .start_method(method)
+            .scope(|| reports(3, bombsquad::Progress::new(|step| seen.push(step))));
+        assert_eq!(result.unwrap(), 3, "{method:?}");
+        assert_eq!(seen, [0, 1, 2], "{method:?}");
+    }
+}
