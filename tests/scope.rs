@@ -172,6 +172,16 @@ fn the_scopes_stack_size_applies() {
         Some("isolated-call"),
         "the function's own thread"
     );
+    let forked = Isolate::new()
+        .start_method(StartMethod::Fork)
+        .stack_size(64 << 20)
+        .scope(thread_name)
+        .unwrap();
+    assert_eq!(
+        forked.as_deref(),
+        Some("isolated-call"),
+        "forked: one such thread"
+    );
 }
 
 #[bombsquad(backend = "pipe")]

@@ -222,6 +222,12 @@ mod tests {
     }
 
     #[test]
+    #[should_panic(expected = "set_max_children(0): no isolated call could ever run")]
+    fn a_cap_of_zero_is_refused() {
+        set_max_children(0);
+    }
+
+    #[test]
     fn a_raised_cap_lets_waiting_callers_in() {
         let throttle = Arc::new(Throttle::new());
         let cap = Arc::new(AtomicUsize::new(1));
