@@ -79,7 +79,7 @@ fn the_scopes_timeout_wins_over_the_attributes() {
     }
 }
 
-#[bombsquad(start_method = "fork", backend = "pipe")]
+#[bombsquad(start_method = "fork", backend = "pipe", timeout = "30s")]
 fn allocates(bytes: usize) -> usize {
     vec![1u8; bytes].len()
 }
@@ -201,7 +201,7 @@ fn the_scopes_backend_and_temp_dir_apply() {
     assert_eq!(small().unwrap(), 1, "declared: pipe");
 }
 
-#[bombsquad(start_method = "fork")]
+#[bombsquad(start_method = "fork", timeout = "30s")]
 fn segfaults() -> usize {
     unsafe { libc::strlen(std::ptr::null()) }
 }
@@ -292,23 +292,39 @@ fn other_threads_are_untouched() {
     });
 }
 
-#[bombsquad(start_method = "fork")]
-fn calls_a_panicking_function() -> bool {
-    panics().is_err()
+#[bombsquad]
+fn exits_three() {
+    std::process::exit(3);
+}
+
+/// The name the nested call's error gives it. (A forked child that
+/// panicked could block on a lock another test thread held at the fork.)
+#[bombsquad(start_method = "fork", timeout = "30s")]
+fn names_a_nested_failure() -> Option<String> {
+    match exits_three() {
+        Err(Error::NonzeroExitcode(e)) => e.function().map(str::to_owned),
+        _ => None,
+    }
 }
 
 #[test]
 fn calls_inside_a_child_are_not_in_the_scope() {
     common::watchdog();
-    // In the scope, `panics` would return an error; in the child it is not,
-    // so its panic is re-raised there and fails the outer call.
-    let result = Isolate::new()
-        .panic_mode(PanicMode::Error)
-        .scope(calls_a_panicking_function);
-    match result {
-        Err(Error::Panicked { message, .. }) => assert_eq!(message, "on purpose"),
-        other => panic!("expected the nested panic to propagate, got {other:?}"),
-    }
+    let scope = Isolate::new().name("from the scope");
+    let Err(Error::NonzeroExitcode(here)) = scope.scope(exits_three) else {
+        panic!("expected exit code 3");
+    };
+    assert_eq!(
+        here.function(),
+        Some("from the scope"),
+        "this thread: scoped"
+    );
+    let nested = scope.scope(names_a_nested_failure).unwrap();
+    assert_eq!(
+        nested.as_deref(),
+        Some("exits_three"),
+        "in the forked child: not"
+    );
 }
 
 #[test]
