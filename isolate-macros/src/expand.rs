@@ -108,7 +108,7 @@ pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
 }
 
 /// [`expand`], with `display_name` as the name errors give the call
-/// ("test body (pid 42) was killed by SIGSEGV").
+/// ("test parses_input (pid 42) was killed by SIGSEGV").
 pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -> TokenStream {
     let params = params(function);
     let private = &args.private();

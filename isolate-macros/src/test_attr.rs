@@ -111,7 +111,7 @@ fn is_unit(ty: &Type) -> bool {
 
 /// The test function stays in the harness, with every attribute but the
 /// test attribute it had. Its body makes one isolated call: the original
-/// body, run in a child named "test body", whose result is turned into
+/// body, run in a child named "test <name>", whose result is turned into
 /// something that crosses the boundary (`Result<(), String>`, the error's
 /// `Debug` made in the child), then back into what libtest expects.
 pub(crate) fn expand(args: &Args, function: &ItemFn, test: &Test) -> TokenStream {
@@ -146,7 +146,7 @@ pub(crate) fn expand(args: &Args, function: &ItemFn, test: &Test) -> TokenStream
             #private::TestReturn::into_outcome(__bombsquad_test())
         }
     };
-    let isolated = expand::expand_named(args, &isolated, "test body");
+    let isolated = expand::expand_named(args, &isolated, &format!("test {name}"));
     quote! {
         #test_attr
         #(#kept)*

@@ -62,7 +62,11 @@ where
     R: Serialize + DeserializeOwned,
 {
     fn fork_in(self, options: &Isolate) -> Result<R, Error> {
-        crate::fork::call(options, Codec::for_type(), None, self)
+        let scoped = crate::isolate::in_scope();
+        crate::fork::call(options, Codec::for_type(), None, move || {
+            leave_scopes_in_child(scoped);
+            self()
+        })
     }
 }
 
@@ -77,7 +81,19 @@ where
     fn fork_in(self, options: &Isolate) -> Result<Never, Error> {
         // The child never reaches a reply; a reply claiming otherwise does
         // not decode (`Diverged` has no value) and is a codec error.
-        let function = move || -> Diverged { self() };
+        let scoped = crate::isolate::in_scope();
+        let function = move || -> Diverged {
+            leave_scopes_in_child(scoped);
+            self()
+        };
         crate::fork::call(options, Codec::for_type(), None, function).map(|never| match never {})
+    }
+}
+
+/// In a forked child of a call made inside an [`Isolate::scope`]: the
+/// scopes belong to the caller's thread, not to calls the child makes.
+fn leave_scopes_in_child(scoped: bool) {
+    if scoped {
+        crate::isolate::leave_scopes_in_child();
     }
 }

@@ -119,10 +119,7 @@ enum Request {
 }
 
 pub(crate) fn refuse(why: &str) -> ! {
-    eprintln!(
-        "bombsquad: refusing to run an isolated call in process {}: {why}",
-        std::process::id()
-    );
+    crate::diagnostics::refusing(std::process::id(), why);
     sys::exit_now(2)
 }
 

@@ -2,7 +2,10 @@
 //! whose documentation is the user guide.
 //!
 //! Linux only: it relies on pidfds, `close_range`, `/proc/self/exe` and
-//! Linux process semantics.
+//! Linux process semantics. On another target this crate is empty, so the
+//! `bombsquad` facade's `compile_error!` is the one error a build shows.
+
+#![cfg(target_os = "linux")]
 
 mod backend;
 mod callbacks;
@@ -10,6 +13,8 @@ mod child;
 mod classify;
 mod closure;
 mod codec;
+mod diagnostics;
+mod dispatch;
 mod entry;
 mod error;
 mod fault;
@@ -40,12 +45,13 @@ pub use backend::Backend;
 pub use closure::{ChildFn, Diverges, Never, Returns};
 pub use error::{CodecStage, Error, Location};
 pub use forkserver::start_forkserver;
-pub use isolate::{Isolate, PanicMode, fork};
+pub use isolate::{Isolate, PanicMode, StartMethod, fork};
 pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
 pub use progress::{Progress, ProgressMessages};
 pub use report::{CallReport, NonzeroExitcode};
 pub use sandbox::{Sandbox, SandboxSupport};
 pub use stdio::Stderr;
+pub use throttle::set_max_children;
 
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]
@@ -57,9 +63,7 @@ pub mod __private {
     pub use linkme;
 
     pub use crate::child::serve_registered as serve;
-    pub use crate::fork::call as call_forked;
-    pub use crate::forkserver::call as call_forkserved;
+    pub use crate::dispatch::{call_forked, call_forkserved, call_spawned};
     pub use crate::pool::WorkerOptions;
     pub use crate::pool::{RegisteredTask, StaticPool, call_pooled, init_task, serve_task};
-    pub use crate::spawn::call as call_spawned;
 }

@@ -12,6 +12,7 @@ use crate::isolate::{Isolate, PanicMode};
 use crate::panic::{PanicReport, message_of};
 use crate::report::{CallReport, NonzeroExitcode};
 use crate::sandbox::Sandbox;
+use crate::stdio::Stderr;
 use crate::supervise::Exit;
 
 /// How the child process ended, from its wait status.
@@ -75,6 +76,7 @@ pub(crate) fn deliver<R>(
     pid: u32,
     exitcode: i32,
 ) -> Result<R, Error> {
+    let result = result.map_err(|e| e.of_function(options.name.as_deref()));
     if let Some(payload) = options.callbacks.run(&result, exitcode) {
         std::panic::resume_unwind(payload);
     }
@@ -83,6 +85,7 @@ pub(crate) fn deliver<R>(
             message,
             location,
             backtrace,
+            ..
         }) if options.panic_mode == PanicMode::Resume && !cfg!(panic = "abort") => {
             // In a `panic = "abort"` build the parent never re-raises (it would abort).
             let report = PanicReport {
@@ -90,7 +93,7 @@ pub(crate) fn deliver<R>(
                 location,
                 backtrace,
             };
-            crate::panic::resume(report, pid)
+            crate::panic::resume(report, pid, options.name.as_deref())
         }
         other => other,
     }
@@ -126,6 +129,7 @@ pub(crate) fn judge<R>(
         usage: exit.usage,
         stderr: Box::new(exit.stderr.clone()),
         sandbox: options.sandbox.as_ref().map(|_| Sandbox::support()),
+        stderr_replayed: options.stderr == Stderr::Inherit,
     };
     if exit.timed_out {
         return Err(Error::Timeout {
@@ -197,7 +201,10 @@ pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result
         )
     });
     let Some(&(kind, payload)) = last else {
-        return Err(Error::ZeroExitcodeWithoutPayload { pid });
+        return Err(Error::ZeroExitcodeWithoutPayload {
+            pid,
+            function: None,
+        });
     };
     match kind {
         FrameKind::Return => {
@@ -213,6 +220,7 @@ pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result
                 message: report.message,
                 location: report.location,
                 backtrace: report.backtrace,
+                function: None,
             })
         }
         FrameKind::Failure => Err(match codec::from_msgpack(payload).map_err(protocol)? {
@@ -287,7 +295,7 @@ mod tests {
         assert_eq!(judge_frames(4, Reply::Read(reply), codec).unwrap(), vec![9]);
         let padding_only = frame(FrameKind::Padding, &[0; 3]);
         match judge_frames(4, Reply::Read(padding_only), codec) {
-            Err(Error::ZeroExitcodeWithoutPayload { pid }) => assert_eq!(pid, 4),
+            Err(Error::ZeroExitcodeWithoutPayload { pid, .. }) => assert_eq!(pid, 4),
             other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
         }
     }

@@ -125,20 +125,18 @@ fn install_hook_once(install: &Once) {
 /// Re-raises a child's panic in the parent, with the child's message as a
 /// `String` payload so `should_panic(expected)` and `downcast_ref::<String>`
 /// behave as in-process. `panic_any` runs the parent's hook, which prints
-/// the caller's location; the child's location is printed first.
+/// the caller's location; the child's location is reported first
+/// (`diagnostics.rs`).
 #[track_caller]
-pub(crate) fn resume(report: PanicReport, pid: u32) -> ! {
+pub(crate) fn resume(report: PanicReport, pid: u32, function: Option<&str>) -> ! {
     // Held through the hooks `panic_any` runs; dropped as it unwinds.
     let _gate = crate::fork_gate::shared();
-    let at = report
-        .location
-        .as_ref()
-        .map(|l| format!(" at {l}"))
-        .unwrap_or_default();
-    eprintln!("bombsquad: the isolated call (pid {pid}) panicked{at}; re-raising in the caller");
-    if let Some(backtrace) = &report.backtrace {
-        eprintln!("child backtrace:\n{backtrace}");
-    }
+    crate::diagnostics::reraising(
+        function,
+        pid,
+        report.location.as_ref(),
+        report.backtrace.as_deref(),
+    );
     std::panic::panic_any(report.message)
 }
 

@@ -29,6 +29,8 @@ pub struct CallReport {
     pub(crate) stderr: Box<OutputTail>,
     /// What the kernel let the sandbox enforce, when the call had one.
     pub(crate) sandbox: Option<SandboxSupport>,
+    /// The stderr was replayed to the caller's as it arrived.
+    pub(crate) stderr_replayed: bool,
 }
 
 /// Resource usage from `wait4(2)`.
@@ -110,6 +112,15 @@ impl CallReport {
     #[must_use]
     pub fn sandbox(&self) -> Option<SandboxSupport> {
         self.sandbox
+    }
+
+    /// Whether the child's stderr was also replayed to the caller's stderr
+    /// as it arrived ([`Stderr::Inherit`](crate::Stderr::Inherit), the
+    /// default), so that [`stderr_tail`](Self::stderr_tail) repeats what
+    /// the caller already printed: a report of your own can leave it out.
+    #[must_use]
+    pub fn stderr_replayed(&self) -> bool {
+        self.stderr_replayed
     }
 
     /// How many bytes of stderr came before the kept tail.

@@ -173,24 +173,28 @@ pub(crate) fn executable(link: &Path) -> Result<&Path, Error> {
 /// The `Call` and `Args` frames, encoded before anything is started, so an
 /// argument that fails to encode leaves nothing behind (docs/FAULTS.md A12).
 fn encode_request<A: Serialize + ?Sized>(name: &str, args: &A) -> Result<Vec<u8>, Error> {
-    let encoded =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::to_msgpack(args)));
-    let args = match encoded {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(message)) => return Err(Error::codec(CodecStage::EncodeArguments, message)),
-        Err(payload) => {
-            return Err(Error::codec(
-                CodecStage::EncodeArguments,
-                message_of(payload.as_ref()),
-            ));
-        }
-    };
+    let args = encode_args(args)?;
     let mut request = Vec::with_capacity(2 * codec::HEADER_LEN + name.len() + args.len());
     request.extend_from_slice(&codec::header(FrameKind::Call, name.len()));
     request.extend_from_slice(name.as_bytes());
     request.extend_from_slice(&codec::header(FrameKind::Args, args.len()));
     request.extend_from_slice(&args);
     Ok(request)
+}
+
+/// The arguments as a registered entry decodes them; a panicking
+/// `Serialize` impl is an encode failure too.
+pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>, Error> {
+    let encoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::to_msgpack(args)));
+    match encoded {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(message)) => Err(Error::codec(CodecStage::EncodeArguments, message)),
+        Err(payload) => Err(Error::codec(
+            CodecStage::EncodeArguments,
+            message_of(payload.as_ref()),
+        )),
+    }
 }
 
 /// Sends the token with the reply descriptor and, when the function takes a

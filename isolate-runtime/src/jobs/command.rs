@@ -30,7 +30,7 @@ use super::error::JobError;
 /// # Examples
 ///
 /// ```
-/// use isolate_runtime::jobs::Command;
+/// use bombsquad::jobs::Command;
 ///
 /// let command = Command::new("sh", ["-c", "echo \"$GREETING\""])
 ///     .env("GREETING", "hello")

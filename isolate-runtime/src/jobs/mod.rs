@@ -42,7 +42,7 @@
 //!
 //! ```
 //! use std::io::Read;
-//! use isolate_runtime::jobs::{Command, Jobs, OwnerId, Status, Stream};
+//! use bombsquad::jobs::{Command, Jobs, OwnerId, Status, Stream};
 //!
 //! let jobs = Jobs::new()?;
 //! let me = OwnerId::new_v4();

@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::backend::Reply;
 use crate::codec::{self, Codec, FrameKind, HEADER_LEN};
 use crate::error::{CodecStage, Error};
+use crate::isolate::{Isolate, StartMethod};
 use crate::outcome;
 use crate::panic::message_of;
 use crate::progress::{self, ProgressSink};
@@ -104,6 +105,19 @@ impl StartupFailure {
 
 impl Pool {
     pub(crate) fn new(launch: Launch, options: WorkerOptions) -> Result<Self, Error> {
+        if let Some(method) = options
+            .isolate
+            .start_method
+            .filter(|&m| m != StartMethod::Spawn)
+        {
+            return Err(Error::InvalidOptions {
+                message: format!(
+                    "a pool's workers are always spawned, but its Isolate asks for \
+                     start_method {}; leave start_method out of WorkerOptions::isolate",
+                    method.name()
+                ),
+            });
+        }
         let depth = crate::child::next_depth()?;
         Ok(Self {
             launch,
@@ -149,11 +163,23 @@ impl Pool {
         &self,
         args: &A,
         codec: Codec<R>,
+        progress: Option<&mut dyn ProgressSink>,
+    ) -> Result<R, Error> {
+        self.call_as(&self.options.isolate, args, codec, progress)
+    }
+
+    /// [`call`](Self::call), with `isolate`'s per-call options (timeout,
+    /// panic mode, name, callbacks) in place of the pool's.
+    #[track_caller]
+    pub(crate) fn call_as<A: Serialize + ?Sized, R>(
+        &self,
+        isolate: &Isolate,
+        args: &A,
+        codec: Codec<R>,
         mut progress: Option<&mut dyn ProgressSink>,
     ) -> Result<R, Error> {
         self.check_owner()?;
         let request = encode_request(args)?;
-        let isolate = &self.options.isolate;
         let mut crashes = 0;
         loop {
             let worker = self.checkout()?;
@@ -322,6 +348,7 @@ impl Pool {
 
     /// Forgets a worker that died or was killed (it is already reaped).
     fn lost(&self, pid: u32) {
+        crate::diagnostics::worker_lost(pid);
         self.restarts.fetch_add(1, Ordering::Relaxed);
         self.forget(pid);
     }

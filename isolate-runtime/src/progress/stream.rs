@@ -164,7 +164,7 @@ mod tests {
         frame
     }
 
-    fn recorder() -> (Progress<String>, Arc<Mutex<Vec<String>>>) {
+    fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let progress = Progress::new({
             let seen = Arc::clone(&seen);
