@@ -335,3 +335,26 @@ fn every_start_method_is_sandboxed_by_the_attribute() {
     assert_stopped_for(spawned_ptrace(), "ptrace");
     assert_stopped_for(forkserved_ptrace(), "ptrace");
 }
+
+#[bombsquad]
+fn reads_passwd() -> String {
+    match std::fs::read("/etc/passwd") {
+        Ok(_) => "read".to_owned(),
+        Err(e) => format!("{:?}", e.kind()),
+    }
+}
+
+#[test]
+fn a_scope_sandboxes_the_calls_inside_it_and_best_effort_runs_here_in_full() {
+    common::watchdog();
+    assert_eq!(reads_passwd().unwrap(), "read");
+    let inside = sandboxed().scope(reads_passwd).unwrap();
+    assert_eq!(inside, "PermissionDenied");
+    // This kernel has the whole policy, so best effort is the full sandbox.
+    let best_effort = Isolate::new()
+        .sandbox(Sandbox::compute().best_effort())
+        .scope(reads_passwd)
+        .unwrap();
+    assert_eq!(best_effort, "PermissionDenied");
+    assert_eq!(reads_passwd().unwrap(), "read");
+}

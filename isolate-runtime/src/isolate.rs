@@ -270,9 +270,9 @@ impl Isolate {
     /// assert_eq!(exit.sandbox_violation(), Some("ptrace"));
     /// ```
     #[must_use]
-    pub fn sandbox(mut self, sandbox: Sandbox) -> Self {
-        self.sandbox = Some(sandbox.policy().clone());
-        self
+    pub fn sandbox(self, sandbox: Sandbox) -> Self {
+        let policy = sandbox.policy().clone();
+        self.set("sandbox", move |o| o.sandbox = Some(policy.clone()))
     }
 
     /// Called in the parent when the call returned a value.
