@@ -92,3 +92,75 @@ fn pattern_and_mut_parameters_work() {
     common::watchdog();
     assert_eq!(patterns((3, 4), 5).unwrap(), 17);
 }
+
+/// What a child saw of its byte arguments: each one's length and a sum
+/// that depends on every byte and its place.
+fn fingerprint(parts: &[&[u8]]) -> Vec<(usize, u64)> {
+    parts
+        .iter()
+        .map(|bytes| {
+            let sum = bytes.iter().enumerate().fold(0u64, |acc, (i, &b)| {
+                acc.wrapping_mul(31).wrapping_add(b as u64 ^ i as u64)
+            });
+            (bytes.len(), sum)
+        })
+        .collect()
+}
+
+#[bombsquad]
+fn bytes_spawned(
+    owned: Vec<u8>,
+    slice: &[u8],
+    vec: &Vec<u8>,
+    tag: u16,
+) -> (Vec<(usize, u64)>, u16) {
+    (fingerprint(&[&owned, slice, vec]), tag)
+}
+
+#[bombsquad(start_method = "forkserver")]
+fn bytes_forkserved(
+    owned: Vec<u8>,
+    slice: &[u8],
+    vec: &Vec<u8>,
+    tag: u16,
+) -> (Vec<(usize, u64)>, u16) {
+    (fingerprint(&[&owned, slice, vec]), tag)
+}
+
+#[bombsquad(pool = 1)]
+fn bytes_pooled(owned: Vec<u8>, slice: &[u8], vec: &Vec<u8>, tag: u16) -> (Vec<(usize, u64)>, u16) {
+    (fingerprint(&[&owned, slice, vec]), tag)
+}
+
+/// Byte arguments of every size and form (`Vec<u8>`, `&[u8]`, `&Vec<u8>`)
+/// arrive byte-exact beside other arguments, under every start method and
+/// in a pool. They take the `bin` path; `args.rs`'s unit tests pin the
+/// encoding itself.
+#[test]
+fn byte_arguments_arrive_whole_under_every_start_method_and_in_pools() {
+    common::watchdog();
+    for len in [0usize, 1, 255, 256, 65_535, 65_536, 3 << 20] {
+        let owned: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let slice: Vec<u8> = (0..len / 2).map(|i| (i % 13) as u8).collect();
+        let vec: Vec<u8> = vec![0xff; len / 3];
+        let expected = (fingerprint(&[&owned, &slice, &vec]), 9);
+        let calls: [(&str, fn(Vec<u8>, &[u8], &Vec<u8>, u16) -> _); 3] = [
+            ("spawn", bytes_spawned),
+            ("forkserver", bytes_forkserved),
+            ("pool", bytes_pooled),
+        ];
+        for (how, call) in calls {
+            assert_eq!(
+                call(owned.clone(), &slice, &vec, 9).unwrap(),
+                expected,
+                "{how} {len}"
+            );
+        }
+        // A spawn-mode function forked by a scope runs the same entry.
+        let forked = bombsquad::Isolate::new()
+            .start_method(bombsquad::StartMethod::Fork)
+            .scope(|| bytes_spawned(owned.clone(), &slice, &vec, 9))
+            .unwrap();
+        assert_eq!(forked, expected, "fork {len}");
+    }
+}

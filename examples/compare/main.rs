@@ -27,6 +27,7 @@
 //! cargo run --release --example compare -- --only payload,peak --max-size 64M
 //! ```
 
+mod arguments;
 mod bench;
 mod calls;
 mod floors;
@@ -124,7 +125,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("compare: {problem}");
     }
     eprintln!(
-        "usage: compare [--quick] [--only trivial,hygiene,sandbox,payload,heap,peak,warm,peers] \
+        "usage: compare [--quick] [--only trivial,hygiene,sandbox,payload,arguments,heap,peak,warm,peers] \
          [--max-size 1G] [--rounds MULTIPLIER]"
     );
     std::process::exit(2)
@@ -164,6 +165,9 @@ fn main() {
     }
     if config.wants("payload") {
         calls::payload(&config);
+    }
+    if config.wants("arguments") {
+        arguments::arguments(&config);
     }
     if config.wants("heap") {
         memory::heap(&config);

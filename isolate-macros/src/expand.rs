@@ -337,15 +337,21 @@ fn call_spawned(
     );
     quote! {
         fn __bombsquad_run(__bombsquad_args: &[u8]) {
-            #private::serve::<(#(#owned_types,)*), #result>(
+            #private::serve::<(#(#private::ArgIn<#owned_types>,)*), #result>(
                 __bombsquad_args,
                 #codec,
-                |(#(#names,)*)| #body,
+                |(#(#private::ArgIn(#names),)*)| #body,
             )
         }
 
         #registration
 
-        #private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec, #sink)
+        #private::#via(
+            #leading
+            &__BOMBSQUAD_ENTRY,
+            &(#(#private::Arg(&#names),)*),
+            #codec,
+            #sink,
+        )
     }
 }

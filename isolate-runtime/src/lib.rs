@@ -7,6 +7,7 @@
 
 #![cfg(target_os = "linux")]
 
+mod args;
 mod backend;
 mod callbacks;
 mod child;
@@ -56,6 +57,7 @@ pub use throttle::set_max_children;
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::args::{Arg, ArgIn};
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
     pub use crate::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
     pub use crate::registry::{CHILD_INITS, ENTRIES, Entry};

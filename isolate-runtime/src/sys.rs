@@ -518,6 +518,22 @@ pub(crate) fn landlock_abi() -> Option<i32> {
     i32::try_from(abi).ok().filter(|&abi| abi > 0)
 }
 
+/// `value` as a `B` when `A` and `B` are the same type (equal type ids),
+/// `None` otherwise: how a generic caller takes a type's fast path (a
+/// `Vec<u8>` as one `bin` object) where serde's traits cannot be
+/// specialized. Type ids ignore lifetimes, so a caller keeps the result
+/// within `value`'s own lifetimes.
+pub(crate) fn same_type<A, B>(value: A) -> Option<B> {
+    if typeid::of::<A>() != typeid::of::<B>() {
+        return None;
+    }
+    let value = std::mem::ManuallyDrop::new(value);
+    // SAFETY: `A` and `B` are one type but for lifetimes (equal ids), so
+    // they have one layout; `value` is never dropped, so its bits move
+    // exactly once.
+    Some(unsafe { std::mem::transmute_copy::<std::mem::ManuallyDrop<A>, B>(&value) })
+}
+
 /// Reads exactly `buf.len()` bytes, retrying on EINTR.
 pub(crate) fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
     while !buf.is_empty() {
