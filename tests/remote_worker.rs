@@ -249,15 +249,25 @@ fn line_of_raise() -> u32 {
 
 /// `python3 -c` with a program that breaks the protocol on purpose: `body`
 /// after helpers that write frames by hand, with the layout of PROTOCOL.md
-/// (`hello(version)` sends `{"protocol": version, "pid": 0}`).
+/// (`hello(version)` sends `{"protocol": version, "pid": 0}`; `request()`
+/// reads a request and makes `frame` answer its call id).
 macro_rules! python_worker {
     ($body:expr) => {
         inline(concat!(
             r#"
-import os, socket, struct, sys, time
+import os, socket, struct, sys, time, zlib
 s = socket.socket(fileno=0)
+call = 0
+def header(kind, length, crc=0):
+    return b"BSQ\x02" + bytes([kind, 0, 0, 0]) + struct.pack("<IIQ", call, crc, length)
 def frame(kind, payload):
-    return b"BSQ\x01" + bytes([kind, 0, 0, 0]) + struct.pack("<Q", len(payload)) + payload
+    crc = zlib.crc32(header(kind, len(payload)) + payload)
+    return header(kind, len(payload), crc) + payload
+def request():
+    global call
+    data = s.recv(1 << 16)
+    call = struct.unpack("<I", data[8:12])[0]
+    return data
 def send(kind, payload):
     s.sendall(frame(kind, payload))
 def hello(version):
@@ -714,11 +724,11 @@ fn garbage_instead_of_hello_breaks_the_pool() {
 #[test]
 fn another_protocol_version_is_refused() {
     let turn = turn();
-    let worker = python_worker!("hello(2); time.sleep(30)");
+    let worker = python_worker!("hello(3); time.sleep(30)");
     match RemoteWorker::spawn_with(worker, options()) {
         Err(Error::WorkerStartup { reason, .. }) => {
             assert!(
-                reason.contains("the worker speaks protocol 2, this library speaks 1"),
+                reason.contains("the worker speaks protocol 3, this library speaks 2"),
                 "{reason}"
             );
         }
@@ -734,7 +744,7 @@ fn another_protocol_version_is_refused() {
 fn a_garbage_answer_is_a_protocol_error_and_kills_the_worker() {
     let turn = turn();
     let worker = python_worker!(
-        "hello(1); s.recv(1 << 16); s.sendall(b'this is not a frame header'); time.sleep(30)"
+        "hello(2); request(); s.sendall(b'this is not a frame header'); time.sleep(30)"
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
     let pid = worker.pid().unwrap();
@@ -762,14 +772,14 @@ fn bytes_after_the_answer_are_a_protocol_error() {
     let turn = turn();
     // An answer, then a Progress frame, in one write.
     let worker = python_worker!(
-        "hello(1); s.recv(1 << 16); s.sendall(frame(16, b'\\x2a') + frame(20, b'\\xc0')); \
+        "hello(2); request(); s.sendall(frame(16, b'\\x2a') + frame(20, b'\\xc0')); \
          time.sleep(30)"
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
     let pid = worker.pid().unwrap();
     match worker.call::<_, i64>(&plain("anything")) {
         Err(Error::Protocol { message, .. }) => {
-            assert_eq!(message, "17 bytes after the Return frame");
+            assert_eq!(message, "25 bytes after the Return frame");
         }
         other => panic!("expected Protocol, got {other:?}"),
     }
@@ -783,7 +793,7 @@ fn a_padding_frame_from_a_worker_is_a_protocol_error() {
     let turn = turn();
     // Kind 22 pads one-shot replies in a file; no worker may send it.
     let worker = python_worker!(
-        "hello(1); s.recv(1 << 16); s.sendall(frame(22, b'\\0\\0') + frame(16, b'\\x2a')); \
+        "hello(2); request(); s.sendall(frame(22, b'\\0\\0') + frame(16, b'\\x2a')); \
          time.sleep(30)"
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
@@ -860,14 +870,14 @@ fn scenario_a_lying_frame_length_is_not_allocated() {
         return;
     }
     let turn = turn();
-    // Announces a 16 GiB answer, sends 10 bytes of it, and leaves.
+    // Announces a 3 GiB answer, sends 10 bytes of it, and leaves.
     let worker = python_worker!(
-        "hello(1); s.recv(1 << 16); \
-         s.sendall(b'BSQ\\x01\\x10\\x00\\x00\\x00' + struct.pack('<Q', 16 << 30) + b'0123456789'); \
+        "hello(2); request(); \
+         s.sendall(header(16, 3 << 30) + b'0123456789'); \
          os._exit(0)"
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
-    // Room for the call, not for 16 GiB: reserving it would abort.
+    // Room for the call, not for 3 GiB: reserving it would abort.
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let size_kib: u64 = status
         .lines()
@@ -889,7 +899,7 @@ fn scenario_a_lying_frame_length_is_not_allocated() {
         Err(Error::Protocol { message, .. }) => {
             assert_eq!(
                 message,
-                "truncated frame: 10 of 17179869184 payload bytes arrived"
+                "truncated frame: 10 of 3221225472 payload bytes arrived"
             );
         }
         other => panic!("expected Protocol, got {other:?}"),

@@ -108,6 +108,23 @@ pub enum Error {
         report: Box<CallReport>,
     },
 
+    /// The child's reply was larger than the call accepts
+    /// ([`Isolate::max_result`](crate::Isolate::max_result)): the parent
+    /// stopped reading at the announced size, killed the child's process
+    /// group and never allocated the reply. Raise the limit if results this
+    /// large are expected.
+    #[error(
+        "the isolated call's reply is {} ({size} bytes), more than its max_result of {}          ({limit} bytes); raise Isolate::max_result if results this large are expected",
+        human_bytes(*size),
+        human_bytes(*limit)
+    )]
+    ResultTooLarge {
+        /// The reply's size in bytes, as the child announced or wrote it.
+        size: u64,
+        /// The limit it went over.
+        limit: u64,
+    },
+
     /// Isolated calls were nested deeper than the limit (a fork-bomb guard).
     #[error(
         "isolated calls are nested more than {limit} deep; is the function recursing through #[bombsquad]?"

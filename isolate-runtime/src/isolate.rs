@@ -54,6 +54,7 @@ pub struct Isolate {
     pub(crate) memory: Option<u64>,
     pub(crate) cpu: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
+    pub(crate) max_result: Option<u64>,
     pub(crate) callbacks: Callbacks,
 }
 
@@ -187,6 +188,50 @@ impl Isolate {
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
         self
+    }
+
+    /// The largest reply the parent accepts from the child, in bytes: the
+    /// encoded result (MessagePack; a `Vec<u8>` or `String` is its length
+    /// plus at most 5 bytes). Every backend checks it before it reads or
+    /// allocates anything for the result: the pipe backend and a pool's
+    /// channel on each frame header as it arrives (the child is killed at
+    /// once), the file and shm backends on the file's length, a pool on the
+    /// size of a result in its arena. A reply over it is
+    /// [`Error::ResultTooLarge`], naming both sizes. A reply may hold up to
+    /// 1 MiB more than this besides the result (frame headers, a panic
+    /// report the function caught).
+    ///
+    /// The default is 4 GiB: the longest `Vec<u8>` or `String` MessagePack
+    /// can carry, so every result the fast `bin` path can send fits, while a
+    /// child that lies or runs away can never make the parent allocate more
+    /// than that per call (the frame format's own cap is 16 GiB). A result
+    /// larger than 4 GiB in MessagePack (a `Vec<u64>` of a billion items)
+    /// needs a larger limit, and the memory for it in the parent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bombsquad::{Backend, Error, Isolate};
+    ///
+    /// let err = Isolate::new()
+    ///     .backend(Backend::Pipe)
+    ///     .max_result(1 << 20)
+    ///     .fork(|| vec![7u8; 2 << 20])
+    ///     .unwrap_err();
+    /// let Error::ResultTooLarge { size, limit } = err else { panic!("{err}") };
+    /// assert_eq!((size, limit), ((2 << 20) + 5, 1 << 20));
+    /// ```
+    #[must_use]
+    pub fn max_result(mut self, bytes: u64) -> Self {
+        self.max_result = Some(bytes);
+        self
+    }
+
+    /// The [`max_result`](Self::max_result) in force.
+    pub(crate) fn result_limit(&self) -> u64 {
+        /// The default `max_result`: MessagePack's longest `bin` or `str`.
+        const DEFAULT_MAX_RESULT: u64 = 4 << 30;
+        self.max_result.unwrap_or(DEFAULT_MAX_RESULT)
     }
 
     /// Called in the parent when the call returned a value.

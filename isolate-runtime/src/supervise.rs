@@ -20,6 +20,7 @@ use crate::progress::ProgressStream;
 use crate::report::Usage;
 use crate::stdio::{OutputRelay, OutputTail};
 use crate::sys;
+use crate::wire::FrameError;
 
 /// A started child that leads its own process group and is not reaped yet.
 /// Dropping it kills the group and reaps the child, so an early return or a
@@ -235,8 +236,9 @@ pub(crate) struct Exit {
     pub(crate) termination: Option<Termination>,
     /// The deadline passed and the parent killed the child.
     pub(crate) timed_out: bool,
-    /// The reply was malformed while it streamed in; the parent killed the child.
-    pub(crate) bad_reply: Option<String>,
+    /// The reply was malformed, or over the limit, while it streamed in;
+    /// the parent killed the child.
+    pub(crate) bad_reply: Option<FrameError>,
     /// A progress message was malformed or did not decode; the parent
     /// killed the child (or it had exited).
     pub(crate) bad_progress: Option<Error>,
@@ -319,8 +321,8 @@ pub(crate) fn supervise(
         if out_ready {
             outgoing.send_some();
         }
-        if reply_ready && let Err(message) = reply.read_available() {
-            bad_reply = Some(message);
+        if reply_ready && let Err(refusal) = reply.read_available() {
+            bad_reply = Some(refusal);
             child.kill_group();
         }
         if progress_ready && let Some(stream) = progress.as_deref_mut() {

@@ -18,8 +18,9 @@ use memmap2::Mmap;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use crate::codec::{HEADER_LEN, MAX_FRAME_LEN};
+use super::check_reply_len;
 use crate::error::Error;
+use crate::wire::FrameError;
 
 /// The seals the parent adds before it maps the reply.
 fn seals() -> SealFlag {
@@ -48,26 +49,22 @@ impl ShmReply {
     }
 
     /// Seals the memfd and maps it read-only, once the child has exited.
-    pub(crate) fn map(self) -> Result<Option<Mapped>, String> {
+    /// A memfd longer than a reply under `limit` may be is refused unmapped.
+    pub(crate) fn map(self, limit: u64) -> Result<Option<Mapped>, FrameError> {
         fcntl(&self.file, FcntlArg::F_ADD_SEALS(seals())).map_err(|e| {
             format!("seal the reply memfd: {e} (a process still has it mapped for writing)")
         })?;
         let sealed = fcntl(&self.file, FcntlArg::F_GET_SEALS)
             .map_err(|e| format!("read the reply memfd's seals: {e}"))?;
         if !SealFlag::from_bits_truncate(sealed).contains(seals()) {
-            return Err(format!("the reply memfd is not sealed (seals {sealed:#x})"));
+            return Err(format!("the reply memfd is not sealed (seals {sealed:#x})").into());
         }
         let len = self
             .file
             .metadata()
             .map_err(|e| format!("stat the reply memfd: {e}"))?
             .len();
-        if len > MAX_FRAME_LEN + 4 * HEADER_LEN as u64 {
-            return Err(format!(
-                "the reply memfd holds {len} bytes, more than any reply may"
-            ));
-        }
-        if len == 0 {
+        if check_reply_len(len, limit)? == 0 {
             return Ok(None); // mmap refuses an empty file
         }
         // SAFETY: the file is sealed against writes, growth and shrinking
