@@ -909,6 +909,164 @@ fn scenario_a_lying_frame_length_is_not_allocated() {
 }
 
 // ---------------------------------------------------------------------------
+// Integrity: a reply is this call's, whole and unchanged, or an error
+
+#[derive(Serialize)]
+struct AnswerTwice {
+    op: &'static str,
+    x: i64,
+    seconds: f64,
+}
+
+#[test]
+fn a_worker_that_answers_twice_never_hands_an_answer_to_the_next_caller() {
+    let turn = turn();
+    let worker = RemoteWorker::spawn_with(demo(), options()).unwrap();
+    let first = pid_of(&worker);
+    // The second answer lands in the channel once the caller has its own.
+    let twice = AnswerTwice {
+        op: "answer_twice",
+        x: 1,
+        seconds: 0.3,
+    };
+    assert_eq!(worker.call::<_, Answer<i64>>(&twice).unwrap(), Ok(1));
+    std::thread::sleep(Duration::from_millis(600));
+    // The next caller's request finds it there: an error, not `Ok(1)`.
+    match worker.call::<_, Answer<i64>>(&Double { op: "double", x: 2 }) {
+        Err(Error::Protocol { pid, message }) => {
+            assert_eq!(pid, first);
+            assert_eq!(
+                message,
+                "29 bytes were waiting in the worker's channel before the request: \
+                 a reply that belongs to no call"
+            );
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+    assert!(!common::process_exists(first), "the worker was replaced");
+    assert_eq!(worker.restarts(), 1);
+    assert_eq!(
+        worker
+            .call::<_, Answer<i64>>(&Double { op: "double", x: 3 })
+            .unwrap(),
+        Ok(6)
+    );
+    // Both answers at once: the second follows the first in the same read,
+    // or lands a moment later. Either way no caller gets another's answer.
+    let at_once = AnswerTwice {
+        op: "answer_twice",
+        x: 4,
+        seconds: 0.0,
+    };
+    match worker.call::<_, Answer<i64>>(&at_once) {
+        Ok(answer) => assert_eq!(answer, Ok(4), "its own answer"),
+        Err(Error::Protocol { message, .. }) => {
+            assert_eq!(message, "29 bytes after the Return frame");
+        }
+        Err(other) => panic!("expected its own answer or Protocol, got {other:?}"),
+    }
+    match worker.call::<_, Answer<i64>>(&Double { op: "double", x: 5 }) {
+        Ok(answer) => assert_eq!(answer, Ok(10), "its own answer"),
+        Err(Error::Protocol { .. }) => {}
+        Err(other) => panic!("expected its own answer or Protocol, got {other:?}"),
+    }
+    assert_eq!(
+        worker
+            .call::<_, Answer<i64>>(&Double { op: "double", x: 6 })
+            .unwrap(),
+        Ok(12)
+    );
+    drop(worker);
+    turn.check();
+}
+
+#[test]
+fn a_flipped_bit_in_an_answer_is_a_protocol_error() {
+    let turn = turn();
+    // A valid Return frame for the call, one payload bit flipped on the way.
+    let worker = python_worker!(
+        "hello(2); request(); bad = bytearray(frame(16, b'\\x81\\xa2Ok\\x2a')); bad[-1] ^= 1; \
+         s.sendall(bytes(bad)); time.sleep(30)"
+    );
+    let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
+    let pid = worker.pid().unwrap();
+    match worker.call::<_, Answer<i64>>(&plain("anything")) {
+        Err(Error::Protocol {
+            pid: reported,
+            message,
+        }) => {
+            assert_eq!(reported, pid);
+            assert!(
+                message.starts_with("checksum mismatch in a Return frame of 5 bytes: it says "),
+                "{message}"
+            );
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+    assert!(!common::process_exists(pid), "the worker was replaced");
+    drop(worker);
+    turn.check();
+}
+
+#[test]
+fn an_answer_for_another_call_is_a_protocol_error() {
+    let turn = turn();
+    let worker = python_worker!(
+        "hello(2); request(); call += 1; send(16, b'\\x81\\xa2Ok\\x2a'); time.sleep(30)"
+    );
+    let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
+    match worker.call::<_, Answer<i64>>(&plain("anything")) {
+        Err(Error::Protocol { message, .. }) => {
+            assert!(
+                message.starts_with("a Return frame for call ")
+                    && message.contains(", during call "),
+                "{message}"
+            );
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+    drop(worker);
+    turn.check();
+}
+
+#[derive(Serialize)]
+struct Padded {
+    op: &'static str,
+    pad: String,
+}
+
+#[test]
+fn an_answer_over_max_result_is_refused_and_the_worker_replaced() {
+    let turn = turn();
+    let worker =
+        RemoteWorker::spawn_with(demo(), with_isolate(Isolate::new().max_result(2000))).unwrap();
+    let first = pid_of(&worker);
+    let echo = |len| Padded {
+        op: "echo",
+        pad: "x".repeat(len),
+    };
+    // {"Ok": {"op": "echo", "pad": <str 16>}}: 20 bytes around the padding.
+    let fits: Answer<Echoed> = worker.call(&echo(1980)).unwrap();
+    let fits = fits.unwrap();
+    assert_eq!((fits.op.as_str(), fits.pad.len()), ("echo", 1980));
+    match worker.call::<_, Answer<Echoed>>(&echo(1981)) {
+        Err(Error::ResultTooLarge { size, limit }) => assert_eq!((size, limit), (2001, 2000)),
+        other => panic!("expected ResultTooLarge, got {other:?}"),
+    }
+    assert!(!common::process_exists(first), "the worker was killed");
+    assert_eq!(worker.restarts(), 1);
+    drop(worker);
+    turn.check();
+}
+
+/// What the demo's echo op sends back for a [`Padded`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Echoed {
+    op: String,
+    pad: String,
+}
+
+// ---------------------------------------------------------------------------
 // Shutdown
 
 #[test]

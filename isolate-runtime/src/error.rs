@@ -114,7 +114,8 @@ pub enum Error {
     /// group and never allocated the reply. Raise the limit if results this
     /// large are expected.
     #[error(
-        "the isolated call's reply is {} ({size} bytes), more than its max_result of {}          ({limit} bytes); raise Isolate::max_result if results this large are expected",
+        "the isolated call's reply is {} ({size} bytes), more than its max_result of {} \
+         ({limit} bytes); raise Isolate::max_result if results this large are expected",
         human_bytes(*size),
         human_bytes(*limit)
     )]
