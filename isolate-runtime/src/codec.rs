@@ -51,7 +51,7 @@ pub struct Codec<T> {
     /// Decodes a value whose encoding is `head` then `tail` (a worker's
     /// large result: the head from its socket, the tail in the arena),
     /// checking `tail` against its CRC-32 as it is copied or read.
-    pub(crate) decode_parts: fn(&[u8], &[u8], u32) -> Result<T, PartsError>,
+    pub(crate) decode_parts: DecodeParts<T>,
 }
 
 impl<T> Clone for Codec<T> {
@@ -124,6 +124,9 @@ fn encode_serde<T: Serialize>(value: &T) -> Result<Encoded<'_>, String> {
 fn decode_serde<T: DeserializeOwned>(reply: Reply, payload: Range<usize>) -> Result<T, String> {
     from_msgpack(&reply.get(payload)?)
 }
+
+/// Decodes a value sent as a head, then a tail with its CRC-32.
+pub(crate) type DecodeParts<T> = fn(&[u8], &[u8], u32) -> Result<T, PartsError>;
 
 /// Why a value sent in two parts did not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]

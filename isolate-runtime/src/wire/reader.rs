@@ -286,7 +286,10 @@ mod tests {
     use super::super::{MAX_FRAME_LEN, frame, header};
     use super::*;
 
-    fn stream() -> (Vec<u8>, Vec<(FrameKind, CallId, Vec<u8>)>) {
+    /// A frame as a test sees it.
+    type Seen = (FrameKind, CallId, Vec<u8>);
+
+    fn stream() -> (Vec<u8>, Vec<Seen>) {
         let frames = vec![
             (FrameKind::Progress, 5, b"one".to_vec()),
             (FrameKind::Panic, 5, Vec::new()),
@@ -304,7 +307,7 @@ mod tests {
     fn read_in_pieces(
         bytes: &[u8],
         cuts: &[usize],
-    ) -> Result<Vec<(FrameKind, CallId, Vec<u8>)>, FrameError> {
+    ) -> Result<Vec<Seen>, FrameError> {
         let mut reader = FrameReader::new(MAX_FRAME_LEN);
         let mut got = Vec::new();
         let mut from = 0;
