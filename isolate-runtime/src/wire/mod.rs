@@ -334,26 +334,34 @@ mod tests {
         assert_eq!(sealed, written, "the signal-safe writer agrees");
     }
 
-    /// The header in PROTOCOL.md section 10's first example, byte for byte.
+    /// The headers of PROTOCOL.md section 10's examples, byte for byte.
     #[test]
     fn a_header_is_laid_out_as_documented() {
-        let payload = [
-            0x82, 0xa8, b'p', b'r', b'o', b't', b'o', b'c', b'o', b'l', 0x02, 0xa3, b'p', b'i',
-            b'd', 0xcd, 0x10, 0x92,
+        let hello = b"\x82\xa8protocol\x02\xa3pid\xcd\x10\x92";
+        let request = b"\x82\xa2op\xa6double\xa1x\x15";
+        let progress = b"\x82\xa4step\x00\xa2of\x03";
+        let answer = b"\x81\xa2Ok\x2a";
+        let documented: [(FrameKind, CallId, &[u8], u32); 5] = [
+            (FrameKind::Hello, NO_CALL, hello, 0xac3b_30ef),
+            (FrameKind::Request, 7, request, 0xa3f8_c932),
+            (FrameKind::Progress, 7, progress, 0x6ed5_621a),
+            (FrameKind::Return, 7, answer, 0x294a_63ae),
+            (FrameKind::Shutdown, NO_CALL, b"", 0x3a0d_cb35),
         ];
-        let bytes = header(FrameKind::Hello, NO_CALL, &[&payload]);
-        assert_eq!(&bytes[..12], b"BSQ\x02\x04\0\0\0\0\0\0\0");
-        assert_eq!(&bytes[16..], &18u64.to_le_bytes());
-        let mut zeroed = bytes;
-        zeroed[12..16].fill(0);
-        let mut whole = zeroed.to_vec();
-        whole.extend_from_slice(&payload);
-        assert_eq!(bytes[12..16], crc32fast::hash(&whole).to_le_bytes());
-        let parsed = Header::parse(&bytes, MAX_FRAME_LEN).unwrap();
-        assert_eq!(
-            (parsed.kind, parsed.call_id, parsed.len),
-            (FrameKind::Hello, NO_CALL, 18)
-        );
+        for (kind, call_id, payload, checksum) in documented {
+            let bytes = header(kind, call_id, &[payload]);
+            let mut expected = b"BSQ\x02".to_vec();
+            expected.extend_from_slice(&[kind as u8, 0, 0, 0]);
+            expected.extend_from_slice(&call_id.to_le_bytes());
+            expected.extend_from_slice(&checksum.to_le_bytes());
+            expected.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+            assert_eq!(bytes[..], expected[..], "{kind:?}");
+            let parsed = Header::parse(&bytes, MAX_FRAME_LEN).unwrap();
+            assert_eq!(
+                (parsed.kind, parsed.call_id, parsed.checksum, parsed.len),
+                (kind, call_id, checksum, payload.len() as u64)
+            );
+        }
     }
 
     #[test]

@@ -304,10 +304,7 @@ mod tests {
     }
 
     /// Feeds `bytes` in pieces cut at `cuts`, taking frames as they come.
-    fn read_in_pieces(
-        bytes: &[u8],
-        cuts: &[usize],
-    ) -> Result<Vec<Seen>, FrameError> {
+    fn read_in_pieces(bytes: &[u8], cuts: &[usize]) -> Result<Vec<Seen>, FrameError> {
         let mut reader = FrameReader::new(MAX_FRAME_LEN);
         let mut got = Vec::new();
         let mut from = 0;
