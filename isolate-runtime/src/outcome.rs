@@ -336,4 +336,26 @@ mod tests {
             other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
         }
     }
+
+    #[test]
+    fn a_frame_that_is_not_this_calls_or_not_whole_is_never_a_value() {
+        let codec = Codec::<u8>::serde();
+        let mut flipped = frame(FrameKind::Return, &[0x2a]);
+        flipped[crate::wire::HEADER_LEN] ^= 1;
+        match judge_frames(4, Reply::read(flipped, 3), codec) {
+            Err(Error::Protocol { pid, message }) => {
+                assert_eq!(pid, 4);
+                assert!(message.starts_with("checksum mismatch in a Return frame of 1 bytes"), "{message}");
+            }
+            other => panic!("expected Protocol, got {other:?}"),
+        }
+        let stray = crate::wire::frame(FrameKind::Return, 2, &[0x2a]);
+        match judge_frames(4, Reply::read(stray, 3), codec) {
+            Err(Error::Protocol { message, .. }) => {
+                assert_eq!(message, "a Return frame for call 2, in the reply to call 3");
+            }
+            other => panic!("expected Protocol, got {other:?}"),
+        }
+        assert_eq!(judge_frames(4, Reply::read(frame(FrameKind::Return, &[0x2a]), 3), codec).unwrap(), 42);
+    }
 }
