@@ -220,6 +220,24 @@ fn a_result_over_max_result_is_refused_on_every_backend() {
 }
 
 #[test]
+fn a_panic_report_is_not_held_to_a_small_max_result() {
+    common::watchdog();
+    for backend in [Backend::Pipe, Backend::File, Backend::Shm] {
+        let message = "m".repeat(4096);
+        let result = Isolate::new()
+            .backend(backend)
+            .max_result(16)
+            .panic_mode(PanicMode::Error)
+            .stderr(bombsquad::Stderr::Capture)
+            .fork(|| -> u8 { std::panic::panic_any(message.clone()) });
+        match result {
+            Err(Error::Panicked { message: got, .. }) => assert_eq!(got, message, "{backend:?}"),
+            other => panic!("{backend:?}: expected Panicked, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn the_error_names_the_size_and_the_limit() {
     let error = Error::ResultTooLarge {
         size: 3 << 30,
@@ -294,15 +312,9 @@ fn forkserved_sparse() -> u8 {
     sparse_reply()
 }
 
-/// This process's peak resident set (`VmHWM`), in bytes.
+/// This process's peak resident set, in bytes.
 fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap();
-    kib * 1024
+    common::status_bytes("VmHWM")
 }
 
 #[test]

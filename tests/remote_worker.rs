@@ -878,12 +878,7 @@ fn scenario_a_lying_frame_length_is_not_allocated() {
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
     // Room for the call, not for 3 GiB: reserving it would abort.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let size_kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmSize:"))
-        .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap();
+    let size = common::status_bytes("VmSize");
     let mut rlimit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -891,7 +886,7 @@ fn scenario_a_lying_frame_length_is_not_allocated() {
     // SAFETY: `rlimit` is valid for writes.
     let status = unsafe { libc::getrlimit(libc::RLIMIT_AS, &raw mut rlimit) };
     assert_eq!(status, 0);
-    rlimit.rlim_cur = (size_kib * 1024 + (2 << 30)).min(rlimit.rlim_max);
+    rlimit.rlim_cur = (size + (2 << 30)).min(rlimit.rlim_max);
     // SAFETY: `rlimit` is a valid struct; only the soft limit is lowered.
     let status = unsafe { libc::setrlimit(libc::RLIMIT_AS, &raw const rlimit) };
     assert_eq!(status, 0);

@@ -197,9 +197,10 @@ impl Isolate {
     /// channel on each frame header as it arrives (the child is killed at
     /// once), the file and shm backends on the file's length, a pool on the
     /// size of a result in its arena. A reply over it is
-    /// [`Error::ResultTooLarge`], naming both sizes. A reply may hold up to
-    /// 1 MiB more than this besides the result (frame headers, a panic
-    /// report the function caught).
+    /// [`Error::ResultTooLarge`], naming both sizes. What is not the
+    /// result is held to 1 MiB (or this limit, if larger) whatever the
+    /// limit: a panic report, a progress message, the frames around the
+    /// result, so a small limit still lets a panic's message through.
     ///
     /// The default is 4 GiB: the longest `Vec<u8>` or `String` MessagePack
     /// can carry, so every result the fast `bin` path can send fits, while a

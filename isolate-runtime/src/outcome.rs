@@ -345,7 +345,10 @@ mod tests {
         match judge_frames(4, Reply::read(flipped, 3), codec) {
             Err(Error::Protocol { pid, message }) => {
                 assert_eq!(pid, 4);
-                assert!(message.starts_with("checksum mismatch in a Return frame of 1 bytes"), "{message}");
+                assert!(
+                    message.starts_with("checksum mismatch in a Return frame of 1 bytes"),
+                    "{message}"
+                );
             }
             other => panic!("expected Protocol, got {other:?}"),
         }
@@ -356,6 +359,9 @@ mod tests {
             }
             other => panic!("expected Protocol, got {other:?}"),
         }
-        assert_eq!(judge_frames(4, Reply::read(frame(FrameKind::Return, &[0x2a]), 3), codec).unwrap(), 42);
+        assert_eq!(
+            judge_frames(4, Reply::read(frame(FrameKind::Return, &[0x2a]), 3), codec).unwrap(),
+            42
+        );
     }
 }

@@ -89,6 +89,17 @@ pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A size line of `/proc/self/status` (`VmHWM`, `VmSize`), in bytes.
+pub fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    kib * 1024
+}
+
 /// Inside a child: the descriptor the library replies on (the only pipe or
 /// deleted file above stdio). Used to fake a child that sends bad data.
 pub fn reply_fd_in_child() -> RawFd {

@@ -55,7 +55,7 @@ pub enum Backend {
 /// frame (under a page), panic reports a function caught (64 KiB of message
 /// each, plus a backtrace). A reply larger than the result's limit plus
 /// this is refused whole, whatever its frames say.
-pub(crate) const FRAMING_ALLOWANCE: u64 = 1 << 20;
+pub(crate) const FRAMING_ALLOWANCE: u64 = wire::SMALL_FRAME_LIMIT;
 
 /// The most a reply may hold: `limit` for its result, plus
 /// [`FRAMING_ALLOWANCE`].
@@ -155,11 +155,9 @@ impl Reply {
 
     fn belongs<'a>(&self, frame: Frame<'a>) -> Result<Frame<'a>, FrameError> {
         let size = frame.payload.len() as u64;
-        if size > self.limit {
-            return Err(FrameError::TooLarge {
-                size,
-                limit: self.limit,
-            });
+        let limit = frame.kind.limit(self.limit);
+        if size > limit {
+            return Err(FrameError::TooLarge { size, limit });
         }
         if frame.call_id == self.call_id {
             return Ok(frame);

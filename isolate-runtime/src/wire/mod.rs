@@ -44,6 +44,11 @@ pub(crate) const HEADER_LEN: usize = 24;
 /// above its `max_result` first (see `Isolate::max_result`).
 pub(crate) const MAX_FRAME_LEN: u64 = 16 << 30;
 
+/// What a frame that carries no result (a panic report, a progress
+/// message, padding) may hold, whatever the result's limit: a caller that
+/// accepts tiny results still gets a panic's message and backtrace.
+pub(crate) const SMALL_FRAME_LIMIT: u64 = 1 << 20;
+
 /// A call's id on the wire: every request carries one, every frame sent
 /// for it echoes it.
 pub(crate) type CallId = u32;
@@ -94,6 +99,16 @@ pub(crate) enum FrameKind {
 }
 
 impl FrameKind {
+    /// The most a frame of this kind may carry when results may be up to
+    /// `result_limit` bytes: that for a result, and at least
+    /// [`SMALL_FRAME_LIMIT`] for anything else.
+    pub(crate) fn limit(self, result_limit: u64) -> u64 {
+        match self {
+            Self::Return | Self::ArenaReturn => result_limit,
+            _ => result_limit.max(SMALL_FRAME_LIMIT),
+        }
+    }
+
     pub(crate) fn from_byte(byte: u8) -> Option<Self> {
         [
             Self::Call,
@@ -141,13 +156,15 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    /// Checks magic, kind and length (at most `limit`) of the header in
-    /// `bytes`. The checksum is checked once the payload has arrived.
+    /// Checks magic, kind and length of the header in `bytes`: a result
+    /// (`Return`, `ArenaReturn`) of at most `limit` bytes, any other frame
+    /// of at most `limit` or [`SMALL_FRAME_LIMIT`], the larger. The
+    /// checksum is checked once the payload has arrived.
     ///
     /// # Errors
     ///
     /// [`FrameError::Malformed`] for a bad magic or kind or a length above
-    /// [`MAX_FRAME_LEN`]; [`FrameError::TooLarge`] for one above `limit`.
+    /// [`MAX_FRAME_LEN`]; [`FrameError::TooLarge`] for one above its limit.
     pub(crate) fn parse(bytes: &[u8; HEADER_LEN], limit: u64) -> Result<Self, FrameError> {
         if bytes[..4] != MAGIC {
             return Err(FrameError::Malformed(format!(
@@ -164,6 +181,7 @@ impl Header {
                 "frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN} bytes"
             )));
         }
+        let limit = kind.limit(limit);
         if len > limit {
             return Err(FrameError::TooLarge { size: len, limit });
         }
