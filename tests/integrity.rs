@@ -172,6 +172,33 @@ fn a_flipped_bit_in_a_reply_is_a_protocol_error_on_every_backend() {
     }
 }
 
+/// A `String` of `len` bytes as MessagePack (`str 32`): decoded through
+/// serde, borrowed from the memfd's mapping on the shm backend.
+fn str32(len: usize) -> Vec<u8> {
+    let mut payload = vec![0xdb];
+    payload.extend_from_slice(&u32::try_from(len).unwrap().to_be_bytes());
+    payload.extend(std::iter::repeat_n(b'x', len));
+    payload
+}
+
+#[test]
+fn a_flipped_bit_in_a_result_decoded_in_place_is_a_protocol_error() {
+    common::watchdog();
+    for backend in [Backend::File, Backend::Pipe, Backend::Shm] {
+        let forked = Isolate::new()
+            .backend(backend)
+            .fork(|| -> String { reply_with(&flipped_return(&str32(2 << 20), 1 << 20)) });
+        checksum_mismatch(forked);
+        let whole = Isolate::new()
+            .backend(backend)
+            .fork(|| -> String {
+                reply_with(&common::frame(common::RETURN_FRAME, &str32(2 << 20)))
+            })
+            .unwrap();
+        assert_eq!(whole.len(), 2 << 20, "{backend:?}");
+    }
+}
+
 #[test]
 fn a_reply_without_a_flipped_bit_is_a_value() {
     common::watchdog();

@@ -22,9 +22,6 @@ use super::{FRAMING_ALLOWANCE, check_reply_len, read_exact_range, read_into};
 use crate::error::Error;
 use crate::wire::{CallId, FrameError, FrameKind, HEADER_LEN, Header};
 
-/// The reply file, in errors.
-const WHAT: &str = "the reply file";
-
 /// A reply file up to this long is read whole with one `pread`. A longer
 /// one is read this far first, and the rest only as its frame headers
 /// lead; the payload of a `Return` frame that ends it is left in the file,
@@ -72,40 +69,76 @@ impl FileReply {
         self.file.as_fd()
     }
 
-    /// What the child wrote, once it has exited: the whole file when it is
-    /// short, else its first [`HEAD_LEN`] bytes and its frames walked.
-    /// Reads are positional: the child shared the file offset.
+    /// What the child wrote, once it has exited (see [`finish_reply`]).
     ///
     /// # Errors
     ///
-    /// The file could not be read, or is longer than a reply under `limit`
-    /// may be.
+    /// As [`finish_reply`].
     pub(crate) fn finish(self, limit: u64, call_id: CallId) -> Result<Finished, FrameError> {
-        let len = self
-            .file
-            .metadata()
-            .map_err(|e| format!("stat the reply file: {e}"))?
-            .len();
-        let len = check_reply_len(len, limit)?;
-        if len <= HEAD_LEN {
-            return Ok(Finished::Whole(read_exact_range(&self.file, 0..len, WHAT)?));
-        }
-        let head = read_exact_range(&self.file, 0..HEAD_LEN, WHAT)?;
-        Ok(Finished::Walked(FileView::walk(
-            Rc::new(self.file),
-            len,
-            head,
-            call_id,
-            limit,
-        )))
+        let file = NamedFile {
+            file: self.file,
+            what: "the reply file",
+        };
+        finish_reply(file, limit, call_id)
     }
+}
+
+/// A reply file or memfd, and its name in errors.
+#[derive(Debug)]
+pub(crate) struct NamedFile {
+    pub(crate) file: File,
+    pub(crate) what: &'static str,
+}
+
+impl NamedFile {
+    /// `range` in fresh memory of its exact size.
+    fn read(&self, range: Range<usize>) -> Result<Vec<u8>, String> {
+        read_exact_range(&self.file, range, self.what)
+    }
+
+    fn read_into(&self, buffer: &mut [u8], offset: usize) -> Result<(), String> {
+        read_into(&self.file, buffer, offset, self.what)
+    }
+}
+
+/// What the child wrote to `file` for the call `call_id`, once it has
+/// exited: the whole file when it is short, else its first [`HEAD_LEN`]
+/// bytes and its frames walked. Reads are positional: the child shared the
+/// file offset.
+///
+/// # Errors
+///
+/// The file could not be read, or is longer than a reply under `limit`
+/// may be.
+pub(crate) fn finish_reply(
+    file: NamedFile,
+    limit: u64,
+    call_id: CallId,
+) -> Result<Finished, FrameError> {
+    let len = file
+        .file
+        .metadata()
+        .map_err(|e| format!("stat {}: {e}", file.what))?
+        .len();
+    let len = check_reply_len(len, limit)?;
+    if len <= HEAD_LEN {
+        return Ok(Finished::Whole(file.read(0..len)?));
+    }
+    let head = file.read(0..HEAD_LEN)?;
+    Ok(Finished::Walked(FileView::walk(
+        Rc::new(file),
+        len,
+        head,
+        call_id,
+        limit,
+    )))
 }
 
 /// A long reply file: the bytes read so far, and what walking its frame
 /// headers found.
 #[derive(Debug)]
 pub(crate) struct FileView {
-    file: Rc<File>,
+    file: Rc<NamedFile>,
     /// The file's length when the child had exited.
     len: usize,
     /// The file's first bytes: [`HEAD_LEN`], or up to the last frame.
@@ -122,7 +155,7 @@ struct Walked {
 }
 
 impl FileView {
-    fn walk(file: Rc<File>, len: usize, bytes: Vec<u8>, call_id: CallId, limit: u64) -> Self {
+    fn walk(file: Rc<NamedFile>, len: usize, bytes: Vec<u8>, call_id: CallId, limit: u64) -> Self {
         let mut view = Self {
             file,
             len,
@@ -201,7 +234,7 @@ impl FileView {
         let have = self.bytes.len();
         if end > have {
             self.bytes.resize(end, 0);
-            read_into(&self.file, &mut self.bytes[have..], have, WHAT)?;
+            self.file.read_into(&mut self.bytes[have..], have)?;
         }
         Ok(())
     }
@@ -214,6 +247,11 @@ impl FileView {
         Ok((&self.bytes[..walked.frames_end], result))
     }
 
+    /// The file itself.
+    pub(crate) fn file(&self) -> &File {
+        &self.file.file
+    }
+
     /// Every byte read so far.
     pub(crate) fn head(&self) -> &[u8] {
         &self.bytes
@@ -222,7 +260,7 @@ impl FileView {
     /// The file's last `len` bytes (fewer if it is shorter).
     pub(crate) fn trailing(&self, len: usize) -> Vec<u8> {
         let start = self.len.saturating_sub(len);
-        read_exact_range(&self.file, start..self.len, WHAT).unwrap_or_default()
+        self.file.read(start..self.len).unwrap_or_default()
     }
 
     pub(crate) fn result_check(&self) -> Option<Rc<ResultCheck>> {
@@ -235,7 +273,7 @@ impl FileView {
             Some(result) if result.holds(&range) => result.read(range),
             _ => match self.bytes.get(range.clone()) {
                 Some(bytes) => Ok(bytes.to_vec()),
-                None => read_exact_range(&self.file, range, WHAT),
+                None => self.file.read(range),
             },
         }
     }
@@ -254,7 +292,7 @@ impl FileView {
 /// rides on), or afterwards if decoding never read it through.
 #[derive(Debug)]
 pub(crate) struct ResultCheck {
-    file: Rc<File>,
+    file: Rc<NamedFile>,
     header: Header,
     payload: Range<usize>,
     /// Whether the payload matched its checksum, once it was read through.
@@ -272,8 +310,37 @@ pub(crate) enum Verdict {
 }
 
 impl ResultCheck {
-    fn holds(&self, range: &Range<usize>) -> bool {
+    /// Whether `range` lies in the payload.
+    pub(crate) fn holds(&self, range: &Range<usize>) -> bool {
         self.payload.start <= range.start && range.end <= self.payload.end
+    }
+
+    /// Whether `range` runs to the payload's end: reading it reads the
+    /// payload through.
+    pub(crate) fn completes(&self, range: &Range<usize>) -> bool {
+        self.holds(range) && range.end == self.payload.end
+    }
+
+    /// Checks the payload where it lies in `mapped` (the file, mapped),
+    /// for a decoder that borrows it instead of reading it.
+    ///
+    /// # Errors
+    ///
+    /// The mismatch, in words.
+    pub(crate) fn check_in_place(&self, mapped: &[u8]) -> Result<(), String> {
+        let cached = self.verdict.borrow().clone();
+        let verdict = match cached {
+            Some(verdict) => verdict,
+            None => {
+                let mut hasher = self.header.checksum_start();
+                hasher.update(&mapped[self.payload.clone()]);
+                self.conclude(Ok(hasher))
+            }
+        };
+        match verdict {
+            Verdict::Matched => Ok(()),
+            Verdict::Mismatch(message) | Verdict::Unreadable(message) => Err(message),
+        }
     }
 
     /// Reads `range`, a part of the payload, into fresh memory; when it
@@ -284,22 +351,23 @@ impl ResultCheck {
     ///
     /// The read failed, or the payload does not match its checksum.
     fn read(&self, range: Range<usize>) -> Result<Vec<u8>, String> {
-        if range.end != self.payload.end {
-            return read_exact_range(&self.file, range, WHAT);
+        if !self.completes(&range) {
+            return self.file.read(range);
         }
         let mut hasher = self.header.checksum_start();
         let mut bytes = vec![0; range.len()];
-        let read = read_exact_range(&self.file, self.payload.start..range.start, WHAT).and_then(
-            |before| {
+        let read = self
+            .file
+            .read(self.payload.start..range.start)
+            .and_then(|before| {
                 hasher.update(&before);
                 let pieces = bytes.chunks_mut(CHECK_CHUNK);
                 for (offset, piece) in (range.start..).step_by(CHECK_CHUNK).zip(pieces) {
-                    read_into(&self.file, piece, offset, WHAT)?;
+                    self.file.read_into(piece, offset)?;
                     hasher.update(piece);
                 }
                 Ok(())
-            },
-        );
+            });
         match self.conclude(read.map(|()| hasher)) {
             Verdict::Matched => Ok(bytes),
             Verdict::Mismatch(message) | Verdict::Unreadable(message) => Err(message),
@@ -323,7 +391,8 @@ impl ResultCheck {
     /// Whether the payload matched its checksum; read through now if
     /// decoding did not.
     pub(crate) fn verdict(&self) -> Verdict {
-        if let Some(verdict) = self.verdict.borrow().clone() {
+        let cached = self.verdict.borrow().clone();
+        if let Some(verdict) = cached {
             return verdict;
         }
         let mut hasher = self.header.checksum_start();
@@ -334,7 +403,7 @@ impl ResultCheck {
             .step_by(CHECK_CHUNK)
             .try_for_each(|offset| {
                 let len = CHECK_CHUNK.min(self.payload.end - offset);
-                read_into(&self.file, &mut piece[..len], offset, WHAT)?;
+                self.file.read_into(&mut piece[..len], offset)?;
                 hasher.update(&piece[..len]);
                 Ok::<_, String>(())
             });

@@ -136,7 +136,7 @@ impl Reply {
     pub(crate) fn layout(&self) -> Result<Layout<'_>, FrameError> {
         let (bytes, unread_result) = match &self.body {
             Body::Read(bytes) => (&bytes[..], None),
-            Body::Mapped(mapped) => (&mapped[..], None),
+            Body::Mapped(mapped) => mapped.view().walked()?,
             Body::File(view) => view.walked()?,
         };
         let frames = if self.checked {
@@ -172,12 +172,7 @@ impl Reply {
     /// and checked, for describing a crash (the reply of a crashed child is
     /// often cut short).
     pub(crate) fn leading_frames(&self) -> Vec<Frame<'_>> {
-        let bytes = match &self.body {
-            Body::Read(bytes) => &bytes[..],
-            Body::Mapped(mapped) => &mapped[..],
-            Body::File(view) => view.head(),
-        };
-        Frames::new(bytes)
+        Frames::new(self)
             .map_while(Result::ok)
             .take_while(|frame| frame.call_id == self.call_id)
             .collect()
@@ -186,10 +181,9 @@ impl Reply {
     /// The reply's last `len` bytes (fewer if it is shorter), where a
     /// crashing child's fault record lies.
     pub(crate) fn trailing(&self, len: usize) -> Cow<'_, [u8]> {
-        let tail = |bytes: &[u8]| bytes.len().saturating_sub(len);
         match &self.body {
-            Body::Read(bytes) => Cow::Borrowed(&bytes[tail(bytes)..]),
-            Body::Mapped(mapped) => Cow::Borrowed(&mapped[tail(mapped)..]),
+            Body::Read(bytes) => Cow::Borrowed(&bytes[bytes.len().saturating_sub(len)..]),
+            Body::Mapped(mapped) => Cow::Owned(mapped.view().trailing(len)),
             Body::File(view) => Cow::Owned(view.trailing(len)),
         }
     }
@@ -199,7 +193,8 @@ impl Reply {
     pub(crate) fn result_check(&self) -> Option<Rc<ResultCheck>> {
         match &self.body {
             Body::File(view) => view.result_check(),
-            Body::Read(_) | Body::Mapped(_) => None,
+            Body::Mapped(mapped) => mapped.view().result_check(),
+            Body::Read(_) => None,
         }
     }
 
@@ -236,7 +231,7 @@ impl Reply {
     pub(crate) fn get(&self, range: Range<usize>) -> Result<Cow<'_, [u8]>, String> {
         match &self.body {
             Body::Read(bytes) => Ok(Cow::Borrowed(&bytes[range])),
-            Body::Mapped(mapped) => Ok(Cow::Borrowed(&mapped[range])),
+            Body::Mapped(mapped) => mapped.get(range).map(Cow::Borrowed),
             Body::File(view) => view.get(range),
         }
     }
@@ -250,7 +245,7 @@ impl std::ops::Deref for Reply {
     fn deref(&self) -> &[u8] {
         match &self.body {
             Body::Read(bytes) => bytes,
-            Body::Mapped(mapped) => mapped,
+            Body::Mapped(mapped) => mapped.view().head(),
             Body::File(view) => view.head(),
         }
     }
@@ -368,11 +363,7 @@ impl ReplyChannel {
                 file::Finished::Whole(bytes) => (Body::Read(bytes), false),
                 file::Finished::Walked(view) => (Body::File(view), false),
             },
-            ChannelKind::Shm(shm) => (
-                shm.map(limit)?
-                    .map_or_else(|| Body::Read(Vec::new()), Body::Mapped),
-                false,
-            ),
+            ChannelKind::Shm(shm) => (shm.finish(limit, call_id)?, false),
         };
         Ok(Reply {
             body,

@@ -457,7 +457,7 @@ mod tests {
         let (read, write) = nix::unistd::pipe().unwrap();
         let mut bytes = frame(FrameKind::Call, 4, b"name");
         bytes.extend(frame(FrameKind::Setup, 0, &[]));
-        bytes.extend(frame(FrameKind::Args, 4, &[7; 100]));
+        bytes.extend(frame(FrameKind::Return, 4, &[7; 100]));
         sys::write_all(std::os::fd::AsFd::as_fd(&write), &bytes).unwrap();
         drop(write);
         let fd = std::os::fd::AsFd::as_fd(&read);
