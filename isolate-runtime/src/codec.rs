@@ -156,18 +156,10 @@ fn decode_serde_parts<T: DeserializeOwned>(
 ) -> Result<T, PartsError> {
     let mut whole = Vec::with_capacity(head.len() + tail.len());
     whole.extend_from_slice(head);
-    let mut hasher = crc32fast::Hasher::new();
-    for piece in tail.chunks(COPY_CHUNK) {
-        whole.extend_from_slice(piece);
-        hasher.update(piece);
-    }
-    tail_verdict(hasher.finalize(), checksum)?;
+    whole.extend_from_slice(tail);
+    tail_verdict(crc32fast::hash(&whole[head.len()..]), checksum)?;
     from_msgpack(&whole).map_err(PartsError::Invalid)
 }
-
-/// Tails are copied and checksummed in pieces this large, each checked
-/// while it is still in the cache.
-const COPY_CHUNK: usize = 256 << 10;
 
 /// A MessagePack `bin` header for `len` bytes (what `rmp_serde` writes for
 /// `serde_bytes`).
@@ -229,14 +221,14 @@ fn decode_bytes(reply: Reply, payload: Range<usize>) -> Result<Vec<u8>, String> 
 }
 
 /// A `bin` header in `head` and its bytes in `tail` (in a worker's arena):
-/// one copy into memory advised for huge pages (`arena::copy_out`), with
-/// the checksum computed piece by piece behind it, and no parsing.
+/// one copy into memory advised for huge pages (`arena::copy_out`), then
+/// the checksum over the copy (what is handed out is what was checked),
+/// and no parsing.
 fn decode_bytes_parts(head: &[u8], tail: &[u8], checksum: u32) -> Result<Vec<u8>, PartsError> {
     match parse_bin_header(head) {
         Some((len, data)) if len == head.len() && data == tail.len() => {
-            let mut hasher = crc32fast::Hasher::new();
-            let copy = crate::pool::arena::copy_out(tail, COPY_CHUNK, |piece| hasher.update(piece));
-            tail_verdict(hasher.finalize(), checksum)?;
+            let copy = crate::pool::arena::copy_out(tail);
+            tail_verdict(crc32fast::hash(&copy), checksum)?;
             Ok(copy)
         }
         _ => decode_serde_parts::<serde_bytes::ByteBuf>(head, tail, checksum)
@@ -381,12 +373,12 @@ mod tests {
     #[test]
     fn a_tail_that_does_not_match_its_checksum_is_corrupt_not_invalid() {
         let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
-        let tail = vec![5u8; 3 * COPY_CHUNK + 7];
+        let tail = vec![5u8; (3 << 20) + 7];
         let head = bin_header(tail.len()).unwrap();
         let checksum = crc32fast::hash(&tail);
         assert!((codec.decode_parts)(&head, &tail, checksum).unwrap() == tail);
         let mut flipped = tail.clone();
-        flipped[2 * COPY_CHUNK + 1] ^= 4;
+        flipped[(2 << 20) + 1] ^= 4;
         let corrupt = |result| matches!(result, Err(PartsError::Corrupt(m)) if m.starts_with("checksum mismatch"));
         assert!(corrupt((codec.decode_parts)(&head, &flipped, checksum)));
         let serde = Codec::<Vec<u32>>::serde();
