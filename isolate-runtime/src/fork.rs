@@ -32,7 +32,7 @@ pub fn call<R>(
     let _permit = throttle::acquire();
     let call_id = crate::wire::next_call_id();
     let mut reply = ReplyChannel::create(options, call_id)?;
-    let mut progress = ProgressStream::create(progress, call_id)?;
+    let mut progress = ProgressStream::create(progress, call_id, options.result_limit())?;
     let null = File::open("/dev/null")
         .map_err(|e| Error::spawn("open /dev/null for the child's stdin", e))?;
     let (output, stdio) = OutputRelay::create(&options.stderr)?;

@@ -91,7 +91,7 @@ where
     let _permit = throttle::acquire();
     let oom = OomWatch::start();
     let mut reply = ReplyChannel::create(options, call_id)?;
-    let mut progress = ProgressStream::create(progress, call_id)?;
+    let mut progress = ProgressStream::create(progress, call_id, options.result_limit())?;
     let (socket, child_socket) = unix_socketpair(
         SockType::Stream,
         "create the channel to the child (socketpair)",

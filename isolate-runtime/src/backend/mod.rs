@@ -45,9 +45,10 @@ pub enum Backend {
     /// temp dir.
     Pipe,
     /// Shared memory: a memfd the parent creates and the child writes;
-    /// after the child exits the parent seals it and decodes straight from
-    /// a read-only mapping, with no copy into a buffer first. Needs no temp
-    /// dir; the reply lives in memory (not on disk) until the call returns.
+    /// after the child exits the parent seals it and decodes a large result
+    /// straight from a read-only mapping, with no copy into a buffer first
+    /// (a reply under 64 KiB is read with one `pread`). Needs no temp dir;
+    /// the reply lives in memory (not on disk) until the call returns.
     Shm,
 }
 

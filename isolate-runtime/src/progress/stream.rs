@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::error::Error;
 use crate::progress::{ProgressSink, deliver};
 use crate::sys;
-use crate::wire::{CallId, FrameKind, FrameReader, MAX_FRAME_LEN};
+use crate::wire::{CallId, FrameKind, FrameReader};
 
 /// What one wake-up reads at most before the messages are delivered: the
 /// size of a pipe (a child blocked on a full pipe goes on at once).
@@ -45,10 +45,12 @@ impl fmt::Debug for ProgressStream<'_> {
 impl<'s> ProgressStream<'s> {
     /// A pipe for the messages of the call `call_id`, when `sink` is some:
     /// its read end non-blocking (the parent polls it), its write end
-    /// blocking (a child that outpaces the caller waits).
+    /// blocking (a child that outpaces the caller waits). A message may be
+    /// as large as a result (`max_result`), and 1 MiB whatever that is.
     pub(crate) fn create(
         sink: Option<&'s mut dyn ProgressSink>,
         call_id: CallId,
+        max_result: u64,
     ) -> Result<Option<Self>, Error> {
         let Some(sink) = sink else {
             return Ok(None);
@@ -57,7 +59,7 @@ impl<'s> ProgressStream<'s> {
         Ok(Some(Self {
             read,
             write: Some(write),
-            frames: FrameReader::new(MAX_FRAME_LEN),
+            frames: FrameReader::new(max_result),
             call_id,
             eof: false,
             sink,
@@ -183,7 +185,7 @@ mod tests {
         for word in ["one", "two", "three"] {
             bytes.extend(frame(&codec::to_msgpack(word).unwrap()));
         }
-        let mut stream = ProgressStream::create(Some(&mut progress), CALL)
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
             .unwrap()
             .unwrap();
         let writer = stream.write.take().unwrap();
@@ -202,7 +204,7 @@ mod tests {
     #[test]
     fn a_bad_frame_is_a_protocol_error_and_a_bad_message_a_codec_error() {
         let (mut progress, _) = recorder();
-        let mut stream = ProgressStream::create(Some(&mut progress), CALL)
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
             .unwrap()
             .unwrap();
         let writer = stream.write.take().unwrap();
@@ -225,7 +227,7 @@ mod tests {
     #[test]
     fn a_cut_frame_is_dropped_when_draining() {
         let (mut progress, seen) = recorder();
-        let mut stream = ProgressStream::create(Some(&mut progress), CALL)
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
             .unwrap()
             .unwrap();
         let writer = stream.write.take().unwrap();
@@ -240,7 +242,7 @@ mod tests {
     #[test]
     fn a_message_for_another_call_or_with_a_flipped_bit_is_a_protocol_error() {
         let (mut progress, seen) = recorder();
-        let mut stream = ProgressStream::create(Some(&mut progress), CALL)
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
             .unwrap()
             .unwrap();
         let writer = stream.write.take().unwrap();
@@ -260,7 +262,7 @@ mod tests {
             other => panic!("expected a protocol error, got {other:?}"),
         }
         drop(stream);
-        let mut stream = ProgressStream::create(Some(&mut progress), CALL)
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
             .unwrap()
             .unwrap();
         let writer = stream.write.take().unwrap();
