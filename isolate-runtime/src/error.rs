@@ -79,7 +79,12 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The child sent malformed or truncated data.
+    /// The child sent malformed or truncated data: a bad frame header, a
+    /// frame cut short, a frame whose checksum does not match its bytes
+    /// (never decoded as a value), a frame for another call, or, for a
+    /// pool's worker, bytes in its channel before the request was sent (a
+    /// second answer to an earlier call; the request was not sent). A
+    /// worker that sent it is killed and replaced.
     #[error("the isolated call (pid {pid}) sent a malformed reply: {message}")]
     Protocol {
         /// The child's process id.
