@@ -231,13 +231,24 @@ fn a_result_over_max_result_is_refused_on_every_backend() {
             }
             other => panic!("{backend:?}: expected ResultTooLarge, got {other:?}"),
         }
-        // Far over it: refused from the header (pipe) or the reply's
-        // length (file, shm), before the parent reads the result.
-        let expected = match backend {
-            Backend::Pipe => 8 * MIB as u64 + 5,
-            _ => 8 * MIB as u64 + 5 + common::HEADER_LEN as u64,
-        };
+        // Over it by far: refused from the frame's header...
         match limited.fork(|| vec![3u8; 8 * MIB]) {
+            Err(Error::ResultTooLarge { size, limit }) => {
+                assert_eq!(
+                    (size, limit),
+                    (8 * MIB as u64 + 5, MIB as u64),
+                    "{backend:?}"
+                );
+            }
+            other => panic!("{backend:?}: expected ResultTooLarge, got {other:?}"),
+        }
+        // ... or, past the 16 MiB a reply may hold besides its result, from
+        // the reply file's (memfd's) length alone, before reading a byte.
+        let expected = match backend {
+            Backend::Pipe => 24 * MIB as u64 + 5,
+            _ => 24 * MIB as u64 + 5 + common::HEADER_LEN as u64,
+        };
+        match limited.fork(|| vec![3u8; 24 * MIB]) {
             Err(Error::ResultTooLarge { size, limit }) => {
                 assert_eq!((size, limit), (expected, MIB as u64), "{backend:?}");
             }
@@ -261,6 +272,26 @@ fn a_panic_report_is_not_held_to_a_small_max_result() {
             Err(Error::Panicked { message: got, .. }) => assert_eq!(got, message, "{backend:?}"),
             other => panic!("{backend:?}: expected Panicked, got {other:?}"),
         }
+    }
+}
+
+#[test]
+fn panics_the_function_caught_do_not_crowd_out_its_result() {
+    common::watchdog();
+    // Each caught panic leaves a report in the reply: 300 of 4 KiB.
+    for backend in [Backend::Pipe, Backend::File, Backend::Shm] {
+        let value = Isolate::new()
+            .backend(backend)
+            .stderr(bombsquad::Stderr::Capture)
+            .fork(|| {
+                for _ in 0..300 {
+                    let caught =
+                        std::panic::catch_unwind(|| std::panic::panic_any("p".repeat(4096)));
+                    assert!(caught.is_err());
+                }
+                7u8
+            });
+        assert_eq!(value.unwrap(), 7, "{backend:?}");
     }
 }
 

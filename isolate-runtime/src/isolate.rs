@@ -198,9 +198,11 @@ impl Isolate {
     /// once), the file and shm backends on the file's length, a pool on the
     /// size of a result in its arena. A reply over it is
     /// [`Error::ResultTooLarge`], naming both sizes. What is not the
-    /// result is held to 1 MiB (or this limit, if larger) whatever the
-    /// limit: a panic report, a progress message, the frames around the
-    /// result, so a small limit still lets a panic's message through.
+    /// result has limits of its own, whatever this one is, so a small
+    /// limit still lets a panic's message through: a panic report or a
+    /// progress message may hold 1 MiB (or this limit, if larger), and a
+    /// reply 16 MiB besides its result (the reports of panics the function
+    /// caught, frame headers).
     ///
     /// The default is 4 GiB: the longest `Vec<u8>` or `String` MessagePack
     /// can carry, so every result the fast `bin` path can send fits, while a

@@ -53,10 +53,13 @@ pub enum Backend {
 }
 
 /// What a reply may hold besides its result: frame headers, a `Padding`
-/// frame (under a page), panic reports a function caught (64 KiB of message
-/// each, plus a backtrace). A reply larger than the result's limit plus
-/// this is refused whole, whatever its frames say.
-pub(crate) const FRAMING_ALLOWANCE: u64 = wire::SMALL_FRAME_LIMIT;
+/// frame (under a page), the panic reports of panics a function caught
+/// (each at most `wire::SMALL_FRAME_LIMIT`; a function that catches
+/// hundreds of them with `RUST_BACKTRACE=1` sends megabytes). A reply
+/// larger than the result's limit plus this is refused whole, whatever its
+/// frames say, and a reply file's frames before its result are held in
+/// memory up to this much.
+pub(crate) const FRAMING_ALLOWANCE: u64 = 16 << 20;
 
 /// The most a reply may hold: `limit` for its result, plus
 /// [`FRAMING_ALLOWANCE`].
