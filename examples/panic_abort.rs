@@ -1,4 +1,4 @@
-//! FAULTS.md B4: in a `panic = "abort"` build the child aborts on a panic
+//! docs/FAULTS.md B4: in a `panic = "abort"` build the child aborts on a panic
 //! and the parent, the same binary, must not re-raise (it would abort too):
 //! the call returns `NonzeroExitcode` with SIGABRT and the panic message.
 //!

@@ -46,6 +46,15 @@ fn megabytes_via_pipe(n: usize) -> Vec<u8> {
 }
 
 fn main() {
+    // The library's own notes (where a re-raised panic happened in the
+    // child, its backtrace) are `tracing` warnings at target "bombsquad",
+    // printed to stderr only while no subscriber is installed. This
+    // subscriber shows errors only: the tour keeps to one line per outcome.
+    let errors_only = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::ERROR)
+        .finish();
+    tracing::subscriber::set_global_default(errors_only).unwrap();
+
     match killed_by_the_oom_killer() {
         Err(Error::NonzeroExitcode(e)) => {
             println!("caught SIGKILL:      exitcode {} ({e})", e.exitcode())

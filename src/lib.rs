@@ -66,7 +66,7 @@
 //! | `backend` | `"file"`: an unnamed temp file; `"pipe"`: a pipe drained while the child writes; `"shm"`: a memfd, sealed after the child exits and decoded from a read-only mapping | `"file"` |
 //! | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"`: then the child's process group is killed | none |
 //! | `panic` | `"resume"`: re-raise in the caller; `"error"`: return [`Error::Panicked`] | `"resume"` |
-//! | `memory` | `"256MiB"`: what the function may allocate ([`Isolate::memory`]) | none |
+//! | `memory` | `"256MiB"`: what the function may allocate ([`Isolate::memory`]); `"256MB"` is decimal, see below | none |
 //! | `cpu` | `"10s"`: CPU time, whole seconds ([`Isolate::cpu`]) | none |
 //! | `stack_size` | `"64MiB"`: the stack of the function's thread ([`Isolate::stack_size`]) | the thread's own |
 //! | `stderr` | `"inherit"`, `"null"`, `"capture"`, or a file path ([`Stderr`]) | `"inherit"` |
@@ -74,8 +74,40 @@
 //! | `max_calls` | `1000`: recycle a pool's worker after this many calls ([`WorkerOptions::max_calls`]) | never |
 //! | `retries` | `2`: re-run a call whose worker crashed ([`WorkerOptions::retries`]) | 0 |
 //! | `max_rss_growth` | `"300MiB"`: recycle a worker whose memory grew this much ([`WorkerOptions::max_rss_growth`]) | never |
+//! | `crate` | `"my_bombsquad"`: the path of this crate, for a renamed dependency (see below) | `"::bombsquad"` |
 //!
-//! The same options exist at run time on the [`Isolate`] builder.
+//! Sizes are a whole number and a unit, spelled out as systemd's size
+//! settings are: `B` is bytes; `KiB`, `MiB`, `GiB`, `TiB` are powers of 1024
+//! (`"256MiB"` is 268 435 456 bytes); `KB`, `MB`, `GB`, `TB` are powers of
+//! 1000 (`"256MB"` is 256 000 000 bytes, about 244.1 MiB). Durations are
+//! `ms`, `s`, `m` or `h`.
+//!
+//! The same options exist at run time on the [`Isolate`] builder. For
+//! values known only at run time (read from configuration),
+//! [`Isolate::scope`] applies a builder's options to every `#[bombsquad]`
+//! call the thread makes inside a closure, over the attribute's; scopes
+//! nest (the inner one wins) and other threads are untouched. A
+//! `start_method = "spawn"` or `"forkserver"` function runs under any
+//! [`StartMethod`]; a `"fork"` one only forks. A `pool = N` function takes
+//! per call only `timeout`, `panic`, `name` and the callbacks: the other
+//! options are fixed when its workers start. A combination that cannot
+//! work is [`Error::InvalidOptions`] at the call, never ignored.
+//!
+//! ```
+//! use std::time::Duration;
+//! use bombsquad::{Error, Isolate, StartMethod, bombsquad};
+//!
+//! #[bombsquad(timeout = "1h")]
+//! fn slow() {
+//!     std::thread::sleep(Duration::from_secs(60));
+//! }
+//!
+//! let configured = Isolate::new()
+//!     .timeout(Duration::from_millis(100))
+//!     .start_method(StartMethod::Forkserver);
+//! let result = configured.scope(|| slow());
+//! assert!(matches!(result, Err(Error::Timeout { .. })));
+//! ```
 //!
 //! # Warm workers
 //!
@@ -147,10 +179,15 @@
 //!   `&str`, `&[T]`, `&Path`), which the child rebuilds as owned values.
 //!   Its cost does not grow with the parent's memory.
 //! - **fork** is the fastest, and arguments need no serde at all (memory is
-//!   copied). But in a multi-threaded parent the child can block forever on
-//!   a lock another thread held at the fork (std's stdout lock included):
-//!   use a timeout there; a fork-mode call without one in a multi-threaded
-//!   process prints a one-time warning to stderr. Its cost grows with the
+//!   copied). The library never forks while one of its own threads holds
+//!   a lock a child could need (its replay of other calls' output, its
+//!   re-raise of their panics, its panic hook, its diagnostics): those wait
+//!   for the fork, and the fork for them. But in a multi-threaded parent
+//!   the child can still block forever on a lock *your* code held on
+//!   another thread at the fork (a `Mutex` of yours, or std's stdout lock
+//!   while a thread of yours is inside `println!`): use a timeout there; a
+//!   fork-mode call without one in a multi-threaded process warns once
+//!   (see [Diagnostics](#diagnostics)). Its cost grows with the
 //!   parent's resident memory.
 //!   Under libtest's output capture, `print!` in a forked child is lost.
 //!   A function that calls `std::process::exit` runs the parent's `atexit`
@@ -215,14 +252,18 @@
 //! pipe, socket or file), `Protocol` (malformed or truncated data from the
 //! child), `StatusUnavailable` (the child ended without a result and its exit
 //! status was taken by someone else: the host ignores `SIGCHLD` or reaps
-//! with `waitpid(-1)`; a complete result is still `Ok`) and `NestingTooDeep`.
+//! with `waitpid(-1)`; a complete result is still `Ok`), `InvalidOptions`
+//! (nothing was started: options that cannot work together, or a malformed
+//! `BOMBSQUAD_MAX_CHILDREN`) and `NestingTooDeep`.
 //!
 //! # Isolating tests
 //!
 //! `#[bombsquad]` above `#[test]` runs the test body in a child. A crash
-//! fails that test alone, with a panic naming the signal ("test body (pid
-//! 42) was killed by SIGSEGV: segmentation fault, ...") followed by the end
-//! of the child's stderr; a panic fails it as in-process, so
+//! fails that test alone, with a panic naming the test and the signal
+//! ("test parses_input (pid 42) was killed by SIGSEGV: segmentation fault,
+//! ..."); the child's stderr is shown once, replayed with the test's output
+//! (or, with `stderr = "capture"`, at the end of the message); a panic
+//! fails it as in-process, so
 //! `#[should_panic(expected = "...")]` works; `-> Result<(), E>` tests
 //! work; `timeout` fails a hanging test; `#[ignore]` and other attributes
 //! stay on the test.
@@ -276,6 +317,48 @@
 //! }
 //! ```
 //!
+//! # Set-up in children that never run `main`
+//!
+//! A spawned child, a fork server's child and a pool's worker start this
+//! binary again and run the function before `main` would start, so nothing
+//! `main` does happens in them: a `OnceLock` or static set in `main` is
+//! empty there, a logger installed in `main` is not installed, and
+//! `std::env::args()` holds only the executable's path (the environment
+//! and the working directory are the caller's). A forked child is a copy of
+//! the caller and has all of it.
+//!
+//! Write that set-up in a function marked `#[bombsquad::child_init]`: it
+//! runs in each such child before the function (once per worker, as the
+//! worker starts), after the child's own set-up, so under its limits and
+//! within the call's timeout. It takes no arguments and returns `()`; a
+//! panic in it is the call's panic. Several run in no particular order.
+//!
+//! ```
+//! use std::sync::OnceLock;
+//!
+//! static GREETING: OnceLock<String> = OnceLock::new();
+//!
+//! #[bombsquad::child_init]
+//! fn set_up() {
+//!     GREETING.set("hello from the child".to_owned()).unwrap();
+//! }
+//!
+//! #[bombsquad::bombsquad]
+//! fn greet() -> Option<String> {
+//!     GREETING.get().cloned()
+//! }
+//!
+//! assert_eq!(greet().unwrap().as_deref(), Some("hello from the child"));
+//! assert_eq!(GREETING.get(), None); // the caller never runs it
+//! ```
+//!
+//! # Renamed dependency
+//!
+//! Generated code names the crate `::bombsquad`. Under another name
+//! (`my_bombsquad = { package = "bombsquad", .. }` in Cargo.toml), say
+//! which: `#[my_bombsquad::bombsquad(crate = "my_bombsquad")]`, and
+//! `#[my_bombsquad::child_init(crate = "my_bombsquad")]`.
+//!
 //! # What the child gets
 //!
 //! Its own process group (a timeout kills grandchildren too, and so does the
@@ -291,23 +374,55 @@
 //!
 //! # Concurrency
 //!
-//! At most twice as many children as there are CPUs run at once per process
-//! (`BOMBSQUAD_MAX_CHILDREN` sets another cap, read at the first call). A
-//! call over the cap blocks until another call's child is reaped; it never
-//! fails for it, and its timeout starts only when its child does. Calls that
-//! wait on each other's results could deadlock under a cap smaller than
-//! their number: raise it for them.
+//! At most twice as many one-shot children as there are CPUs run at once
+//! per process: a call over the cap waits, silently, until another call's
+//! child is reaped; it never fails for it, and its timeout starts only when
+//! its child does. [`set_max_children`] changes the cap (waiting calls
+//! included); before that, `BOMBSQUAD_MAX_CHILDREN` does, read at the
+//! first call, and a value that is not a positive whole number fails every
+//! one-shot call with [`Error::InvalidOptions`]. Calls that wait on each
+//! other's results could deadlock under a cap smaller than their number:
+//! raise it for them.
+//!
+//! # Diagnostics
+//!
+//! What the library itself has to say (where in the child a re-raised panic
+//! happened and its backtrace, the fork-mode warning, a refusing child, and
+//! at `INFO` a lost pool worker) are [`tracing`](https://docs.rs/tracing)
+//! events at target `bombsquad`: a subscriber redirects them, and its
+//! filter silences them (`bombsquad=off`). While no subscriber is
+//! installed, for the process or the thread, the warnings go to stderr
+//! through `eprintln!`, so libtest shows them with a failing test as
+//! before.
 
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "bombsquad runs on Linux only: it relies on pidfds, close_range, /proc/self/exe and Linux \
+     process semantics; build for a Linux target (a container or a VM on other systems)"
+);
+
+#[cfg(target_os = "linux")]
 mod testing;
 
-pub use isolate_macros::bombsquad;
+pub use isolate_macros::{bombsquad, child_init};
+/// Supervises arbitrary commands as jobs (feature `jobs`).
+#[cfg(all(feature = "jobs", target_os = "linux"))]
+pub use isolate_runtime::jobs;
+#[cfg(target_os = "linux")]
 pub use isolate_runtime::{
-    Backend, CallReport, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
-    Progress, ProgressMessages, RemoteWorker, Stderr, Task, Worker, WorkerOptions, fork, jobs,
-    shutdown_pools, start_forkserver,
+    Backend, CallReport, ChildFn, CodecStage, Error, Isolate, Location, NonzeroExitcode, PanicMode,
+    Progress, ProgressMessages, RemoteWorker, Sandbox, SandboxSupport, StartMethod, Stderr, Task,
+    Worker, WorkerOptions, fork, set_max_children, shutdown_pools, start_forkserver,
 };
 
+/// The README: every Rust snippet in it runs as a doctest of this item, so
+/// none can go stale.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Not public API: used by code that `#[bombsquad]` generates.
+#[cfg(target_os = "linux")]
 #[doc(hidden)]
 pub mod __private {
     pub use isolate_runtime::__private::*;

@@ -67,9 +67,10 @@ impl fmt::Debug for TestFailure {
 }
 
 /// The test's return value, or a panic naming what happened to the child:
-/// "test body (pid 42) was killed by SIGSEGV: segmentation fault, ..."
-/// followed by the end of its stderr. A panic in the child has already been
-/// re-raised by the call (unless `panic = "error"`).
+/// "test parses_input (pid 42) was killed by SIGSEGV: segmentation fault,
+/// ..." followed by the end of its stderr, unless that was replayed above
+/// it already (`stderr = "inherit"`, the default). A panic in the child has
+/// already been re-raised by the call (unless `panic = "error"`).
 #[track_caller]
 pub fn finish_test<R: TestReturn>(result: Result<TestOutcome, Error>) -> R::Report {
     match result {
@@ -79,14 +80,23 @@ pub fn finish_test<R: TestReturn>(result: Result<TestOutcome, Error>) -> R::Repo
 }
 
 fn failure_message(error: &Error) -> String {
-    let tail = match error {
-        Error::NonzeroExitcode(e) => e.stderr_tail(),
-        Error::Timeout { report, .. } => report.stderr_tail(),
-        _ => &[],
+    let report = match error {
+        Error::NonzeroExitcode(e) => Some(e.report()),
+        Error::Timeout { report, .. } | Error::StatusUnavailable { report, .. } => Some(&**report),
+        _ => None,
     };
     let mut message = error.to_string();
-    let tail = last_lines(tail, TAIL_IN_MESSAGE);
-    if !tail.trim().is_empty() {
+    let Some(report) = report else {
+        return message;
+    };
+    let tail = last_lines(report.stderr_tail(), TAIL_IN_MESSAGE);
+    if tail.trim().is_empty() {
+        return message;
+    }
+    if report.stderr_replayed() {
+        // libtest shows what was replayed with the test's own output.
+        message.push_str("\n(its stderr is printed above)");
+    } else {
         message.push_str("\n--- the end of its stderr ---\n");
         message.push_str(tail.trim_end());
     }

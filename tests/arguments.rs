@@ -1,5 +1,5 @@
 //! Spawn-mode arguments: encoded in the parent, rebuilt owned in the child,
-//! and the failures of both steps (FAULTS.md A11, A12).
+//! and the failures of both steps (docs/FAULTS.md A11, A12).
 
 #![allow(
     clippy::undocumented_unsafe_blocks,

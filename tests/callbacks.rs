@@ -19,7 +19,7 @@ use serde::{Serialize, de::DeserializeOwned};
 /// re-raised child panic, a panicking callback) holds std's backtrace lock
 /// while it prints, and a child forked by another test at that moment
 /// would wait on that lock forever when it panics or fails an allocation
-/// itself (FAULTS.md D3: fork in a multi-threaded parent).
+/// itself (docs/FAULTS.md D3: fork in a multi-threaded parent).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock()

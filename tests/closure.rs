@@ -83,6 +83,38 @@ fn the_builder_applies_backend_timeout_and_panic_mode() {
     }
 }
 
+/// A closure that never returns has the result type `!` under edition
+/// 2024 (this crate's): it compiles, its call can only fail (`let Err(..)`
+/// is irrefutable), and how it ended is reported exactly.
+#[test]
+fn closures_that_never_return_report_how_they_ended() {
+    common::watchdog();
+    let Err(aborted) = bombsquad::fork(|| std::process::abort());
+    match aborted {
+        Error::NonzeroExitcode(report) => {
+            assert_eq!(report.signal(), Some(libc::SIGABRT), "{report}");
+            assert_eq!(report.exitcode(), -libc::SIGABRT);
+        }
+        other => panic!("expected NonzeroExitcode, got {other:?}"),
+    }
+
+    let Err(exited) = Isolate::new()
+        .backend(Backend::Pipe)
+        .fork(|| unsafe { libc::_exit(3) });
+    match exited {
+        Error::NonzeroExitcode(report) => {
+            assert_eq!((report.signal(), report.exitcode()), (None, 3), "{report}");
+        }
+        other => panic!("expected NonzeroExitcode, got {other:?}"),
+    }
+
+    let as_error = Isolate::new().panic_mode(PanicMode::Error);
+    match as_error.fork(|| panic!("never returns")) {
+        Err(Error::Panicked { message, .. }) => assert_eq!(message, "never returns"),
+        other => panic!("expected Panicked, got {other:?}"),
+    }
+}
+
 #[test]
 fn an_unusable_temp_dir_is_a_spawn_error_naming_it() {
     common::watchdog();

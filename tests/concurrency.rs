@@ -1,4 +1,4 @@
-//! Many threads calling at once (FAULTS.md G1): every result reaches its own
+//! Many threads calling at once (docs/FAULTS.md G1): every result reaches its own
 //! caller, nothing deadlocks, the concurrency cap holds (callers block, never
 //! fail), and descriptors and zombies are back to baseline. Each runs as a
 //! scenario subprocess, so the counts see only its own children.
@@ -163,18 +163,17 @@ fn a_thousand_calls_from_32_threads_each_get_their_own_result() {
     assert!(stderr.contains("SCENARIO PASSED"), "{stderr}");
 }
 
-/// The cap from `BOMBSQUAD_MAX_CHILDREN`: 8 threads, at most 2 children.
-#[test]
-fn max_children_scenario() {
-    if !scenario::is("max_children_scenario") {
-        return;
-    }
-    common::watchdog();
+/// Eight threads each make a 100 ms call (and, with `spawned`, a spawned
+/// one first); asserts that at most two children ran at once.
+fn eight_threads_run_two_children_at_most(spawned: bool) {
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_children(stop.clone());
     std::thread::scope(|scope| {
         for thread in 0..8u32 {
             scope.spawn(move || {
+                if spawned {
+                    assert_eq!(echo(thread).unwrap(), thread);
+                }
                 let value = Isolate::new().timeout(Duration::from_secs(30)).fork(|| {
                     std::thread::sleep(Duration::from_millis(100));
                     thread
@@ -185,15 +184,84 @@ fn max_children_scenario() {
     });
     stop.store(true, Ordering::Relaxed);
     assert_eq!(watcher.join().unwrap(), 2);
+}
+
+/// Runs the scenario `name` with `BOMBSQUAD_MAX_CHILDREN` set to `cap`.
+fn run_with_max_children(name: &str, cap: &str) {
+    common::watchdog();
+    let mut command = scenario::command(name);
+    command.env("BOMBSQUAD_MAX_CHILDREN", cap);
+    let output = scenario::run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SCENARIO PASSED"), "{stderr}");
+}
+
+/// The cap from `BOMBSQUAD_MAX_CHILDREN`: 8 threads, at most 2 children.
+#[test]
+fn max_children_scenario() {
+    if !scenario::is("max_children_scenario") {
+        return;
+    }
+    common::watchdog();
+    eight_threads_run_two_children_at_most(false);
     eprintln!("SCENARIO PASSED");
 }
 
 #[test]
 fn bombsquad_max_children_caps_concurrent_children() {
+    run_with_max_children("max_children_scenario", "2");
+}
+
+/// The cap from `bombsquad::set_max_children`: 8 threads, at most 2
+/// children, whatever the environment says.
+#[test]
+fn set_max_children_scenario() {
+    if !scenario::is("set_max_children_scenario") {
+        return;
+    }
     common::watchdog();
-    let mut command = scenario::command("max_children_scenario");
-    command.env("BOMBSQUAD_MAX_CHILDREN", "2");
-    let output = scenario::run(command);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("SCENARIO PASSED"), "{stderr}");
+    bombsquad::set_max_children(2);
+    eight_threads_run_two_children_at_most(true);
+    eprintln!("SCENARIO PASSED");
+}
+
+#[test]
+fn set_max_children_caps_concurrent_children() {
+    run_with_max_children("set_max_children_scenario", "16");
+}
+
+/// A malformed `BOMBSQUAD_MAX_CHILDREN` fails every one-shot call with a
+/// message that says what to write, until `set_max_children` decides.
+#[test]
+fn malformed_max_children_scenario() {
+    if !scenario::is("malformed_max_children_scenario") {
+        return;
+    }
+    common::watchdog();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let expected = format!(
+        "BOMBSQUAD_MAX_CHILDREN=\"banana\" is not a positive whole number: set it to how many \
+         isolated calls may have a child running at once (unset, the cap is twice the CPUs: \
+         {}), or call bombsquad::set_max_children",
+        2 * cpus
+    );
+    for _ in 0..2 {
+        match echo(1) {
+            Err(Error::InvalidOptions { message }) => assert_eq!(message, expected),
+            other => panic!("expected InvalidOptions, got {other:?}"),
+        }
+        match bombsquad::fork(|| 1) {
+            Err(Error::InvalidOptions { message }) => assert_eq!(message, expected),
+            other => panic!("expected InvalidOptions, got {other:?}"),
+        }
+    }
+    bombsquad::set_max_children(3);
+    assert_eq!(echo(1).unwrap(), 1);
+    assert_eq!(bombsquad::fork(|| 2).unwrap(), 2);
+    eprintln!("SCENARIO PASSED");
+}
+
+#[test]
+fn a_malformed_max_children_is_refused_at_the_call() {
+    run_with_max_children("malformed_max_children_scenario", "banana");
 }

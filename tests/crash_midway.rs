@@ -1,4 +1,4 @@
-//! A child that crashes halfway through a large result (FAULTS.md C8):
+//! A child that crashes halfway through a large result (docs/FAULTS.md C8):
 //! `NonzeroExitcode` with SIGSEGV in every start method x backend
 //! combination, no hang, and the partial frame is never decoded.
 

@@ -1,4 +1,4 @@
-//! Descriptors never leak into a child (FAULTS.md G2, G3): not the user's
+//! Descriptors never leak into a child (docs/FAULTS.md G2, G3): not the user's
 //! (opened without CLOEXEC), and not a sibling call's, so a call finishes
 //! in its own run time while another thread's long child runs.
 

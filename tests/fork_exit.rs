@@ -1,4 +1,4 @@
-//! A forked child leaves only through `_exit` (FAULTS.md A7, A8): it never
+//! A forked child leaves only through `_exit` (docs/FAULTS.md A7, A8): it never
 //! returns past the fork point, and the parent's `atexit` handlers run in it
 //! only when the function itself calls `std::process::exit`.
 

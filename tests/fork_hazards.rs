@@ -1,4 +1,4 @@
-//! Fork in a threaded parent and stopped children (FAULTS.md D3, D5): a
+//! Fork in a threaded parent and stopped children (docs/FAULTS.md D3, D5): a
 //! child deadlocked on a lock held by another thread at the fork is rescued
 //! by the timeout; fork mode without a timeout in a threaded process warns
 //! once; a stopped child under a timeout is killed and reaped.

@@ -79,7 +79,7 @@ fn a_killed_server_is_replaced_on_the_next_call() {
     assert_eq!(common::zombie_children(), Vec::<i32>::new());
 }
 
-/// FAULTS.md F1: the caller is SIGKILLed mid-call; the server and the
+/// docs/FAULTS.md F1: the caller is SIGKILLed mid-call; the server and the
 /// call's child die with it.
 #[test]
 fn the_server_and_its_children_die_with_their_caller() {
@@ -119,7 +119,7 @@ fn the_server_and_its_children_die_with_their_caller() {
     );
 }
 
-/// FAULTS.md F9: a process forked from a caller that has a server starts its
+/// docs/FAULTS.md F9: a process forked from a caller that has a server starts its
 /// own instead of sharing the parent's control socket.
 #[test]
 fn a_forked_caller_gets_its_own_server() {
@@ -210,4 +210,97 @@ fn calls_leave_no_descriptor_and_no_zombie() {
     assert_eq!(common::zombie_children(), Vec::<i32>::new());
     assert_eq!(server_pid().unwrap(), server, "the same server throughout");
     assert_eq!(common::children_of(server.cast_unsigned()), vec![]);
+}
+
+/// What a call's child sees of its caller's state.
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Seen {
+    var: Option<String>,
+    cwd: std::path::PathBuf,
+    umask: String,
+}
+
+fn seen_here() -> Seen {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let umask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .unwrap();
+    Seen {
+        var: std::env::var("BOMBSQUAD_TEST_CONTEXT").ok(),
+        cwd: std::env::current_dir().unwrap(),
+        umask: umask.trim().to_owned(),
+    }
+}
+
+#[bombsquad(start_method = "forkserver")]
+fn seen_by_forkserver_child() -> Seen {
+    seen_here()
+}
+
+#[bombsquad(start_method = "spawn")]
+fn seen_by_spawned_child() -> Seen {
+    seen_here()
+}
+
+/// H9: each fork-server call sees the caller's environment, working
+/// directory and umask at the call, as a spawned call does; changes made
+/// after the server started reach it, and so do changes undone.
+#[test]
+fn context_scenario() {
+    if !scenario::is("context_scenario") {
+        return;
+    }
+    common::watchdog();
+    let set = |value: Option<&str>| match value {
+        // SAFETY (test): the scenario's process runs this one test on one thread.
+        Some(value) => unsafe { std::env::set_var("BOMBSQUAD_TEST_CONTEXT", value) },
+        None => unsafe { std::env::remove_var("BOMBSQUAD_TEST_CONTEXT") },
+    };
+    set(Some("first"));
+    bombsquad::start_forkserver().unwrap();
+    let first = seen_by_forkserver_child().unwrap();
+    assert_eq!(first, seen_here());
+    assert_eq!(first.var.as_deref(), Some("first"));
+
+    let fds_before = common::open_fds();
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    set(Some("second"));
+    std::env::set_current_dir(&dir_path).unwrap();
+    let old_umask = unsafe { libc::umask(0o077) };
+    let second = seen_by_forkserver_child().unwrap();
+    assert_eq!(
+        second,
+        Seen {
+            var: Some("second".into()),
+            cwd: dir_path.clone(),
+            umask: "0077".into(),
+        }
+    );
+    assert_eq!(second, seen_by_spawned_child().unwrap());
+    // Nothing changed: the same again.
+    assert_eq!(seen_by_forkserver_child().unwrap(), second);
+
+    set(None);
+    std::env::set_current_dir("/").unwrap();
+    unsafe { libc::umask(old_umask) };
+    let third = seen_by_forkserver_child().unwrap();
+    assert_eq!(third, seen_here());
+    assert_eq!(third.var, None);
+    assert_eq!(third.cwd, std::path::Path::new("/"));
+    assert_eq!(third, seen_by_spawned_child().unwrap());
+    assert_eq!(
+        common::open_fds(),
+        fds_before,
+        "a context descriptor leaked"
+    );
+    eprintln!("SCENARIO PASSED");
+}
+
+#[test]
+fn a_forkserver_call_sees_the_callers_env_cwd_and_umask_at_the_call() {
+    common::watchdog();
+    let output = scenario::run(scenario::command("context_scenario"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SCENARIO PASSED"));
 }

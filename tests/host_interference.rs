@@ -1,4 +1,4 @@
-//! A host that interferes with its children or its own threads (FAULTS.md
+//! A host that interferes with its children or its own threads (docs/FAULTS.md
 //! F6, F7, F12): SIGCHLD ignored, another library reaping with
 //! `waitpid(-1)`, signal handlers without SA_RESTART firing every
 //! millisecond. Every call resolves, never hangs, and a complete result is

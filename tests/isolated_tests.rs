@@ -82,18 +82,40 @@ fn abort_fails_the_test() {
     std::process::abort();
 }
 
-#[bombsquad]
+#[bombsquad(stderr = "capture")]
 #[test]
 #[should_panic(expected = "\n--- the end of its stderr ---\nabout to crash")]
-fn the_message_ends_with_the_stderr_tail() {
+fn a_captured_stderr_ends_the_message() {
     eprintln!("about to crash");
     segfault();
 }
 
+/// A replayed stderr is shown by libtest with the test's output already:
+/// the message points there instead of repeating it.
 #[bombsquad]
 #[test]
-#[should_panic(expected = "test body (pid ")]
-fn the_message_names_the_test_body() {
+#[should_panic(expected = "after ")]
+fn a_replayed_stderr_is_not_repeated_in_the_message() {
+    eprintln!("about to crash");
+    segfault();
+}
+
+#[test]
+fn a_replayed_stderr_is_pointed_to() {
+    let failure = std::panic::catch_unwind(a_replayed_stderr_is_not_repeated_in_the_message);
+    let payload = failure.expect_err("the test fails");
+    let message = payload.downcast_ref::<String>().unwrap();
+    assert!(
+        message.ends_with("\n(its stderr is printed above)"),
+        "{message}"
+    );
+    assert!(!message.contains("about to crash"), "{message}");
+}
+
+#[bombsquad]
+#[test]
+#[should_panic(expected = "test the_message_names_the_test (pid ")]
+fn the_message_names_the_test() {
     std::process::exit(3);
 }
 

@@ -27,7 +27,13 @@ fn exit_code_and_each_stream_in_order() {
     assert_eq!((info.id, info.owner, &info.command), (id, me, &command));
     assert!(info.pid > 0);
     assert!(info.ended_at.expect("ended_at is set") >= info.started_at);
-    assert_eq!(output(&jobs, id, me, None), "one\ntwo\n");
+    // Two pipes: the order between the streams is not promised (see
+    // `merged_output_keeps_the_order_of_alternating_writes` for that).
+    let merged = output(&jobs, id, me, None);
+    assert!(
+        merged == "one\ntwo\n" || merged == "two\none\n",
+        "{merged:?}"
+    );
     assert_eq!(output(&jobs, id, me, Some(Stream::Stdout)), "one\n");
     assert_eq!(output(&jobs, id, me, Some(Stream::Stderr)), "two\n");
     assert_eq!(jobs.query(id, me).unwrap(), info);
@@ -330,4 +336,139 @@ fn a_reader_up_to_now_ends_while_the_job_runs() {
         finish(&jobs, id, me).status,
         Status::Stopped(StopType::Kill)
     );
+}
+
+#[test]
+fn merged_output_keeps_the_order_of_alternating_writes() {
+    let _serial = shared();
+    let _watchdog = watchdog("merged_output_keeps_the_order_of_alternating_writes");
+    let jobs = Jobs::new().unwrap();
+    let me = OwnerId::new_v4();
+    let script = "i=0; while [ $i -lt 500 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
+    let id = jobs.start(sh(script).merged_output(true), me).unwrap();
+    assert_eq!(finish(&jobs, id, me).status, Status::Exited(0));
+    let expected: String = (0..500).map(|i| format!("out{i}\nerr{i}\n")).collect();
+    assert_eq!(output(&jobs, id, me, None), expected);
+    // One pipe: everything is logged as stdout.
+    assert_eq!(output(&jobs, id, me, Some(Stream::Stdout)), expected);
+    assert_eq!(output(&jobs, id, me, Some(Stream::Stderr)), "");
+}
+
+#[test]
+fn two_pipes_keep_the_order_within_each_stream() {
+    let _serial = shared();
+    let _watchdog = watchdog("two_pipes_keep_the_order_within_each_stream");
+    let jobs = Jobs::new().unwrap();
+    let me = OwnerId::new_v4();
+    let script = "i=0; while [ $i -lt 500 ]; do echo out$i; echo err$i >&2; i=$((i+1)); done";
+    let id = jobs.start(sh(script), me).unwrap();
+    assert_eq!(finish(&jobs, id, me).status, Status::Exited(0));
+    let outs: String = (0..500).map(|i| format!("out{i}\n")).collect();
+    let errs: String = (0..500).map(|i| format!("err{i}\n")).collect();
+    assert_eq!(output(&jobs, id, me, Some(Stream::Stdout)), outs);
+    assert_eq!(output(&jobs, id, me, Some(Stream::Stderr)), errs);
+    let mut merged: Vec<String> = output(&jobs, id, me, None)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    merged.sort();
+    let mut all: Vec<String> = outs
+        .lines()
+        .chain(errs.lines())
+        .map(str::to_owned)
+        .collect();
+    all.sort();
+    assert_eq!(merged, all);
+}
+
+#[test]
+fn a_job_over_its_memory_limit_ends_out_of_memory() {
+    let _serial = shared();
+    let _watchdog = watchdog("a_job_over_its_memory_limit_ends_out_of_memory");
+    let jobs = Jobs::new().unwrap();
+    let me = OwnerId::new_v4();
+    let hog =
+        sh("x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived").memory_limit(32 << 20);
+    let id = jobs.start(hog, me).unwrap();
+    let info = finish(&jobs, id, me);
+    assert_eq!(info.status, Status::OutOfMemory);
+    assert_eq!(info.status.to_string(), "out of memory");
+    assert_eq!(output(&jobs, id, me, Some(Stream::Stdout)), "");
+}
+
+#[test]
+fn a_pids_limit_refuses_forks_beyond_it() {
+    let _serial = shared();
+    let _watchdog = watchdog("a_pids_limit_refuses_forks_beyond_it");
+    let jobs = Jobs::new().unwrap();
+    let me = OwnerId::new_v4();
+    // The shell and three sleeps fit in 4; the fourth sleep does not.
+    let script = "for i in 1 2 3 4; do sleep 0.5 & done; wait";
+    let id = jobs.start(sh(script).pids_limit(4), me).unwrap();
+    finish(&jobs, id, me);
+    let stderr = output(&jobs, id, me, Some(Stream::Stderr));
+    assert!(stderr.contains("Cannot fork"), "{stderr:?}");
+}
+
+#[test]
+fn a_cpu_limit_is_set_in_the_jobs_cgroup_which_goes_with_the_job() {
+    let _serial = shared();
+    let _watchdog = watchdog("a_cpu_limit_is_set_in_the_jobs_cgroup_which_goes_with_the_job");
+    let jobs = Jobs::new().unwrap();
+    let me = OwnerId::new_v4();
+    let id = jobs
+        .start(Command::new("sleep", ["30"]).cpu_limit(0.25), me)
+        .unwrap();
+    let running = jobs.query(id, me).unwrap();
+    let quota = running.cgroups.iter().find_map(|dir| {
+        std::fs::read_to_string(dir.join("cpu.max"))
+            .or_else(|_| std::fs::read_to_string(dir.join("cpu.cfs_quota_us")))
+            .ok()
+    });
+    assert!(
+        matches!(quota.as_deref(), Some("25000 100000\n" | "25000\n")),
+        "{quota:?} in {:?}",
+        running.cgroups
+    );
+    let pid = running.pid.to_string();
+    for dir in &running.cgroups {
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert_eq!(procs.lines().collect::<Vec<_>>(), [pid.as_str()], "{dir:?}");
+    }
+    jobs.stop(id, me, StopType::Kill).unwrap();
+    let ended = finish(&jobs, id, me);
+    assert_eq!(ended.cgroups, Vec::<PathBuf>::new());
+    assert!(
+        running.cgroups.iter().all(|dir| !dir.exists()),
+        "{:?}",
+        running.cgroups
+    );
+}
+
+#[test]
+fn a_zero_limit_is_refused_before_anything_runs() {
+    let _serial = shared();
+    let jobs = Jobs::new().unwrap();
+    let me = OwnerId::new_v4();
+    let error = jobs
+        .start(
+            Command::new("true", Vec::<String>::new()).memory_limit(0),
+            me,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            JobError::BadLimit {
+                limit: "memory",
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the memory limit is invalid: it must be greater than zero"
+    );
+    assert_eq!(jobs.list(me), vec![]);
 }

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bombsquad::jobs::{
     Command, JobError, JobId, Jobs, OwnerId, Retention, Status, StopType, Stream,
@@ -59,10 +59,12 @@ fn a_new_jobs_over_the_same_dir_lists_finished_jobs() {
 
 const DYING_SUPERVISOR_DIR: &str = "BOMBSQUAD_JOBS_TEST_DYING_SUPERVISOR_DIR";
 const DYING_SUPERVISOR_OWNER: &str = "BOMBSQUAD_JOBS_TEST_DYING_SUPERVISOR_OWNER";
+/// Jobs the dying supervisor starts, each a shell with two background sleeps.
+const DYING_JOBS: usize = 11;
 
-/// Not a test on its own (it returns at once): `a_job_whose_supervisor_died_is_lost`
+/// Not a test on its own (it returns at once): `jobs_die_with_their_supervisor`
 /// runs this test binary again with the variables above set, to get a
-/// supervisor process that really dies while its job runs.
+/// supervisor process that really dies while its jobs run.
 #[test]
 fn dying_supervisor_helper() {
     let (Ok(dir), Ok(owner)) = (
@@ -73,47 +75,67 @@ fn dying_supervisor_helper() {
     };
     let jobs = jobs_in(Path::new(&dir));
     let owner: OwnerId = owner.parse().unwrap();
-    jobs.start(Command::new("sleep", ["30"]), owner).unwrap();
+    for _ in 0..DYING_JOBS {
+        let job = sh("sleep 30 & sleep 30 & echo started; wait").env(MARK, owner.to_string());
+        let id = jobs.start(job, owner).unwrap();
+        let mut started = jobs.stream(id, owner).unwrap();
+        let mut line = [0u8; 8];
+        std::io::Read::read_exact(&mut started, &mut line).unwrap();
+    }
     // Die as a crashed supervisor does: no Drop, nothing recorded after the start.
     nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL).unwrap();
     unreachable!("SIGKILL cannot be caught");
 }
 
+fn wait_for_marked(mark: &str, done: impl Fn(&[(u32, String)]) -> bool) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let found = marked_processes(mark);
+        if done(&found) || Instant::now() > deadline {
+            return found;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn a_job_whose_supervisor_died_is_lost() {
+fn jobs_die_with_their_supervisor() {
     let _serial = shared();
-    let _watchdog = watchdog("a_job_whose_supervisor_died_is_lost");
+    let _watchdog = watchdog("jobs_die_with_their_supervisor");
     let dir = tempfile::tempdir().unwrap();
     let me = OwnerId::new_v4();
-    // A real second process, because a supervisor dying is what we simulate;
+    let mark = me.to_string();
+    // A real second process, because a supervisor dying is what we test;
     // `mem::forget` would keep this process's directory lock held instead.
     let helper = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["dying_supervisor_helper", "--exact", "--nocapture"])
         .env(DYING_SUPERVISOR_DIR, dir.path())
-        .env(DYING_SUPERVISOR_OWNER, me.to_string())
+        .env(DYING_SUPERVISOR_OWNER, &mark)
         .output()
         .unwrap();
     assert_eq!(helper.status.signal(), Some(9), "{helper:?}");
 
-    let jobs = jobs_in(dir.path());
-    let listed = jobs.list(me);
-    assert_eq!(listed.len(), 1);
-    let lost = &listed[0];
-    assert_eq!((lost.status, lost.ended_at), (Status::Lost, None));
-    assert_eq!(jobs.query(lost.id, me).unwrap().status, Status::Lost);
-    // A lost job is never signalled (its pid may be reused): stop is a no-op.
-    jobs.stop(lost.id, me, StopType::Kill).unwrap();
-    assert_eq!(jobs.query(lost.id, me).unwrap().status, Status::Lost);
-    assert_eq!(output(&jobs, lost.id, me, None), "");
-    kill_orphaned_sleep(lost.pid);
-}
+    // Every leader (the shell) died with its supervisor: parent-death signal.
+    let left = wait_for_marked(&mark, |found| found.iter().all(|(_, comm)| comm != "sh"));
+    assert!(
+        left.iter().all(|(_, comm)| comm != "sh"),
+        "leaders alive: {left:?}"
+    );
 
-/// The dead helper's `sleep 30` lives on, orphaned; end it if it is still ours.
-fn kill_orphaned_sleep(pid: u32) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if cmdline.starts_with(b"sleep\0") {
-        let pid = nix::unistd::Pid::from_raw(pid as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    // The next supervisor over the directory kills the rest through the cgroups.
+    let jobs = jobs_in(dir.path());
+    let left = wait_for_marked(&mark, <[_]>::is_empty);
+    assert_eq!(left, vec![], "job processes survived the reopen");
+    let listed = jobs.list(me);
+    assert_eq!(listed.len(), DYING_JOBS);
+    for lost in &listed {
+        assert_eq!((lost.status, lost.ended_at), (Status::Lost, None));
+        assert!(!lost.cgroups.is_empty(), "no cgroup recorded: {lost:?}");
+        assert!(lost.cgroups.iter().all(|dir| !dir.exists()), "{lost:?}");
+        // Stop on a lost job ends what is left (nothing by now) and keeps the status.
+        jobs.stop(lost.id, me, StopType::Kill).unwrap();
+        assert_eq!(jobs.query(lost.id, me).unwrap().status, Status::Lost);
+        assert_eq!(output(&jobs, lost.id, me, None), "started\n");
     }
 }
 

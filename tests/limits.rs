@@ -1,4 +1,4 @@
-//! Resource limits (issue 4, items 2 and 3; FAULTS.md A9, C1-C4, H6):
+//! Resource limits (issue 4, items 2 and 3; docs/FAULTS.md A9, C1-C4, H6):
 //! memory, CPU time and stack, applied in the child and classified in the
 //! parent, with real allocations, real busy loops and real recursion, in
 //! both start methods. `RUST_BACKTRACE=1` is process-global, so the runs
@@ -17,7 +17,7 @@ const SCENARIO: &str = "BOMBSQUAD_TEST_LIMITS_BACKTRACE";
 /// re-raised child panic, a panicking callback) holds std's backtrace lock
 /// while it prints, and a child forked by another test at that moment
 /// would wait on that lock forever when it panics or fails an allocation
-/// itself (FAULTS.md D3: fork in a multi-threaded parent).
+/// itself (docs/FAULTS.md D3: fork in a multi-threaded parent).
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock()
@@ -235,7 +235,7 @@ fn an_overflow_on_the_stack_thread_is_recognised() {
     }
 }
 
-/// `RLIMIT_DATA` counts thread stacks (FAULTS.md C2): a thread whose stack
+/// `RLIMIT_DATA` counts thread stacks (docs/FAULTS.md C2): a thread whose stack
 /// does not fit cannot start, and the function sees the error.
 #[bombsquad(memory = "64MiB")]
 fn starts_a_thread_with_a_big_stack() -> Result<(), String> {
@@ -302,7 +302,7 @@ fn the_child_is_the_oom_killers_first_choice_and_the_parent_is_not() {
 /// The scenario: runs only in the subprocess started below, with
 /// `RUST_BACKTRACE` set to 1 or unset. Children inherit it: with it, std
 /// prints a backtrace after its message, and the classification must
-/// still find the message (FAULTS.md H6).
+/// still find the message (docs/FAULTS.md H6).
 #[test]
 fn backtrace_scenario() {
     let Some(mode) = std::env::var_os(SCENARIO) else {
@@ -348,7 +348,7 @@ fn classification_holds_with_and_without_rust_backtrace() {
 
 /// A memory cgroup this test may create children in: the v1 memory
 /// controller's or the v2 (cgroup2 at /sys/fs/cgroup) directory of this
-/// process, when writable. `None` skips the test (FAULTS.md C4).
+/// process, when writable. `None` skips the test (docs/FAULTS.md C4).
 fn own_memory_cgroup() -> Option<(std::path::PathBuf, &'static str)> {
     let cgroups = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     for line in cgroups.lines() {

@@ -1,4 +1,4 @@
-//! Isolated functions calling isolated functions (FAULTS.md G5).
+//! Isolated functions calling isolated functions (docs/FAULTS.md G5).
 
 #![allow(
     clippy::undocumented_unsafe_blocks,

@@ -1,6 +1,6 @@
 //! The OS refusing a descriptor or a process gives `Error::Spawn` with the
 //! OS error, nothing is left behind, and the next call works once the
-//! resource is free again (FAULTS.md C5, C6). Lowering a limit is
+//! resource is free again (docs/FAULTS.md C5, C6). Lowering a limit is
 //! process-global, so it happens in a scenario: this binary run again as a
 //! subprocess, never in the libtest process itself.
 

@@ -322,10 +322,14 @@ macro_rules! outcome_tests {
             fn panic_error_mode_returns_message_and_location() {
                 common::watchdog();
                 match panics_as_error() {
-                    Err(Error::Panicked { message, location, .. }) => {
+                    Err(e @ Error::Panicked { .. }) => {
+                        let text = e.to_string();
+                        let Error::Panicked { message, location, function, .. } = e else { unreachable!() };
                         assert_eq!(message, "boom as error");
+                        assert_eq!(function.as_deref(), Some("panics_as_error"));
                         let location = location.expect("a location");
                         assert_eq!((location.file.as_str(), location.line, location.column), (file!(), BOOM_LINE, 5));
+                        assert_eq!(text, format!("panics_as_error panicked at {}:{BOOM_LINE}:5: boom as error", file!()));
                     }
                     other => panic!("expected Panicked, got {other:?}"),
                 }
@@ -410,7 +414,13 @@ macro_rules! outcome_tests {
                 common::watchdog();
                 for (code, raw) in [(0, false), (0, true), (256, false)] {
                     match exits(code, raw) {
-                        Err(Error::ZeroExitcodeWithoutPayload { pid }) => assert!(pid > 0),
+                        Err(e @ Error::ZeroExitcodeWithoutPayload { pid, .. }) => {
+                            assert!(pid > 0);
+                            assert_eq!(
+                                e.to_string(),
+                                format!("exits (pid {pid}) exited with code 0 without sending a result; does it call std::process::exit?")
+                            );
+                        }
                         other => panic!("exit({code}) raw={raw}: expected ZeroExitcodeWithoutPayload, got {other:?}"),
                     }
                 }
@@ -504,7 +514,7 @@ macro_rules! outcome_tests {
             fn a_child_that_closed_its_channel_ends_without_payload() {
                 common::watchdog();
                 match closes_every_descriptor() {
-                    Err(Error::ZeroExitcodeWithoutPayload { pid }) => assert!(!common::process_exists(pid)),
+                    Err(Error::ZeroExitcodeWithoutPayload { pid, .. }) => assert!(!common::process_exists(pid)),
                     other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
                 }
             }

@@ -1,6 +1,6 @@
 //! The child's stdout and stderr: replayed into the caller's streams (so
 //! libtest's capture sees them), kept as a bounded stderr tail, and sent
-//! where the `stderr` option says (FAULTS.md C9, H1, H6).
+//! where the `stderr` option says (docs/FAULTS.md C9, H1, H6).
 //!
 //! What reaches the caller's real streams is observed from outside: this
 //! binary runs itself again as a subprocess with a scenario selected.
@@ -244,7 +244,7 @@ fn stderr_to_a_file_is_appended_private_and_kept() {
     for round in 0..2 {
         let err = exit_error(options.fork(move || -> u8 {
             // Not `eprintln!`: libtest's capture, copied into a forked child,
-            // would swallow it (FAULTS.md H1).
+            // would swallow it (docs/FAULTS.md H1).
             writeln!(std::io::stderr(), "round {round}").unwrap();
             std::process::exit(6)
         }));

@@ -1,4 +1,4 @@
-//! A child killed by someone else (FAULTS.md A3): the call reports the
+//! A child killed by someone else (docs/FAULTS.md A3): the call reports the
 //! signal, and the next call works.
 
 #![allow(

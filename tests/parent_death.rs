@@ -1,4 +1,4 @@
-//! Parent death and signals (FAULTS.md F1, F2, F4, F10, G4): a child never
+//! Parent death and signals (docs/FAULTS.md F1, F2, F4, F10, G4): a child never
 //! outlives its parent, Ctrl-C at a terminal reaches the parent only, a
 //! panicking parent leaves nothing behind, and the child starts with the
 //! signal state an exec'd process would have. Every process-global change
@@ -408,7 +408,7 @@ fn signal_state_scenario() {
             0,
             "{mode}: no handler of the host survives: {caught:#x}"
         );
-        // As exec does: ignored signals stay ignored (FAULTS.md F10), and
+        // As exec does: ignored signals stay ignored (docs/FAULTS.md F10), and
         // SIGPIPE is ignored as in every Rust main.
         assert_eq!(
             ignored & !glibc_internal,

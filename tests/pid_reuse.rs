@@ -1,4 +1,4 @@
-//! Pid reuse (FAULTS.md F5): a kill after the child was reaped, by us or by
+//! Pid reuse (docs/FAULTS.md F5): a kill after the child was reaped, by us or by
 //! someone else, must never reach the process that took over its pid.
 //!
 //! The scenario makes it happen for real: the parent's supervisor is held

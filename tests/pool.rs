@@ -1,4 +1,4 @@
-//! Warm workers holding a `Task`: real crashes of real workers (FAULTS.md
+//! Warm workers holding a `Task`: real crashes of real workers (docs/FAULTS.md
 //! J1-J6, F3, F9, F11), concurrent callers, recycling, retries, shutdown,
 //! and no leaked descriptor or zombie after any of it. The attribute's
 //! pools are in `pool_attribute.rs`.

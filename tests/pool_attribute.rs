@@ -1,7 +1,7 @@
 //! `#[bombsquad(pool = N)]`: a function's own pool of warm workers, made on
 //! its first call: crashes replace a worker, the attribute's options apply
 //! per call, large results cross the shared arena, progress arrives in
-//! order, and a forked child makes a pool of its own (FAULTS.md D4).
+//! order, and a forked child makes a pool of its own (docs/FAULTS.md D4).
 
 mod common;
 
@@ -114,7 +114,7 @@ fn large_results_cross_through_the_arena_intact_call_after_call() {
 /// A job: a number, and where to send it back plus one.
 type Job = (u64, std::sync::mpsc::Sender<u64>);
 
-/// A job queue served by a thread of the process that made it (FAULTS.md D4).
+/// A job queue served by a thread of the process that made it (docs/FAULTS.md D4).
 fn job_queue() -> &'static Mutex<std::sync::mpsc::Sender<Job>> {
     static QUEUE: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>> =
         std::sync::OnceLock::new();

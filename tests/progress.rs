@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 /// A test whose callback panics in the parent holds std's backtrace lock
 /// while the panic prints, and a child forked by another test meanwhile
-/// would wait on that lock forever if it panicked itself (FAULTS.md D3):
+/// would wait on that lock forever if it panicked itself (docs/FAULTS.md D3):
 /// such a test runs alone, the others share.
 static CALLS: RwLock<()> = RwLock::new(());
 
@@ -58,7 +58,7 @@ impl<'de> Deserialize<'de> for Even {
 type Record<M> = Arc<Mutex<Vec<(M, ThreadId)>>>;
 
 /// A callback that records each message and the thread it ran on.
-fn recorder<M: Send + 'static>() -> (Progress<M>, Record<M>) {
+fn recorder<M: Send + 'static>() -> (Progress<'static, M>, Record<M>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let progress = Progress::new({
         let seen = Arc::clone(&seen);
@@ -405,4 +405,30 @@ fn a_callers_progress_delivers_in_process() {
         done: None,
     });
     assert_eq!(recorded(&seen)[0].label, "local");
+}
+
+#[bombsquad(start_method = "forkserver")]
+fn counts_down(from: u32, progress: Progress<u32>) -> u32 {
+    for n in (1..=from).rev() {
+        progress.send(n);
+    }
+    0
+}
+
+/// The callback runs on the calling thread during the call, so it may
+/// borrow the caller's locals: no `'static`, no `Arc<Mutex<..>>`.
+#[test]
+fn a_callback_may_borrow_the_callers_locals() {
+    let _shared = shared();
+    let mut seen = Vec::new();
+    let mut total = 0;
+    let result = counts_down(
+        3,
+        Progress::new(|n| {
+            seen.push(n);
+            total += n;
+        }),
+    );
+    assert_eq!(result.unwrap(), 0);
+    assert_eq!((seen, total), (vec![3, 2, 1], 6));
 }

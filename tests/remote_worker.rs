@@ -413,6 +413,7 @@ fn an_exception_is_a_panic_and_the_worker_survives() {
             message,
             location,
             backtrace,
+            ..
         }) => {
             assert_eq!(message, "ValueError: boom");
             let location = location.expect("the raising frame");
@@ -585,7 +586,7 @@ fn an_exit_is_its_code() {
         op: "exit",
         code: 0,
     }) {
-        Err(Error::ZeroExitcodeWithoutPayload { pid: reported }) => assert_eq!(reported, pid),
+        Err(Error::ZeroExitcodeWithoutPayload { pid: reported, .. }) => assert_eq!(reported, pid),
         other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
     }
     assert_eq!(worker.restarts(), 2);
@@ -819,7 +820,7 @@ fn a_worker_that_closes_its_channel_without_answering() {
         op: "close",
         seconds: 0.2,
     }) {
-        Err(Error::ZeroExitcodeWithoutPayload { pid: reported }) => assert_eq!(reported, pid),
+        Err(Error::ZeroExitcodeWithoutPayload { pid: reported, .. }) => assert_eq!(reported, pid),
         other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
     }
     // It lives on: killed after a second, without the parent spinning.

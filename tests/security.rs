@@ -1,4 +1,4 @@
-//! The marker is not a door (FAULTS.md I1, I2): a forged marker runs
+//! The marker is not a door (docs/FAULTS.md I1, I2): a forged marker runs
 //! nothing, and a marker inherited by a grandchild is ignored.
 
 #![allow(

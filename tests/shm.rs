@@ -1,4 +1,4 @@
-//! The shm backend against a child that tampers with its memfd (FAULTS.md
+//! The shm backend against a child that tampers with its memfd (docs/FAULTS.md
 //! I7): the parent seals the memfd after the child exits and only then maps
 //! it, so a shrunk or still-mapped file is an error, never a SIGBUS.
 

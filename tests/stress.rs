@@ -1,4 +1,4 @@
-//! 10,000 short calls with random timeouts (FAULTS.md F5, F8): every call
+//! 10,000 short calls with random timeouts (docs/FAULTS.md F5, F8): every call
 //! is `Ok` with its own token or a `Timeout`, a bystander process that leads
 //! its own group survives every kill, and no zombie is left. One test in
 //! its own binary, so the counts see only its children. (pid_reuse.rs makes

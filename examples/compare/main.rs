@@ -33,6 +33,7 @@ mod floors;
 mod hygiene;
 mod memory;
 mod peers;
+mod sandbox;
 
 use std::time::Duration;
 
@@ -123,7 +124,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("compare: {problem}");
     }
     eprintln!(
-        "usage: compare [--quick] [--only trivial,hygiene,payload,heap,peak,warm,peers] \
+        "usage: compare [--quick] [--only trivial,hygiene,sandbox,payload,heap,peak,warm,peers] \
          [--max-size 1G] [--rounds MULTIPLIER]"
     );
     std::process::exit(2)
@@ -157,6 +158,9 @@ fn main() {
     }
     if config.wants("hygiene") {
         hygiene::hygiene(&config);
+    }
+    if config.wants("sandbox") {
+        sandbox::sandbox(&config);
     }
     if config.wants("payload") {
         calls::payload(&config);

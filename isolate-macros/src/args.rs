@@ -1,11 +1,20 @@
 //! The attribute's arguments, typed, each kept with its span.
 
 use proc_macro2::{Span, TokenStream};
-use syn::LitStr;
+use quote::{ToTokens, quote};
 use syn::meta::ParseNestedMeta;
+use syn::{LitStr, Token};
+
+use crate::errors::{Errors, Recovery};
 
 const KEYS: &str = "`start_method`, `backend`, `timeout`, `panic`, `memory`, `cpu`, `stack_size`, \
-                    `stderr`, `pool`, `max_calls`, `retries`, `max_rss_growth`";
+                    `stderr`, `sandbox`, `pool`, `max_calls`, `retries`, `max_rss_growth`, `crate`";
+
+/// A sandbox policy, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sandbox {
+    Compute,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum StartMethod {
@@ -40,9 +49,14 @@ pub(crate) enum Stderr {
 }
 
 /// `#[bombsquad(start_method = "..", backend = "..", timeout = "..", panic = "..",
-/// memory = "..", cpu = "..", stack_size = "..", stderr = "..")]`
+/// memory = "..", cpu = "..", stack_size = "..", stderr = "..", sandbox = "..", crate = "..")]`
 #[derive(Debug, Default)]
 pub(crate) struct Args {
+    /// The path of the `bombsquad` crate, for a renamed dependency.
+    pub(crate) krate: Option<(TokenStream, Span)>,
+    /// `start_method` was given a value it does not take: the checks that
+    /// depend on it are skipped rather than run against the default.
+    pub(crate) start_method_rejected: bool,
     pub(crate) start_method: Option<(StartMethod, Span)>,
     pub(crate) backend: Option<(Backend, Span)>,
     /// In milliseconds.
@@ -55,6 +69,7 @@ pub(crate) struct Args {
     /// In bytes.
     pub(crate) stack_size: Option<(u64, Span)>,
     pub(crate) stderr: Option<(Stderr, Span)>,
+    pub(crate) sandbox: Option<(Sandbox, Span)>,
     /// Warm workers per function.
     pub(crate) pool: Option<(u64, Span)>,
     pub(crate) max_calls: Option<(u64, Span)>,
@@ -64,11 +79,52 @@ pub(crate) struct Args {
 }
 
 impl Args {
-    pub(crate) fn parse(tokens: TokenStream) -> syn::Result<Self> {
+    /// Every option that parses, and an error for each one that does not:
+    /// a wrong option is reported and left at its default, and parsing
+    /// goes on with the next.
+    pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> Self {
         let mut args = Self::default();
-        let parser = syn::meta::parser(|meta| args.set(&meta));
-        syn::parse::Parser::parse2(parser, tokens)?;
-        Ok(args)
+        let parser = syn::meta::parser(|meta| {
+            if let Err(error) = args.set(&meta) {
+                args.start_method_rejected |= meta.path.is_ident("start_method");
+                errors.add(error, Recovery::DefaultOptions);
+                skip_value(&meta)?;
+            }
+            Ok(())
+        });
+        if let Err(error) = syn::parse::Parser::parse2(parser, tokens) {
+            errors.add(error, Recovery::DefaultOptions);
+        }
+        args
+    }
+
+    /// The options a wrapper falls back to when one is wrong: the defaults
+    /// (the crate path kept), forked, because a forked child asks nothing
+    /// of the arguments: an argument that only the wrong option made
+    /// invalid raises nothing more.
+    pub(crate) fn fallback(&self) -> Self {
+        Self {
+            krate: self.krate.clone(),
+            start_method: Some((StartMethod::Fork, Span::call_site())),
+            ..Self::default()
+        }
+    }
+
+    /// The path of the `__private` module generated code names:
+    /// `::bombsquad::__private`, or the `crate` option's path.
+    pub(crate) fn private(&self) -> TokenStream {
+        match &self.krate {
+            Some((path, _)) => quote!(#path::__private),
+            None => quote!(::bombsquad::__private),
+        }
+    }
+
+    /// The path of the crate itself, for `Error` in the signature.
+    pub(crate) fn krate(&self) -> TokenStream {
+        match &self.krate {
+            Some((path, _)) => path.clone(),
+            None => quote!(::bombsquad),
+        }
     }
 
     pub(crate) fn start_method(&self) -> StartMethod {
@@ -82,6 +138,17 @@ impl Args {
             .map(ToString::to_string)
             .unwrap_or_default();
         match key.as_str() {
+            "crate" => set_once(
+                &mut self.krate,
+                meta,
+                &key,
+                |v| {
+                    syn::parse_str::<syn::Path>(v)
+                        .ok()
+                        .map(ToTokens::into_token_stream)
+                },
+                "the path of the `bombsquad` crate, such as \"my_bombsquad\" or \"::my_bombsquad\"",
+            ),
             "start_method" => set_once(
                 &mut self.start_method,
                 meta,
@@ -158,6 +225,13 @@ impl Args {
                 },
                 "\"inherit\", \"null\", \"capture\" or a file path",
             ),
+            "sandbox" => set_once(
+                &mut self.sandbox,
+                meta,
+                &key,
+                |v| (v == "compute").then_some(Sandbox::Compute),
+                "\"compute\"",
+            ),
             "pool" => set_count(&mut self.pool, meta, &key, 1),
             "max_calls" => set_count(&mut self.max_calls, meta, &key, 1),
             "retries" => set_count(&mut self.retries, meta, &key, 0),
@@ -183,6 +257,7 @@ impl Args {
             self.cpu.map(|(_, s)| s),
             self.stack_size.map(|(_, s)| s),
             self.stderr.as_ref().map(|(_, s)| *s),
+            self.sandbox.map(|(_, s)| s),
             self.pool.map(|(_, s)| s),
         ]
         .into_iter()
@@ -201,6 +276,15 @@ impl Args {
         .into_iter()
         .filter_map(|(key, span)| span.map(|span| (key, span)))
     }
+}
+
+/// Skips what is left of a wrong option, up to the next `,`, so the
+/// options after it are still read.
+fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+    while !meta.input.is_empty() && !meta.input.peek(Token![,]) {
+        meta.input.parse::<proc_macro2::TokenTree>()?;
+    }
+    Ok(())
 }
 
 /// Reads `key = N` (an integer literal, at least `min`) into `slot`.

@@ -3,8 +3,9 @@
 //! `Result<R, ::bombsquad::Error>`; the original body moves into an inner
 //! function that the child runs. Generated code names only
 //! `::bombsquad::__private::` and `::core::` paths (and `::bombsquad::Error`
-//! in the signature), and declares no local variables the user's parameters
-//! could collide with.
+//! in the signature; `crate = "path"` replaces `::bombsquad` by `path`
+//! everywhere), and declares no local variables the user's parameters could
+//! collide with.
 //!
 //! A `Progress` parameter is not sent with the arguments: the wrapper
 //! passes the caller's `Progress` to the runtime as the sink of the call's
@@ -15,7 +16,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned as _;
 use syn::{FnArg, Ident, ItemFn, Pat, PatType, ReturnType, Type};
 
-use crate::args::{Args, Backend, PanicMode, StartMethod, Stderr};
+use crate::args::{Args, Backend, PanicMode, Sandbox, StartMethod, Stderr};
+use crate::register;
 use crate::valid::is_progress;
 
 /// One parameter, as the wrapper names it and the child rebuilds it.
@@ -49,9 +51,9 @@ impl Param<'_> {
         }
     }
 
-    fn owned_type(&self) -> TokenStream {
+    fn owned_type(&self, private: &TokenStream) -> TokenStream {
         match self.referent() {
-            Some(referent) => quote!(<#referent as ::bombsquad::__private::OwnedArg>::Owned),
+            Some(referent) => quote!(<#referent as #private::OwnedArg>::Owned),
             None => {
                 let ty = self.ty;
                 quote!(#ty)
@@ -59,10 +61,10 @@ impl Param<'_> {
         }
     }
 
-    fn passed_in_child(&self) -> TokenStream {
+    fn passed_in_child(&self, private: &TokenStream) -> TokenStream {
         let name = &self.name;
         if self.is_progress() {
-            return child_progress();
+            return child_progress(private);
         }
         match self.referent() {
             Some(_) => quote!(&#name),
@@ -72,19 +74,33 @@ impl Param<'_> {
 }
 
 /// What the child's body gets for its `Progress` parameter.
-fn child_progress() -> TokenStream {
-    quote!(::bombsquad::__private::child_progress())
+fn child_progress(private: &TokenStream) -> TokenStream {
+    quote!(#private::child_progress())
 }
 
 /// The sink of the call's progress messages: the caller's `Progress`, or
 /// none. A message type that is not serde fails on the parameter's type.
-fn progress_sink(params: &[Param<'_>]) -> TokenStream {
+fn progress_sink(private: &TokenStream, params: &[Param<'_>]) -> TokenStream {
     match params.iter().find(|p| p.is_progress()) {
         Some(Param { name, ty }) => {
-            quote_spanned!(ty.span()=> ::bombsquad::__private::progress_sink(&mut #name))
+            // On the parameter's type: a message type that is not serde is
+            // reported there.
+            let private = respan(private, ty.span());
+            quote_spanned!(ty.span()=> #private::progress_sink(&mut #name))
         }
         None => quote!(::core::option::Option::None),
     }
+}
+
+fn respan(tokens: &TokenStream, span: proc_macro2::Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut token| {
+            token.set_span(span);
+            token
+        })
+        .collect()
 }
 
 pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
@@ -92,9 +108,11 @@ pub(crate) fn expand(args: &Args, function: &ItemFn) -> TokenStream {
 }
 
 /// [`expand`], with `display_name` as the name errors give the call
-/// ("test body (pid 42) was killed by SIGSEGV").
+/// ("test parses_input (pid 42) was killed by SIGSEGV").
 pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -> TokenStream {
     let params = params(function);
+    let private = &args.private();
+    let krate = args.krate();
     let ItemFn {
         attrs,
         vis,
@@ -112,13 +130,13 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
     let lint_attrs = attrs.iter().filter(|a| is_lint(a));
     let track_caller =
         (!attrs.iter().any(|a| a.path().is_ident("track_caller"))).then(|| quote!(#[track_caller]));
-    let options = options(args, display_name);
-    let codec = codec(&result);
+    let options = options(private, args, display_name);
+    let codec = codec(private, &result);
     let call = match args.start_method() {
-        StartMethod::Fork => call_forked(&options, &codec, &params, unsafety.is_some()),
+        StartMethod::Fork => call_forked(private, &options, &codec, &params, unsafety.is_some()),
         StartMethod::Spawn | StartMethod::Forkserver => {
             let (via, leading) = match (args.start_method(), &args.pool) {
-                (_, Some(_)) => (quote!(call_pooled), pooled(args, &options)),
+                (_, Some(_)) => (quote!(call_pooled), pooled(private, args, &options)),
                 (StartMethod::Forkserver, None) => (quote!(call_forkserved), quote!(&#options,)),
                 _ => (quote!(call_spawned), quote!(&#options,)),
             };
@@ -128,13 +146,13 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
                 leading,
                 result: &result,
             };
-            call_spawned(&spawned, &codec, &params, unsafety.is_some())
+            call_spawned(private, &spawned, &codec, &params, unsafety.is_some())
         }
     };
     quote! {
         #(#attrs)*
         #track_caller
-        #vis #unsafety fn #name(#(#outer_inputs),*) -> ::core::result::Result<#result, ::bombsquad::Error> {
+        #vis #unsafety fn #name(#(#outer_inputs),*) -> ::core::result::Result<#result, #krate::Error> {
             #[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps)]
             #(#lint_attrs)*
             #unsafety fn __bombsquad_body(#inner_inputs) -> #result #block
@@ -171,18 +189,18 @@ pub(crate) fn is_lint(attr: &syn::Attribute) -> bool {
         .any(|lint| attr.path().is_ident(lint))
 }
 
-fn options(args: &Args, name: &str) -> TokenStream {
+fn options(private: &TokenStream, args: &Args, name: &str) -> TokenStream {
     let backend = args.backend.map(|(backend, _)| match backend {
-        Backend::File => quote!(.backend(::bombsquad::__private::Backend::File)),
-        Backend::Pipe => quote!(.backend(::bombsquad::__private::Backend::Pipe)),
-        Backend::Shm => quote!(.backend(::bombsquad::__private::Backend::Shm)),
+        Backend::File => quote!(.backend(#private::Backend::File)),
+        Backend::Pipe => quote!(.backend(#private::Backend::Pipe)),
+        Backend::Shm => quote!(.backend(#private::Backend::Shm)),
     });
     let timeout = args
         .timeout
         .map(|(millis, _)| quote!(.timeout(::core::time::Duration::from_millis(#millis))));
     let panic = args.panic.map(|(mode, _)| match mode {
-        PanicMode::Resume => quote!(.panic_mode(::bombsquad::__private::PanicMode::Resume)),
-        PanicMode::Error => quote!(.panic_mode(::bombsquad::__private::PanicMode::Error)),
+        PanicMode::Resume => quote!(.panic_mode(#private::PanicMode::Resume)),
+        PanicMode::Error => quote!(.panic_mode(#private::PanicMode::Error)),
     });
     let memory = args.memory.map(|(bytes, _)| quote!(.memory(#bytes)));
     let cpu = args
@@ -199,12 +217,15 @@ fn options(args: &Args, name: &str) -> TokenStream {
             Stderr::Capture => quote!(Capture),
             Stderr::File(path) => quote!(File(::core::convert::From::from(#path))),
         };
-        quote!(.stderr(::bombsquad::__private::Stderr::#stderr))
+        quote!(.stderr(#private::Stderr::#stderr))
     });
+    let sandbox = args
+        .sandbox
+        .map(|(Sandbox::Compute, _)| quote!(.sandbox(#private::Sandbox::compute())));
     quote! {
-        ::bombsquad::__private::Isolate::new()
+        #private::Isolate::new()
             .name(#name)
-            #backend #timeout #panic #memory #cpu #stack_size #stderr
+            #backend #timeout #panic #memory #cpu #stack_size #stderr #sandbox
     }
 }
 
@@ -221,14 +242,15 @@ fn body_call(names: impl Iterator<Item = TokenStream>, unsafe_fn: bool) -> Token
 /// The codec for the result type, picked by autoref specialization where
 /// the type is concrete (`Vec<u8>` takes the `bin` path). The traits are
 /// imported inside the block only, so the user's code never sees them.
-fn codec(result: &TokenStream) -> TokenStream {
+fn codec(private: &TokenStream, result: &TokenStream) -> TokenStream {
     quote! {{
-        use ::bombsquad::__private::{BytesCodec as _, SerdeCodec as _};
-        (&&::bombsquad::__private::CodecTag::<#result>::new()).__bombsquad_codec()
+        use #private::{BytesCodec as _, SerdeCodec as _};
+        (&&#private::CodecTag::<#result>::new()).__bombsquad_codec()
     }}
 }
 
 fn call_forked(
+    private: &TokenStream,
     options: &TokenStream,
     codec: &TokenStream,
     params: &[Param<'_>],
@@ -238,22 +260,22 @@ fn call_forked(
         params.iter().map(|p| {
             let name = &p.name;
             if p.is_progress() {
-                child_progress()
+                child_progress(private)
             } else {
                 quote!(#name)
             }
         }),
         unsafe_fn,
     );
-    let sink = progress_sink(params);
+    let sink = progress_sink(private, params);
     quote! {
-        ::bombsquad::__private::call_forked(&#options, #codec, #sink, move || #body)
+        #private::call_forked(&#options, #codec, #sink, move || #body)
     }
 }
 
 /// The leading arguments of a pooled call: the function's own pool, and
 /// how to make it on its first call with the attribute's options.
-fn pooled(args: &Args, options: &TokenStream) -> TokenStream {
+fn pooled(private: &TokenStream, args: &Args, options: &TokenStream) -> TokenStream {
     let workers = args
         .pool
         .map_or(1, |(n, _)| usize::try_from(n).unwrap_or(usize::MAX));
@@ -267,11 +289,11 @@ fn pooled(args: &Args, options: &TokenStream) -> TokenStream {
         .map(|(n, _)| quote!(.max_rss_growth(#n)));
     quote! {
         {
-            static __BOMBSQUAD_POOL: ::bombsquad::__private::StaticPool =
-                ::bombsquad::__private::StaticPool::new();
+            static __BOMBSQUAD_POOL: #private::StaticPool =
+                #private::StaticPool::new();
             &__BOMBSQUAD_POOL
         },
-        || ::bombsquad::__private::WorkerOptions::new()
+        || #private::WorkerOptions::new()
             .workers(#workers) #max_calls #retries #growth
             .isolate(#options),
     }
@@ -289,6 +311,7 @@ struct Spawned<'a> {
 }
 
 fn call_spawned(
+    private: &TokenStream,
     spawned: &Spawned<'_>,
     codec: &TokenStream,
     params: &[Param<'_>],
@@ -303,26 +326,26 @@ fn call_spawned(
     let name = name.to_string();
     let sent = || params.iter().filter(|p| !p.is_progress());
     let names: Vec<&Ident> = sent().map(|p| &p.name).collect();
-    let owned_types = sent().map(Param::owned_type);
-    let body = body_call(params.iter().map(Param::passed_in_child), unsafe_fn);
-    let sink = progress_sink(params);
+    let owned_types = sent().map(|p| p.owned_type(private));
+    let body = body_call(params.iter().map(|p| p.passed_in_child(private)), unsafe_fn);
+    let sink = progress_sink(private, params);
+    let registration = register::entry(
+        private,
+        &quote!(#name),
+        &quote!(__bombsquad_run),
+        &quote!(::core::option::Option::None),
+    );
     quote! {
         fn __bombsquad_run(__bombsquad_args: &[u8]) {
-            ::bombsquad::__private::serve::<(#(#owned_types,)*), #result>(
+            #private::serve::<(#(#owned_types,)*), #result>(
                 __bombsquad_args,
                 #codec,
                 |(#(#names,)*)| #body,
             )
         }
 
-        #[::bombsquad::__private::linkme::distributed_slice(::bombsquad::__private::ENTRIES)]
-        #[linkme(crate = ::bombsquad::__private::linkme)]
-        static __BOMBSQUAD_ENTRY: ::bombsquad::__private::Entry = ::bombsquad::__private::Entry {
-            name: ::core::concat!(::core::module_path!(), "::", #name, "@", ::core::line!(), ":", ::core::column!()),
-            run: __bombsquad_run,
-            init: ::core::option::Option::None,
-        };
+        #registration
 
-        ::bombsquad::__private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec, #sink)
+        #private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec, #sink)
     }
 }

@@ -1,17 +1,29 @@
 //! The `#[bombsquad]` attribute. Use it through the `bombsquad` crate, whose
 //! documentation describes it.
 //!
-//! A short pipeline: parse the arguments and the function, validate them,
-//! expand. On any error the function is emitted unchanged next to the
-//! error, so one mistake does not cascade into many.
+//! A pipeline, as in thiserror and tokio-macros: parse the arguments and
+//! the item, validate them in one step that reports every problem at once,
+//! then expand. Each error says how much expansion it leaves possible
+//! (`errors::Recovery`): after an error in the options, the wrapper is
+//! still emitted, with the default options, so it keeps its real
+//! signature and a caller written against it sees one error, not a
+//! cascade; after an error in the item itself, the item is emitted
+//! unchanged next to the error.
 
 mod args;
+mod child_init;
+mod errors;
 mod expand;
+mod register;
 mod task;
 mod test_attr;
 mod valid;
 
 use proc_macro::TokenStream;
+use quote::quote;
+
+use crate::args::Args;
+use crate::errors::{Errors, Recovery};
 
 /// Runs each call of the function in a child process.
 ///
@@ -29,9 +41,11 @@ use proc_macro::TokenStream;
 /// | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"` | none |
 /// | `panic` | `"resume"` (re-raise), `"error"` (`Error::Panicked`) | `"resume"` |
 /// | `memory`, `cpu`, `stack_size`, `stderr` | limits and where stderr goes | none, inherit |
+/// | `sandbox` | `"compute"`: no files, network, programs or dangerous calls (`Sandbox::compute()`) | none |
 /// | `pool` | `4`: warm workers for the function; with `max_calls = K`, `retries = K`, `max_rss_growth = "300MiB"` | none |
+/// | `crate` | `"my_bombsquad"`: the path of the `bombsquad` crate, for a renamed dependency | `"::bombsquad"` |
 ///
-/// On `impl Task for Type { .. }` (no options), it registers the task so a
+/// On `impl Task for Type { .. }` (no options but `crate`), it registers the task so a
 /// `bombsquad::Worker<Type>` can run it.
 ///
 /// In spawn mode, arguments must be `Serialize + DeserializeOwned` or
@@ -56,43 +70,76 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn bombsquad(args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
-    try_expand(args, item)
-        .unwrap_or_else(|error| {
-            let error = error.into_compile_error();
-            quote::quote!(#original #error)
-        })
-        .into()
+    let mut errors = Errors::default();
+    let args = Args::parse(args.into(), &mut errors);
+    let item = Item::parse(item, &mut errors);
+    valid::check(&args, &item, &mut errors);
+    let expanded = match (errors.recovery(), &item) {
+        (Recovery::Unchanged, _) | (_, Item::Other) => original,
+        (_, Item::Task(item)) => task::expand(&args, item),
+        (recovery, Item::Function { function, test }) => {
+            let args = match recovery {
+                Recovery::AsWritten => args,
+                Recovery::DefaultOptions | Recovery::Unchanged => args.fallback(),
+            };
+            match test {
+                Some(test) => test_attr::expand(&args, function, test),
+                None => expand::expand(&args, function),
+            }
+        }
+    };
+    let errors = errors.into_compile_errors();
+    quote!(#expanded #errors).into()
 }
 
-fn try_expand(args: TokenStream, item: TokenStream) -> syn::Result<proc_macro2::TokenStream> {
-    let args = args::Args::parse(args.into())?;
-    if let Ok(item) = syn::parse::<syn::ItemImpl>(item.clone()) {
-        task::check(&args, &item)?;
-        return Ok(task::expand(&item));
-    }
-    let function: syn::ItemFn = syn::parse(item).map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "`#[bombsquad]` goes on a free function (`fn name(..) -> T { .. }`) \
-             or on `impl Task for Type`",
-        )
-    })?;
-    let test = match (test_attr::find(&function), valid::check(&args, &function)) {
-        (Ok(test), Ok(())) => test,
-        (Err(mut errors), Err(more)) => {
-            errors.combine(more);
-            return Err(errors);
+/// Runs the function in every child that does not inherit the caller's
+/// memory, before the isolated function: spawned children, the fork
+/// server's children, and a pool's workers (once, as each starts).
+///
+/// Such children never run `main`, so what `main` sets up (a logger, a
+/// `OnceLock`, a configuration read from `args()`) is missing there; this
+/// is where to set it up again. The function takes no arguments and
+/// returns `()`; a panic in it is the call's panic. Option: `crate = ".."`
+/// as for `#[bombsquad]`. The `bombsquad` crate documents it in full.
+#[proc_macro_attribute]
+pub fn child_init(args: TokenStream, item: TokenStream) -> TokenStream {
+    child_init::child_init(args.into(), item.into()).into()
+}
+
+/// What `#[bombsquad]` is written on.
+pub(crate) enum Item {
+    /// `impl Task for Type { .. }`.
+    Task(syn::ItemImpl),
+    /// A function, and whether it is a test.
+    Function {
+        function: syn::ItemFn,
+        test: Option<test_attr::Test>,
+    },
+    /// Anything else: an error is recorded.
+    Other,
+}
+
+impl Item {
+    fn parse(item: TokenStream, errors: &mut Errors) -> Self {
+        if let Ok(item) = syn::parse::<syn::ItemImpl>(item.clone()) {
+            return Self::Task(item);
         }
-        (Err(errors), Ok(())) | (Ok(_), Err(errors)) => return Err(errors),
-    };
-    if let (Some(_), Some((_, span))) = (&test, args.pool) {
-        return Err(syn::Error::new(
-            span,
-            "a test runs once: `pool` applies to functions called many times",
-        ));
+        match syn::parse::<syn::ItemFn>(item) {
+            Ok(function) => Self::Function {
+                test: test_attr::find(&function),
+                function,
+            },
+            Err(error) => {
+                errors.add(
+                    syn::Error::new(
+                        error.span(),
+                        "`#[bombsquad]` goes on a free function (`fn name(..) -> T { .. }`) \
+                         or on `impl Task for Type`",
+                    ),
+                    Recovery::Unchanged,
+                );
+                Self::Other
+            }
+        }
     }
-    Ok(match test {
-        Some(test) => test_attr::expand(&args, &function, &test),
-        None => expand::expand(&args, &function),
-    })
 }

@@ -20,6 +20,7 @@ use quote::quote;
 use syn::{Attribute, ItemFn, ReturnType, Type, parse_quote};
 
 use crate::args::Args;
+use crate::errors::Errors;
 use crate::expand;
 
 /// How the item is a test.
@@ -28,51 +29,44 @@ pub(crate) struct Test {
     attr: Option<usize>,
 }
 
-/// Finds out whether the item is a test, and refuses what cannot be one.
-pub(crate) fn find(function: &ItemFn) -> syn::Result<Option<Test>> {
-    let mut errors: Option<syn::Error> = None;
-    let mut push = |error: syn::Error| match &mut errors {
-        Some(all) => all.combine(error),
-        None => errors = Some(error),
-    };
-    let mut attr = None;
+/// Whether the item is a test: it carries the built-in `#[test]` (the
+/// first one, if there are several), or an attribute only a test takes.
+pub(crate) fn find(function: &ItemFn) -> Option<Test> {
+    let attr = function
+        .attrs
+        .iter()
+        .position(|a| matches!(test_kind(a), TestKind::Builtin));
+    let is_test = attr.is_some() || function.attrs.iter().any(is_test_only_attr);
+    is_test.then_some(Test { attr })
+}
+
+/// Refuses what cannot be an isolated test: a second or a third-party
+/// test attribute, and a signature no test may have.
+pub(crate) fn check(function: &ItemFn, test: Option<&Test>, errors: &mut Errors) {
     for (index, attribute) in function.attrs.iter().enumerate() {
         match test_kind(attribute) {
-            TestKind::None => {}
-            TestKind::Builtin if attr.is_none() => attr = Some(index),
-            TestKind::Builtin => push(syn::Error::new_spanned(
-                attribute,
-                "second test attribute is supplied; remove one",
-            )),
-            TestKind::Other => push(syn::Error::new_spanned(
+            TestKind::Builtin if test.and_then(|t| t.attr) != Some(index) => {
+                errors.item(attribute, "second test attribute is supplied; remove one")
+            }
+            TestKind::Other => errors.item(
                 attribute,
                 "`#[bombsquad]` isolates tests marked with the built-in `#[test]` only",
-            )),
+            ),
+            TestKind::None | TestKind::Builtin => {}
         }
     }
-    let is_test = attr.is_some() || function.attrs.iter().any(is_test_only_attr);
-    if is_test {
-        check_signature(function, &mut push);
-    }
-    match errors {
-        Some(errors) => Err(errors),
-        None => Ok(is_test.then_some(Test { attr })),
+    if test.is_some() {
+        check_signature(function, errors);
     }
 }
 
-fn check_signature(function: &ItemFn, push: &mut impl FnMut(syn::Error)) {
+fn check_signature(function: &ItemFn, errors: &mut Errors) {
     let sig = &function.sig;
     if !sig.inputs.is_empty() {
-        push(syn::Error::new_spanned(
-            &sig.inputs,
-            "a test function takes no arguments",
-        ));
+        errors.item(&sig.inputs, "a test function takes no arguments");
     }
     if let Some(token) = &sig.unsafety {
-        push(syn::Error::new_spanned(
-            token,
-            "a test function cannot be `unsafe`",
-        ));
+        errors.item(token, "a test function cannot be `unsafe`");
     }
     if let ReturnType::Type(_, ty) = &sig.output
         && !is_unit(ty)
@@ -81,12 +75,8 @@ fn check_signature(function: &ItemFn, push: &mut impl FnMut(syn::Error)) {
             .iter()
             .find(|a| a.path().is_ident("should_panic"))
     {
-        let mut error = syn::Error::new_spanned(ty, "a `#[should_panic]` test must return `()`");
-        error.combine(syn::Error::new_spanned(
-            should_panic,
-            "the test is `#[should_panic]` here",
-        ));
-        push(error);
+        errors.item(ty, "a `#[should_panic]` test must return `()`");
+        errors.item(should_panic, "the test is `#[should_panic]` here");
     }
 }
 
@@ -121,17 +111,18 @@ fn is_unit(ty: &Type) -> bool {
 
 /// The test function stays in the harness, with every attribute but the
 /// test attribute it had. Its body makes one isolated call: the original
-/// body, run in a child named "test body", whose result is turned into
+/// body, run in a child named "test <name>", whose result is turned into
 /// something that crosses the boundary (`Result<(), String>`, the error's
 /// `Debug` made in the child), then back into what libtest expects.
 pub(crate) fn expand(args: &Args, function: &ItemFn, test: &Test) -> TokenStream {
-    let ItemFn {
-        attrs,
-        vis,
-        sig,
-        block,
-    } = function;
+    let (attrs, vis, sig, block) = (
+        &function.attrs,
+        &function.vis,
+        &function.sig,
+        &function.block,
+    );
     let name = &sig.ident;
+    let private = args.private();
     let kept = attrs
         .iter()
         .enumerate()
@@ -141,28 +132,28 @@ pub(crate) fn expand(args: &Args, function: &ItemFn, test: &Test) -> TokenStream
     let (user_result, report) = match &sig.output {
         ReturnType::Type(_, ty) if !is_unit(ty) => (
             quote!(#ty),
-            quote!(-> ::core::result::Result<(), ::bombsquad::__private::TestFailure>),
+            quote!(-> ::core::result::Result<(), #private::TestFailure>),
         ),
         _ => (quote!(()), quote!()),
     };
     let output = &sig.output;
     let lint_attrs = attrs.iter().filter(|a| expand::is_lint(a));
     let isolated: ItemFn = parse_quote! {
-        fn #name() -> ::bombsquad::__private::TestOutcome {
+        fn #name() -> #private::TestOutcome {
             #(#lint_attrs)*
             fn __bombsquad_test() #output #block
 
-            ::bombsquad::__private::TestReturn::into_outcome(__bombsquad_test())
+            #private::TestReturn::into_outcome(__bombsquad_test())
         }
     };
-    let isolated = expand::expand_named(args, &isolated, "test body");
+    let isolated = expand::expand_named(args, &isolated, &format!("test {name}"));
     quote! {
         #test_attr
         #(#kept)*
         #vis fn #name() #report {
             #isolated
 
-            ::bombsquad::__private::finish_test::<#user_result>(#name())
+            #private::finish_test::<#user_result>(#name())
         }
     }
 }

@@ -1,22 +1,40 @@
-//! What an isolated function may look like. Every problem is reported on
-//! its own token, all at once.
+//! The validation step: every check of the options against the item, all
+//! at once, each problem on its own token. Each error also says how much
+//! of the expansion it leaves possible ([`Recovery`]).
 
-use quote::ToTokens;
 use syn::visit::Visit;
 use syn::{FnArg, ItemFn, PathArguments, ReturnType, Signature, Type};
 
+use crate::Item;
 use crate::args::{Args, StartMethod};
+use crate::errors::Errors;
+use crate::{task, test_attr};
 
-pub(crate) fn check(args: &Args, function: &ItemFn) -> syn::Result<()> {
-    let mut errors = Errors::default();
-    check_pool(args, &mut errors);
-    check_signature(&function.sig, &mut errors);
+pub(crate) fn check(args: &Args, item: &Item, errors: &mut Errors) {
+    match item {
+        Item::Task(item) => task::check(args, item, errors),
+        Item::Function { function, test } => {
+            check_function(args, function, errors);
+            test_attr::check(function, test.as_ref(), errors);
+            if let (Some(_), Some((_, span))) = (test, args.pool) {
+                errors.option(
+                    span,
+                    "a test runs once: `pool` applies to functions called many times",
+                );
+            }
+        }
+        Item::Other => {}
+    }
+}
+
+fn check_function(args: &Args, function: &ItemFn, errors: &mut Errors) {
+    check_pool(args, errors);
+    check_signature(&function.sig, errors);
     let mut progress = false;
     for input in &function.sig.inputs {
-        check_argument(args, input, &mut progress, &mut errors);
+        check_argument(args, input, &mut progress, errors);
     }
-    check_return(&function.sig.output, &mut errors);
-    errors.finish()
+    check_return(&function.sig.output, errors);
 }
 
 /// A pool's workers are re-executed children answering on their channel:
@@ -24,20 +42,20 @@ pub(crate) fn check(args: &Args, function: &ItemFn) -> syn::Result<()> {
 fn check_pool(args: &Args, errors: &mut Errors) {
     let Some(_) = args.pool else {
         for (key, span) in args.pool_options() {
-            errors.push_at(span, format!("`{key}` applies to a pool: add `pool = N`"));
+            errors.option(span, format!("`{key}` applies to a pool: add `pool = N`"));
         }
         return;
     };
     if let Some((method, span)) = args.start_method
         && method != StartMethod::Spawn
     {
-        errors.push_at(
+        errors.option(
             span,
             "a pool's workers are spawned (re-executed); remove `start_method` or `pool`",
         );
     }
     if let Some((_, span)) = args.backend {
-        errors.push_at(
+        errors.option(
             span,
             "a pool's workers answer on their channel (large results through a shared arena): remove `backend`",
         );
@@ -65,43 +83,43 @@ pub(crate) fn is_progress(ty: &Type) -> bool {
 
 fn check_signature(sig: &Signature, errors: &mut Errors) {
     if let Some(token) = &sig.asyncness {
-        errors.push(token, "an isolated function cannot be `async`: call a synchronous function from `spawn_blocking` instead");
+        errors.item(token, "an isolated function cannot be `async`: call a synchronous function from `spawn_blocking` instead");
     }
     if let Some(token) = &sig.constness {
-        errors.push(token, "an isolated function cannot be `const`");
+        errors.item(token, "an isolated function cannot be `const`");
     }
     if let Some(abi) = &sig.abi {
-        errors.push(
+        errors.item(
             abi,
             "an isolated function cannot have an `extern` ABI: its wrapper returns a `Result`",
         );
     }
     if let Some(variadic) = &sig.variadic {
-        errors.push(variadic, "an isolated function cannot be variadic");
+        errors.item(variadic, "an isolated function cannot be variadic");
     }
     let generics = &sig.generics;
     if generics.params.is_empty() {
         // `Generics` prints only `<..>`: span the `where` clause itself.
         if let Some(where_clause) = &generics.where_clause {
-            errors.push(
+            errors.item(
                 where_clause,
                 "an isolated function cannot have a `where` clause: its wrapper is not generic",
             );
         }
     } else if generics.lifetimes().count() == generics.params.len() {
-        errors.push(
+        errors.item(
             generics,
             "an isolated function cannot declare lifetime parameters: leave them elided (`&str`, not `&'a str`)",
         );
     } else {
-        errors.push(generics, "an isolated function cannot be generic: the child must find one concrete function by name");
+        errors.item(generics, "an isolated function cannot be generic: the child must find one concrete function by name");
     }
 }
 
 fn check_argument(args: &Args, input: &FnArg, progress: &mut bool, errors: &mut Errors) {
     let pat_type = match input {
         FnArg::Receiver(receiver) => {
-            return errors.push(
+            return errors.item(
                 receiver,
                 "an isolated function cannot take `self`: make it a free function",
             );
@@ -111,7 +129,7 @@ fn check_argument(args: &Args, input: &FnArg, progress: &mut bool, errors: &mut 
     let ty = &*pat_type.ty;
     if is_progress(ty) {
         if *progress {
-            errors.push(
+            errors.item(
                 ty,
                 "an isolated function takes at most one `Progress` parameter: send every message through the first",
             );
@@ -122,18 +140,18 @@ fn check_argument(args: &Args, input: &FnArg, progress: &mut bool, errors: &mut 
     if let Type::Reference(reference) = ty
         && is_progress(&reference.elem)
     {
-        return errors.push(
+        return errors.item(
             ty,
             "take the `Progress` by value (`progress: Progress<M>`): the child sends through a `Progress` of its own, and the caller's receives",
         );
     }
     if contains_impl_trait(ty) {
-        errors.push(
+        errors.item(
             ty,
             "`impl Trait` arguments are not supported: name a concrete type",
         );
     }
-    if args.start_method() != StartMethod::Fork {
+    if args.start_method() != StartMethod::Fork && !args.start_method_rejected {
         check_spawned_argument(ty, errors);
     }
 }
@@ -142,19 +160,20 @@ const NESTED_BORROW: &str = "a spawned child rebuilds arguments as owned values,
 
 /// A spawned child rebuilds each argument as an owned value: a top-level
 /// `&T` becomes `T`, but a borrow nested inside (`Vec<&str>`, `&&str`) or a
-/// `&mut` has nothing to point at in the child.
+/// `&mut` has nothing to point at in the child. These are errors of the
+/// start method, not of the function: a forked child takes them.
 fn check_spawned_argument(ty: &Type, errors: &mut Errors) {
     if let Type::Reference(reference) = ty {
         if let Some(mutability) = &reference.mutability {
             let and = &reference.and_token;
             let and_mut = quote::quote!(#and #mutability);
-            return errors.push(&and_mut, "a spawned child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
+            return errors.option_spanned(&and_mut, "a spawned child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
         }
         if borrows(&reference.elem) {
-            errors.push(&reference.elem, NESTED_BORROW);
+            errors.option_spanned(&reference.elem, NESTED_BORROW);
         }
     } else if borrows(ty) {
-        errors.push(ty, NESTED_BORROW);
+        errors.option_spanned(ty, NESTED_BORROW);
     }
 }
 
@@ -163,14 +182,14 @@ fn check_return(output: &ReturnType, errors: &mut Errors) {
         return;
     };
     if contains_impl_trait(ty) {
-        errors.push(
+        errors.item(
             ty,
             "an isolated function cannot return `impl Trait`: name a concrete type",
         );
     } else if borrows(ty) {
-        errors.push(ty, "the return type borrows, but the result crosses a process boundary: return an owned type");
+        errors.item(ty, "the return type borrows, but the result crosses a process boundary: return an owned type");
     } else if matches!(**ty, Type::Never(_)) {
-        errors.push(
+        errors.item(
             ty,
             "an isolated function must return a value (use `()` for none), not `!`",
         );
@@ -203,28 +222,4 @@ fn borrows(ty: &Type) -> bool {
     let mut finder = Finder(false);
     finder.visit_type(ty);
     finder.0
-}
-
-#[derive(Default)]
-struct Errors(Option<syn::Error>);
-
-impl Errors {
-    fn push(&mut self, tokens: &impl ToTokens, message: &str) {
-        self.add(syn::Error::new_spanned(tokens, message));
-    }
-
-    fn push_at(&mut self, span: proc_macro2::Span, message: impl std::fmt::Display) {
-        self.add(syn::Error::new(span, message));
-    }
-
-    fn add(&mut self, error: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(error),
-            None => self.0 = Some(error),
-        }
-    }
-
-    fn finish(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
-    }
 }

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use crate::error::Error;
 use crate::report::NonzeroExitcode;
 
-type OnSuccess = Arc<dyn Fn() + Send + Sync>;
-type OnCrash = Arc<dyn Fn(&NonzeroExitcode) + Send + Sync>;
-type OnExit = Arc<dyn Fn(i32) + Send + Sync>;
-type OnFinish = Arc<dyn Fn(bool, i32) + Send + Sync>;
+pub(crate) type OnSuccess = Arc<dyn Fn() + Send + Sync>;
+pub(crate) type OnCrash = Arc<dyn Fn(&NonzeroExitcode) + Send + Sync>;
+pub(crate) type OnExit = Arc<dyn Fn(i32) + Send + Sync>;
+pub(crate) type OnFinish = Arc<dyn Fn(bool, i32) + Send + Sync>;
 
 /// The signals [`Isolate::on_fault`](crate::Isolate::on_fault) is for.
 const FAULT_SIGNALS: [i32; 5] = [

@@ -39,11 +39,20 @@ thread_local! {
 /// Why a child could not produce a result, sent in a `Failure` frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ChildFailure {
-    Codec { stage: CodecStage, message: String },
-    UnknownFunction { message: String },
+    Codec {
+        stage: CodecStage,
+        message: String,
+    },
+    UnknownFunction {
+        message: String,
+    },
+    /// The sandbox the call asked for could not be applied.
+    Sandbox {
+        reason: String,
+    },
 }
 
-/// How deep isolated calls may nest: a fork-bomb guard (FAULTS.md G5).
+/// How deep isolated calls may nest: a fork-bomb guard (docs/FAULTS.md G5).
 pub(crate) const MAX_DEPTH: u32 = 8;
 
 /// The depth a new call from this process runs at.
@@ -200,6 +209,23 @@ pub(crate) fn send_failure(failure: &ChildFailure) {
 }
 
 /// Sends a failure and leaves the process.
+/// Sandboxes this child as `policy` says, the last step of its set-up; a
+/// child that cannot leaves with a `Failure` frame, never running the
+/// function unsandboxed.
+#[inline]
+pub(crate) fn enter_sandbox(policy: Option<&crate::sandbox::SandboxPolicy>) {
+    if let Some(policy) = policy {
+        sandbox_self(policy);
+    }
+}
+
+fn sandbox_self(policy: &crate::sandbox::SandboxPolicy) {
+    crate::fault::watch_sandbox_traps();
+    if let Err(reason) = crate::sandbox::enter(policy) {
+        fail(&ChildFailure::Sandbox { reason });
+    }
+}
+
 pub(crate) fn fail(failure: &ChildFailure) -> ! {
     send_failure(failure);
     leave()

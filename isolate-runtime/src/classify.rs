@@ -1,7 +1,7 @@
 //! Why a child died, as far as the parent can tell: the fault record its
 //! handler sent, std's messages in its stderr tail (an allocation failure, a
 //! stack overflow; searched in the whole tail, since `RUST_BACKTRACE=1`
-//! puts a backtrace after them, FAULTS.md H6), the limits it ran under, and
+//! puts a backtrace after them, docs/FAULTS.md H6), the limits it ran under, and
 //! the cgroup's `oom_kill` counter for a SIGKILL nobody here sent (L12).
 //!
 //! Everything here is a hint: the wait status stays the truth.
@@ -9,11 +9,11 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use crate::fault::FaultRecord;
+use crate::fault::{self, FaultRecord};
 use crate::isolate::Isolate;
-use crate::limits;
 use crate::outcome::Termination;
 use crate::report::{Usage, human_bytes};
+use crate::{limits, sandbox};
 
 /// What std prints before aborting on a failed allocation.
 const ALLOC_FAILED: &str = "memory allocation of ";
@@ -38,6 +38,8 @@ pub(crate) enum Hint {
     CpuLimit { secs: Option<u64> },
     /// A SIGKILL this library did not send.
     OutsideKill { oom_kill_rose: bool },
+    /// SIGSYS from the sandbox's seccomp filter: the call it stopped.
+    SandboxViolation { syscall: Option<&'static str> },
 }
 
 /// What the parent made of a crash.
@@ -63,6 +65,12 @@ pub(crate) fn diagnose(
     let fault = FaultRecord::trailing(reply).filter(|record| record.signal == signal);
     let cpu_secs = options.cpu.map(limits::cpu_secs);
     let hint = match signal {
+        // Only a sandboxed call's SIGSYS is the sandbox's doing.
+        libc::SIGSYS if options.sandbox.is_some() => Some(Hint::SandboxViolation {
+            syscall: fault
+                .filter(|record| record.code == fault::SYS_SECCOMP)
+                .and_then(|record| sandbox::name_of_denied(record.address as i64)),
+        }),
         libc::SIGABRT => aborted(stderr_tail, options.memory),
         libc::SIGXCPU => Some(Hint::CpuLimit { secs: cpu_secs }),
         libc::SIGKILL => Some(match cpu_secs {
@@ -111,6 +119,10 @@ impl Hint {
             Self::StackOverflow => "stack overflow".to_owned(),
             Self::CpuLimit { secs: Some(secs) } => format!("CPU time limit of {secs} s exceeded"),
             Self::CpuLimit { secs: None } => "CPU time limit exceeded".to_owned(),
+            Self::SandboxViolation { syscall } => format!(
+                "it called {}, which sandbox = \"compute\" forbids",
+                syscall.unwrap_or("a system call")
+            ),
             Self::OutsideKill { oom_kill_rose } => {
                 let mut text = "not sent by bombsquad, possibly the OOM killer".to_owned();
                 if *oom_kill_rose {
@@ -132,6 +144,10 @@ pub(crate) fn describe_fault(record: &FaultRecord) -> String {
         (_, SI_TKILL) => "sent by raise() or tkill(), no faulting address".to_owned(),
         (_, SI_QUEUE) => "sent by sigqueue()".to_owned(),
         (_, SI_KERNEL) => "general protection fault, no faulting address".to_owned(),
+        (libc::SIGSYS, fault::SYS_SECCOMP) => {
+            format!("system call {} refused by a seccomp filter", record.address)
+        }
+        (libc::SIGSYS, _) => format!("bad system call at {at}"),
         (libc::SIGSEGV, 1) => format!("address {at} not mapped"),
         (libc::SIGSEGV, 2) => format!("invalid permissions for mapped object at {at}"),
         (libc::SIGSEGV, 3) => format!("failed address bound checks at {at}"),
@@ -178,7 +194,8 @@ const SI_TKILL: i32 = -6;
 /// The faulting address, when the kernel reported one: a signal sent by a
 /// process (`si_code` ≤ 0) or a general protection fault has none.
 pub(crate) fn fault_address(record: &FaultRecord) -> Option<usize> {
-    (record.code > 0 && record.code != SI_KERNEL).then_some(record.address)
+    let seccomp = record.signal == libc::SIGSYS && record.code == fault::SYS_SECCOMP;
+    (record.code > 0 && record.code != SI_KERNEL && !seccomp).then_some(record.address)
 }
 
 /// The `oom_kill` counter of this process's cgroup (cgroup v2

@@ -1,7 +1,7 @@
 //! The entry of a re-executed child: a constructor that runs before `main`,
 //! so neither the user's `main` nor libtest ever starts in the child.
 //!
-//! Checks, in order (FAULTS.md section 4): a malformed marker or a secure
+//! Checks, in order (docs/FAULTS.md I1, I2): a malformed marker or a secure
 //! exec is refused (exit 2); a marker whose parent pid is not ours was
 //! inherited and is ignored (the normal `main` runs); the channel must be a
 //! Unix socket created by our parent and must carry the marker's token.
@@ -94,13 +94,17 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     };
     drop(channel);
     // Descriptors the parent left open without CLOEXEC (a listening
-    // socket, a lock file) must not live on in the child (FAULTS.md G3).
+    // socket, a lock file) must not live on in the child (docs/FAULTS.md G3).
     let progress_fd = progress_fd.map_or(-1, IntoRawFd::into_raw_fd);
     sys::close_fds_except(&mut [reply_fd.as_raw_fd(), progress_fd]);
     let reply_fd = reply_fd.into_raw_fd();
     child::become_child(reply_fd, call_id, marker.depth, true);
     progress::set_fd(progress_fd);
     limits::enter_spawned_child(&setup, reply_fd);
+    // The program's own set-up (trusted code: it may open a log file),
+    // then the sandbox, last, before the function.
+    registry::run_child_inits();
+    child::enter_sandbox(setup.sandbox());
     match registry::find(&name) {
         Ok(entry) => {
             (entry.run)(args.payload());
@@ -124,10 +128,7 @@ enum Request {
 }
 
 pub(crate) fn refuse(why: &str) -> ! {
-    eprintln!(
-        "bombsquad: refusing to run an isolated call in process {}: {why}",
-        std::process::id()
-    );
+    crate::diagnostics::refusing(std::process::id(), why);
     sys::exit_now(2)
 }
 

@@ -23,12 +23,16 @@ pub enum Error {
     /// called `std::process::exit(0)` or `libc::_exit(0)`, closed the
     /// channel, or exited with a code whose low 8 bits are 0 (`exit(256)`).
     #[error(
-        "the isolated call (pid {pid}) exited with code 0 without sending a result; \
-         does it call std::process::exit?"
+        "{} (pid {pid}) exited with code 0 without sending a result; \
+         does it call std::process::exit?",
+        subject(function.as_deref())
     )]
     ZeroExitcodeWithoutPayload {
         /// The child's process id.
         pid: u32,
+        /// The isolated function's name (`None` for a closure run without
+        /// [`Isolate::name`](crate::Isolate::name)).
+        function: Option<String>,
     },
 
     /// The call ran longer than its `timeout`; the child's process group was
@@ -48,7 +52,11 @@ pub enum Error {
     },
 
     /// The function panicked and the call was made with `panic = "error"`.
-    #[error("the isolated call panicked{}: {message}", at(location.as_ref()))]
+    #[error(
+        "{} panicked{}: {message}",
+        subject(function.as_deref()),
+        at(location.as_ref())
+    )]
     Panicked {
         /// The panic message (truncated to 64 KiB).
         message: String,
@@ -56,6 +64,9 @@ pub enum Error {
         location: Option<Location>,
         /// The child's backtrace, when `RUST_BACKTRACE` asked for one.
         backtrace: Option<String>,
+        /// The isolated function's name (`None` for a closure run without
+        /// [`Isolate::name`](crate::Isolate::name)).
+        function: Option<String>,
     },
 
     /// Encoding or decoding the arguments, the result or a progress message
@@ -131,6 +142,23 @@ pub enum Error {
         limit: u64,
     },
 
+    /// The call's options cannot work together, or a setting it depends on
+    /// is malformed; nothing was started. The message names the option and
+    /// what to change: a start method an [`Isolate::scope`] asks for that
+    /// the function cannot use (a `start_method = "fork"` function is not
+    /// registered for spawn or forkserver; a pool's workers are always
+    /// spawned), an option a pool's workers take only when they start, a
+    /// start method other than fork on [`Isolate::fork`], or a malformed
+    /// `BOMBSQUAD_MAX_CHILDREN`.
+    ///
+    /// [`Isolate::scope`]: crate::Isolate::scope
+    /// [`Isolate::fork`]: crate::Isolate::fork
+    #[error("{message}")]
+    InvalidOptions {
+        /// What is wrong and what to change.
+        message: String,
+    },
+
     /// Isolated calls were nested deeper than the limit (a fork-bomb guard).
     #[error(
         "isolated calls are nested more than {limit} deep; is the function recursing through #[bombsquad]?"
@@ -138,6 +166,19 @@ pub enum Error {
     NestingTooDeep {
         /// The maximum depth.
         limit: u32,
+    },
+
+    /// The call asked for a [`Sandbox`](crate::Sandbox) that could not be
+    /// applied: this kernel lacks what the policy needs (see
+    /// [`Sandbox::support`](crate::Sandbox::support)), a path it names does
+    /// not exist, or the child could not apply it. The function did not run.
+    #[error(
+        "the sandbox cannot be applied: {reason}; the function did not run \
+         (Sandbox::best_effort() runs it with what this kernel supports)"
+    )]
+    Sandbox {
+        /// What is missing or failed, in words.
+        reason: String,
     },
 
     /// A pool's workers failed to start several times in a row (their init
@@ -166,7 +207,7 @@ pub enum Error {
     PoolClosed,
 
     /// The pool was used in a process forked from the one that made it; its
-    /// workers belong to that process (FAULTS.md F9). Make a pool in the
+    /// workers belong to that process (docs/FAULTS.md F9). Make a pool in the
     /// child instead.
     #[error(
         "this worker pool belongs to process {owner} and was used in a process forked from it; \
@@ -188,6 +229,11 @@ fn costs(report: &CallReport) -> String {
         ),
         _ => String::new(),
     }
+}
+
+/// The function's name, or "the isolated call" when it has none.
+fn subject(function: Option<&str>) -> &str {
+    function.unwrap_or("the isolated call")
 }
 
 fn at(location: Option<&Location>) -> String {
@@ -247,6 +293,18 @@ impl Error {
             what: what.into(),
             source: source.into(),
         }
+    }
+
+    /// Names the function in the errors made before its name was at hand
+    /// (from the reply's frames alone).
+    pub(crate) fn of_function(mut self, name: Option<&str>) -> Self {
+        if let Self::ZeroExitcodeWithoutPayload { function, .. } | Self::Panicked { function, .. } =
+            &mut self
+            && function.is_none()
+        {
+            *function = name.map(str::to_owned);
+        }
+        self
     }
 
     pub(crate) fn codec(stage: CodecStage, message: impl Into<String>) -> Self {

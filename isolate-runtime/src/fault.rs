@@ -1,5 +1,6 @@
-//! What a child does about faults: a handler for SIGSEGV, SIGBUS, SIGILL
-//! and SIGFPE that tells the parent where the fault happened, an alternate
+//! What a child does about faults: a handler for SIGSEGV, SIGBUS, SIGILL,
+//! SIGFPE and SIGSYS that tells the parent where the fault happened (for
+//! SIGSYS from a seccomp filter, which system call it was), an alternate
 //! stack for it, and running the function on a thread with a bigger stack.
 //!
 //! The handler runs on an alternate stack (a stack overflow leaves none
@@ -7,7 +8,7 @@
 //! `Fault` frame from a stack buffer with write(2), restores the default
 //! action and re-raises, so the wait status is still `Signaled{SIGSEGV}`.
 //!
-//! It coexists with std's stack-overflow handler (FAULTS.md A9, L11): std
+//! It coexists with std's stack-overflow handler (docs/FAULTS.md A9, L11): std
 //! installs one for SIGSEGV/SIGBUS at start-up, and a forked child inherits
 //! it. Ours chains to the handler it replaced first: for a hit in a guard
 //! page std knows, std prints "thread '..' has overflowed its stack" and
@@ -23,8 +24,17 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use crate::wire::{self, FrameKind, HEADER_LEN};
 
-/// The signals whose faults are reported.
-const SIGNALS: [i32; 4] = [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE];
+/// The signals whose faults are reported; SIGSYS, last, only in a sandbox.
+const SIGNALS: [i32; 5] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGSYS,
+];
+
+/// SIGSYS's `si_code` when a seccomp filter trapped the call.
+pub(crate) const SYS_SECCOMP: i32 = 1;
 
 /// The size of the alternate stack the runtime provides when a thread has
 /// none (std's own is used when present).
@@ -46,14 +56,18 @@ static FAULT_FD: AtomicI32 = AtomicI32::new(-1);
 static REPORTED: AtomicBool = AtomicBool::new(false);
 /// The handlers ours replaced, per signal of [`SIGNALS`], and whether each
 /// takes `siginfo` (SA_SIGINFO).
-static PREVIOUS: [AtomicUsize; 4] = [const { AtomicUsize::new(libc::SIG_DFL) }; 4];
-static PREVIOUS_SIGINFO: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+static PREVIOUS: [AtomicUsize; SIGNALS.len()] =
+    [const { AtomicUsize::new(libc::SIG_DFL) }; SIGNALS.len()];
+static PREVIOUS_SIGINFO: [AtomicBool; SIGNALS.len()] =
+    [const { AtomicBool::new(false) }; SIGNALS.len()];
 /// The stack size of the thread the function runs on; 0 for the calling
 /// thread.
 static STACK_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 /// A fault, as the handler saw it: the signal, its `si_code`, and
-/// `si_addr` (the faulting address, or the instruction for SIGILL/SIGFPE).
+/// `si_addr` (the faulting address, or the instruction for SIGILL/SIGFPE);
+/// for a SIGSYS from a seccomp filter (`si_code` [`SYS_SECCOMP`]),
+/// `si_syscall`, the number of the call it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FaultRecord {
     pub(crate) signal: i32,
@@ -89,7 +103,7 @@ impl FaultRecord {
 
     /// The record at the very end of a reply, where a crashing child's
     /// handler puts it. Found even after a frame the crash cut short
-    /// (FAULTS.md C8), which makes the reply as a whole unreadable.
+    /// (docs/FAULTS.md C8), which makes the reply as a whole unreadable.
     pub(crate) fn trailing(reply: &[u8]) -> Option<Self> {
         let start = reply.len().checked_sub(RECORD_FRAME_LEN)?;
         match wire::split_frames(&reply[start..]).ok()?.as_slice() {
@@ -106,24 +120,40 @@ impl FaultRecord {
 pub(crate) fn install(reply_fd: i32) {
     FAULT_FD.store(reply_fd, Ordering::Relaxed);
     ensure_alternate_stack();
-    for (slot, &signal) in SIGNALS.iter().enumerate() {
-        // SAFETY: an all-zero sigaction is valid: no handler, and an empty
-        // mask (all bits clear, what sigemptyset would write).
-        let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
-        action.sa_sigaction = on_fault as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        // SAFETY: as above.
-        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
-        // SAFETY: both pointers are valid for the call; the handler only
-        // does async-signal-safe things.
-        if unsafe { libc::sigaction(signal, &raw const action, &raw mut old) } != 0 {
-            continue;
-        }
-        // A forked grandchild inherits ours, and what ours replaced.
-        if old.sa_sigaction != action.sa_sigaction {
-            PREVIOUS[slot].store(old.sa_sigaction, Ordering::Relaxed);
-            PREVIOUS_SIGINFO[slot].store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
-        }
+    // SIGSYS only once a sandbox is entered ([`watch_sandbox_traps`]):
+    // one syscall less on every other child's path.
+    for slot in 0..SIGNALS.len() - 1 {
+        handle(slot);
+    }
+}
+
+/// Reports the SIGSYS of a seccomp trap too: called by a child that enters
+/// the sandbox, after [`install`].
+pub(crate) fn watch_sandbox_traps() {
+    handle(SIGNALS.len() - 1);
+}
+
+/// Makes `on_fault` the handler of `SIGNALS[slot]`, remembering the one it
+/// replaced.
+#[inline]
+fn handle(slot: usize) {
+    let signal = SIGNALS[slot];
+    // SAFETY: an all-zero sigaction is valid: no handler, and an empty
+    // mask (all bits clear, what sigemptyset would write).
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_fault as *const () as usize;
+    action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+    // SAFETY: as above.
+    let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are valid for the call; the handler only
+    // does async-signal-safe things.
+    if unsafe { libc::sigaction(signal, &raw const action, &raw mut old) } != 0 {
+        return;
+    }
+    // A forked grandchild inherits ours, and what ours replaced.
+    if old.sa_sigaction != action.sa_sigaction {
+        PREVIOUS[slot].store(old.sa_sigaction, Ordering::Relaxed);
+        PREVIOUS_SIGINFO[slot].store(old.sa_flags & libc::SA_SIGINFO != 0, Ordering::Relaxed);
     }
 }
 
@@ -167,7 +197,12 @@ fn ensure_alternate_stack() {
 extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut libc::c_void) {
     chain_to_previous(signal, info, context);
     // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    let (code, address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    let (code, mut address) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if signal == libc::SIGSYS && code == SYS_SECCOMP {
+        // SAFETY: as above; for this signal and code the kernel filled in
+        // the `_sigsys` member of the union.
+        address = unsafe { seccomp_syscall(info) };
+    }
     if signal == libc::SIGSEGV
         && matches!(code, SEGV_MAPERR | SEGV_ACCERR)
         && near_stack_pointer(address, context)
@@ -194,6 +229,23 @@ extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut li
         libc::sigaction(signal, &raw const default, std::ptr::null_mut());
         libc::raise(signal);
     }
+}
+
+/// `si_syscall` of a SIGSYS sent by a seccomp filter. libc does not name
+/// the field: the `_sigsys` member of the union holds `_call_addr` (a
+/// pointer) then `_syscall` (an int), and the union starts after three
+/// ints, aligned to a pointer (`<asm-generic/siginfo.h>`).
+///
+/// # Safety
+///
+/// `info` is a valid siginfo for a SIGSYS with `si_code` [`SYS_SECCOMP`].
+unsafe fn seccomp_syscall(info: *const libc::siginfo_t) -> usize {
+    const UNION_OFFSET: usize = if size_of::<usize>() == 8 { 16 } else { 12 };
+    let at = UNION_OFFSET + size_of::<usize>();
+    // SAFETY: the caller's promise; the offset lies inside siginfo_t (128
+    // bytes) and an int there is aligned.
+    let syscall = unsafe { info.cast::<u8>().add(at).cast::<i32>().read() };
+    usize::try_from(syscall).unwrap_or(usize::MAX)
 }
 
 const SEGV_MAPERR: i32 = 1;

@@ -1,6 +1,6 @@
 //! Fork mode: the one place that calls fork(2). The child runs the closure
 //! directly and leaves by `_exit`; until the closure runs it makes raw
-//! syscalls only (FAULTS.md L16).
+//! syscalls only (docs/FAULTS.md L16).
 
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
@@ -15,7 +15,7 @@ use crate::limits::{self, ForkSetup};
 use crate::progress::{self, ProgressSink, ProgressStream};
 use crate::stdio::OutputRelay;
 use crate::supervise::{Child, Outgoing, supervise};
-use crate::{child, fork_warning, outcome, sys, throttle};
+use crate::{child, fork_gate, fork_warning, outcome, sandbox, sys, throttle};
 
 /// Runs `function` in a forked child with `options`, delivering the
 /// messages it sends to `progress`, if any (the function builds its own
@@ -28,6 +28,7 @@ pub fn call<R>(
     function: impl FnOnce() -> R,
 ) -> Result<R, Error> {
     let depth = child::next_depth()?;
+    sandbox::check(options.sandbox.as_ref())?;
     // Held until the child is reaped.
     let _permit = throttle::acquire();
     let call_id = crate::wire::next_call_id();
@@ -49,9 +50,14 @@ pub fn call<R>(
         stdio: [null.as_fd(), stdio.stdout.as_fd(), stdio.stderr.as_fd()],
     };
     let started = Instant::now();
+    let gate = fork_gate::exclusive();
     // SAFETY: the child branch runs `run_child`, which never returns: it
     // makes raw syscalls, runs the closure and leaves with `_exit`.
-    match unsafe { nix::unistd::fork() } {
+    let forked = unsafe { nix::unistd::fork() };
+    // Both processes: the child before it runs anything that could wait on
+    // the gate (a nested call).
+    drop(gate);
+    match forked {
         Err(e) => Err(Error::spawn("fork the child process", e)),
         Ok(nix::unistd::ForkResult::Child) => {
             run_child(fds, parent, call_id, depth, &setup, codec, function)
@@ -119,5 +125,6 @@ fn run_child<R>(
     limits::enter_forked_child(setup, reply_fd);
     child::become_child(reply_fd, call_id, depth, false);
     progress::set_fd(progress_fd);
+    child::enter_sandbox(setup.sandbox());
     child::serve(codec, function)
 }

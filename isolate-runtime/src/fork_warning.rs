@@ -1,5 +1,5 @@
 //! The one-time warning about fork mode without a timeout in a
-//! multi-threaded process (FAULTS.md D3): the child may block forever on a
+//! multi-threaded process (docs/FAULTS.md D3): the child may block forever on a
 //! lock another thread held at the fork (std's stdout lock, a `Mutex`), and
 //! only a timeout rescues it. CPython warns the same way.
 
@@ -24,14 +24,14 @@ pub(crate) fn check(has_timeout: bool) {
         static WARN: Once = Once::new();
         WARN.call_once(|| {
             WARNED.store(true, Ordering::Relaxed);
-            eprintln!("{}", message(threads));
+            crate::diagnostics::fork_without_timeout(&message(threads));
         });
     }
 }
 
 fn message(threads: usize) -> String {
     format!(
-        "bombsquad: warning: a fork-mode call without a timeout in a process with {threads} \
+        "warning: a fork-mode call without a timeout in a process with {threads} \
          threads; the child can deadlock on a lock another thread held at the fork (std's \
          stdout lock, any Mutex). Set a timeout, or use start_method = \"spawn\". \
          (printed once)"

@@ -2,18 +2,19 @@
 //! expands to).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::fmt;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use crate::backend::Backend;
-use crate::callbacks::Callbacks;
-use crate::codec::Codec;
+use crate::callbacks::{Callbacks, OnCrash, OnExit, OnFinish, OnSuccess};
+use crate::closure::ChildFn;
 use crate::error::Error;
 use crate::report::NonzeroExitcode;
+use crate::sandbox::{Sandbox, SandboxPolicy};
 use crate::stdio::Stderr;
 
 /// What a panic in the child does to the caller.
@@ -28,8 +29,40 @@ pub enum PanicMode {
     Error,
 }
 
+/// How the child of an isolated call is started; see the crate docs'
+/// "Fork, spawn or forkserver".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Fork the caller and run the function directly (no serde for the
+    /// arguments; the cost grows with the caller's memory).
+    Fork,
+    /// Re-execute this binary and run the registered function before
+    /// `main` (the default of `#[bombsquad]`).
+    Spawn,
+    /// A small server process forks the child: spawn's semantics at a
+    /// cost that does not grow with the caller.
+    Forkserver,
+}
+
+impl StartMethod {
+    /// The name the attribute uses: `"fork"`, `"spawn"`, `"forkserver"`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Fork => "fork",
+            Self::Spawn => "spawn",
+            Self::Forkserver => "forkserver",
+        }
+    }
+}
+
 /// Options for isolated calls: a builder in the style of
 /// [`std::process::Command`].
+///
+/// Its options reach a call in two ways: [`fork`](Self::fork) runs a
+/// closure with them, and [`scope`](Self::scope) applies them to every
+/// `#[bombsquad]` call the thread makes inside a closure, over the
+/// attribute's (for options read from configuration at run time).
 ///
 /// # Examples
 ///
@@ -55,7 +88,35 @@ pub struct Isolate {
     pub(crate) cpu: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
     pub(crate) max_result: Option<u64>,
+    pub(crate) sandbox: Option<SandboxPolicy>,
     pub(crate) callbacks: Callbacks,
+    /// `None`: the attribute's (fork for the closure form).
+    pub(crate) start_method: Option<StartMethod>,
+    /// Every option set on this builder, in order, so that
+    /// [`scope`](Self::scope) can replay exactly those over a function's own.
+    settings: Vec<Setting>,
+}
+
+/// One option a builder method set: its name (as the attribute spells it,
+/// or the method's for the callbacks) and how to set it again on another
+/// builder. Every setter records one through [`Isolate::set`], so a new
+/// option reaches `scope` with no code of its own.
+#[derive(Clone)]
+pub(crate) struct Setting {
+    pub(crate) option: &'static str,
+    apply: Arc<dyn Fn(&mut Isolate) + Send + Sync>,
+}
+
+// A setting only writes a value it owns into a builder, so a panic cannot
+// leave anything it shares half-updated (the callbacks it holds are
+// unwind-safe for the reasons given in `callbacks.rs`).
+impl UnwindSafe for Setting {}
+impl RefUnwindSafe for Setting {}
+
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.option)
+    }
 }
 
 impl Isolate {
@@ -67,48 +128,44 @@ impl Isolate {
 
     /// How the reply travels back ([`Backend::File`] by default).
     #[must_use]
-    pub fn backend(mut self, backend: Backend) -> Self {
-        self.backend = backend;
-        self
+    pub fn backend(self, backend: Backend) -> Self {
+        self.set("backend", move |o| o.backend = backend)
     }
 
     /// Kills the child's process group and returns [`Error::Timeout`] when
     /// the call takes longer. No timeout by default, as for a thread.
     #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
+    pub fn timeout(self, timeout: Duration) -> Self {
+        self.set("timeout", move |o| o.timeout = Some(timeout))
     }
 
     /// What a panic in the child does to the caller.
     #[must_use]
-    pub fn panic_mode(mut self, mode: PanicMode) -> Self {
-        self.panic_mode = mode;
-        self
+    pub fn panic_mode(self, mode: PanicMode) -> Self {
+        self.set("panic", move |o| o.panic_mode = mode)
     }
 
     /// Where the file backend creates its unnamed reply file (the system
     /// temp dir by default). It never falls back to another directory.
     #[must_use]
-    pub fn temp_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.temp_dir = Some(dir.into());
-        self
+    pub fn temp_dir(self, dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        self.set("temp_dir", move |o| o.temp_dir = Some(dir.clone()))
     }
 
     /// The name reports give the call ("risky_business (pid 42) was killed
     /// by SIGSEGV..."); `#[bombsquad]` sets the function's name.
     #[must_use]
-    pub fn name(mut self, name: impl Into<Cow<'static, str>>) -> Self {
-        self.name = Some(name.into());
-        self
+    pub fn name(self, name: impl Into<Cow<'static, str>>) -> Self {
+        let name = name.into();
+        self.set("name", move |o| o.name = Some(name.clone()))
     }
 
     /// Where the child's stderr goes ([`Stderr::Inherit`] by default). The
     /// child's stdout is always replayed through `print!`.
     #[must_use]
-    pub fn stderr(mut self, stderr: Stderr) -> Self {
-        self.stderr = stderr;
-        self
+    pub fn stderr(self, stderr: Stderr) -> Self {
+        self.set("stderr", move |o| o.stderr = stderr.clone())
     }
 
     /// Limits what the function may allocate to `bytes` more than the child
@@ -141,9 +198,8 @@ impl Isolate {
     /// assert!(e.to_string().contains("under the 64.0 MiB limit"), "{e}");
     /// ```
     #[must_use]
-    pub fn memory(mut self, bytes: u64) -> Self {
-        self.memory = Some(bytes);
-        self
+    pub fn memory(self, bytes: u64) -> Self {
+        self.set("memory", move |o| o.memory = Some(bytes))
     }
 
     /// Limits the child's CPU time (`RLIMIT_CPU`, in whole seconds, rounded
@@ -167,9 +223,8 @@ impl Isolate {
     /// assert!(e.is_cpu_limit());
     /// ```
     #[must_use]
-    pub fn cpu(mut self, limit: Duration) -> Self {
-        self.cpu = Some(limit);
-        self
+    pub fn cpu(self, limit: Duration) -> Self {
+        self.set("cpu", move |o| o.cpu = Some(limit))
     }
 
     /// Runs the function on a thread with a stack of `bytes` in the child,
@@ -185,9 +240,40 @@ impl Isolate {
     /// fit under [`memory`](Self::memory), which counts it) is reported as
     /// a panic of the call.
     #[must_use]
-    pub fn stack_size(mut self, bytes: usize) -> Self {
-        self.stack_size = Some(bytes);
-        self
+    pub fn stack_size(self, bytes: usize) -> Self {
+        self.set("stack_size", move |o| o.stack_size = Some(bytes))
+    }
+
+    /// Sandboxes the child: it can compute, but not open files (beyond the
+    /// paths the [`Sandbox`] names), reach the network, start processes or
+    /// make dangerous system calls. See [`Sandbox`] for what the function
+    /// gets when it tries. Linux only.
+    ///
+    /// # Errors
+    ///
+    /// A call returns [`Error::Sandbox`] without running the function when
+    /// the kernel cannot enforce the policy (unless
+    /// [`Sandbox::best_effort`]) or a path it names does not exist.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bombsquad::{Error, Isolate, Sandbox};
+    ///
+    /// let err = Isolate::new()
+    ///     .sandbox(Sandbox::compute())
+    ///     .fork(|| -> () {
+    ///         // SAFETY: a plain request to be traced; it never gets that far.
+    ///         unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+    ///     })
+    ///     .unwrap_err();
+    /// let Error::NonzeroExitcode(exit) = err else { panic!("{err}") };
+    /// assert_eq!(exit.sandbox_violation(), Some("ptrace"));
+    /// ```
+    #[must_use]
+    pub fn sandbox(self, sandbox: Sandbox) -> Self {
+        let policy = sandbox.policy().clone();
+        self.set("sandbox", move |o| o.sandbox = Some(policy.clone()))
     }
 
     /// The largest reply the parent accepts from the child, in bytes: the
@@ -225,9 +311,8 @@ impl Isolate {
     /// assert_eq!((size, limit), ((2 << 20) + 5, 1 << 20));
     /// ```
     #[must_use]
-    pub fn max_result(mut self, bytes: u64) -> Self {
-        self.max_result = Some(bytes);
-        self
+    pub fn max_result(self, bytes: u64) -> Self {
+        self.set("max_result", move |o| o.max_result = Some(bytes))
     }
 
     /// The [`max_result`](Self::max_result) in force.
@@ -265,9 +350,11 @@ impl Isolate {
     /// assert_eq!(*log.lock().unwrap(), ["success", "finish true 0"]);
     /// ```
     #[must_use]
-    pub fn on_success(mut self, callback: impl Fn() + Send + Sync + 'static) -> Self {
-        self.callbacks.on_success = Some(Arc::new(callback));
-        self
+    pub fn on_success(self, callback: impl Fn() + Send + Sync + 'static) -> Self {
+        let callback: OnSuccess = Arc::new(callback);
+        self.set("on_success", move |o| {
+            o.callbacks.on_success = Some(callback.clone())
+        })
     }
 
     /// Called in the parent when the child was killed by SIGSEGV, SIGBUS,
@@ -289,9 +376,11 @@ impl Isolate {
     /// assert_eq!(seen.load(Ordering::Relaxed), -libc::SIGABRT);
     /// ```
     #[must_use]
-    pub fn on_fault(mut self, callback: impl Fn(&NonzeroExitcode) + Send + Sync + 'static) -> Self {
-        self.callbacks.on_fault = Some(Arc::new(callback));
-        self
+    pub fn on_fault(self, callback: impl Fn(&NonzeroExitcode) + Send + Sync + 'static) -> Self {
+        let callback: OnCrash = Arc::new(callback);
+        self.set("on_fault", move |o| {
+            o.callbacks.on_fault = Some(callback.clone())
+        })
     }
 
     /// Called in the parent when the child was killed by a SIGKILL this
@@ -299,17 +388,21 @@ impl Isolate {
     /// [`timeout`](Self::timeout) is not one. See
     /// [`on_success`](Self::on_success) for the order.
     #[must_use]
-    pub fn on_kill(mut self, callback: impl Fn(&NonzeroExitcode) + Send + Sync + 'static) -> Self {
-        self.callbacks.on_kill = Some(Arc::new(callback));
-        self
+    pub fn on_kill(self, callback: impl Fn(&NonzeroExitcode) + Send + Sync + 'static) -> Self {
+        let callback: OnCrash = Arc::new(callback);
+        self.set("on_kill", move |o| {
+            o.callbacks.on_kill = Some(callback.clone())
+        })
     }
 
     /// Called in the parent with the exit code when the child exited with
     /// a nonzero code. See [`on_success`](Self::on_success) for the order.
     #[must_use]
-    pub fn on_exit(mut self, callback: impl Fn(i32) + Send + Sync + 'static) -> Self {
-        self.callbacks.on_exit = Some(Arc::new(callback));
-        self
+    pub fn on_exit(self, callback: impl Fn(i32) + Send + Sync + 'static) -> Self {
+        let callback: OnExit = Arc::new(callback);
+        self.set("on_exit", move |o| {
+            o.callbacks.on_exit = Some(callback.clone())
+        })
     }
 
     /// Called in the parent after every call whose child was started, last:
@@ -317,9 +410,96 @@ impl Isolate {
     /// [`NonzeroExitcode::exitcode`] gives it (0 for a clean exit, a panic
     /// included; minus the signal, -9 for a timeout).
     #[must_use]
-    pub fn on_finish(mut self, callback: impl Fn(bool, i32) + Send + Sync + 'static) -> Self {
-        self.callbacks.on_finish = Some(Arc::new(callback));
+    pub fn on_finish(self, callback: impl Fn(bool, i32) + Send + Sync + 'static) -> Self {
+        let callback: OnFinish = Arc::new(callback);
+        self.set("on_finish", move |o| {
+            o.callbacks.on_finish = Some(callback.clone())
+        })
+    }
+
+    /// How the child is started. For a `#[bombsquad]` function it applies
+    /// through [`scope`](Self::scope): a function declared with spawn or
+    /// forkserver (both registered by name) can run under any of the three;
+    /// a `start_method = "fork"` function (not registered, its arguments not
+    /// serialized) only under [`StartMethod::Fork`]; a `pool = N` function's
+    /// workers are always spawned. [`fork`](Self::fork) always forks.
+    /// Anything else is [`Error::InvalidOptions`] at the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bombsquad::{Isolate, StartMethod, bombsquad};
+    ///
+    /// #[bombsquad]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let method = StartMethod::Forkserver; // read from configuration
+    /// let squared = Isolate::new().start_method(method).scope(|| square(7));
+    /// assert_eq!(squared.unwrap(), 49);
+    /// ```
+    #[must_use]
+    pub fn start_method(self, method: StartMethod) -> Self {
+        self.set("start_method", move |o| o.start_method = Some(method))
+    }
+
+    /// Sets an option by `apply` and records it, so [`scope`](Self::scope)
+    /// can set it again over a function's own options. `option` is its
+    /// name as the attribute spells it (the method's name otherwise).
+    fn set(
+        mut self,
+        option: &'static str,
+        apply: impl Fn(&mut Self) + Send + Sync + 'static,
+    ) -> Self {
+        apply(&mut self);
+        self.settings.push(Setting {
+            option,
+            apply: Arc::new(apply),
+        });
         self
+    }
+
+    /// Runs `f`, and applies this builder's options to every `#[bombsquad]`
+    /// call this thread makes inside it, over the options in the function's
+    /// attribute: the options a program knows only at run time (a timeout
+    /// or a memory limit from its configuration, a start method) without
+    /// changing the functions. Returns what `f` returns; each call inside
+    /// still returns its own `Result`.
+    ///
+    /// - Only the options set on this builder apply; the rest stay the
+    ///   attribute's. Scopes nest: the inner one's options win, and the
+    ///   outer one's still apply where the inner one sets nothing.
+    /// - Other threads are untouched, and so are calls made inside an
+    ///   isolated call's child. The closure forms ([`fork`](Self::fork),
+    ///   [`crate::fork`]) use their own builder, not the scope's.
+    /// - `pool = N` functions take per call only `timeout`, `panic`, `name`
+    ///   and the callbacks (`on_success`..`on_finish`), and
+    ///   [`StartMethod::Spawn`] (what their workers are). The others are
+    ///   fixed when the pool's workers start; a scope that sets one fails
+    ///   the call with [`Error::InvalidOptions`] rather than ignoring it.
+    /// - A start method a function cannot use fails the call with
+    ///   [`Error::InvalidOptions`] too; see [`start_method`](Self::start_method).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use bombsquad::{Error, Isolate, bombsquad};
+    ///
+    /// #[bombsquad(timeout = "1h")]
+    /// fn slow() {
+    ///     std::thread::sleep(Duration::from_secs(60));
+    /// }
+    ///
+    /// let timeout = Duration::from_millis(100); // read from configuration
+    /// let result = Isolate::new().timeout(timeout).scope(|| slow());
+    /// assert!(matches!(result, Err(Error::Timeout { after, .. }) if after == timeout));
+    /// ```
+    pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
+        SCOPES.with_borrow_mut(|scopes| scopes.push(self.settings.clone()));
+        let _leave = LeaveScope;
+        f()
     }
 
     /// Runs `function` in a forked child and returns its result.
@@ -342,16 +522,26 @@ impl Isolate {
     /// Every [`Error`] variant but `NestingTooDeep` for a top-level call;
     /// see its documentation.
     ///
+    /// The closure returns a serde type, or never returns (its result type
+    /// is `!`; see [`ChildFn`]).
+    ///
     /// # Panics
     ///
     /// Re-raises a panic of `function` (with [`PanicMode::Resume`]).
     #[track_caller]
-    pub fn fork<R, F>(&self, function: F) -> Result<R, Error>
-    where
-        R: Serialize + DeserializeOwned,
-        F: FnOnce() -> R,
-    {
-        crate::fork::call(self, Codec::for_type(), None, function)
+    pub fn fork<R, M, F: ChildFn<R, M>>(&self, function: F) -> Result<R, Error> {
+        crate::throttle::check()?;
+        if let Some(method) = self.start_method.filter(|&m| m != StartMethod::Fork) {
+            return Err(Error::InvalidOptions {
+                message: format!(
+                    "Isolate::fork always forks, but the builder asks for start_method {}; \
+                     for spawn or forkserver, make the closure a #[bombsquad] function and \
+                     call it inside Isolate::scope",
+                    method.name()
+                ),
+            });
+        }
+        function.fork_in(self)
     }
 
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
@@ -369,6 +559,13 @@ impl Isolate {
 /// assert_eq!(bombsquad::fork(|| v.iter().sum::<i32>()).unwrap(), 6);
 /// ```
 ///
+/// A closure that never returns is taken too; its call can only fail:
+///
+/// ```
+/// let Err(error) = bombsquad::fork(|| std::process::abort());
+/// assert!(error.to_string().contains("SIGABRT"), "{error}");
+/// ```
+///
 /// # Errors
 ///
 /// See [`Isolate::fork`].
@@ -377,10 +574,51 @@ impl Isolate {
 ///
 /// Re-raises a panic of `function`.
 #[track_caller]
-pub fn fork<R, F>(function: F) -> Result<R, Error>
-where
-    R: Serialize + DeserializeOwned,
-    F: FnOnce() -> R,
-{
+pub fn fork<R, M, F: ChildFn<R, M>>(function: F) -> Result<R, Error> {
     Isolate::new().fork(function)
+}
+
+thread_local! {
+    /// The settings of this thread's open scopes, outermost first.
+    static SCOPES: RefCell<Vec<Vec<Setting>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Closes the innermost scope, on the way out of `scope` or an unwind.
+struct LeaveScope;
+
+impl Drop for LeaveScope {
+    fn drop(&mut self) {
+        SCOPES.with_borrow_mut(Vec::pop);
+    }
+}
+
+/// Whether this thread is inside [`Isolate::scope`].
+pub(crate) fn in_scope() -> bool {
+    SCOPES.with_borrow(|scopes| !scopes.is_empty())
+}
+
+/// In a forked child: the scopes its copy of the calling thread holds are
+/// not its own (a call it makes is not a call of the thread that opened them).
+pub(crate) fn leave_scopes_in_child() {
+    SCOPES.with_borrow_mut(Vec::clear);
+}
+
+/// The options of a call made inside scopes: `declared` (the attribute's)
+/// with every scope's settings applied over it, outermost first, and the
+/// names of the options the scopes set. `None` outside any scope.
+pub(crate) fn scoped(declared: &Isolate) -> Option<(Isolate, Vec<&'static str>)> {
+    SCOPES.with_borrow(|scopes| {
+        if scopes.is_empty() {
+            return None;
+        }
+        let mut options = declared.clone();
+        let mut set = Vec::new();
+        for setting in scopes.iter().flatten() {
+            (setting.apply)(&mut options);
+            if !set.contains(&setting.option) {
+                set.push(setting.option);
+            }
+        }
+        Some((options, set))
+    })
 }

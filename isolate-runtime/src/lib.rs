@@ -2,17 +2,24 @@
 //! whose documentation is the user guide.
 //!
 //! Linux only: it relies on pidfds, `close_range`, `/proc/self/exe` and
-//! Linux process semantics.
+//! Linux process semantics. On another target this crate is empty, so the
+//! `bombsquad` facade's `compile_error!` is the one error a build shows.
+
+#![cfg(target_os = "linux")]
 
 mod backend;
 mod callbacks;
 mod child;
 mod classify;
+mod closure;
 mod codec;
+mod diagnostics;
+mod dispatch;
 mod entry;
 mod error;
 mod fault;
 mod fork;
+mod fork_gate;
 mod fork_warning;
 mod forkserver;
 mod isolate;
@@ -24,6 +31,7 @@ mod pool;
 mod progress;
 mod registry;
 mod report;
+mod sandbox;
 mod spawn;
 mod stdio;
 mod supervise;
@@ -31,32 +39,34 @@ mod sys;
 mod throttle;
 mod wire;
 
+#[cfg(feature = "jobs")]
 pub mod jobs;
 
 pub use backend::Backend;
+pub use closure::{ChildFn, Diverges, Never, Returns};
 pub use error::{CodecStage, Error, Location};
 pub use forkserver::start_forkserver;
-pub use isolate::{Isolate, PanicMode, fork};
+pub use isolate::{Isolate, PanicMode, StartMethod, fork};
 pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
 pub use progress::{Progress, ProgressMessages};
 pub use report::{CallReport, NonzeroExitcode};
+pub use sandbox::{Sandbox, SandboxSupport};
 pub use stdio::Stderr;
+pub use throttle::set_max_children;
 
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
     pub use crate::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
-    pub use crate::registry::{ENTRIES, Entry};
-    pub use crate::{Backend, Isolate, PanicMode, Progress, Stderr};
+    pub use crate::registry::{CHILD_INITS, ENTRIES, Entry};
+    pub use crate::{Backend, Isolate, PanicMode, Progress, Sandbox, Stderr};
     pub use linkme;
 
     pub use crate::child::serve_registered as serve;
-    pub use crate::fork::call as call_forked;
-    pub use crate::forkserver::call as call_forkserved;
+    pub use crate::dispatch::{call_forked, call_forkserved, call_spawned};
     pub use crate::pool::WorkerOptions;
     pub use crate::pool::{RegisteredTask, StaticPool, call_pooled, init_task, serve_task};
-    pub use crate::spawn::call as call_spawned;
 
     /// For tests that play a misbehaving child: the id of the call this
     /// process is answering, which its frames must carry.

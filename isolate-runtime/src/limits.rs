@@ -1,7 +1,7 @@
 //! The limits a child applies to itself before the call: memory
 //! (`RLIMIT_DATA`), CPU time (`RLIMIT_CPU`), the stack of the function's
 //! thread, and `oom_score_adj` = 1000 so the kernel OOM killer takes the
-//! child before its parent (FAULTS.md C1-C4, L8-L10).
+//! child before its parent (docs/FAULTS.md C1-C4, L8-L10).
 //!
 //! **Why `RLIMIT_DATA`, not `RLIMIT_AS`.** Both make a too-large allocation
 //! fail cleanly (std prints `memory allocation of N bytes failed` and
@@ -25,14 +25,16 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::isolate::Isolate;
+use crate::sandbox::SandboxPolicy;
 use crate::{codec, fault, sys, wire};
 
-/// The largest `Setup` frame a spawned child accepts.
-pub(crate) const MAX_SETUP_LEN: u64 = 256;
+/// The largest `Setup` frame a spawned child accepts: room for a sandbox's
+/// paths.
+pub(crate) const MAX_SETUP_LEN: u64 = 64 << 10;
 
 /// What a child applies to itself: sent to a spawned child in the `Setup`
 /// frame, copied into a forked one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ChildSetup {
     /// Bytes the function may allocate.
     memory: Option<u64>,
@@ -40,6 +42,8 @@ pub(crate) struct ChildSetup {
     cpu_secs: Option<u64>,
     /// The stack of the function's thread.
     stack_size: Option<usize>,
+    /// The sandbox the child enters last.
+    sandbox: Option<SandboxPolicy>,
 }
 
 impl ChildSetup {
@@ -48,7 +52,13 @@ impl ChildSetup {
             memory: options.memory,
             cpu_secs: options.cpu.map(cpu_secs),
             stack_size: options.stack_size,
+            sandbox: options.sandbox.clone(),
         }
+    }
+
+    /// The sandbox the child enters once set up, if any.
+    pub(crate) fn sandbox(&self) -> Option<&SandboxPolicy> {
+        self.sandbox.as_ref()
     }
 
     /// The encoded `Setup` frame, header included (it belongs to no call).
@@ -77,7 +87,7 @@ pub(crate) fn cpu_secs(limit: Duration) -> u64 {
 
 /// A forked child's setup, computed in the parent before the fork (reading
 /// `/proc` allocates, which the child must not do).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct ForkSetup {
     setup: ChildSetup,
     baseline: u64,
@@ -92,6 +102,11 @@ impl ForkSetup {
             0
         };
         Self { setup, baseline }
+    }
+
+    /// The sandbox the child enters once set up, if any.
+    pub(crate) fn sandbox(&self) -> Option<&SandboxPolicy> {
+        self.setup.sandbox()
     }
 }
 
@@ -120,7 +135,7 @@ pub(crate) fn enter_spawned_child(setup: &ChildSetup, reply_fd: i32) {
 pub(crate) fn enter_worker(setup: &ChildSetup, reply_fd: i32) {
     let per_process = ChildSetup {
         cpu_secs: None,
-        ..*setup
+        ..setup.clone()
     };
     enter_spawned_child(&per_process, reply_fd);
 }
@@ -189,6 +204,7 @@ mod tests {
             memory: Some(100),
             cpu_secs: None,
             stack_size: Some(10),
+            sandbox: None,
         };
         assert_eq!(setup.data_limit(1000), Some(1110));
         assert_eq!(ChildSetup::default().data_limit(1000), None);
@@ -205,6 +221,7 @@ mod tests {
             memory: Some(1 << 28),
             cpu_secs: Some(3),
             stack_size: None,
+            sandbox: None,
         };
         let frame = setup.frame().unwrap();
         let frames = wire::split_frames(&frame).unwrap();

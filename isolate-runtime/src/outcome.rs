@@ -11,6 +11,8 @@ use crate::error::{CodecStage, Error};
 use crate::isolate::{Isolate, PanicMode};
 use crate::panic::{PanicReport, message_of};
 use crate::report::{CallReport, NonzeroExitcode};
+use crate::sandbox::Sandbox;
+use crate::stdio::Stderr;
 use crate::supervise::Exit;
 use crate::wire::{Frame, FrameError, FrameKind};
 
@@ -75,6 +77,7 @@ pub(crate) fn deliver<R>(
     pid: u32,
     exitcode: i32,
 ) -> Result<R, Error> {
+    let result = result.map_err(|e| e.of_function(options.name.as_deref()));
     if let Some(payload) = options.callbacks.run(&result, exitcode) {
         std::panic::resume_unwind(payload);
     }
@@ -83,6 +86,7 @@ pub(crate) fn deliver<R>(
             message,
             location,
             backtrace,
+            ..
         }) if options.panic_mode == PanicMode::Resume && !cfg!(panic = "abort") => {
             // In a `panic = "abort"` build the parent never re-raises (it would abort).
             let report = PanicReport {
@@ -90,7 +94,7 @@ pub(crate) fn deliver<R>(
                 location,
                 backtrace,
             };
-            crate::panic::resume(report, pid)
+            crate::panic::resume(report, pid, options.name.as_deref())
         }
         other => other,
     }
@@ -125,6 +129,8 @@ pub(crate) fn judge<R>(
         wall_time: exit.wall_time,
         usage: exit.usage,
         stderr: Box::new(exit.stderr.clone()),
+        sandbox: options.sandbox.as_ref().map(|_| Sandbox::support()),
+        stderr_replayed: options.stderr == Stderr::Inherit,
     };
     if exit.timed_out {
         return Err(Error::Timeout {
@@ -142,7 +148,7 @@ pub(crate) fn judge<R>(
     // Read only now: a timed-out or lying child's output is never read.
     let reply = read_reply();
     let (Some(termination), Some(usage)) = (exit.termination, exit.usage) else {
-        // Someone else took the exit status (FAULTS.md F6, F7): a complete
+        // Someone else took the exit status (docs/FAULTS.md F6, F7): a complete
         // result is still the function's result; anything else cannot be
         // classified.
         let reply = reply.map_err(|refusal| refusal.into_error(pid))?;
@@ -212,7 +218,10 @@ pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result
         )
     });
     let Some(&Frame { kind, payload, .. }) = last else {
-        return Err(Error::ZeroExitcodeWithoutPayload { pid });
+        return Err(Error::ZeroExitcodeWithoutPayload {
+            pid,
+            function: None,
+        });
     };
     match kind {
         FrameKind::Return => {
@@ -228,11 +237,13 @@ pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result
                 message: report.message,
                 location: report.location,
                 backtrace: report.backtrace,
+                function: None,
             })
         }
         FrameKind::Failure => Err(match codec::from_msgpack(payload).map_err(protocol)? {
             ChildFailure::Codec { stage, message } => Error::codec(stage, message),
             ChildFailure::UnknownFunction { message } => protocol(message),
+            ChildFailure::Sandbox { reason } => Error::Sandbox { reason },
         }),
         kind => Err(protocol(format!("unexpected {kind:?} frame"))),
     }
@@ -261,7 +272,7 @@ fn first_panic(reply: &Reply) -> Option<PanicReport> {
 }
 
 /// Decodes the result; a panicking user `Deserialize` becomes a codec error
-/// instead of unwinding through the caller (FAULTS.md E4). A result left
+/// instead of unwinding through the caller (docs/FAULTS.md E4). A result left
 /// in the reply file is checked as decoding reads it: a mismatch is
 /// [`Error::Protocol`], whatever decoding made of the bytes.
 fn decode_result<R>(
@@ -332,7 +343,7 @@ mod tests {
         );
         let padding_only = frame(FrameKind::Padding, &[0; 3]);
         match judge_frames(4, Reply::read(padding_only, 3), codec) {
-            Err(Error::ZeroExitcodeWithoutPayload { pid }) => assert_eq!(pid, 4),
+            Err(Error::ZeroExitcodeWithoutPayload { pid, .. }) => assert_eq!(pid, 4),
             other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
         }
     }

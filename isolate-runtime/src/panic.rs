@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Location;
 
-/// The largest panic message sent back; longer ones are cut (FAULTS B5).
+/// The largest panic message sent back; longer ones are cut (docs/FAULTS.md B5).
 const MAX_MESSAGE_LEN: usize = 64 << 10;
 
 /// A panic in the child, as sent to the parent.
@@ -113,6 +113,8 @@ fn install_hook_once(install: &Once) {
     install.call_once(|| {
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
+            // The default hook takes std's backtrace lock and stderr.
+            let _gate = crate::fork_gate::shared();
             if !crate::child::report_panic(|| PanicReport::from_hook(info)) {
                 previous(info);
             }
@@ -123,18 +125,18 @@ fn install_hook_once(install: &Once) {
 /// Re-raises a child's panic in the parent, with the child's message as a
 /// `String` payload so `should_panic(expected)` and `downcast_ref::<String>`
 /// behave as in-process. `panic_any` runs the parent's hook, which prints
-/// the caller's location; the child's location is printed first.
+/// the caller's location; the child's location is reported first
+/// (`diagnostics.rs`).
 #[track_caller]
-pub(crate) fn resume(report: PanicReport, pid: u32) -> ! {
-    let at = report
-        .location
-        .as_ref()
-        .map(|l| format!(" at {l}"))
-        .unwrap_or_default();
-    eprintln!("bombsquad: the isolated call (pid {pid}) panicked{at}; re-raising in the caller");
-    if let Some(backtrace) = &report.backtrace {
-        eprintln!("child backtrace:\n{backtrace}");
-    }
+pub(crate) fn resume(report: PanicReport, pid: u32, function: Option<&str>) -> ! {
+    // Held through the hooks `panic_any` runs; dropped as it unwinds.
+    let _gate = crate::fork_gate::shared();
+    crate::diagnostics::reraising(
+        function,
+        pid,
+        report.location.as_ref(),
+        report.backtrace.as_deref(),
+    );
     std::panic::panic_any(report.message)
 }
 

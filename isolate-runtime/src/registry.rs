@@ -21,6 +21,24 @@ pub struct Entry {
 #[linkme::distributed_slice]
 pub static ENTRIES: [Entry];
 
+/// Every `#[child_init]` function of this binary. Not public API.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static CHILD_INITS: [fn()];
+
+/// Runs every `#[child_init]` function, in no particular order, in a child
+/// that did not inherit its parent's memory (a spawned or fork-server
+/// child, a pool's worker), after its set-up and before the function. A
+/// panic there is the call's panic: the panic hook has sent it, and the
+/// child leaves.
+pub(crate) fn run_child_inits() {
+    for init in CHILD_INITS {
+        if std::panic::catch_unwind(init).is_err() {
+            crate::child::leave();
+        }
+    }
+}
+
 /// The entry registered under `name`.
 pub(crate) fn find(name: &str) -> Result<&'static Entry, String> {
     let mut matches = ENTRIES.iter().filter(|entry| entry.name == name);

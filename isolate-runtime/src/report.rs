@@ -11,6 +11,7 @@ use crate::classify::{self, Diagnosis, Hint};
 use crate::error::Location;
 use crate::outcome::Termination;
 use crate::panic::PanicReport;
+use crate::sandbox::SandboxSupport;
 use crate::stdio::OutputTail;
 
 /// What the parent observed of a child, whatever the outcome: its name and
@@ -26,6 +27,10 @@ pub struct CallReport {
     /// Boxed, as `NonzeroExitcode::report` is, so `Error` stays within
     /// clippy's `result_large_err` bound.
     pub(crate) stderr: Box<OutputTail>,
+    /// What the kernel let the sandbox enforce, when the call had one.
+    pub(crate) sandbox: Option<SandboxSupport>,
+    /// The stderr was replayed to the caller's as it arrived.
+    pub(crate) stderr_replayed: bool,
 }
 
 /// Resource usage from `wait4(2)`.
@@ -98,6 +103,24 @@ impl CallReport {
     #[must_use]
     pub fn stderr_tail(&self) -> &[u8] {
         &self.stderr.bytes
+    }
+
+    /// What the kernel let the call's [`Sandbox`](crate::Sandbox) enforce,
+    /// when it had one: all of it, unless the sandbox was
+    /// [`best_effort`](crate::Sandbox::best_effort) on a kernel that
+    /// lacks something ([`SandboxSupport::is_complete`]).
+    #[must_use]
+    pub fn sandbox(&self) -> Option<SandboxSupport> {
+        self.sandbox
+    }
+
+    /// Whether the child's stderr was also replayed to the caller's stderr
+    /// as it arrived ([`Stderr::Inherit`](crate::Stderr::Inherit), the
+    /// default), so that [`stderr_tail`](Self::stderr_tail) repeats what
+    /// the caller already printed: a report of your own can leave it out.
+    #[must_use]
+    pub fn stderr_replayed(&self) -> bool {
+        self.stderr_replayed
     }
 
     /// How many bytes of stderr came before the kept tail.
@@ -350,6 +373,29 @@ impl NonzeroExitcode {
         matches!(self.diagnosis.hint, Some(Hint::CpuLimit { .. }))
     }
 
+    /// Whether the sandbox stopped the child: it was killed by SIGSYS for a
+    /// system call that [`Sandbox::compute`](crate::Sandbox::compute)
+    /// forbids. A violation is never reported as a crash: `on_fault` does
+    /// not run for it. A SIGSYS of an unsandboxed call is not one.
+    #[must_use]
+    pub fn is_sandbox_violation(&self) -> bool {
+        matches!(self.diagnosis.hint, Some(Hint::SandboxViolation { .. }))
+    }
+
+    /// The system call the sandbox stopped ("ptrace", "execve"), when the
+    /// child's fault handler could report it.
+    ///
+    /// # Examples
+    ///
+    /// See [`Isolate::sandbox`](crate::Isolate::sandbox).
+    #[must_use]
+    pub fn sandbox_violation(&self) -> Option<&'static str> {
+        match self.diagnosis.hint {
+            Some(Hint::SandboxViolation { syscall }) => syscall,
+            _ => None,
+        }
+    }
+
     /// The message of the first panic the child reported before it died: a panic
     /// while unwinding, or any panic in a `panic = "abort"` build.
     #[must_use]
@@ -391,10 +437,17 @@ impl fmt::Display for NonzeroExitcode {
             Termination::Signaled { signal, .. } => {
                 let name = self.signal_name().unwrap_or("an unknown signal");
                 match &self.diagnosis.hint {
+                    Some(hint @ Hint::SandboxViolation { .. }) => write!(
+                        f,
+                        " was stopped by the sandbox ({name}): {}",
+                        hint.describe()
+                    )?,
                     Some(hint) => write!(f, " was killed by {name}: {}", hint.describe())?,
                     None => write!(f, " was killed by {name}: {}", signal_meaning(signal))?,
                 }
-                if let Some(fault) = self.fault_description() {
+                if let Some(fault) = self.fault_description()
+                    && !self.is_sandbox_violation()
+                {
                     write!(f, ", {fault}")?;
                 }
             }

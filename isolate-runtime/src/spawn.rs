@@ -80,6 +80,7 @@ where
 {
     entry::keep_linked();
     let depth = child::next_depth()?;
+    crate::sandbox::check(options.sandbox.as_ref())?;
     let call_id = wire::next_call_id();
     let mut request = encode_request(entry.name, call_id, args)?;
     request.extend(
@@ -155,7 +156,7 @@ pub(crate) fn re_execute(start: Start) -> Result<Child, Error> {
 
 /// Checks that `link` (`/proc/self/exe`) leads to this program's binary, so
 /// a missing `/proc` (a chroot, a minimal container) gives an error that
-/// names the way out (FAULTS.md H3). There is no fallback: a PATH lookup of
+/// names the way out (docs/FAULTS.md H3). There is no fallback: a PATH lookup of
 /// `argv[0]` could run another program.
 pub(crate) fn executable(link: &Path) -> Result<&Path, Error> {
     match std::fs::metadata(link) {
@@ -173,29 +174,33 @@ pub(crate) fn executable(link: &Path) -> Result<&Path, Error> {
 
 /// The `Call` and `Args` frames of the call `call_id`, encoded before the
 /// child is started, so an argument that fails to encode leaves nothing
-/// behind (FAULTS.md A12).
+/// behind (docs/FAULTS.md A12).
 fn encode_request<A: Serialize + ?Sized>(
     name: &str,
     call_id: CallId,
     args: &A,
 ) -> Result<Vec<u8>, Error> {
-    let encoded =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::to_msgpack(args)));
-    let args = match encoded {
-        Ok(Ok(bytes)) => bytes,
-        Ok(Err(message)) => return Err(Error::codec(CodecStage::EncodeArguments, message)),
-        Err(payload) => {
-            return Err(Error::codec(
-                CodecStage::EncodeArguments,
-                message_of(payload.as_ref()),
-            ));
-        }
-    };
+    let args = encode_args(args)?;
     let mut request = Vec::with_capacity(2 * wire::HEADER_LEN + name.len() + args.len());
     request.extend(wire::frame(FrameKind::Call, call_id, name.as_bytes()));
     request.extend_from_slice(&wire::header(FrameKind::Args, call_id, &[&args]));
     request.extend_from_slice(&args);
     Ok(request)
+}
+
+/// The arguments as a registered entry decodes them; a panicking
+/// `Serialize` impl is an encode failure too.
+pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>, Error> {
+    let encoded =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::to_msgpack(args)));
+    match encoded {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(message)) => Err(Error::codec(CodecStage::EncodeArguments, message)),
+        Err(payload) => Err(Error::codec(
+            CodecStage::EncodeArguments,
+            message_of(payload.as_ref()),
+        )),
+    }
 }
 
 /// Sends the token with the reply descriptor and, when the function takes a

@@ -1,5 +1,5 @@
 //! The child's stdout and stderr: pipes the parent drains while the child
-//! runs (so a child that floods them never blocks, FAULTS.md C9), replayed
+//! runs (so a child that floods them never blocks, docs/FAULTS.md C9), replayed
 //! through `print!`/`eprint!` so that libtest's capture sees them (H1, H2),
 //! with the last 64 KiB of stderr kept for the crash report.
 
@@ -13,7 +13,7 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
 use crate::error::Error;
-use crate::sys;
+use crate::{fork_gate, sys};
 
 /// How much of the child's stderr a report keeps: the end of it.
 pub(crate) const STDERR_TAIL_LEN: usize = 64 * 1024;
@@ -283,6 +283,7 @@ impl Relay {
                 let _ = file.write_all(chunk);
             }
             Sink::Replay => {
+                let _gate = fork_gate::shared();
                 let mut pending = std::mem::take(&mut self.partial);
                 pending.extend_from_slice(chunk);
                 self.partial = replay_utf8(self.stream, &pending).to_vec();
@@ -293,6 +294,7 @@ impl Relay {
     /// Sends an incomplete character left at the very end, as it is.
     fn flush_partial(&mut self) {
         if !self.partial.is_empty() {
+            let _gate = fork_gate::shared();
             write_raw(self.stream, &std::mem::take(&mut self.partial));
         }
     }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, send};
-use smallvec::{SmallVec, smallvec};
+use smallvec::SmallVec;
 
 use crate::backend::ReplyChannel;
 use crate::error::Error;
@@ -28,12 +28,12 @@ use crate::wire::FrameError;
 ///
 /// Every signal goes through the pidfd, which names the process and not its
 /// number, so a kill can never reach a process that reused the pid after the
-/// child was reaped, by us or by someone else (FAULTS.md F5).
+/// child was reaped, by us or by someone else (docs/FAULTS.md F5).
 #[derive(Debug)]
 pub(crate) struct Child {
     pid: i32,
     /// `None` when the child had already exited and been reaped by someone
-    /// else before it could be opened (FAULTS.md F6, F7).
+    /// else before it could be opened (docs/FAULTS.md F6, F7).
     pidfd: Option<OwnedFd>,
     reaped: bool,
     /// Just before the child was started.
@@ -232,7 +232,7 @@ impl<'a> Outgoing<'a> {
 #[derive(Debug)]
 pub(crate) struct Exit {
     pub(crate) pid: u32,
-    /// `None` when someone else took the exit status (FAULTS.md F6, F7).
+    /// `None` when someone else took the exit status (docs/FAULTS.md F6, F7).
     pub(crate) termination: Option<Termination>,
     /// The deadline passed and the parent killed the child.
     pub(crate) timed_out: bool,
@@ -249,123 +249,295 @@ pub(crate) struct Exit {
     pub(crate) stderr: OutputTail,
 }
 
+/// What a descriptor the engine watches is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// The child's pidfd: readable once it has exited.
+    Exit,
+    /// The reply pipe.
+    Reply,
+    /// The child's socket, while a request is still being sent: writable.
+    Outgoing,
+    /// The progress pipe.
+    Progress,
+    /// The child's stdout or stderr pipe.
+    Output,
+}
+
+impl Source {
+    /// Whether the engine waits for this source to be writable (else
+    /// readable).
+    pub(crate) fn wants_write(self) -> bool {
+        self == Self::Outgoing
+    }
+}
+
+/// One descriptor to wait on, and what it is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Watch<'a> {
+    pub(crate) fd: BorrowedFd<'a>,
+    pub(crate) source: Source,
+}
+
+/// The parent's side of a running call, as a state machine fed with
+/// readiness: [`watches`](Self::watches) says what to wait for and
+/// [`deadline`](Self::deadline) until when; [`on_ready`](Self::on_ready)
+/// and [`on_deadline`](Self::on_deadline) do the non-blocking work that
+/// follows and say whether the call is over; [`finish`](Self::finish)
+/// reaps the child. The blocking API drives it with one `poll` loop
+/// ([`supervise`]); any other driver (a reactor) only has to wait for the
+/// same things.
+///
+/// Dropping an unfinished engine kills the child's group and reaps it
+/// (through [`Child`]'s `Drop`).
+#[derive(Debug)]
+pub(crate) struct CallEngine<'a, 'p> {
+    child: Child,
+    deadline: Option<Instant>,
+    reply: &'a mut ReplyChannel,
+    outgoing: Outgoing<'a>,
+    output: OutputRelay,
+    progress: Option<&'a mut ProgressStream<'p>>,
+    timed_out: bool,
+    bad_reply: Option<FrameError>,
+    bad_progress: Option<Error>,
+    callback_panic: Option<Box<dyn std::any::Any + Send>>,
+    /// The child has exited, or was killed and need not be waited for.
+    over: bool,
+}
+
+/// Where the engine stands after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Wait for [`CallEngine::watches`] or the deadline again.
+    Wait,
+    /// The call is over: [`CallEngine::finish`] it.
+    Finished,
+}
+
+impl<'a, 'p> CallEngine<'a, 'p> {
+    /// An engine for `child`, killed at `deadline`, that sends `outgoing`
+    /// and drains `reply`, `output` and `progress` while it runs.
+    pub(crate) fn new(
+        child: Child,
+        deadline: Option<Instant>,
+        reply: &'a mut ReplyChannel,
+        outgoing: Outgoing<'a>,
+        output: OutputRelay,
+        progress: Option<&'a mut ProgressStream<'p>>,
+    ) -> Self {
+        // A child gone before it could be watched has nothing to wait for.
+        let over = child.pidfd.is_none();
+        Self {
+            child,
+            deadline,
+            reply,
+            outgoing,
+            output,
+            progress,
+            timed_out: false,
+            bad_reply: None,
+            bad_progress: None,
+            callback_panic: None,
+            over,
+        }
+    }
+
+    /// Whether the call is over (the child exited, was killed at the
+    /// deadline, or could not be watched).
+    pub(crate) fn is_over(&self) -> bool {
+        self.over
+    }
+
+    /// When the child is to be killed, if ever.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// What to wait for now; the pidfd always comes first.
+    pub(crate) fn watches(&self) -> SmallVec<[Watch<'_>; 6]> {
+        let mut watches = SmallVec::new();
+        let Some(pidfd) = self.child.pidfd() else {
+            return watches;
+        };
+        let watch = |fd, source| Watch { fd, source };
+        watches.push(watch(pidfd, Source::Exit));
+        let reply = self.reply.poll_fd().filter(|_| self.bad_reply.is_none());
+        watches.extend(reply.map(|fd| watch(fd, Source::Reply)));
+        watches.extend(
+            self.outgoing
+                .pending()
+                .map(|fd| watch(fd, Source::Outgoing)),
+        );
+        let progress = self
+            .progress
+            .as_deref()
+            .and_then(ProgressStream::poll_fd)
+            .filter(|_| self.bad_progress.is_none());
+        watches.extend(progress.map(|fd| watch(fd, Source::Progress)));
+        watches.extend(self.output.poll_fds().map(|fd| watch(fd, Source::Output)));
+        watches
+    }
+
+    /// The deadline passed: kills the child's group. Checked before every
+    /// wait, not only when a wait times out: a child that keeps a pipe
+    /// readable would otherwise outlive its deadline.
+    pub(crate) fn on_deadline(&mut self) -> Step {
+        self.timed_out = true;
+        self.child.kill_group();
+        self.over = true;
+        Step::Finished
+    }
+
+    /// Whether the deadline has passed at `now`.
+    pub(crate) fn is_past_deadline(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|deadline| now >= deadline)
+    }
+
+    /// Does what the sources that became ready allow (never blocking):
+    /// relays output, sends more of the request, reads the reply and
+    /// delivers progress. The call is over once the child has exited.
+    pub(crate) fn on_ready(&mut self, ready: impl IntoIterator<Item = Source>) -> Step {
+        let mut exited = false;
+        let (mut output, mut outgoing, mut reply, mut progress) = (false, false, false, false);
+        for source in ready {
+            match source {
+                Source::Exit => exited = true,
+                Source::Output => output = true,
+                Source::Outgoing => outgoing = true,
+                Source::Reply => reply = true,
+                Source::Progress => progress = true,
+            }
+        }
+        if output {
+            self.output.relay_available();
+        }
+        if outgoing {
+            self.outgoing.send_some();
+        }
+        if reply && let Err(refusal) = self.reply.read_available() {
+            self.bad_reply = Some(refusal);
+            self.child.kill_group();
+        }
+        if progress {
+            self.deliver_progress();
+        }
+        if exited || self.callback_panic.is_some() {
+            self.over = true;
+        }
+        if self.over {
+            Step::Finished
+        } else {
+            Step::Wait
+        }
+    }
+
+    fn deliver_progress(&mut self) {
+        let Some(stream) = self.progress.as_deref_mut() else {
+            return;
+        };
+        let pid = self.child.pid();
+        match catch_unwind(AssertUnwindSafe(|| stream.read_available(pid))) {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => {
+                self.bad_progress = Some(error);
+                self.child.kill_group();
+            }
+            Err(payload) => {
+                self.callback_panic = Some(payload);
+                self.child.kill_group();
+            }
+        }
+    }
+
+    /// Reaps the child (killing what is left of its group), delivers the
+    /// progress messages still in the pipe and says how the child ended.
+    ///
+    /// # Panics
+    ///
+    /// A panic of the caller's progress callback continues once the
+    /// child's group is killed and the child reaped.
+    pub(crate) fn finish(mut self) -> Result<Exit, Error> {
+        let status = self.child.reap();
+        if let Some(payload) = self.callback_panic.take() {
+            resume_unwind(payload); // the child is dead and reaped (or left to its reaper)
+        }
+        let status = status?;
+        // The child is gone: what is left in the pipe is all it sent.
+        if self.bad_progress.is_none()
+            && let Some(stream) = self.progress
+            && let Err(error) = stream.drain(self.child.pid())
+        {
+            self.bad_progress = Some(error);
+        }
+        Ok(Exit {
+            pid: self.child.pid(),
+            termination: status.map(|(status, _)| Termination::from_wait_status(status)),
+            timed_out: self.timed_out,
+            bad_reply: self.bad_reply,
+            bad_progress: self.bad_progress,
+            wall_time: self.child.started.elapsed(),
+            usage: status.map(|(_, usage)| Usage::from_rusage(&usage)),
+            stderr: self.output.finish(),
+        })
+    }
+}
+
 /// Waits for `child` to exit (or kills it at `deadline`), sending `outgoing`,
 /// draining `reply` and `output` and delivering `progress` meanwhile, then
-/// reaps it and delivers the progress messages still in the pipe.
+/// reaps it and delivers the progress messages still in the pipe: the
+/// blocking driver of [`CallEngine`], one `poll` per wake-up.
 ///
 /// # Panics
 ///
 /// A panic of the caller's progress callback continues once the child's
 /// group is killed and the child reaped.
 pub(crate) fn supervise(
-    mut child: Child,
+    child: Child,
     deadline: Option<Instant>,
     reply: &mut ReplyChannel,
-    mut outgoing: Outgoing<'_>,
-    mut output: OutputRelay,
-    mut progress: Option<&mut ProgressStream<'_>>,
+    outgoing: Outgoing<'_>,
+    output: OutputRelay,
+    progress: Option<&mut ProgressStream<'_>>,
 ) -> Result<Exit, Error> {
-    let mut timed_out = false;
-    let mut bad_reply = None;
-    let mut bad_progress = None;
-    let mut callback_panic = None;
-    loop {
-        // Checked here, not only on a poll that times out: a child that keeps
-        // the pipe readable would otherwise outlive its deadline.
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            timed_out = true;
-            child.kill_group();
+    let mut engine = CallEngine::new(child, deadline, reply, outgoing, output, progress);
+    while !engine.is_over() {
+        if engine.is_past_deadline(Instant::now()) {
+            engine.on_deadline();
             break;
         }
-        let Some(pidfd) = &child.pidfd else {
-            break; // it had exited before it could be watched
-        };
-        let reply_fd = reply.poll_fd().filter(|_| bad_reply.is_none());
-        let out_fd = outgoing.pending();
-        let progress_fd = progress
-            .as_deref()
-            .and_then(ProgressStream::poll_fd)
-            .filter(|_| bad_progress.is_none());
+        let watches = engine.watches();
         // On the stack: in the parent, a heap page written while the child
         // lives is a copy-on-write fault.
-        let mut fds: SmallVec<[PollFd<'_>; 6]> =
-            smallvec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        fds.extend(reply_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-        fds.extend(out_fd.map(|fd| PollFd::new(fd, PollFlags::POLLOUT)));
-        let progress_at = fds.len();
-        fds.extend(progress_fd.map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
-        let first_output = fds.len();
-        fds.extend(
-            output
-                .poll_fds()
-                .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
-        );
-        let ready = match poll(&mut fds, remaining(deadline)) {
-            Ok(n) => n,
-            Err(Errno::EINTR) => continue,
+        let mut fds: SmallVec<[PollFd<'_>; 6]> = watches
+            .iter()
+            .map(|watch| PollFd::new(watch.fd, poll_flags(watch.source)))
+            .collect();
+        match poll(&mut fds, remaining(engine.deadline())) {
+            Ok(0) | Err(Errno::EINTR) => continue, // the deadline: checked at the top
+            Ok(_) => {}
             Err(e) => return Err(Error::spawn("wait for the child process", e)),
-        };
-        if ready == 0 {
-            continue; // the deadline passed: handled at the top
         }
-        let is_ready = |fd: &PollFd<'_>| fd.any().unwrap_or(true);
-        let exited = is_ready(&fds[0]);
-        let reply_ready = reply_fd.is_some() && is_ready(&fds[1]);
-        let out_ready = out_fd.is_some() && is_ready(&fds[progress_at - 1]);
-        let progress_ready = progress_fd.is_some() && is_ready(&fds[progress_at]);
-        let output_ready = fds[first_output..].iter().any(is_ready);
-        drop(fds);
-        if output_ready {
-            output.relay_available();
-        }
-        if out_ready {
-            outgoing.send_some();
-        }
-        if reply_ready && let Err(refusal) = reply.read_available() {
-            bad_reply = Some(refusal);
-            child.kill_group();
-        }
-        if progress_ready && let Some(stream) = progress.as_deref_mut() {
-            let pid = child.pid();
-            match catch_unwind(AssertUnwindSafe(|| stream.read_available(pid))) {
-                Ok(Ok(_)) => {}
-                Ok(Err(error)) => {
-                    bad_progress = Some(error);
-                    child.kill_group();
-                }
-                Err(payload) => {
-                    callback_panic = Some(payload);
-                    child.kill_group();
-                    break;
-                }
-            }
-        }
-        if exited {
+        let ready: SmallVec<[Source; 6]> = fds
+            .iter()
+            .zip(&watches)
+            .filter(|(fd, _)| fd.any().unwrap_or(true))
+            .map(|(_, watch)| watch.source)
+            .collect();
+        drop((fds, watches));
+        if engine.on_ready(ready) == Step::Finished {
             break;
         }
     }
-    let status = child.reap();
-    if let Some(payload) = callback_panic {
-        resume_unwind(payload); // the child is dead and reaped (or left to its reaper)
+    engine.finish()
+}
+
+fn poll_flags(source: Source) -> PollFlags {
+    if source.wants_write() {
+        PollFlags::POLLOUT
+    } else {
+        PollFlags::POLLIN
     }
-    let status = status?;
-    // The child is gone: what is left in the pipe is all it sent.
-    if bad_progress.is_none()
-        && let Some(stream) = progress
-        && let Err(error) = stream.drain(child.pid())
-    {
-        bad_progress = Some(error);
-    }
-    Ok(Exit {
-        pid: child.pid(),
-        termination: status.map(|(status, _)| Termination::from_wait_status(status)),
-        timed_out,
-        bad_reply,
-        bad_progress,
-        wall_time: child.started.elapsed(),
-        usage: status.map(|(_, usage)| Usage::from_rusage(&usage)),
-        stderr: output.finish(),
-    })
 }
 
 /// What is left until `deadline`, for `poll`.
@@ -377,4 +549,76 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> PollTimeout {
     // Round up so the poll never wakes a hair early and spins.
     let millis = left.as_nanos().div_ceil(1_000_000);
     PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Backend;
+    use crate::stdio::Stderr;
+    use std::os::unix::process::CommandExt as _;
+
+    /// An engine over `sh -c script`, started in its own group.
+    fn engine_for<'a>(
+        script: &str,
+        reply: &'a mut ReplyChannel,
+        deadline: Option<Instant>,
+    ) -> CallEngine<'a, 'static> {
+        let (output, stdio) = OutputRelay::create(&Stderr::Capture).unwrap();
+        let started = Instant::now();
+        let process = std::process::Command::new("sh")
+            .args(["-c", script])
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let child = Child::adopt(process.id().cast_signed(), started).unwrap();
+        // The engine's `Child` reaps it; std's handle neither waits nor kills.
+        #[allow(clippy::zombie_processes)]
+        drop(process);
+        CallEngine::new(child, deadline, reply, Outgoing::none(), output, None)
+    }
+
+    #[test]
+    fn the_engine_watches_the_exit_first_and_finishes_on_it() {
+        let mut reply = ReplyChannel::create(Backend::Pipe, None).unwrap();
+        reply.close_child_end();
+        let mut engine = engine_for("echo oops >&2; exit 3", &mut reply, None);
+        let sources: Vec<Source> = engine.watches().iter().map(|w| w.source).collect();
+        assert_eq!(
+            sources,
+            [Source::Exit, Source::Reply, Source::Output, Source::Output]
+        );
+        // Output alone does not end the call.
+        assert_eq!(engine.on_ready([Source::Output]), Step::Wait);
+        let pidfd = engine.watches()[0].fd.try_clone_to_owned().unwrap();
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        poll(&mut fds, PollTimeout::from(10_000u16)).unwrap();
+        assert_eq!(engine.on_ready([Source::Exit]), Step::Finished);
+        assert!(engine.is_over());
+        let exit = engine.finish().unwrap();
+        assert_eq!(exit.termination, Some(Termination::Exited(3)));
+        assert!(!exit.timed_out);
+        assert_eq!(exit.stderr.bytes, b"oops\n");
+    }
+
+    #[test]
+    fn a_passed_deadline_kills_the_group_and_the_exit_says_so() {
+        let mut reply = ReplyChannel::create(Backend::Pipe, None).unwrap();
+        reply.close_child_end();
+        let now = Instant::now();
+        let mut engine = engine_for("sleep 30", &mut reply, Some(now));
+        assert!(engine.is_past_deadline(now));
+        assert_eq!(engine.on_deadline(), Step::Finished);
+        let exit = engine.finish().unwrap();
+        assert!(exit.timed_out);
+        assert_eq!(
+            exit.termination,
+            Some(Termination::Signaled {
+                signal: libc::SIGKILL,
+                core_dumped: false
+            })
+        );
+    }
 }

@@ -53,7 +53,7 @@ pub(crate) fn reap(pid: i32) -> io::Result<(i32, libc::rusage)> {
 ///
 /// By pidfd, not by number: once someone else reaped the child, its pid may
 /// belong to another child of ours, which `wait4(pid)` would wait for and
-/// reap instead (FAULTS.md F5, F7). Then this fails with ECHILD.
+/// reap instead (docs/FAULTS.md F5, F7). Then this fails with ECHILD.
 pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<(i32, libc::rusage)> {
     // SAFETY: both are plain old data; all-zero is a valid value.
     let (mut info, mut usage): (libc::siginfo_t, libc::rusage) =
@@ -150,7 +150,7 @@ const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
 /// or with `group` to every process in the group it leads. The pidfd names
 /// the process itself, not its number: once the process is reaped this
 /// fails with ESRCH instead of reaching a process that reused the pid
-/// (FAULTS.md F5).
+/// (docs/FAULTS.md F5).
 pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32, group: bool) -> io::Result<()> {
     let flags = if group { PIDFD_SIGNAL_PROCESS_GROUP } else { 0 };
     // SAFETY: raw syscall on a descriptor we borrow; a null siginfo asks the
@@ -499,6 +499,23 @@ pub(crate) fn write_all(fd: BorrowedFd<'_>, mut bytes: &[u8]) -> io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// The kernel's Landlock ABI version (`landlock_create_ruleset` with the
+/// VERSION flag), `None` when Landlock is absent or disabled.
+pub(crate) fn landlock_abi() -> Option<i32> {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a null attribute pointer, size 0 and the VERSION flag the
+    // call only returns a number; it touches no memory.
+    let abi = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    i32::try_from(abi).ok().filter(|&abi| abi > 0)
 }
 
 /// Reads exactly `buf.len()` bytes, retrying on EINTR.

@@ -108,3 +108,28 @@ pub fn log_files(dir: &Path) -> Vec<PathBuf> {
     logs.sort();
     logs
 }
+
+/// The environment variable that marks a test's job processes, so they can
+/// be counted wherever they are reparented.
+pub const MARK: &str = "BOMBSQUAD_JOBS_TEST_MARK";
+
+/// The live processes (not zombies) whose environment holds `MARK=mark`,
+/// with their names.
+pub fn marked_processes(mark: &str) -> Vec<(u32, String)> {
+    let needle = format!("{MARK}={mark}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let marked = environ
+            .split(|b| *b == 0)
+            .any(|var| var == needle.as_bytes());
+        if marked && !is_dead(pid) {
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            found.push((pid, comm.trim().to_owned()));
+        }
+    }
+    found
+}

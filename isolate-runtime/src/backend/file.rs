@@ -1,6 +1,6 @@
 //! The temp-file backend: an unnamed file (`O_TMPFILE`, or created and
 //! unlinked at once with a random name and mode 0600, by `tempfile`), so no
-//! name is ever predictable and nothing is left behind (FAULTS.md I5, C10).
+//! name is ever predictable and nothing is left behind (docs/FAULTS.md I5, C10).
 //!
 //! The child decides how long the file is (a sparse `ftruncate` costs it
 //! nothing), so the parent never reads it whole on the child's word: it

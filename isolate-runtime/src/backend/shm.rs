@@ -2,7 +2,7 @@
 //! its reply into, and the parent seals once the child has exited, reads
 //! as the file backend reads its file, and maps read-only for decoding, so
 //! a result decoded in place is never copied into a buffer of the parent's
-//! own (FAULTS.md I7, L13).
+//! own (docs/FAULTS.md I7, L13).
 //!
 //! Sealing comes first: `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK |
 //! F_SEAL_SEAL` means no one (a grandchild holding the descriptor, the

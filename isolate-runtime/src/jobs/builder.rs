@@ -28,7 +28,7 @@ pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
 ///
 /// ```
 /// use std::time::Duration;
-/// use isolate_runtime::jobs::{Jobs, Retention};
+/// use bombsquad::jobs::{Jobs, Retention};
 ///
 /// let dir = tempfile::tempdir()?;
 /// let jobs = Jobs::builder()

@@ -8,9 +8,9 @@
 //! them open forever, so after the leader is gone the drain only lingers
 //! while output keeps coming, and never longer than [`LINGER_MAX`].
 
+use std::fs::File;
 use std::io::{self, PipeReader, PipeWriter, Read};
 use std::os::fd::AsFd;
-use std::process::{ChildStderr, ChildStdout};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -27,19 +27,20 @@ const LINGER_MAX: Duration = Duration::from_secs(1);
 
 const CHUNK: usize = 64 * 1024;
 
-/// Starts draining the job's pipes into `log`. Drop (or write to) the
+/// Starts draining the job's pipes into `log` (`stderr` is `None` when both
+/// streams share the `stdout` pipe). Drop (or write to) the
 /// returned [`PipeWriter`] once the leader has been reaped; join the handle to
 /// know all output is in the log (the log is left open for the caller to
 /// close).
 pub(crate) fn spawn(
-    stdout: ChildStdout,
-    stderr: ChildStderr,
+    stdout: File,
+    stderr: Option<File>,
     log: LogWriter,
 ) -> io::Result<(JoinHandle<()>, PipeWriter)> {
     let (leader_gone, leader_gone_tx) = io::pipe()?;
     let drain = Drain {
         stdout: Some(stdout),
-        stderr: Some(stderr),
+        stderr,
         leader_gone: Some(leader_gone),
         log,
     };
@@ -50,8 +51,8 @@ pub(crate) fn spawn(
 }
 
 struct Drain {
-    stdout: Option<ChildStdout>,
-    stderr: Option<ChildStderr>,
+    stdout: Option<File>,
+    stderr: Option<File>,
     /// `None` once the leader is known to be gone.
     leader_gone: Option<PipeReader>,
     log: LogWriter,

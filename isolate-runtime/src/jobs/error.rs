@@ -59,6 +59,48 @@ pub enum JobError {
         source: io::Error,
     },
 
+    /// A resource limit of [`Command`](super::Command) that makes no sense.
+    #[error("the {limit} limit is invalid: {reason}")]
+    BadLimit {
+        /// `memory`, `cpu` or `pids`.
+        limit: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+
+    /// A resource limit that this host cannot enforce: no cgroup controller
+    /// for it is delegated (v2) or writable (v1). The job was not started;
+    /// a limit is never silently ignored.
+    #[error(
+        "the {limit} limit cannot be enforced here ({reason}): run the supervisor where the {limit} \
+         cgroup controller is delegated (cgroup v2, e.g. under systemd with Delegate=yes) or writable \
+         (cgroup v1), or start the job without that limit"
+    )]
+    LimitUnsupported {
+        /// `memory`, `cpu` or `pids`.
+        limit: &'static str,
+        /// What the host lacks.
+        reason: String,
+    },
+
+    /// [`Jobs::stop`](super::Jobs::stop) on a [`Lost`](super::Status::Lost)
+    /// job that ran without a cgroup: what is left of it cannot be found
+    /// safely, because its pid and process group id may have been reused
+    /// since its supervisor died. Nothing was signalled. Its leader died
+    /// with its supervisor (parent-death signal); processes it started may
+    /// remain.
+    #[error(
+        "the job was lost without a cgroup, so what is left of it cannot be told apart from \
+         unrelated processes that reused its pid {pid}: nothing was signalled; look for its \
+         processes by hand (ps -eo pid,pgid,args | grep the command)"
+    )]
+    LostUntracked {
+        /// The id that was asked for.
+        id: JobId,
+        /// The pid (and process group id) the job's leader had.
+        pid: u32,
+    },
+
     /// Another [`Jobs`](super::Jobs), in this process or another one, already
     /// supervises this log directory.
     #[error(

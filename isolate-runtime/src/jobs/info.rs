@@ -1,6 +1,7 @@
 //! The plain data a client sees about a job: ids, status and the job record.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -42,13 +43,18 @@ pub enum Status {
     Exited(i32),
     /// The leader was killed by this signal, which `Jobs` did not send.
     Signaled(i32),
+    /// The kernel's OOM killer killed a process of the job because the job
+    /// exceeded its [memory limit](super::Command::memory_limit).
+    OutOfMemory,
     /// The job was ended through [`Jobs::stop`](super::Jobs::stop) (or by dropping
     /// [`Jobs`](super::Jobs), which counts as [`StopType::Kill`]).
     Stopped(StopType),
     /// The table says the job was running, but the supervisor that started it
-    /// is gone (it crashed or was killed before it could record the end). The
-    /// process may or may not still exist; `Jobs` never signals it, because
-    /// its pid may have been reused.
+    /// is gone (it crashed or was killed before it could record the end). Its
+    /// leader died with the supervisor (parent-death signal); whatever else
+    /// it started was killed through its cgroup by the next `Jobs` over the
+    /// directory, if it had one. `Jobs` never signals a lost job's pid,
+    /// which may have been reused.
     Lost,
 }
 
@@ -67,7 +73,8 @@ impl fmt::Display for Status {
             Status::Signaled(signal) => write!(f, "killed by signal {signal}"),
             Status::Stopped(StopType::Term) => write!(f, "stopped (term)"),
             Status::Stopped(StopType::Kill) => write!(f, "stopped (kill)"),
-            Status::Lost => write!(f, "lost (its supervisor died while it ran)"),
+            Status::OutOfMemory => write!(f, "out of memory"),
+            Status::Lost => write!(f, "lost"),
         }
     }
 }
@@ -92,4 +99,9 @@ pub struct JobInfo {
     /// When the job's end was recorded; `None` while running, and for
     /// [`Status::Lost`] jobs, whose end nobody saw.
     pub ended_at: Option<SystemTime>,
+    /// The job's cgroup directories (empty if it has none). They are removed
+    /// when the job ends, and the list cleared; a [`Status::Lost`] job keeps
+    /// it, so that [`Jobs::stop`](super::Jobs::stop) can find what is left.
+    #[serde(default)]
+    pub cgroups: Vec<PathBuf>,
 }

@@ -11,6 +11,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use super::info::Stream;
 
@@ -51,21 +52,39 @@ impl LogShared {
             .unwrap_or_else(|poison| poison.into_inner())
     }
 
-    /// Blocks until the log holds bytes past `pos`; returns where the whole
-    /// records end, or `None` once the log is closed and `pos` is its end.
-    fn wait_beyond(&self, pos: u64) -> Option<u64> {
+    /// Blocks until the log holds bytes past `pos`, at most `timeout`
+    /// (`None`: forever); returns where the whole records end, or `None`
+    /// once the log is closed and `pos` is its end.
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::TimedOut`] when `timeout` passed first.
+    fn wait_beyond(&self, pos: u64, timeout: Option<Duration>) -> io::Result<Option<u64>> {
+        let deadline = timeout.map(|timeout| Instant::now() + timeout);
         let mut progress = self.lock();
         loop {
             if progress.committed > pos {
-                return Some(progress.committed);
+                return Ok(Some(progress.committed));
             }
             if progress.closed {
-                return None;
+                return Ok(None);
             }
-            progress = self
-                .changed
-                .wait(progress)
-                .unwrap_or_else(|poison| poison.into_inner());
+            progress = match deadline {
+                None => self
+                    .changed
+                    .wait(progress)
+                    .unwrap_or_else(|poison| poison.into_inner()),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::ErrorKind::TimedOut.into());
+                    }
+                    self.changed
+                        .wait_timeout(progress, left)
+                        .unwrap_or_else(|poison| poison.into_inner())
+                        .0
+                }
+            };
         }
     }
 }
@@ -161,6 +180,8 @@ pub struct OutputReader {
     live: Option<Arc<LogShared>>,
     /// Set by [`OutputReader::up_to_now`]: the log's length at that moment.
     limit: Option<u64>,
+    /// How long `read` waits for new output of a live job.
+    read_timeout: Option<Duration>,
 }
 
 impl OutputReader {
@@ -176,7 +197,17 @@ impl OutputReader {
             only,
             live,
             limit: None,
+            read_timeout: None,
         })
+    }
+
+    /// Bounds how long `read` waits for new output of a running job (`None`,
+    /// the default: until output comes or the job ends). A `read` that waited
+    /// this long without output fails with [`io::ErrorKind::TimedOut`]; the
+    /// reader stays usable, and the next `read` goes on where it was. Lets a
+    /// server that forwards output notice that its client went away.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.read_timeout = timeout;
     }
 
     /// Stops following: the reader ends at what the log holds now, even if
@@ -195,7 +226,7 @@ impl OutputReader {
     /// the end of the log.
     fn data_end(&self) -> io::Result<Option<u64>> {
         match &self.live {
-            Some(shared) => Ok(shared.wait_beyond(self.pos)),
+            Some(shared) => shared.wait_beyond(self.pos, self.read_timeout),
             None => {
                 let len = self
                     .file

@@ -11,9 +11,10 @@ use std::time::{Duration, SystemTime};
 use tempfile::TempDir;
 
 use super::builder::JobsBuilder;
+use super::cgroup;
 use super::command::Command;
 use super::error::JobError;
-use super::info::{JobId, JobInfo, OwnerId, StopType, Stream};
+use super::info::{JobId, JobInfo, OwnerId, Status, StopType, Stream};
 use super::log::{LogWriter, OutputReader};
 use super::retention::Retention;
 use super::store::Store;
@@ -72,7 +73,7 @@ pub(crate) struct Inner {
 /// A job found for its owner: still supervised here, or finished.
 enum Found {
     Live(Arc<LiveJob>),
-    Done(JobInfo),
+    Done(Box<JobInfo>),
 }
 
 impl Jobs {
@@ -172,16 +173,31 @@ impl Jobs {
     /// at once. Returns once the signal is sent; use [`Jobs::wait`] to wait
     /// for the end, which is then recorded as `Stopped(how)`.
     ///
-    /// Stopping a job that has already ended (or is
-    /// [`Lost`](super::Status::Lost)) does nothing and returns `Ok`: its
-    /// status stays as it was, and a lost job is never signalled.
+    /// Stopping a job that has already ended does nothing and returns `Ok`:
+    /// its status stays as it was. On a [`Lost`](super::Status::Lost) job
+    /// (whose leader died with its supervisor), it kills whatever is left in
+    /// the job's cgroups with SIGKILL, whatever `how` says; its pid is never
+    /// signalled, since it may have been reused.
     ///
     /// # Errors
     ///
-    /// [`JobError::NotFound`] if `owner` has no job `id`.
+    /// [`JobError::NotFound`] if `owner` has no job `id`;
+    /// [`JobError::LostUntracked`] for a lost job that ran without a cgroup,
+    /// so what is left of it cannot be found safely (nothing is signalled).
     pub fn stop(&self, id: JobId, owner: OwnerId, how: StopType) -> Result<(), JobError> {
-        if let Found::Live(job) = self.find(id, owner)? {
-            job.stop(how, self.inner.stop_grace);
+        match self.find(id, owner)? {
+            Found::Live(job) => job.stop(how, self.inner.stop_grace),
+            Found::Done(info) if info.status == Status::Lost => {
+                if info.cgroups.is_empty() {
+                    return Err(JobError::LostUntracked { id, pid: info.pid });
+                }
+                if !cgroup::remove_dirs(&info.cgroups) {
+                    let source = io::Error::other("processes remain in it after SIGKILL");
+                    let path = info.cgroups[0].clone();
+                    return Err(JobError::Io { path, source });
+                }
+            }
+            Found::Done(_) => {}
         }
         Ok(())
     }
@@ -195,7 +211,7 @@ impl Jobs {
     pub fn query(&self, id: JobId, owner: OwnerId) -> Result<JobInfo, JobError> {
         Ok(match self.find(id, owner)? {
             Found::Live(job) => job.info(),
-            Found::Done(info) => info,
+            Found::Done(info) => *info,
         })
     }
 
@@ -208,7 +224,7 @@ impl Jobs {
     pub fn wait(&self, id: JobId, owner: OwnerId) -> Result<JobInfo, JobError> {
         match self.find(id, owner)? {
             Found::Live(job) => Ok(job.wait(None).unwrap_or_else(|| job.info())),
-            Found::Done(info) => Ok(info),
+            Found::Done(info) => Ok(*info),
         }
     }
 
@@ -225,7 +241,7 @@ impl Jobs {
     ) -> Result<Option<JobInfo>, JobError> {
         match self.find(id, owner)? {
             Found::Live(job) => Ok(job.wait(Some(timeout))),
-            Found::Done(info) => Ok(Some(info)),
+            Found::Done(info) => Ok(Some(*info)),
         }
     }
 
@@ -314,7 +330,7 @@ impl Jobs {
                 .store
                 .get(id)?
                 .filter(|info| info.owner == owner)
-                .map(Found::Done),
+                .map(|info| Found::Done(Box::new(info))),
         };
         found.ok_or(JobError::NotFound { id })
     }

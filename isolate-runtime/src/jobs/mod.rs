@@ -17,14 +17,32 @@
 //!   and reports jobs whose supervisor died as [`Status::Lost`].
 //! - [`Retention`] bounds the logs by age and total size, never touching a
 //!   running job.
+//! - [`Command::memory_limit`], [`Command::cpu_limit`] and
+//!   [`Command::pids_limit`] are enforced with a cgroup per job (v2 where the
+//!   controller is delegated, v1 otherwise); a limit the host cannot enforce
+//!   is an error ([`JobError::LimitUnsupported`]), never ignored.
+//!
+//! Linux only. Requires the Cargo feature `jobs`.
+//!
+//! # Jobs die with their supervisor
 //!
 //! A job needs a live supervisor: dropping [`Jobs`] kills its running jobs.
+//! If the supervisor process dies without that (a crash, SIGKILL), each
+//! job's leader gets SIGKILL from the kernel (`PR_SET_PDEATHSIG`; jobs are
+//! forked on one long-lived library thread, since that signal follows the
+//! forking *thread*). Processes a job started live on until the next
+//! [`Jobs`] over the same directory kills them through the job's cgroup (or
+//! a guard does at once, as the `bombsquad-jobs` service's does), and lists
+//! the job as [`Status::Lost`]. Every job gets a cgroup of its own when the
+//! host lets this process create one (on cgroup v2, or a v1 `pids`
+//! hierarchy); without one, what a lost job left behind cannot be found
+//! safely, and [`Jobs::stop`] says so ([`JobError::LostUntracked`]).
 //!
 //! # Examples
 //!
 //! ```
 //! use std::io::Read;
-//! use isolate_runtime::jobs::{Command, Jobs, OwnerId, Status, Stream};
+//! use bombsquad::jobs::{Command, Jobs, OwnerId, Status, Stream};
 //!
 //! let jobs = Jobs::new()?;
 //! let me = OwnerId::new_v4();
@@ -32,6 +50,8 @@
 //!
 //! let mut merged = String::new();
 //! jobs.stream(id, me)?.read_to_string(&mut merged)?; // EOF once the job ended
+//! // Two pipes: the order between the streams is not promised (see
+//! // `Command::merged_output` for the exact order).
 //! assert!(merged == "out\nerr\n" || merged == "err\nout\n");
 //!
 //! let mut stderr = String::new();
@@ -44,10 +64,12 @@
 //! ```
 
 mod builder;
+mod cgroup;
 mod command;
 mod drain;
 mod error;
 mod info;
+mod launch;
 mod log;
 mod manager;
 mod retention;
@@ -55,6 +77,7 @@ mod store;
 mod supervisor;
 
 pub use builder::{DEFAULT_STOP_GRACE, JobsBuilder};
+pub use cgroup::Limits;
 pub use command::Command;
 pub use error::JobError;
 pub use info::{JobId, JobInfo, OwnerId, Status, StopType, Stream};

@@ -16,7 +16,7 @@ use super::info::{JobId, JobInfo};
 ///
 /// ```
 /// use std::time::Duration;
-/// use isolate_runtime::jobs::Retention;
+/// use bombsquad::jobs::Retention;
 ///
 /// let policy = Retention::default()
 ///     .max_age(Duration::from_secs(24 * 3600))
@@ -129,6 +129,7 @@ mod tests {
             status,
             started_at: at,
             ended_at: (!status.is_running()).then_some(at),
+            cgroups: Vec::new(),
         }
     }
 

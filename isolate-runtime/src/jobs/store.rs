@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::cgroup;
 use super::error::JobError;
 use super::info::{JobId, JobInfo, Status};
 
@@ -96,13 +97,17 @@ impl Store {
         })
     }
 
-    /// Marks every row still `Running` as `Lost`: called right after taking
-    /// the directory lock, when no live supervisor can own them any more.
+    /// Marks every row still `Running` as `Lost`, after killing what is left
+    /// in its cgroups: called right after taking the directory lock, when no
+    /// live supervisor can own them any more.
     pub(crate) fn mark_running_as_lost(&self) -> Result<(), JobError> {
         let orphans: Vec<JobInfo> = self
             .all()?
             .into_iter()
             .filter(|info| info.status == Status::Running)
+            .inspect(|info| {
+                cgroup::remove_dirs(&info.cgroups);
+            })
             .map(|info| JobInfo {
                 status: Status::Lost,
                 ..info

@@ -5,9 +5,12 @@
 //! stays a zombie, so neither its pid nor its process group id can be
 //! reused), then reaps under the same lock that [`LiveJob::stop`] holds while
 //! signalling. Whatever is left of the group is killed just before the reap,
-//! so a job never outlives its leader.
+//! and whatever is left in the job's cgroups (processes that left the group)
+//! just after it, so a job never outlives its leader.
 
-use std::io::{self, PipeWriter};
+use std::fs::File;
+use std::io::{self, PipeReader, PipeWriter};
+use std::os::fd::OwnedFd;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -19,10 +22,12 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid};
 use nix::unistd::Pid;
 
+use super::cgroup::{self, JobCgroups};
 use super::command::Command;
 use super::drain;
 use super::error::JobError;
 use super::info::{JobId, JobInfo, OwnerId, Status, StopType};
+use super::launch;
 use super::log::{self, LogShared, LogWriter};
 
 /// A job started by this process, from spawn until its end is recorded.
@@ -51,6 +56,8 @@ struct Process {
     reaped: bool,
     /// Set by `stop` before it signals, so the end reads `Stopped`.
     intent: Option<StopType>,
+    /// Removed (with what is left in them) right after the reap.
+    cgroups: JobCgroups,
 }
 
 /// A job whose process runs but whose threads are not started yet, so the
@@ -59,12 +66,15 @@ struct Process {
 pub(crate) struct Spawned {
     job: Arc<LiveJob>,
     log: LogWriter,
+    /// The one pipe of a job with merged output.
+    merged: Option<PipeReader>,
 }
 
 /// Spawns `command` as job `id`, its output going to `log`.
 ///
 /// # Errors
 ///
+/// [`JobError::LimitUnsupported`] if a limit cannot be enforced;
 /// [`JobError::ProgramNotFound`], [`JobError::NotExecutable`] or
 /// [`JobError::Spawn`] if the process could not be started.
 pub(crate) fn spawn(
@@ -73,10 +83,17 @@ pub(crate) fn spawn(
     command: Command,
     log: LogWriter,
 ) -> Result<Spawned, JobError> {
-    let child = command
-        .to_std()
-        .spawn()
-        .map_err(|source| JobError::from_spawn(command.program(), source))?;
+    let mut cgroups = JobCgroups::create(id, &command.limits())?;
+    let launched = cgroups
+        .procs_files()
+        .and_then(|procs| launch::spawn(&command, procs));
+    let (child, merged) = match launched {
+        Ok(launched) => launched,
+        Err(source) => {
+            cgroups.remove();
+            return Err(JobError::from_spawn(command.program(), source));
+        }
+    };
     let pid = child.id();
     let info = JobInfo {
         id,
@@ -86,6 +103,7 @@ pub(crate) fn spawn(
         status: Status::Running,
         started_at: SystemTime::now(),
         ended_at: None,
+        cgroups: cgroups.dirs().to_vec(),
     };
     let job = LiveJob {
         pid: Pid::from_raw(pid as i32),
@@ -99,12 +117,14 @@ pub(crate) fn spawn(
             child,
             reaped: false,
             intent: None,
+            cgroups,
         }),
         log: log.shared(),
     };
     Ok(Spawned {
         job: Arc::new(job),
         log,
+        merged,
     })
 }
 
@@ -127,7 +147,7 @@ impl Spawned {
         self,
         on_end: impl FnOnce(&JobInfo) + Send + 'static,
     ) -> Result<(Arc<LiveJob>, JoinHandle<()>), JobError> {
-        let Spawned { job, log } = self;
+        let Spawned { job, log, merged } = self;
         let program = job.info().command.program().to_owned();
         let fail = |job: &LiveJob, source: io::Error| {
             job.kill_and_reap();
@@ -135,11 +155,18 @@ impl Spawned {
             JobError::Spawn { program, source }
         };
 
-        let (stdout, stderr) = {
-            let mut process = job.lock_process();
-            (process.child.stdout.take(), process.child.stderr.take())
+        let pipes = match merged {
+            Some(one) => Some((File::from(OwnedFd::from(one)), None)),
+            None => {
+                let mut process = job.lock_process();
+                let stdout = process.child.stdout.take().map(OwnedFd::from);
+                let stderr = process.child.stderr.take().map(OwnedFd::from);
+                stdout
+                    .zip(stderr)
+                    .map(|(out, err)| (File::from(out), Some(File::from(err))))
+            }
         };
-        let (Some(stdout), Some(stderr)) = (stdout, stderr) else {
+        let Some((stdout, stderr)) = pipes else {
             let missing = io::Error::other("the job's output pipes are missing");
             return Err(fail(&job, missing));
         };
@@ -263,6 +290,7 @@ impl LiveJob {
             let _ = killpg(self.pid, Signal::SIGKILL);
             let _ = process.child.wait();
             process.reaped = true;
+            process.cgroups.remove();
         }
     }
 
@@ -280,7 +308,7 @@ impl LiveJob {
         on_end: impl FnOnce(&JobInfo),
     ) {
         let still_ours = self.wait_until_exited();
-        let (exit, intent) = {
+        let (exit, intent, out_of_memory) = {
             let mut process = self.lock_process();
             if still_ours {
                 // The leader is a zombie here, so the group id is still ours.
@@ -288,15 +316,18 @@ impl LiveJob {
             }
             let exit = process.child.wait();
             process.reaped = true;
-            (exit, process.intent)
+            let out_of_memory = cgroup::oom_killed(process.cgroups.dirs());
+            process.cgroups.remove();
+            (exit, process.intent, out_of_memory)
         };
         drop(leader_gone);
         let _ = drain.join();
 
         let info = {
             let mut state = self.lock_state();
-            state.info.status = status_of(exit, intent);
+            state.info.status = status_of(exit, intent, out_of_memory);
             state.info.ended_at = Some(SystemTime::now());
+            state.info.cgroups.clear();
             state.info.clone()
         };
         log::close(&self.log);
@@ -328,10 +359,14 @@ impl LiveJob {
 }
 
 /// The status a reaped job ends with: a recorded stop wins over how the
-/// process actually died.
-fn status_of(exit: io::Result<ExitStatus>, intent: Option<StopType>) -> Status {
+/// process actually died, and an OOM kill in the job's cgroup over the exit
+/// status it caused.
+fn status_of(exit: io::Result<ExitStatus>, intent: Option<StopType>, oom: bool) -> Status {
     if let Some(how) = intent {
         return Status::Stopped(how);
+    }
+    if oom {
+        return Status::OutOfMemory;
     }
     match exit {
         Ok(exit) => match (exit.code(), exit.signal()) {

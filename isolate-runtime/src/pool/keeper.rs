@@ -4,7 +4,7 @@
 //! Workers are started here, never on the caller's thread, because
 //! `PR_SET_PDEATHSIG` fires when the *thread* that created the child exits,
 //! not the process: a worker started from a test thread would die with that
-//! test (FAULTS.md F3). This thread never exits while the process lives.
+//! test (docs/FAULTS.md F3). This thread never exits while the process lives.
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};

@@ -1,10 +1,10 @@
 //! Pools of warm workers: processes that stay up and serve call after call,
 //! replaced when one dies, so a crash fails only the call it was running
-//! (FAULTS.md J1-J6).
+//! (docs/FAULTS.md J1-J6).
 //!
 //! The calling thread runs its call itself on a worker it checks out, so a
 //! warm call costs one round trip on a socket; only starting a worker goes
-//! through the keeper thread (`keeper.rs`, FAULTS.md F3).
+//! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3).
 
 pub(crate) mod arena;
 mod keeper;
@@ -26,6 +26,7 @@ use serde::Serialize;
 use crate::backend::Reply;
 use crate::codec::Codec;
 use crate::error::{CodecStage, Error};
+use crate::isolate::{Isolate, StartMethod};
 use crate::outcome;
 use crate::panic::message_of;
 use crate::progress::{self, ProgressSink};
@@ -50,7 +51,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 pub(crate) struct Pool {
     launch: Launch,
     options: WorkerOptions,
-    /// The process that made the pool; no other may use it (FAULTS.md F9).
+    /// The process that made the pool; no other may use it (docs/FAULTS.md F9).
     owner: u32,
     depth: u32,
     state: Mutex<State>,
@@ -73,7 +74,7 @@ struct State {
     failures: Failures,
 }
 
-/// Consecutive start failures (FAULTS.md J2).
+/// Consecutive start failures (docs/FAULTS.md J2).
 #[derive(Debug, Default)]
 struct Failures {
     count: u32,
@@ -105,6 +106,19 @@ impl StartupFailure {
 
 impl Pool {
     pub(crate) fn new(launch: Launch, options: WorkerOptions) -> Result<Self, Error> {
+        if let Some(method) = options
+            .isolate
+            .start_method
+            .filter(|&m| m != StartMethod::Spawn)
+        {
+            return Err(Error::InvalidOptions {
+                message: format!(
+                    "a pool's workers are always spawned, but its Isolate asks for \
+                     start_method {}; leave start_method out of WorkerOptions::isolate",
+                    method.name()
+                ),
+            });
+        }
         let depth = crate::child::next_depth()?;
         Ok(Self {
             launch,
@@ -150,12 +164,25 @@ impl Pool {
         &self,
         args: &A,
         codec: Codec<R>,
+        progress: Option<&mut dyn ProgressSink>,
+    ) -> Result<R, Error> {
+        self.call_as(&self.options.isolate, args, codec, progress)
+    }
+
+    /// [`call`](Self::call), with `isolate`'s per-call options (timeout,
+    /// panic mode, name, callbacks) in place of the pool's.
+    #[track_caller]
+    pub(crate) fn call_as<A: Serialize + ?Sized, R>(
+        &self,
+        isolate: &Isolate,
+        args: &A,
+        codec: Codec<R>,
         mut progress: Option<&mut dyn ProgressSink>,
     ) -> Result<R, Error> {
         self.check_owner()?;
         let call_id = wire::next_call_id();
         let request = encode_request(args, call_id)?;
-        let isolate = &self.options.isolate;
+        let limit = isolate.result_limit();
         let mut crashes = 0;
         loop {
             let worker = self.checkout()?;
@@ -168,12 +195,12 @@ impl Pool {
                 Some(sink) => progress::deliver(sink, payload),
                 None => Ok(()),
             };
-            let (worker, end) = worker.call(&request, call_id, deadline, &mut deliver);
+            let (worker, end) = worker.call(&request, call_id, limit, deadline, &mut deliver);
             std::mem::forget(slot);
             match end {
                 CallEnd::Answered { reply } => {
                     let mut worker = worker.expect("an answering worker lives on");
-                    let result = decode_answer(&mut worker, reply, call_id, codec);
+                    let result = decode_answer(&mut worker, reply, call_id, limit, codec);
                     if matches!(
                         result,
                         Err(Error::Protocol { .. } | Error::ResultTooLarge { .. })
@@ -186,7 +213,7 @@ impl Pool {
                     }
                     return outcome::deliver(result, isolate, pid, 0);
                 }
-                // Nothing ran: a fresh worker gets the request (FAULTS.md F11, J3).
+                // Nothing ran: a fresh worker gets the request (docs/FAULTS.md F11, J3).
                 CallEnd::Undelivered => self.lost(pid),
                 CallEnd::Lost { exit, oom, reply } => {
                     self.lost(pid);
@@ -295,7 +322,7 @@ impl Pool {
     }
 
     /// Returns a worker after a call: idle again, or retired when it has
-    /// served its `max_calls` or grown past `max_rss_growth` (FAULTS.md J5).
+    /// served its `max_calls` or grown past `max_rss_growth` (docs/FAULTS.md J5).
     fn checkin(&self, mut worker: WorkerProcess) {
         let spent = self
             .options
@@ -327,6 +354,7 @@ impl Pool {
 
     /// Forgets a worker that died or was killed (it is already reaped).
     fn lost(&self, pid: u32) {
+        crate::diagnostics::worker_lost(pid);
         self.restarts.fetch_add(1, Ordering::Relaxed);
         self.forget(pid);
     }
@@ -463,12 +491,14 @@ fn encode_request<A: Serialize + ?Sized>(args: &A, call_id: CallId) -> Result<Ve
     }
 }
 
-/// The result an answering worker sent: from the arena for a large one,
-/// checked against the checksum the `ArenaReturn` frame carries.
+/// The result an answering worker sent: from the arena for a large one
+/// (at most `limit` bytes), checked against the checksum the
+/// `ArenaReturn` frame carries.
 fn decode_answer<R>(
     worker: &mut WorkerProcess,
     reply: Vec<u8>,
     call_id: CallId,
+    limit: u64,
     codec: Codec<R>,
 ) -> Result<R, Error> {
     let pid = worker.pid();
@@ -490,7 +520,7 @@ fn decode_answer<R>(
         .split_first_chunk::<4>()
         .ok_or_else(|| protocol("a short arena frame"))?;
     let tail = worker
-        .arena_bytes(u64::from_le_bytes(*len))
+        .arena_bytes(u64::from_le_bytes(*len), limit)
         .map_err(|refusal| refusal.into_error(pid))?;
     outcome::decode_parts(pid, head, tail, u32::from_le_bytes(*checksum), codec)
 }

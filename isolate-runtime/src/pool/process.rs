@@ -76,8 +76,6 @@ pub(crate) struct WorkerProcess {
     readiness: Option<Readiness>,
     /// The cgroup's OOM-kill count when the worker started.
     oom: OomWatch,
-    /// The largest result accepted (`Isolate::max_result`).
-    limit: u64,
     /// Calls it has answered.
     pub(crate) calls: u64,
     /// Its resident size after its first call, for `max_rss_growth`.
@@ -110,6 +108,14 @@ impl WorkerProcess {
     /// `Timeout`, `Protocol`, a panic in its init) when it dies or
     /// misbehaves before it is ready.
     pub(crate) fn start(launch: &Launch, options: &Isolate, depth: u32) -> Result<Self, Error> {
+        if options.sandbox.is_some() && !matches!(launch, Launch::Registered(_)) {
+            return Err(Error::Sandbox {
+                reason: "a RemoteWorker's program is not sandboxed by bombsquad; it must \
+                         sandbox itself"
+                    .to_owned(),
+            });
+        }
+        crate::sandbox::check(options.sandbox.as_ref())?;
         let oom = OomWatch::start();
         let (socket, child_socket) = unix_socketpair(
             SockType::Stream,
@@ -157,7 +163,6 @@ impl WorkerProcess {
             arena,
             readiness,
             oom,
-            limit: options.result_limit(),
             calls: 0,
             rss_baseline: None,
         };
@@ -178,7 +183,7 @@ impl WorkerProcess {
     fn handshake(mut self, options: &Isolate) -> Result<Self, Error> {
         let started = Instant::now();
         let deadline = Some(started + HANDSHAKE_TIMEOUT);
-        let mut frames = FrameReader::new(self.limit);
+        let mut frames = FrameReader::new(options.result_limit());
         if let Err(loss) = self.exchange(&[], NO_CALL, &mut frames, deadline, &mut |_| Ok(())) {
             let options = options.clone().timeout(HANDSHAKE_TIMEOUT);
             let (exit, oom) = self.take_exit(loss, started);
@@ -217,19 +222,21 @@ impl WorkerProcess {
     }
 
     /// Runs one call: sends `request` (a whole `Request` frame for the call
-    /// `call_id`) and waits for the answer, handing each progress message
-    /// to `progress` on the way, until `deadline`. Bytes already waiting
+    /// `call_id`) and waits for the answer (a result of at most `limit`
+    /// bytes), handing each progress message to `progress` on the way,
+    /// until `deadline`. Bytes already waiting
     /// in the channel (a reply that belongs to no call) fail the call with
     /// [`Error::Protocol`] before the request is sent, and the worker with it.
     pub(crate) fn call(
         mut self,
         request: &[u8],
         call_id: CallId,
+        limit: u64,
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> (Option<Self>, CallEnd) {
         let started = Instant::now();
-        let mut frames = FrameReader::new(self.limit);
+        let mut frames = FrameReader::new(limit);
         let exchanged = match sys::bytes_waiting(self.socket.as_fd()) {
             Ok(waiting) if waiting > 0 => Err(Loss::BadFrame(FrameError::Malformed(format!(
                 "{waiting} bytes were waiting in the worker's channel before the request: \
@@ -260,13 +267,10 @@ impl WorkerProcess {
     ///
     /// # Errors
     ///
-    /// A result over the limit, or an arena that does not hold it.
-    pub(crate) fn arena_bytes(&mut self, len: u64) -> Result<&[u8], FrameError> {
-        if len > self.limit {
-            return Err(FrameError::TooLarge {
-                size: len,
-                limit: self.limit,
-            });
+    /// A result over `limit`, or an arena that does not hold it.
+    pub(crate) fn arena_bytes(&mut self, len: u64, limit: u64) -> Result<&[u8], FrameError> {
+        if len > limit {
+            return Err(FrameError::TooLarge { size: len, limit });
         }
         let len = usize::try_from(len).map_err(|e| FrameError::Malformed(e.to_string()))?;
         match &mut self.arena {
@@ -339,7 +343,7 @@ impl WorkerProcess {
             match self.send_some(outgoing) {
                 Ok(n) => outgoing = &outgoing[n..],
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
-                // Nothing was received: the request never ran (FAULTS.md F11).
+                // Nothing was received: the request never ran (docs/FAULTS.md F11).
                 Err(_) => return Err(Loss::Undelivered),
             }
         }
@@ -396,7 +400,7 @@ impl WorkerProcess {
         }
     }
 
-    /// Sends what the channel takes now, never raising SIGPIPE (FAULTS.md F11).
+    /// Sends what the channel takes now, never raising SIGPIPE (docs/FAULTS.md F11).
     fn send_some(&self, bytes: &[u8]) -> nix::Result<usize> {
         let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
         send(self.socket.as_raw_fd(), bytes, flags)
@@ -557,7 +561,7 @@ fn send_setup(socket: BorrowedFd<'_>, name: &str, options: &Isolate) -> Result<(
 }
 
 /// Sends all of `bytes` on a blocking socket, never raising SIGPIPE
-/// (FAULTS.md F11: the host may not ignore it).
+/// (docs/FAULTS.md F11: the host may not ignore it).
 fn send_all(socket: BorrowedFd<'_>, mut bytes: &[u8]) -> nix::Result<()> {
     while !bytes.is_empty() {
         match send(socket.as_raw_fd(), bytes, MsgFlags::MSG_NOSIGNAL) {

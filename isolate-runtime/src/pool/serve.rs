@@ -47,6 +47,10 @@ pub(crate) fn serve_worker(
         Ok(entry) => entry,
         Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
     };
+    // The program's own set-up, then the sandbox for the rest of the
+    // worker's life (its task's init included), as in a one-shot child.
+    registry::run_child_inits();
+    child::enter_sandbox(setup.sandbox());
     initialize(entry);
     let hello = Hello {
         protocol: PROTOCOL_VERSION,

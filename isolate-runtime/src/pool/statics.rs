@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::codec::Codec;
 use crate::error::Error;
+use crate::isolate::{self, Isolate, StartMethod};
 use crate::pool::{Launch, Pool, WorkerOptions};
 use crate::progress::ProgressSink;
 use crate::registry::Entry;
@@ -67,7 +68,62 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
         }
     };
     registered.call_once(|| register(pool));
-    pool.call(args, codec, progress)
+    match isolate::scoped(&pool.options.isolate) {
+        None => pool.call(args, codec, progress),
+        Some((scoped, set)) => {
+            check_scoped(&scoped, &set)?;
+            pool.call_as(&scoped, args, codec, progress)
+        }
+    }
+}
+
+/// The options an `Isolate::scope` may set for one call of a pool's
+/// function: the ones the parent applies per call. The rest are fixed when
+/// a worker starts.
+const PER_CALL: [&str; 9] = [
+    "timeout",
+    "panic",
+    "name",
+    "max_result",
+    "on_success",
+    "on_fault",
+    "on_kill",
+    "on_exit",
+    "on_finish",
+];
+
+/// Refuses what a scope asks of a pooled call that its workers cannot do.
+fn check_scoped(scoped: &Isolate, set: &[&'static str]) -> Result<(), Error> {
+    let function = scoped.name.as_deref().unwrap_or("this function");
+    if let Some(method) = scoped.start_method.filter(|&m| m != StartMethod::Spawn) {
+        return Err(Error::InvalidOptions {
+            message: format!(
+                "Isolate::scope asks for start_method {} but {function} is a pool = N \
+                 function, whose workers are always spawned; leave start_method out of \
+                 the scope, or remove pool from the attribute",
+                method.name()
+            ),
+        });
+    }
+    let fixed: Vec<&str> = set
+        .iter()
+        .copied()
+        .filter(|option| *option != "start_method" && !PER_CALL.contains(option))
+        .collect();
+    if fixed.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidOptions {
+        message: format!(
+            "Isolate::scope sets {} for {function}, a pool = N function, whose workers take \
+             {} when they start, not per call; set {} in its attribute (a pool call takes \
+             only {} from a scope)",
+            fixed.join(", "),
+            if fixed.len() == 1 { "it" } else { "them" },
+            if fixed.len() == 1 { "it" } else { "them" },
+            PER_CALL.join(", ")
+        ),
+    })
 }
 
 fn register(pool: &'static Pool) {

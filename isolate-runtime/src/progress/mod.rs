@@ -80,23 +80,30 @@ use crate::panic::message_of;
 /// let total = crunch(2, Progress::new(|step| println!("step {step}")));
 /// assert_eq!(total.unwrap(), 42);
 /// ```
-pub struct Progress<M> {
-    sink: Sink<M>,
+///
+/// The lifetime is the callback's: a callback may borrow the caller's
+/// locals, since it runs on the calling thread during the call. In a
+/// function's parameter list write `Progress<M>` and it is elided.
+pub struct Progress<'a, M> {
+    sink: Sink<'a, M>,
 }
 
 /// Where a `Progress` puts what it is sent.
-enum Sink<M> {
-    /// In the caller: a callback, run with each message.
-    Callback(Mutex<Box<dyn FnMut(M) + Send>>),
+enum Sink<'a, M> {
+    /// In the caller: a callback, run with each message. `Send` because
+    /// one `Progress` type serves both sides, and the child's is shared
+    /// by the function's threads.
+    Callback(Mutex<Box<dyn FnMut(M) + Send + 'a>>),
     /// In the caller: nothing.
     Ignore,
     /// In a child: a frame on the progress descriptor.
     Child(PhantomData<fn(M)>),
 }
 
-impl<M> Progress<M> {
+impl<'a, M> Progress<'a, M> {
     /// Runs `callback` with each message, on the thread that called the
-    /// isolated function, as the message arrives.
+    /// isolated function, as the message arrives. The callback may borrow
+    /// from the caller (`&mut` a local): it is done once the call returns.
     ///
     /// # Examples
     ///
@@ -110,11 +117,11 @@ impl<M> Progress<M> {
     ///     }
     /// }
     ///
-    /// let (sender, receiver) = std::sync::mpsc::channel();
-    /// count_to(2, Progress::new(move |line| sender.send(line).unwrap())).unwrap();
-    /// assert_eq!(receiver.try_iter().collect::<Vec<_>>(), ["1 of 2", "2 of 2"]);
+    /// let mut lines = Vec::new();
+    /// count_to(2, Progress::new(|line| lines.push(line))).unwrap();
+    /// assert_eq!(lines, ["1 of 2", "2 of 2"]);
     /// ```
-    pub fn new(callback: impl FnMut(M) + Send + 'static) -> Self {
+    pub fn new(callback: impl FnMut(M) + Send + 'a) -> Self {
         Self {
             sink: Sink::Callback(Mutex::new(Box::new(callback))),
         }
@@ -149,7 +156,7 @@ impl<M> Progress<M> {
     }
 }
 
-impl<M: Send + 'static> Progress<M> {
+impl<M: Send + 'static> Progress<'static, M> {
     /// A `Progress` and the iterator of its messages, for another thread to
     /// consume while the call runs. The iterator ends once the call is over
     /// and the `Progress` dropped (an isolated function takes it by value,
@@ -185,7 +192,7 @@ impl<M: Send + 'static> Progress<M> {
     }
 }
 
-impl<M: Serialize> Progress<M> {
+impl<M: Serialize> Progress<'_, M> {
     /// Sends `message` to the caller.
     ///
     /// In a child (inside an isolated function) the message is encoded and
@@ -219,7 +226,7 @@ impl<M: Serialize> Progress<M> {
     }
 }
 
-impl<M> fmt::Debug for Progress<M> {
+impl<M> fmt::Debug for Progress<'_, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sink = match self.sink {
             Sink::Callback(_) => "callback",
@@ -269,7 +276,7 @@ pub trait ProgressSink {
     fn deliver(&mut self, payload: &[u8]) -> Result<(), String>;
 }
 
-impl<M: Serialize + DeserializeOwned> ProgressSink for Progress<M> {
+impl<M: Serialize + DeserializeOwned> ProgressSink for Progress<'_, M> {
     fn deliver(&mut self, payload: &[u8]) -> Result<(), String> {
         match &mut self.sink {
             Sink::Callback(callback) => {
@@ -292,15 +299,15 @@ impl<M: Serialize + DeserializeOwned> ProgressSink for Progress<M> {
 /// Not public API: the sink generated code passes for a function's
 /// `Progress` parameter. Its bounds put a non-serde message type's error on
 /// the parameter.
-pub fn sink<M: Serialize + DeserializeOwned>(
-    progress: &mut Progress<M>,
-) -> Option<&mut dyn ProgressSink> {
+pub fn sink<'s, M: Serialize + DeserializeOwned>(
+    progress: &'s mut Progress<'_, M>,
+) -> Option<&'s mut dyn ProgressSink> {
     Some(progress)
 }
 
 /// Not public API: the `Progress` a child's function body gets.
 #[must_use]
-pub fn for_child<M>() -> Progress<M> {
+pub fn for_child<M>() -> Progress<'static, M> {
     Progress::child()
 }
 
@@ -326,7 +333,7 @@ mod tests {
 
     use super::*;
 
-    fn recorder() -> (Progress<String>, Arc<Mutex<Vec<String>>>) {
+    fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let progress = Progress::new({
             let seen = Arc::clone(&seen);

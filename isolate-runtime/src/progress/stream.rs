@@ -169,7 +169,7 @@ mod tests {
         wire::frame(FrameKind::Progress, CALL, payload)
     }
 
-    fn recorder() -> (Progress<String>, Arc<Mutex<Vec<String>>>) {
+    fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let progress = Progress::new({
             let seen = Arc::clone(&seen);

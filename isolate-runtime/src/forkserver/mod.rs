@@ -9,9 +9,11 @@
 //! the pid stays pinned), kills the child's group through it, and supervises
 //! it exactly as a spawned child. The server only forks and reaps:
 //!
-//! - a request is one `SOCK_SEQPACKET` message on the control socket: depth
-//!   and the call's token, with the child's channel, stdout, stderr and a
-//!   status socket as `SCM_RIGHTS`;
+//! - a request is one `SOCK_SEQPACKET` message on the control socket: depth,
+//!   the call's token and a flag, with the child's channel, stdout, stderr
+//!   and a status socket as `SCM_RIGHTS`, and when the flag says so the
+//!   caller's environment, umask and working directory, which the server
+//!   adopts before it forks (`context.rs`);
 //! - the server answers on the status socket with the pid (or `-errno`);
 //! - the caller writes `r` on it once the child is dead, and the server
 //!   answers with the wait status and resource usage; a status socket that
@@ -50,8 +52,17 @@ use crate::sys;
 /// The environment variable that makes a re-executed binary a fork server.
 const SERVER_VAR: &str = "BOMBSQUAD_FORKSERVER";
 
-/// A request: depth (u32, little endian), then the call's token.
-const REQUEST_LEN: usize = 4 + TOKEN_LEN;
+mod context;
+
+use context::CallContext;
+
+/// A request: depth (u32, little endian), the call's token, then
+/// [`WITH_CONTEXT`] or 0.
+const REQUEST_LEN: usize = 4 + TOKEN_LEN + 1;
+
+/// The request's last byte when two more descriptors follow the usual
+/// four: the caller's context (`context.rs`).
+const WITH_CONTEXT: u8 = 1;
 
 /// A reaped child's report: wait status (i32), user and system CPU time in
 /// microseconds and peak RSS in KiB (u64 each), little endian.
@@ -100,12 +111,15 @@ fn lock_server() -> std::sync::MutexGuard<'static, Option<Server>> {
 #[derive(Debug)]
 struct Server {
     /// The process that started it: a forked copy of the caller must not
-    /// share it (FAULTS.md F9), so it starts its own.
+    /// share it (docs/FAULTS.md F9), so it starts its own.
     owner: u32,
     /// Tells servers apart, so that callers who saw one die replace it once.
     generation: u64,
     control: OwnedFd,
     process: OwnedFd,
+    /// The caller's context this server last adopted; `None` until a
+    /// request carried one.
+    sent: Option<CallContext>,
 }
 
 impl Server {
@@ -137,6 +151,7 @@ impl Server {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             control,
             process,
+            sent: None,
         };
         send(server.control.as_raw_fd(), &token, MsgFlags::MSG_NOSIGNAL)
             .map_err(|e| Error::spawn("greet the fork server", e))?;
@@ -168,7 +183,7 @@ impl Server {
 }
 
 /// Replaces a missing, dead or inherited server with a new one.
-fn replace_server(slot: &mut Option<Server>) -> Result<&Server, Error> {
+fn replace_server(slot: &mut Option<Server>) -> Result<&mut Server, Error> {
     if let Some(old) = slot.take() {
         old.retire();
     }
@@ -179,7 +194,8 @@ fn replace_server(slot: &mut Option<Server>) -> Result<&Server, Error> {
 fn fork_from_server(start: Start) -> Result<Child, Error> {
     let mut request = [0u8; REQUEST_LEN];
     request[..4].copy_from_slice(&start.marker.depth.to_le_bytes());
-    request[4..].copy_from_slice(&start.marker.token);
+    request[4..4 + TOKEN_LEN].copy_from_slice(&start.marker.token);
+    let context = CallContext::current()?;
     let mut dead_server = None;
     loop {
         let (status, server_status) = unix_socketpair(
@@ -192,7 +208,7 @@ fn fork_from_server(start: Start) -> Result<Child, Error> {
             start.stdio.stderr.as_raw_fd(),
             server_status.as_raw_fd(),
         ];
-        let generation = send_request(&request, &fds, dead_server)?;
+        let generation = send_request(&mut request, &fds, &context, dead_server)?;
         drop(server_status);
         match read_pid(status.as_fd()) {
             Ok(pid) => {
@@ -203,6 +219,10 @@ fn fork_from_server(start: Start) -> Result<Child, Error> {
             // queue: once more, with a new one.
             Err(None) if dead_server.is_none() => dead_server = Some(generation),
             Err(error) => {
+                // The server may have adopted part of a context: resend it.
+                if let Some(server) = lock_server().as_mut() {
+                    server.sent = None;
+                }
                 return Err(error.unwrap_or_else(|| {
                     Error::spawn(
                         "hear back from the fork server",
@@ -217,25 +237,52 @@ fn fork_from_server(start: Start) -> Result<Child, Error> {
 /// Sends a request and returns the generation of the server that took it,
 /// (re)starting the server when there is none, it is `dead` (a generation),
 /// it refuses the message, or it belongs to the process this one was forked
-/// from.
+/// from. The request carries `context` when that server has not adopted it.
 fn send_request(
-    request: &[u8; REQUEST_LEN],
-    fds: &[RawFd],
+    request: &mut [u8; REQUEST_LEN],
+    fds: &[RawFd; 4],
+    context: &CallContext,
     dead: Option<u64>,
 ) -> Result<u64, Error> {
     let mut slot = lock_server();
-    let server = match slot.as_ref() {
+    let server = match slot.as_mut() {
         Some(server) if server.is_ours() && Some(server.generation) != dead => server,
         _ => replace_server(&mut slot)?,
     };
-    if server.send(request, fds).is_ok() {
+    if send_with_context(server, request, fds, context).is_ok() {
         return Ok(server.generation);
     }
     let server = replace_server(&mut slot)?;
-    server
-        .send(request, fds)
+    send_with_context(server, request, fds, context)
         .map_err(|e| Error::spawn("send a request to the fork server", e))?;
     Ok(server.generation)
+}
+
+/// Sends `request` to `server`, with `context` when it differs from what
+/// the server last adopted.
+fn send_with_context(
+    server: &mut Server,
+    request: &mut [u8; REQUEST_LEN],
+    fds: &[RawFd; 4],
+    context: &CallContext,
+) -> io::Result<usize> {
+    if !context.differs_from(server.sent.as_ref()) {
+        request[REQUEST_LEN - 1] = 0;
+        return Ok(server.send(request, fds)?);
+    }
+    let extra = context.to_fds().map_err(io::Error::other)?;
+    request[REQUEST_LEN - 1] = WITH_CONTEXT;
+    let all = [
+        fds[0],
+        fds[1],
+        fds[2],
+        fds[3],
+        extra[0].as_raw_fd(),
+        extra[1].as_raw_fd(),
+    ];
+    let sent = server.send(request, &all)?;
+    server.sent = Some(context.clone());
+    Ok(sent)
 }
 
 /// The child's pid; `Err(None)` when the server closed the status socket
@@ -350,17 +397,19 @@ fn wait_for_work(control: BorrowedFd<'_>, held: &[Held]) -> (bool, Vec<usize>) {
     }
 }
 
-/// A request and its descriptors: channel, stdout, stderr, status.
+/// A request and its descriptors: channel, stdout, stderr, status, and
+/// with [`WITH_CONTEXT`] the caller's context and working directory.
 struct Request {
     depth: u32,
     token: [u8; TOKEN_LEN],
+    with_context: bool,
     fds: Vec<OwnedFd>,
 }
 
 /// `None` when the caller is gone (the control socket reached its end).
 fn receive_request(control: BorrowedFd<'_>) -> Option<Request> {
     let mut bytes = [0u8; REQUEST_LEN];
-    let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+    let mut cmsg = nix::cmsg_space!([RawFd; 6]);
     let (len, raw_fds) = loop {
         let mut iov = [IoSliceMut::new(&mut bytes)];
         match recvmsg::<()>(
@@ -396,14 +445,39 @@ fn receive_request(control: BorrowedFd<'_>) -> Option<Request> {
         return None;
     }
     let depth = u32::from_le_bytes(bytes[..4].try_into().ok()?);
-    let token = bytes[4..].try_into().ok()?;
-    Some(Request { depth, token, fds })
+    let token = bytes[4..4 + TOKEN_LEN].try_into().ok()?;
+    let with_context = bytes[REQUEST_LEN - 1] == WITH_CONTEXT;
+    Some(Request {
+        depth,
+        token,
+        with_context,
+        fds,
+    })
 }
 
-/// Forks the requested child; answers its pid (or `-errno`) on the status
+/// Forks the requested child, after adopting the caller's context when the
+/// request carries it; answers the child's pid (or `-errno`) on the status
 /// socket. A malformed request is dropped, which the caller sees as EOF.
-fn fork_child(request: Request, client: i32) -> Option<Held> {
+fn fork_child(mut request: Request, client: i32) -> Option<Held> {
+    let context = if request.with_context {
+        let fds = request.fds.split_off(4.min(request.fds.len()));
+        Some(<[OwnedFd; 2]>::try_from(fds).ok()?)
+    } else {
+        None
+    };
     let [channel, stdout, stderr, status] = <[OwnedFd; 4]>::try_from(request.fds).ok()?;
+    if let Some(context) = context {
+        // SAFETY: the server is single-threaded.
+        if let Err(e) = unsafe { context::adopt(context) } {
+            let errno = -e.raw_os_error().unwrap_or(libc::EINVAL);
+            let _ = send(
+                status.as_raw_fd(),
+                &errno.to_le_bytes(),
+                MsgFlags::MSG_NOSIGNAL,
+            );
+            return None;
+        }
+    }
     let marker = Marker {
         parent_pid: client,
         fd: channel.as_raw_fd(),

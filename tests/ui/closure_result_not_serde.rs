@@ -1,0 +1,5 @@
+struct NotSerde;
+
+fn main() {
+    let _ = bombsquad::fork(|| NotSerde);
+}
