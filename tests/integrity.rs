@@ -308,6 +308,27 @@ fn the_error_names_the_size_and_the_limit() {
     );
 }
 
+/// A large `Vec<u8>`: it crosses through the worker's arena.
+#[bombsquad(pool = 1)]
+fn pooled_bytes(len: usize) -> Vec<u8> {
+    vec![9; len]
+}
+
+#[test]
+fn a_result_in_the_arena_over_max_result_is_refused() {
+    common::watchdog();
+    assert_eq!(pooled_bytes(2 * MIB).unwrap().len(), 2 * MIB);
+    let limited = Isolate::new().max_result(MIB as u64);
+    // The arena holds the bytes; the limit is checked before they are read.
+    match limited.scope(|| pooled_bytes(2 * MIB)) {
+        Err(Error::ResultTooLarge { size, limit }) => {
+            assert_eq!((size, limit), (2 * MIB as u64, MIB as u64));
+        }
+        other => panic!("expected ResultTooLarge, got {other:?}"),
+    }
+    assert_eq!(limited.scope(|| pooled_bytes(MIB)).unwrap().len(), MIB);
+}
+
 #[derive(Default)]
 struct Texts;
 

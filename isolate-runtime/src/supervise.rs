@@ -555,6 +555,7 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> PollTimeout {
 mod tests {
     use super::*;
     use crate::backend::Backend;
+    use crate::isolate::Isolate;
     use crate::stdio::Stderr;
     use std::os::unix::process::CommandExt as _;
 
@@ -582,7 +583,7 @@ mod tests {
 
     #[test]
     fn the_engine_watches_the_exit_first_and_finishes_on_it() {
-        let mut reply = ReplyChannel::create(Backend::Pipe, None).unwrap();
+        let mut reply = ReplyChannel::create(&Isolate::new().backend(Backend::Pipe), 1).unwrap();
         reply.close_child_end();
         let mut engine = engine_for("echo oops >&2; exit 3", &mut reply, None);
         let sources: Vec<Source> = engine.watches().iter().map(|w| w.source).collect();
@@ -605,7 +606,7 @@ mod tests {
 
     #[test]
     fn a_passed_deadline_kills_the_group_and_the_exit_says_so() {
-        let mut reply = ReplyChannel::create(Backend::Pipe, None).unwrap();
+        let mut reply = ReplyChannel::create(&Isolate::new().backend(Backend::Pipe), 1).unwrap();
         reply.close_child_end();
         let now = Instant::now();
         let mut engine = engine_for("sleep 30", &mut reply, Some(now));
