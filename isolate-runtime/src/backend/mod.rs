@@ -279,6 +279,18 @@ fn read_into(file: &File, buffer: &mut [u8], offset: usize, what: &str) -> Resul
         })
 }
 
+impl FrameError {
+    /// The call's error: [`Error::Protocol`] naming the child, or
+    /// [`Error::ResultTooLarge`]. (Here, above the wire, which knows no
+    /// calls' errors.)
+    pub(crate) fn into_error(self, pid: u32) -> Error {
+        match self {
+            Self::Malformed(message) => Error::Protocol { pid, message },
+            Self::TooLarge { size, limit } => Error::ResultTooLarge { size, limit },
+        }
+    }
+}
+
 /// A reply (file or memfd) of `len` bytes over `limit` for its result.
 fn check_reply_len(len: u64, limit: u64) -> Result<usize, FrameError> {
     if len > reply_limit(limit) {

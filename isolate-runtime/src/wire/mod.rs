@@ -22,7 +22,8 @@
 //! never a value. Every request carries a call id and every frame sent for
 //! it echoes the id, so a reply left over from another call is refused too.
 //!
-//! This layer imports only `sys` and the error vocabulary.
+//! This layer imports only `sys`; the call's errors are made from a
+//! [`FrameError`] by those who read frames for a call (`backend`).
 
 mod reader;
 
@@ -31,8 +32,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 pub(crate) use reader::{
     Frame, FrameAt, FrameReader, Frames, OwnedFrame, read_frame, split_frames,
 };
-
-use crate::error::Error;
 
 /// The frame format: `BSQ` and its version.
 pub(crate) const MAGIC: [u8; 4] = *b"BSQ\x02";
@@ -241,15 +240,6 @@ pub(crate) enum FrameError {
 }
 
 impl FrameError {
-    /// The call's error: [`Error::Protocol`] naming the child, or
-    /// [`Error::ResultTooLarge`].
-    pub(crate) fn into_error(self, pid: u32) -> Error {
-        match self {
-            Self::Malformed(message) => Error::Protocol { pid, message },
-            Self::TooLarge { size, limit } => Error::ResultTooLarge { size, limit },
-        }
-    }
-
     /// The message, for channels where any refusal is a protocol error.
     pub(crate) fn into_message(self) -> String {
         match self {
