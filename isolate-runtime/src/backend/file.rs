@@ -7,7 +7,7 @@
 //! walks the frame headers, reads the frames before the last (at most
 //! [`FRAMING_ALLOWANCE`] bytes) and leaves the payload of a final `Return`
 //! frame in the file until it is decoded. A malformed reply costs the
-//! parent what it read to find it malformed.
+//! parent what it read to find it malformed (docs/FAULTS.md E11).
 
 use std::borrow::Cow;
 use std::cell::RefCell;

@@ -291,7 +291,8 @@ impl FrameError {
     }
 }
 
-/// A reply (file or memfd) of `len` bytes over `limit` for its result.
+/// A reply (file or memfd) of `len` bytes over `limit` for its result
+/// (docs/FAULTS.md E12).
 fn check_reply_len(len: u64, limit: u64) -> Result<usize, FrameError> {
     if len > reply_limit(limit) {
         return Err(FrameError::TooLarge { size: len, limit });

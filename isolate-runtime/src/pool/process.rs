@@ -226,7 +226,8 @@ impl WorkerProcess {
     /// bytes), handing each progress message to `progress` on the way,
     /// until `deadline`. Bytes already waiting
     /// in the channel (a reply that belongs to no call) fail the call with
-    /// [`Error::Protocol`] before the request is sent, and the worker with it.
+    /// [`Error::Protocol`] before the request is sent, and the worker with it
+    /// (docs/FAULTS.md E10).
     pub(crate) fn call(
         mut self,
         request: &[u8],

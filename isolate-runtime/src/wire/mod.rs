@@ -19,7 +19,7 @@
 //! `zlib.crc32`) over the header with its checksum field zeroed, then the
 //! payload. A frame whose checksum does not match is refused: flipped bits
 //! or bytes scribbled onto the channel by a crashing library are an error,
-//! never a value. Every request carries a call id and every frame sent for
+//! never a value (docs/FAULTS.md E9). Every request carries a call id and every frame sent for
 //! it echoes the id, so a reply left over from another call is refused too.
 //!
 //! This layer imports only `sys`; the call's errors are made from a
