@@ -20,7 +20,7 @@ use std::rc::Rc;
 
 use super::{FRAMING_ALLOWANCE, check_reply_len, read_exact_range, read_into};
 use crate::error::Error;
-use crate::wire::{CallId, FrameError, FrameKind, HEADER_LEN, Header};
+use crate::wire::{CallId, FrameError, FrameKind, HEADER_LEN, Header, Limit};
 
 /// A reply file up to this long is read whole with one `pread`. A longer
 /// one is read this far first, and the rest only as its frame headers
@@ -185,7 +185,7 @@ impl FileView {
             }
             self.hold(at + HEADER_LEN)?;
             let head = self.bytes[at..].first_chunk().expect("held above");
-            let header = Header::parse(head, limit)?;
+            let header = Header::parse(head, Limit::Results(limit))?;
             if header.call_id != call_id {
                 return Err(FrameError::Malformed(format!(
                     "a {:?} frame for call {}, in the reply to call {call_id}",

@@ -159,7 +159,7 @@ impl Reply {
 
     fn belongs<'a>(&self, frame: Frame<'a>) -> Result<Frame<'a>, FrameError> {
         let size = frame.payload.len() as u64;
-        let limit = frame.kind.limit(self.limit);
+        let limit = wire::Limit::Results(self.limit).for_kind(frame.kind);
         if size > limit {
             return Err(FrameError::TooLarge { size, limit });
         }

@@ -11,7 +11,7 @@ use nix::fcntl::{FcntlArg, fcntl};
 use super::reply_limit;
 use crate::error::Error;
 use crate::sys;
-use crate::wire::{FrameError, FrameReader, HEADER_LEN};
+use crate::wire::{FrameError, FrameReader, HEADER_LEN, Limit};
 
 /// Asked-for pipe capacity for a large reply: fewer wake-ups. The kernel
 /// caps it at `/proc/sys/fs/pipe-max-size`; failure is harmless. Asked for
@@ -48,7 +48,7 @@ impl PipeReply {
         Ok(Self {
             read,
             write: Some(write),
-            frames: FrameReader::new(limit),
+            frames: FrameReader::new(Limit::Results(limit)),
             limit,
             eof: false,
             grown: false,

@@ -29,7 +29,7 @@ use crate::spawn::{self, Start, unix_socketpair};
 use crate::stdio::OutputRelay;
 use crate::supervise::{Child, Exit, remaining};
 use crate::sys;
-use crate::wire::{self, CallId, FrameError, FrameKind, FrameReader, Frames, NO_CALL};
+use crate::wire::{self, CallId, FrameError, FrameKind, FrameReader, Frames, Limit, NO_CALL};
 
 /// How long a worker may take to say it is ready (DESIGN.md: `WorkerStartup`
 /// after 10 s).
@@ -183,7 +183,7 @@ impl WorkerProcess {
     fn handshake(mut self, options: &Isolate) -> Result<Self, Error> {
         let started = Instant::now();
         let deadline = Some(started + HANDSHAKE_TIMEOUT);
-        let mut frames = FrameReader::new(options.result_limit());
+        let mut frames = FrameReader::new(Limit::Results(options.result_limit()));
         if let Err(loss) = self.exchange(&[], NO_CALL, &mut frames, deadline, &mut |_| Ok(())) {
             let options = options.clone().timeout(HANDSHAKE_TIMEOUT);
             let (exit, oom) = self.take_exit(loss, started);
@@ -237,7 +237,7 @@ impl WorkerProcess {
         progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> (Option<Self>, CallEnd) {
         let started = Instant::now();
-        let mut frames = FrameReader::new(limit);
+        let mut frames = FrameReader::new(Limit::Results(limit));
         let exchanged = match sys::bytes_waiting(self.socket.as_fd()) {
             Ok(waiting) if waiting > 0 => Err(Loss::BadFrame(FrameError::Malformed(format!(
                 "{waiting} bytes were waiting in the worker's channel before the request: \

@@ -11,7 +11,7 @@ use crate::codec;
 use crate::limits::{self, ChildSetup};
 use crate::pool::arena;
 use crate::registry::{self, Entry};
-use crate::wire::{FrameAt, FrameKind, FrameReader, MAX_FRAME_LEN, NO_CALL};
+use crate::wire::{FrameAt, FrameKind, FrameReader, Limit, MAX_FRAME_LEN, NO_CALL};
 use crate::{child, sys};
 
 /// The protocol version a worker speaks in its `Hello`: 2 since frames
@@ -100,7 +100,7 @@ impl<'a> Requests<'a> {
     fn new(channel: BorrowedFd<'a>) -> Self {
         Self {
             channel,
-            frames: FrameReader::new(MAX_FRAME_LEN),
+            frames: FrameReader::new(Limit::Each(MAX_FRAME_LEN)),
         }
     }
 

@@ -8,7 +8,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use crate::error::Error;
 use crate::progress::{ProgressSink, deliver};
 use crate::sys;
-use crate::wire::{CallId, FrameKind, FrameReader};
+use crate::wire::{CallId, FrameKind, FrameReader, Limit};
 
 /// What one wake-up reads at most before the messages are delivered: the
 /// size of a pipe (a child blocked on a full pipe goes on at once).
@@ -59,7 +59,7 @@ impl<'s> ProgressStream<'s> {
         Ok(Some(Self {
             read,
             write: Some(write),
-            frames: FrameReader::new(max_result),
+            frames: FrameReader::new(Limit::Results(max_result)),
             call_id,
             eof: false,
             sink,

@@ -48,6 +48,27 @@ pub(crate) const MAX_FRAME_LEN: u64 = 16 << 30;
 /// accepts tiny results still gets a panic's message and backtrace.
 pub(crate) const SMALL_FRAME_LIMIT: u64 = 1 << 20;
 
+/// How long a frame a reader accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// Every frame at most this long (a child reading what its parent sent).
+    Each(u64),
+    /// A reply: a result (`Return`, `ArenaReturn`) at most this long, any
+    /// other frame at most this or [`SMALL_FRAME_LIMIT`], the larger.
+    Results(u64),
+}
+
+impl Limit {
+    /// The most a frame of `kind` may carry.
+    pub(crate) fn for_kind(self, kind: FrameKind) -> u64 {
+        match (self, kind) {
+            (Self::Each(limit), _) => limit,
+            (Self::Results(limit), FrameKind::Return | FrameKind::ArenaReturn) => limit,
+            (Self::Results(limit), _) => limit.max(SMALL_FRAME_LIMIT),
+        }
+    }
+}
+
 /// A call's id on the wire: every request carries one, every frame sent
 /// for it echoes it.
 pub(crate) type CallId = u32;
@@ -98,16 +119,6 @@ pub(crate) enum FrameKind {
 }
 
 impl FrameKind {
-    /// The most a frame of this kind may carry when results may be up to
-    /// `result_limit` bytes: that for a result, and at least
-    /// [`SMALL_FRAME_LIMIT`] for anything else.
-    pub(crate) fn limit(self, result_limit: u64) -> u64 {
-        match self {
-            Self::Return | Self::ArenaReturn => result_limit,
-            _ => result_limit.max(SMALL_FRAME_LIMIT),
-        }
-    }
-
     pub(crate) fn from_byte(byte: u8) -> Option<Self> {
         [
             Self::Call,
@@ -155,16 +166,14 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    /// Checks magic, kind and length of the header in `bytes`: a result
-    /// (`Return`, `ArenaReturn`) of at most `limit` bytes, any other frame
-    /// of at most `limit` or [`SMALL_FRAME_LIMIT`], the larger. The
-    /// checksum is checked once the payload has arrived.
+    /// Checks magic, kind and length (within `limit`) of the header in
+    /// `bytes`. The checksum is checked once the payload has arrived.
     ///
     /// # Errors
     ///
     /// [`FrameError::Malformed`] for a bad magic or kind or a length above
     /// [`MAX_FRAME_LEN`]; [`FrameError::TooLarge`] for one above its limit.
-    pub(crate) fn parse(bytes: &[u8; HEADER_LEN], limit: u64) -> Result<Self, FrameError> {
+    pub(crate) fn parse(bytes: &[u8; HEADER_LEN], limit: Limit) -> Result<Self, FrameError> {
         if bytes[..4] != MAGIC {
             return Err(FrameError::Malformed(format!(
                 "bad frame magic {:02x?}",
@@ -180,7 +189,7 @@ impl Header {
                 "frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN} bytes"
             )));
         }
-        let limit = kind.limit(limit);
+        let limit = limit.for_kind(kind);
         if len > limit {
             return Err(FrameError::TooLarge { size: len, limit });
         }
@@ -364,7 +373,7 @@ mod tests {
             expected.extend_from_slice(&checksum.to_le_bytes());
             expected.extend_from_slice(&(payload.len() as u64).to_le_bytes());
             assert_eq!(bytes[..], expected[..], "{kind:?}");
-            let parsed = Header::parse(&bytes, MAX_FRAME_LEN).unwrap();
+            let parsed = Header::parse(&bytes, Limit::Each(MAX_FRAME_LEN)).unwrap();
             assert_eq!(
                 (parsed.kind, parsed.call_id, parsed.checksum, parsed.len),
                 (kind, call_id, checksum, payload.len() as u64)
@@ -377,7 +386,7 @@ mod tests {
         let mut bytes = header(FrameKind::Return, 1, &[]);
         bytes[16..].copy_from_slice(&u64::MAX.to_le_bytes());
         assert_eq!(
-            Header::parse(&bytes, MAX_FRAME_LEN),
+            Header::parse(&bytes, Limit::Each(MAX_FRAME_LEN)),
             Err(FrameError::Malformed(format!(
                 "frame of {} bytes exceeds the limit of {MAX_FRAME_LEN} bytes",
                 u64::MAX
@@ -385,7 +394,7 @@ mod tests {
         );
         bytes[16..].copy_from_slice(&1000u64.to_le_bytes());
         assert_eq!(
-            Header::parse(&bytes, 999),
+            Header::parse(&bytes, Limit::Each(999)),
             Err(FrameError::TooLarge {
                 size: 1000,
                 limit: 999
@@ -393,7 +402,7 @@ mod tests {
         );
         bytes[3] = 1; // the previous format
         assert_eq!(
-            Header::parse(&bytes, MAX_FRAME_LEN),
+            Header::parse(&bytes, Limit::Each(MAX_FRAME_LEN)),
             Err(FrameError::Malformed(
                 "bad frame magic [42, 53, 51, 01]".to_owned()
             ))
@@ -401,9 +410,25 @@ mod tests {
         bytes[3] = 2;
         bytes[4] = 99;
         assert_eq!(
-            Header::parse(&bytes, MAX_FRAME_LEN),
+            Header::parse(&bytes, Limit::Each(MAX_FRAME_LEN)),
             Err(FrameError::Malformed("unknown frame kind 99".to_owned()))
         );
+    }
+
+    #[test]
+    fn a_reply_keeps_room_for_a_panic_and_a_child_reads_exact_limits() {
+        assert_eq!(Limit::Results(16).for_kind(FrameKind::Return), 16);
+        assert_eq!(Limit::Results(16).for_kind(FrameKind::ArenaReturn), 16);
+        assert_eq!(
+            Limit::Results(16).for_kind(FrameKind::Panic),
+            SMALL_FRAME_LIMIT
+        );
+        assert_eq!(
+            Limit::Results(8 << 20).for_kind(FrameKind::Progress),
+            8 << 20
+        );
+        assert_eq!(Limit::Each(4096).for_kind(FrameKind::Call), 4096);
+        assert_eq!(Limit::Each(4096).for_kind(FrameKind::Return), 4096);
     }
 
     #[test]

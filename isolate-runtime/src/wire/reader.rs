@@ -5,7 +5,7 @@
 use std::ops::Range;
 use std::os::fd::BorrowedFd;
 
-use super::{CallId, FrameError, FrameKind, HEADER_LEN, Header, MAX_FRAME_LEN};
+use super::{CallId, FrameError, FrameKind, HEADER_LEN, Header, Limit, MAX_FRAME_LEN};
 use crate::sys;
 
 /// Most the buffer grows ahead of the data on a frame's announced length,
@@ -34,8 +34,8 @@ pub(crate) struct FrameReader {
     next: usize,
     /// The frame at `next`, once its header is whole: its checksum so far.
     partial: Option<Partial>,
-    /// The largest payload accepted.
-    limit: u64,
+    /// The longest payloads accepted.
+    limit: Limit,
 }
 
 #[derive(Debug)]
@@ -47,14 +47,13 @@ struct Partial {
 }
 
 impl FrameReader {
-    /// A reader that refuses payloads over `limit` bytes
-    /// ([`FrameError::TooLarge`]).
-    pub(crate) fn new(limit: u64) -> Self {
+    /// A reader that refuses payloads over `limit` ([`FrameError::TooLarge`]).
+    pub(crate) fn new(limit: Limit) -> Self {
         Self {
             bytes: Vec::new(),
             next: 0,
             partial: None,
-            limit: limit.min(MAX_FRAME_LEN),
+            limit,
         }
     }
 
@@ -171,7 +170,7 @@ impl OwnedFrame {
 ///
 /// The read failed or the channel ended, or the frame is bad.
 pub(crate) fn read_frame(fd: BorrowedFd<'_>, limit: u64) -> Result<OwnedFrame, FrameError> {
-    let mut reader = FrameReader::new(limit);
+    let mut reader = FrameReader::new(Limit::Each(limit));
     let mut missing = HEADER_LEN;
     loop {
         let have = reader.bytes.len();
@@ -233,7 +232,7 @@ impl<'a> Frames<'a> {
                 self.rest.len()
             )));
         };
-        let header = Header::parse(head, MAX_FRAME_LEN)?;
+        let header = Header::parse(head, Limit::Each(MAX_FRAME_LEN))?;
         let rest = &self.rest[HEADER_LEN..];
         let payload = usize::try_from(header.len)
             .ok()
@@ -305,7 +304,7 @@ mod tests {
 
     /// Feeds `bytes` in pieces cut at `cuts`, taking frames as they come.
     fn read_in_pieces(bytes: &[u8], cuts: &[usize]) -> Result<Vec<Seen>, FrameError> {
-        let mut reader = FrameReader::new(MAX_FRAME_LEN);
+        let mut reader = FrameReader::new(Limit::Each(MAX_FRAME_LEN));
         let mut got = Vec::new();
         let mut from = 0;
         for &to in cuts.iter().chain([&bytes.len()]) {
@@ -338,7 +337,7 @@ mod tests {
     #[test]
     fn consumed_frames_are_dropped_and_the_rest_kept() {
         let (bytes, frames) = stream();
-        let mut reader = FrameReader::new(MAX_FRAME_LEN);
+        let mut reader = FrameReader::new(Limit::Each(MAX_FRAME_LEN));
         reader.feed(&bytes[..bytes.len() - 1]);
         let mut got = Vec::new();
         while let Some(frame) = reader.next_frame().unwrap() {
@@ -360,7 +359,7 @@ mod tests {
         for bit in 0..bytes.len() * 8 {
             let mut flipped = bytes.clone();
             flipped[bit / 8] ^= 1 << (bit % 8);
-            let mut reader = FrameReader::new(MAX_FRAME_LEN);
+            let mut reader = FrameReader::new(Limit::Each(MAX_FRAME_LEN));
             reader.feed(&flipped);
             // A flipped length may wait for more bytes; they never match.
             match reader.next_frame() {
@@ -388,7 +387,7 @@ mod tests {
             split_frames(&bytes),
             Err(FrameError::Malformed(message.clone()))
         );
-        let mut reader = FrameReader::new(MAX_FRAME_LEN);
+        let mut reader = FrameReader::new(Limit::Each(MAX_FRAME_LEN));
         reader.feed(&bytes);
         assert_eq!(reader.next_frame(), Err(FrameError::Malformed(message)));
     }
@@ -398,12 +397,12 @@ mod tests {
         let mut bytes = header(FrameKind::Return, 1, &[]).to_vec();
         bytes[16..24].copy_from_slice(&(15u64 << 30).to_le_bytes());
         bytes.extend_from_slice(b"only ten b");
-        let mut reader = FrameReader::new(MAX_FRAME_LEN);
+        let mut reader = FrameReader::new(Limit::Each(MAX_FRAME_LEN));
         reader.feed(&bytes);
         assert_eq!(reader.next_frame(), Ok(None));
         assert!(reader.buffer().capacity() <= bytes.len() + MAX_RESERVE_AHEAD);
         assert_eq!(reader.announced(), Some(15 << 30));
-        let mut limited = FrameReader::new(1 << 20);
+        let mut limited = FrameReader::new(Limit::Results(1 << 20));
         limited.feed(&bytes);
         assert_eq!(
             limited.next_frame(),
@@ -436,7 +435,7 @@ mod tests {
                 "bad frame magic [47, 45, 54, 20]".to_owned()
             ))
         );
-        let mut reader = FrameReader::new(MAX_FRAME_LEN);
+        let mut reader = FrameReader::new(Limit::Each(MAX_FRAME_LEN));
         reader.feed(garbage);
         assert!(matches!(
             reader.next_frame(),
