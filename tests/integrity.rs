@@ -61,15 +61,25 @@ fn answers_twice(x: u8) -> u8 {
         worker_channel(),
         &common::frame(common::RETURN_FRAME, &fixint(x)),
     );
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(500));
     x
 }
 
 #[test]
 fn a_pooled_function_that_answers_twice_never_answers_the_next_caller() {
     common::watchdog();
-    assert_eq!(answers_twice(1).unwrap(), 1);
-    std::thread::sleep(Duration::from_millis(400));
+    // The parent takes the first answer at once, the second comes 500 ms
+    // later (on a machine too loaded to wake the parent within 500 ms,
+    // both arrive together: an error for this call instead).
+    match answers_twice(1) {
+        Ok(value) => assert_eq!(value, 1),
+        Err(Error::Protocol { message, .. }) => {
+            assert_eq!(message, "25 bytes after the Return frame");
+            return;
+        }
+        Err(other) => panic!("expected its own value or Protocol, got {other:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(1000));
     // The second answer waits in the channel: the next caller's request
     // finds it there. Before call ids, this call returned `Ok(1)`.
     assert_eq!(
@@ -78,9 +88,12 @@ fn a_pooled_function_that_answers_twice_never_answers_the_next_caller() {
          a reply that belongs to no call"
     );
     // A fresh worker took over.
-    assert_eq!(answers_twice(3).unwrap(), 3);
-    std::thread::sleep(Duration::from_millis(400));
-    for x in 4..10 {
+    assert!(matches!(
+        answers_twice(3),
+        Ok(3) | Err(Error::Protocol { .. })
+    ));
+    std::thread::sleep(Duration::from_millis(1000));
+    for x in 4..7 {
         match answers_twice(x) {
             Ok(value) => assert_eq!(value, x, "its own value"),
             Err(Error::Protocol { .. }) => {}

@@ -923,10 +923,10 @@ fn a_worker_that_answers_twice_never_hands_an_answer_to_the_next_caller() {
     let twice = AnswerTwice {
         op: "answer_twice",
         x: 1,
-        seconds: 0.3,
+        seconds: 0.5,
     };
     assert_eq!(worker.call::<_, Answer<i64>>(&twice).unwrap(), Ok(1));
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(1000));
     // The next caller's request finds it there: an error, not `Ok(1)`.
     match worker.call::<_, Answer<i64>>(&Double { op: "double", x: 2 }) {
         Err(Error::Protocol { pid, message }) => {
