@@ -26,6 +26,15 @@ fn worker_channel() -> RawFd {
         .expect("no channel in this worker")
 }
 
+/// Options for a fork-mode call on `backend`, with a timeout: a forked
+/// child of this multi-threaded test process could block on a lock
+/// another test thread held at the fork.
+fn forking(backend: Backend) -> Isolate {
+    Isolate::new()
+        .backend(backend)
+        .timeout(Duration::from_secs(30))
+}
+
 /// `x` as MessagePack (a positive fixint).
 fn fixint(x: u8) -> Vec<u8> {
     assert!(x < 0x80);
@@ -166,9 +175,8 @@ fn a_flipped_bit_in_a_reply_is_a_protocol_error_on_every_backend() {
         (2 << 20, (2 << 20) + 4),
     ] {
         for backend in backends {
-            let forked = Isolate::new()
-                .backend(backend)
-                .fork(|| -> Vec<u8> { reply_with(&flipped_return(&bin(len), at)) });
+            let forked =
+                forking(backend).fork(|| -> Vec<u8> { reply_with(&flipped_return(&bin(len), at)) });
             let message = checksum_mismatch(forked);
             assert!(
                 message.contains(&format!("of {} bytes", len + 5)),
@@ -198,12 +206,10 @@ fn str32(len: usize) -> Vec<u8> {
 fn a_flipped_bit_in_a_result_decoded_in_place_is_a_protocol_error() {
     common::watchdog();
     for backend in [Backend::File, Backend::Pipe, Backend::Shm] {
-        let forked = Isolate::new()
-            .backend(backend)
+        let forked = forking(backend)
             .fork(|| -> String { reply_with(&flipped_return(&str32(2 << 20), 1 << 20)) });
         checksum_mismatch(forked);
-        let whole = Isolate::new()
-            .backend(backend)
+        let whole = forking(backend)
             .fork(|| -> String {
                 reply_with(&common::frame(common::RETURN_FRAME, &str32(2 << 20)))
             })
@@ -216,8 +222,7 @@ fn a_flipped_bit_in_a_result_decoded_in_place_is_a_protocol_error() {
 fn a_reply_without_a_flipped_bit_is_a_value() {
     common::watchdog();
     for backend in [Backend::File, Backend::Pipe, Backend::Shm] {
-        let value = Isolate::new()
-            .backend(backend)
+        let value = forking(backend)
             .fork(|| -> Vec<u8> { reply_with(&common::frame(common::RETURN_FRAME, &bin(1 << 20))) })
             .unwrap();
         assert!(value == bin(1 << 20)[5..], "{backend:?}");
@@ -233,7 +238,7 @@ const MIB: usize = 1 << 20;
 fn a_result_over_max_result_is_refused_on_every_backend() {
     common::watchdog();
     for backend in [Backend::Pipe, Backend::File, Backend::Shm] {
-        let limited = Isolate::new().backend(backend).max_result(MIB as u64);
+        let limited = forking(backend).max_result(MIB as u64);
         // Under the limit, with room for the frame around it.
         let fits = limited.fork(|| vec![3u8; MIB - 5]).unwrap();
         assert_eq!(fits.len(), MIB - 5, "{backend:?}");
@@ -275,8 +280,7 @@ fn a_panic_report_is_not_held_to_a_small_max_result() {
     common::watchdog();
     for backend in [Backend::Pipe, Backend::File, Backend::Shm] {
         let message = "m".repeat(4096);
-        let result = Isolate::new()
-            .backend(backend)
+        let result = forking(backend)
             .max_result(16)
             .panic_mode(PanicMode::Error)
             .stderr(bombsquad::Stderr::Capture)
@@ -293,8 +297,7 @@ fn panics_the_function_caught_do_not_crowd_out_its_result() {
     common::watchdog();
     // Each caught panic leaves a report in the reply: 300 of 4 KiB.
     for backend in [Backend::Pipe, Backend::File, Backend::Shm] {
-        let value = Isolate::new()
-            .backend(backend)
+        let value = forking(backend)
             .stderr(bombsquad::Stderr::Capture)
             .fork(|| {
                 for _ in 0..300 {
@@ -421,9 +424,7 @@ fn scenario_a_sparse_reply_file() {
         return;
     }
     let before = peak_rss();
-    let forked = Isolate::new()
-        .backend(Backend::File)
-        .fork(|| -> u8 { sparse_reply() });
+    let forked = forking(Backend::File).fork(|| -> u8 { sparse_reply() });
     for result in [forked, spawned_sparse(), forkserved_sparse()] {
         // Found malformed at the first header past the result.
         assert_eq!(
