@@ -154,7 +154,7 @@ fn a_reply_shorter_than_its_frame_claims_is_a_protocol_error() {
                 common::protocol_error(call(keep as i64)),
                 format!(
                     "truncated frame: {} of {} payload bytes arrived",
-                    keep - 16,
+                    keep - common::HEADER_LEN,
                     common::TRUNCATED_FRAME_LEN
                 )
             );

@@ -241,8 +241,7 @@ fn the_record_survives_a_reply_the_crash_cut_short() {
             .stderr(Stderr::Capture)
             .fork(|| -> usize {
                 let fd = common::reply_fd_in_child();
-                let mut header = *b"BSQ\x01\x10\0\0\0\0\0\0\0\0\0\0\0";
-                header[8] = 100;
+                let header = common::frame_header(common::RETURN_FRAME, 100);
                 unsafe { libc::write(fd, header.as_ptr().cast(), header.len()) };
                 unsafe { libc::strlen(std::ptr::null()) }
             }),

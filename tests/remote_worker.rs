@@ -249,15 +249,25 @@ fn line_of_raise() -> u32 {
 
 /// `python3 -c` with a program that breaks the protocol on purpose: `body`
 /// after helpers that write frames by hand, with the layout of PROTOCOL.md
-/// (`hello(version)` sends `{"protocol": version, "pid": 0}`).
+/// (`hello(version)` sends `{"protocol": version, "pid": 0}`; `request()`
+/// reads a request and makes `frame` answer its call id).
 macro_rules! python_worker {
     ($body:expr) => {
         inline(concat!(
             r#"
-import os, socket, struct, sys, time
+import os, socket, struct, sys, time, zlib
 s = socket.socket(fileno=0)
+call = 0
+def header(kind, length, crc=0):
+    return b"BSQ\x02" + bytes([kind, 0, 0, 0]) + struct.pack("<IIQ", call, crc, length)
 def frame(kind, payload):
-    return b"BSQ\x01" + bytes([kind, 0, 0, 0]) + struct.pack("<Q", len(payload)) + payload
+    crc = zlib.crc32(header(kind, len(payload)) + payload)
+    return header(kind, len(payload), crc) + payload
+def request():
+    global call
+    data = s.recv(1 << 16)
+    call = struct.unpack("<I", data[8:12])[0]
+    return data
 def send(kind, payload):
     s.sendall(frame(kind, payload))
 def hello(version):
@@ -715,11 +725,11 @@ fn garbage_instead_of_hello_breaks_the_pool() {
 #[test]
 fn another_protocol_version_is_refused() {
     let turn = turn();
-    let worker = python_worker!("hello(2); time.sleep(30)");
+    let worker = python_worker!("hello(3); time.sleep(30)");
     match RemoteWorker::spawn_with(worker, options()) {
         Err(Error::WorkerStartup { reason, .. }) => {
             assert!(
-                reason.contains("the worker speaks protocol 2, this library speaks 1"),
+                reason.contains("the worker speaks protocol 3, this library speaks 2"),
                 "{reason}"
             );
         }
@@ -735,7 +745,7 @@ fn another_protocol_version_is_refused() {
 fn a_garbage_answer_is_a_protocol_error_and_kills_the_worker() {
     let turn = turn();
     let worker = python_worker!(
-        "hello(1); s.recv(1 << 16); s.sendall(b'this is not a frame header'); time.sleep(30)"
+        "hello(2); request(); s.sendall(b'this is not a frame header'); time.sleep(30)"
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
     let pid = worker.pid().unwrap();
@@ -763,14 +773,14 @@ fn bytes_after_the_answer_are_a_protocol_error() {
     let turn = turn();
     // An answer, then a Progress frame, in one write.
     let worker = python_worker!(
-        "hello(1); s.recv(1 << 16); s.sendall(frame(16, b'\\x2a') + frame(20, b'\\xc0')); \
+        "hello(2); request(); s.sendall(frame(16, b'\\x2a') + frame(20, b'\\xc0')); \
          time.sleep(30)"
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
     let pid = worker.pid().unwrap();
     match worker.call::<_, i64>(&plain("anything")) {
         Err(Error::Protocol { message, .. }) => {
-            assert_eq!(message, "17 bytes after the Return frame");
+            assert_eq!(message, "25 bytes after the Return frame");
         }
         other => panic!("expected Protocol, got {other:?}"),
     }
@@ -784,7 +794,7 @@ fn a_padding_frame_from_a_worker_is_a_protocol_error() {
     let turn = turn();
     // Kind 22 pads one-shot replies in a file; no worker may send it.
     let worker = python_worker!(
-        "hello(1); s.recv(1 << 16); s.sendall(frame(22, b'\\0\\0') + frame(16, b'\\x2a')); \
+        "hello(2); request(); s.sendall(frame(22, b'\\0\\0') + frame(16, b'\\x2a')); \
          time.sleep(30)"
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
@@ -861,20 +871,15 @@ fn scenario_a_lying_frame_length_is_not_allocated() {
         return;
     }
     let turn = turn();
-    // Announces a 16 GiB answer, sends 10 bytes of it, and leaves.
+    // Announces a 3 GiB answer, sends 10 bytes of it, and leaves.
     let worker = python_worker!(
-        "hello(1); s.recv(1 << 16); \
-         s.sendall(b'BSQ\\x01\\x10\\x00\\x00\\x00' + struct.pack('<Q', 16 << 30) + b'0123456789'); \
+        "hello(2); request(); \
+         s.sendall(header(16, 3 << 30) + b'0123456789'); \
          os._exit(0)"
     );
     let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
-    // Room for the call, not for 16 GiB: reserving it would abort.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let size_kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmSize:"))
-        .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap();
+    // Room for the call, not for 3 GiB: reserving it would abort.
+    let size = common::status_bytes("VmSize");
     let mut rlimit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -882,7 +887,7 @@ fn scenario_a_lying_frame_length_is_not_allocated() {
     // SAFETY: `rlimit` is valid for writes.
     let status = unsafe { libc::getrlimit(libc::RLIMIT_AS, &raw mut rlimit) };
     assert_eq!(status, 0);
-    rlimit.rlim_cur = (size_kib * 1024 + (2 << 30)).min(rlimit.rlim_max);
+    rlimit.rlim_cur = (size + (2 << 30)).min(rlimit.rlim_max);
     // SAFETY: `rlimit` is a valid struct; only the soft limit is lowered.
     let status = unsafe { libc::setrlimit(libc::RLIMIT_AS, &raw const rlimit) };
     assert_eq!(status, 0);
@@ -890,13 +895,171 @@ fn scenario_a_lying_frame_length_is_not_allocated() {
         Err(Error::Protocol { message, .. }) => {
             assert_eq!(
                 message,
-                "truncated frame: 10 of 17179869184 payload bytes arrived"
+                "truncated frame: 10 of 3221225472 payload bytes arrived"
             );
         }
         other => panic!("expected Protocol, got {other:?}"),
     }
     drop(worker);
     turn.check();
+}
+
+// ---------------------------------------------------------------------------
+// Integrity: a reply is this call's, whole and unchanged, or an error
+
+#[derive(Serialize)]
+struct AnswerTwice {
+    op: &'static str,
+    x: i64,
+    seconds: f64,
+}
+
+#[test]
+fn a_worker_that_answers_twice_never_hands_an_answer_to_the_next_caller() {
+    let turn = turn();
+    let worker = RemoteWorker::spawn_with(demo(), options()).unwrap();
+    let first = pid_of(&worker);
+    // The second answer lands in the channel once the caller has its own.
+    let twice = AnswerTwice {
+        op: "answer_twice",
+        x: 1,
+        seconds: 0.5,
+    };
+    assert_eq!(worker.call::<_, Answer<i64>>(&twice).unwrap(), Ok(1));
+    std::thread::sleep(Duration::from_millis(1000));
+    // The next caller's request finds it there: an error, not `Ok(1)`.
+    match worker.call::<_, Answer<i64>>(&Double { op: "double", x: 2 }) {
+        Err(Error::Protocol { pid, message }) => {
+            assert_eq!(pid, first);
+            assert_eq!(
+                message,
+                "29 bytes were waiting in the worker's channel before the request: \
+                 a reply that belongs to no call"
+            );
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+    assert!(!common::process_exists(first), "the worker was replaced");
+    assert_eq!(worker.restarts(), 1);
+    assert_eq!(
+        worker
+            .call::<_, Answer<i64>>(&Double { op: "double", x: 3 })
+            .unwrap(),
+        Ok(6)
+    );
+    // Both answers at once: the second follows the first in the same read,
+    // or lands a moment later. Either way no caller gets another's answer.
+    let at_once = AnswerTwice {
+        op: "answer_twice",
+        x: 4,
+        seconds: 0.0,
+    };
+    match worker.call::<_, Answer<i64>>(&at_once) {
+        Ok(answer) => assert_eq!(answer, Ok(4), "its own answer"),
+        Err(Error::Protocol { message, .. }) => {
+            assert_eq!(message, "29 bytes after the Return frame");
+        }
+        Err(other) => panic!("expected its own answer or Protocol, got {other:?}"),
+    }
+    match worker.call::<_, Answer<i64>>(&Double { op: "double", x: 5 }) {
+        Ok(answer) => assert_eq!(answer, Ok(10), "its own answer"),
+        Err(Error::Protocol { .. }) => {}
+        Err(other) => panic!("expected its own answer or Protocol, got {other:?}"),
+    }
+    assert_eq!(
+        worker
+            .call::<_, Answer<i64>>(&Double { op: "double", x: 6 })
+            .unwrap(),
+        Ok(12)
+    );
+    drop(worker);
+    turn.check();
+}
+
+#[test]
+fn a_flipped_bit_in_an_answer_is_a_protocol_error() {
+    let turn = turn();
+    // A valid Return frame for the call, one payload bit flipped on the way.
+    let worker = python_worker!(
+        "hello(2); request(); bad = bytearray(frame(16, b'\\x81\\xa2Ok\\x2a')); bad[-1] ^= 1; \
+         s.sendall(bytes(bad)); time.sleep(30)"
+    );
+    let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
+    let pid = worker.pid().unwrap();
+    match worker.call::<_, Answer<i64>>(&plain("anything")) {
+        Err(Error::Protocol {
+            pid: reported,
+            message,
+        }) => {
+            assert_eq!(reported, pid);
+            assert!(
+                message.starts_with("checksum mismatch in a Return frame of 5 bytes: it says "),
+                "{message}"
+            );
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+    assert!(!common::process_exists(pid), "the worker was replaced");
+    drop(worker);
+    turn.check();
+}
+
+#[test]
+fn an_answer_for_another_call_is_a_protocol_error() {
+    let turn = turn();
+    let worker = python_worker!(
+        "hello(2); request(); call += 1; send(16, b'\\x81\\xa2Ok\\x2a'); time.sleep(30)"
+    );
+    let worker = RemoteWorker::spawn_with(worker, options()).unwrap();
+    match worker.call::<_, Answer<i64>>(&plain("anything")) {
+        Err(Error::Protocol { message, .. }) => {
+            assert!(
+                message.starts_with("a Return frame for call ")
+                    && message.contains(", during call "),
+                "{message}"
+            );
+        }
+        other => panic!("expected Protocol, got {other:?}"),
+    }
+    drop(worker);
+    turn.check();
+}
+
+#[derive(Serialize)]
+struct Padded {
+    op: &'static str,
+    pad: String,
+}
+
+#[test]
+fn an_answer_over_max_result_is_refused_and_the_worker_replaced() {
+    let turn = turn();
+    let worker =
+        RemoteWorker::spawn_with(demo(), with_isolate(Isolate::new().max_result(2000))).unwrap();
+    let first = pid_of(&worker);
+    let echo = |len| Padded {
+        op: "echo",
+        pad: "x".repeat(len),
+    };
+    // {"Ok": {"op": "echo", "pad": <str 16>}}: 20 bytes around the padding.
+    let fits: Answer<Echoed> = worker.call(&echo(1980)).unwrap();
+    let fits = fits.unwrap();
+    assert_eq!((fits.op.as_str(), fits.pad.len()), ("echo", 1980));
+    match worker.call::<_, Answer<Echoed>>(&echo(1981)) {
+        Err(Error::ResultTooLarge { size, limit }) => assert_eq!((size, limit), (2001, 2000)),
+        other => panic!("expected ResultTooLarge, got {other:?}"),
+    }
+    assert!(!common::process_exists(first), "the worker was killed");
+    assert_eq!(worker.restarts(), 1);
+    drop(worker);
+    turn.check();
+}
+
+/// What the demo's echo op sends back for a [`Padded`].
+#[derive(Debug, Serialize, Deserialize)]
+struct Echoed {
+    op: String,
+    pad: String,
 }
 
 // ---------------------------------------------------------------------------

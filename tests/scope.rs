@@ -417,8 +417,8 @@ fn a_pool_refuses_what_its_workers_fix_at_start() {
         message,
         "Isolate::scope sets memory, stderr for pooled, a pool = N function, whose workers \
          take them when they start, not per call; set them in its attribute (a pool call \
-         takes only timeout, panic, name, on_success, on_fault, on_kill, on_exit, on_finish \
-         from a scope)"
+         takes only timeout, panic, name, max_result, on_success, on_fault, on_kill, on_exit, \
+         on_finish from a scope)"
     );
     let forked = Isolate::new()
         .start_method(StartMethod::Fork)

@@ -68,7 +68,7 @@ fn a_shrunk_reply_is_a_protocol_error_not_a_sigbus() {
             message,
             format!(
                 "truncated frame: {} of {} payload bytes arrived",
-                4096 - 16,
+                4096 - common::HEADER_LEN,
                 common::TRUNCATED_FRAME_LEN
             )
         );

@@ -10,13 +10,17 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, Codec, FrameKind, HEADER_LEN};
+use crate::codec::{self, Codec};
 use crate::error::{CodecStage, Error};
 use crate::panic::{PanicReport, message_of};
 use crate::sys;
+use crate::wire::{self, CallId, FrameKind, HEADER_LEN, NO_CALL};
 
 /// The descriptor replies go to; -1 in a process that is not a child.
 static REPLY_FD: AtomicI32 = AtomicI32::new(-1);
+/// The call this process is answering: every frame it sends carries it
+/// (`wire`). A worker sets it for each request.
+static CALL_ID: AtomicU32 = AtomicU32::new(NO_CALL);
 /// How deeply this process is nested inside isolated calls.
 static DEPTH: AtomicU32 = AtomicU32::new(0);
 /// Whether to flush std's stdout before leaving (spawned children only: a
@@ -64,17 +68,33 @@ pub(crate) fn next_depth() -> Result<u32, Error> {
     Ok(depth)
 }
 
-/// Makes this process a child that replies on `reply_fd`, at `depth`. It
-/// has no progress descriptor until one is set (`progress::set_fd`): one
-/// inherited from a parent that is itself a child is not its own.
+/// Makes this process a child that replies on `reply_fd` to the call
+/// `call_id` ([`NO_CALL`] for a worker, until its first request), at
+/// `depth`. It has no progress descriptor until one is set
+/// (`progress::set_fd`): one inherited from a parent that is itself a
+/// child is not its own.
 #[inline]
-pub(crate) fn become_child(reply_fd: i32, depth: u32, flush_stdout: bool) {
+pub(crate) fn become_child(reply_fd: i32, call_id: CallId, depth: u32, flush_stdout: bool) {
     REPLY_FD.store(reply_fd, Ordering::Relaxed);
+    set_call_id(call_id);
     crate::progress::set_fd(-1);
     DEPTH.store(depth, Ordering::Relaxed);
     FLUSH_STDOUT.store(flush_stdout, Ordering::Relaxed);
     ON_FUNCTION_THREAD.set(true);
     crate::panic::install_hook();
+}
+
+/// Makes the frames this process sends from now on answer the call
+/// `call_id` (a worker's next request).
+#[inline]
+pub(crate) fn set_call_id(call_id: CallId) {
+    CALL_ID.store(call_id, Ordering::Relaxed);
+}
+
+/// The call this process is answering. Async-signal-safe (an atomic load).
+#[inline]
+pub(crate) fn call_id() -> CallId {
+    CALL_ID.load(Ordering::Relaxed)
 }
 
 /// Marks the calling thread as the one running the isolated function (a
@@ -101,9 +121,10 @@ fn send_frame(kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
 }
 
 /// Sends a frame whose payload is `head` then `tail`, never joining them:
-/// one `writev` of the headers (one wake-up of the parent), with no buffer
-/// to allocate, then `tail` from where it lies (after a `Padding` frame when
-/// it goes to a file: [`padding_before`]).
+/// the checksum runs over both where they lie (the child has the whole
+/// result before it writes), then one `writev` of the headers (one wake-up
+/// of the parent), with no buffer to allocate, then `tail` from where it
+/// lies (after a `Padding` frame when it goes to a file: [`padding_before`]).
 ///
 /// The tail gets a `write` of its own: a pipe then starts it on a fresh
 /// page, behind its address modulo 4096, where the kernel's copy runs at
@@ -116,7 +137,7 @@ fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Resul
     // by the runtime before the process leaves.
     let fd = unsafe { sys::borrow_fd(REPLY_FD.load(Ordering::Relaxed)) };
     let _shared = crate::progress::lock_if_shared(fd.as_raw_fd());
-    let header = codec::header(kind, head.len() + tail.len());
+    let header = wire::header(kind, call_id(), &[head, tail]);
     let padding = padding_before(fd, header.len() + head.len(), tail);
     sys::write_all_vectored(fd, &mut [&padding, header.as_slice(), head])?;
     sys::write_all(fd, tail)
@@ -158,17 +179,17 @@ fn padding_before(fd: BorrowedFd<'_>, before: usize, tail: &[u8]) -> Vec<u8> {
     };
     let tail_at = offset + HEADER_LEN + before;
     let len = tail.as_ptr().addr().wrapping_sub(tail_at) % PAGE;
-    let mut frame = codec::header(FrameKind::Padding, len).to_vec();
-    frame.resize(HEADER_LEN + len, 0);
-    frame
+    wire::frame(FrameKind::Padding, call_id(), &vec![0; len])
 }
 
 /// Sends an encoded result: through a worker's shared arena when it is
-/// large and there is one, else as a `Return` frame.
+/// large and there is one (an `ArenaReturn` frame: the tail's length, u64,
+/// and CRC-32, u32, little-endian, then the head), else as a `Return` frame.
 #[inline]
 fn send_result(encoded: &codec::Encoded<'_>) -> std::io::Result<()> {
-    if crate::pool::arena::place(encoded.tail) {
+    if let Some(checksum) = crate::pool::arena::place(encoded.tail) {
         let mut payload = (encoded.tail.len() as u64).to_le_bytes().to_vec();
+        payload.extend_from_slice(&checksum.to_le_bytes());
         payload.extend_from_slice(&encoded.head);
         return send_frame(FrameKind::ArenaReturn, &payload);
     }
@@ -319,8 +340,8 @@ mod tests {
                 file.write_all(&vec![1; written]).unwrap();
                 let before = HEADER_LEN + 5;
                 let padding = padding_before(file.as_fd(), before, tail);
-                let head = padding.first_chunk::<HEADER_LEN>().unwrap();
-                let (kind, len) = codec::parse_header(head).unwrap();
+                let frames = wire::split_frames(&padding).unwrap();
+                let (kind, len) = (frames[0].kind, frames[0].payload.len() as u64);
                 assert_eq!(kind, FrameKind::Padding);
                 assert_eq!(padding.len(), HEADER_LEN + len as usize);
                 assert!(padding[HEADER_LEN..].iter().all(|&b| b == 0));

@@ -1,6 +1,6 @@
-//! Frames on the wire and the MessagePack encoding of values.
+//! The MessagePack encoding of values (the frames they travel in are
+//! `wire`'s).
 //!
-//! A frame is a 16-byte header (magic, kind, length) followed by the payload.
 //! Values are MessagePack from `rmp_serde::to_vec_named` (`to_vec` would
 //! break `skip_serializing_if`); a `Vec<u8>` travels as one `bin` object, not
 //! byte by byte.
@@ -12,156 +12,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::backend::Reply;
-
-const MAGIC: [u8; 4] = *b"BSQ\x01";
-pub(crate) const HEADER_LEN: usize = 16;
-
-/// The largest frame the parent accepts. Lengths above it are rejected before
-/// anything is allocated, so a lying child cannot exhaust the parent.
-pub(crate) const MAX_FRAME_LEN: u64 = 16 << 30;
-
-/// What a frame carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub(crate) enum FrameKind {
-    /// Parent to child: the registered name of the function to run.
-    Call = 1,
-    /// Parent to child: the encoded arguments.
-    Args = 2,
-    /// Parent to child: the limits and stack size the child applies to
-    /// itself before the call (`limits::ChildSetup`).
-    Setup = 3,
-    /// Worker to parent, once: the worker is ready (`PROTOCOL.md`).
-    Hello = 4,
-    /// Parent to worker: one call's encoded input.
-    Request = 5,
-    /// Parent to worker: leave after the call in flight, if any.
-    Shutdown = 6,
-    /// Parent to a re-executed worker: the registered name it serves.
-    Worker = 7,
-    /// Child to parent: the encoded result.
-    Return = 16,
-    /// Child to parent: a `PanicReport`.
-    Panic = 17,
-    /// Child to parent: a `ChildFailure`.
-    Failure = 18,
-    /// Child to parent, from its fault signal handler: a fixed-size record
-    /// (`fault::FaultRecord`), not MessagePack, since the handler may not
-    /// allocate. Always the last thing a crashing child writes.
-    Fault = 19,
-    /// Child to parent, during a call: one encoded progress message.
-    Progress = 20,
-    /// Worker to parent: the encoded result's head; the rest of it lies in
-    /// the shared arena (`pool/arena.rs`).
-    ArenaReturn = 21,
-    /// One-shot child to parent, before a large result in a reply file or
-    /// memfd: zeros that put the result's bytes at a file offset matching
-    /// their address in memory (`child::padding_before`). Skipped; never
-    /// sent on a worker's channel.
-    Padding = 22,
-}
-
-impl FrameKind {
-    fn from_byte(byte: u8) -> Option<Self> {
-        [
-            Self::Call,
-            Self::Args,
-            Self::Setup,
-            Self::Hello,
-            Self::Request,
-            Self::Shutdown,
-            Self::Worker,
-            Self::Return,
-            Self::Panic,
-            Self::Failure,
-            Self::Fault,
-            Self::Progress,
-            Self::ArenaReturn,
-            Self::Padding,
-        ]
-        .into_iter()
-        .find(|kind| *kind as u8 == byte)
-    }
-}
-
-/// The header that precedes a payload of `len` bytes.
-pub(crate) fn header(kind: FrameKind, len: usize) -> [u8; HEADER_LEN] {
-    let mut header = [0; HEADER_LEN];
-    header[..4].copy_from_slice(&MAGIC);
-    header[4] = kind as u8;
-    header[8..].copy_from_slice(&(len as u64).to_le_bytes());
-    header
-}
-
-/// A header read back: its kind and payload length.
-pub(crate) fn parse_header(bytes: &[u8; HEADER_LEN]) -> Result<(FrameKind, u64), String> {
-    if bytes[..4] != MAGIC {
-        return Err(format!("bad frame magic {:02x?}", &bytes[..4]));
-    }
-    let kind =
-        FrameKind::from_byte(bytes[4]).ok_or_else(|| format!("unknown frame kind {}", bytes[4]))?;
-    let len = u64::from_le_bytes(bytes[8..].try_into().expect("8 bytes"));
-    if len > MAX_FRAME_LEN {
-        return Err(format!(
-            "frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN} bytes"
-        ));
-    }
-    Ok((kind, len))
-}
-
-/// Splits a buffer of frames into `(kind, payload)` pairs.
-///
-/// # Errors
-///
-/// A bad header, or a last frame cut short ("truncated").
-pub(crate) fn split_frames(mut bytes: &[u8]) -> Result<Vec<(FrameKind, &[u8])>, String> {
-    let mut frames = Vec::new();
-    while !bytes.is_empty() {
-        let (kind, len) = frame_at(bytes)?;
-        let rest = &bytes[HEADER_LEN..];
-        if rest.len() < len {
-            return Err(format!(
-                "truncated frame: {} of {len} payload bytes arrived",
-                rest.len()
-            ));
-        }
-        frames.push((kind, &rest[..len]));
-        bytes = &rest[len..];
-    }
-    Ok(frames)
-}
-
-/// The kind and payload length of the frame whose header starts `bytes`.
-fn frame_at(bytes: &[u8]) -> Result<(FrameKind, usize), String> {
-    let Some(head) = bytes.first_chunk::<HEADER_LEN>() else {
-        return Err(format!("truncated frame header ({} bytes)", bytes.len()));
-    };
-    let (kind, len) = parse_header(head)?;
-    let len = usize::try_from(len).map_err(|_| "frame length overflows usize".to_owned())?;
-    Ok((kind, len))
-}
-
-/// Where the frames of a reply of `len` bytes lie, when its last frame is a
-/// `Return` found by walking the frames in `head`, the reply's first bytes:
-/// the frames before it end at `.0`, its payload is `.1`. `None` for any
-/// other shape (a frame that is not whole or runs past the end included):
-/// such a reply is read whole and split as usual, which names what is
-/// wrong with it.
-pub(crate) fn final_return(head: &[u8], len: usize) -> Option<(usize, Range<usize>)> {
-    let mut at = 0;
-    loop {
-        let (kind, payload_len) = frame_at(head.get(at..)?).ok()?;
-        let start = at + HEADER_LEN;
-        let end = start.checked_add(payload_len)?;
-        if end == len && kind == FrameKind::Return {
-            return Some((at, start..end));
-        }
-        if end >= len {
-            return None;
-        }
-        at = end;
-    }
-}
 
 /// Encodes any serde value as MessagePack with field names.
 pub(crate) fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
@@ -199,8 +49,9 @@ pub struct Codec<T> {
     pub(crate) encode: for<'a> fn(&'a T) -> Result<Encoded<'a>, String>,
     pub(crate) decode: fn(Reply, Range<usize>) -> Result<T, String>,
     /// Decodes a value whose encoding is `head` then `tail` (a worker's
-    /// large result: the head from its socket, the tail in the arena).
-    pub(crate) decode_parts: fn(&[u8], &[u8]) -> Result<T, String>,
+    /// large result: the head from its socket, the tail in the arena),
+    /// checking `tail` against its CRC-32 as it is copied or read.
+    pub(crate) decode_parts: DecodeParts<T>,
 }
 
 impl<T> Clone for Codec<T> {
@@ -233,7 +84,7 @@ impl<T> Codec<T> {
     #[doc(hidden)]
     pub fn decode(&self, bytes: Vec<u8>) -> Result<T, String> {
         let range = 0..bytes.len();
-        (self.decode)(Reply::Read(bytes), range)
+        (self.decode)(Reply::read(bytes, 0), range)
     }
 }
 
@@ -274,11 +125,40 @@ fn decode_serde<T: DeserializeOwned>(reply: Reply, payload: Range<usize>) -> Res
     from_msgpack(&reply.get(payload)?)
 }
 
-fn decode_serde_parts<T: DeserializeOwned>(head: &[u8], tail: &[u8]) -> Result<T, String> {
+/// Decodes a value sent as a head, then a tail with its CRC-32.
+pub(crate) type DecodeParts<T> = fn(&[u8], &[u8], u32) -> Result<T, PartsError>;
+
+/// Why a value sent in two parts did not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PartsError {
+    /// The tail does not match its checksum: a protocol error, not the
+    /// type's.
+    Corrupt(String),
+    /// The bytes are whole but are not a value of the type.
+    Invalid(String),
+}
+
+/// `computed`, the CRC-32 of a tail's bytes alone, against `checksum`.
+fn tail_verdict(computed: u32, checksum: u32) -> Result<(), PartsError> {
+    if computed == checksum {
+        return Ok(());
+    }
+    Err(PartsError::Corrupt(format!(
+        "checksum mismatch in the result's bytes in the arena: it says {checksum:08x}, \
+         its bytes give {computed:08x}"
+    )))
+}
+
+fn decode_serde_parts<T: DeserializeOwned>(
+    head: &[u8],
+    tail: &[u8],
+    checksum: u32,
+) -> Result<T, PartsError> {
     let mut whole = Vec::with_capacity(head.len() + tail.len());
     whole.extend_from_slice(head);
     whole.extend_from_slice(tail);
-    from_msgpack(&whole)
+    tail_verdict(crc32fast::hash(&whole[head.len()..]), checksum)?;
+    from_msgpack(&whole).map_err(PartsError::Invalid)
 }
 
 /// A MessagePack `bin` header for `len` bytes (what `rmp_serde` writes for
@@ -341,14 +221,17 @@ fn decode_bytes(reply: Reply, payload: Range<usize>) -> Result<Vec<u8>, String> 
 }
 
 /// A `bin` header in `head` and its bytes in `tail` (in a worker's arena):
-/// one copy into memory advised for huge pages (`arena::copy_out`), no
-/// parsing.
-fn decode_bytes_parts(head: &[u8], tail: &[u8]) -> Result<Vec<u8>, String> {
+/// one copy into memory advised for huge pages (`arena::copy_out`), then
+/// the checksum over the copy (what is handed out is what was checked),
+/// and no parsing.
+fn decode_bytes_parts(head: &[u8], tail: &[u8], checksum: u32) -> Result<Vec<u8>, PartsError> {
     match parse_bin_header(head) {
         Some((len, data)) if len == head.len() && data == tail.len() => {
-            Ok(crate::pool::arena::copy_out(tail))
+            let copy = crate::pool::arena::copy_out(tail);
+            tail_verdict(crc32fast::hash(&copy), checksum)?;
+            Ok(copy)
         }
-        _ => decode_serde_parts::<serde_bytes::ByteBuf>(head, tail)
+        _ => decode_serde_parts::<serde_bytes::ByteBuf>(head, tail, checksum)
             .map(serde_bytes::ByteBuf::into_vec),
     }
 }
@@ -446,36 +329,6 @@ mod tests {
     }
 
     #[test]
-    fn frames_round_trip_and_truncation_is_reported() {
-        let mut buf = header(FrameKind::Return, 3).to_vec();
-        buf.extend_from_slice(b"abc");
-        buf.extend_from_slice(&header(FrameKind::Panic, 0));
-        let frames = split_frames(&buf).unwrap();
-        assert_eq!(
-            frames,
-            vec![
-                (FrameKind::Return, &b"abc"[..]),
-                (FrameKind::Panic, &b""[..])
-            ]
-        );
-        assert_eq!(
-            split_frames(&buf[..18]).unwrap_err(),
-            "truncated frame: 2 of 3 payload bytes arrived"
-        );
-    }
-
-    #[test]
-    fn lying_length_is_rejected_before_allocating() {
-        let mut head = header(FrameKind::Return, 0);
-        head[8..].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(
-            parse_header(&head)
-                .unwrap_err()
-                .contains("exceeds the limit")
-        );
-    }
-
-    #[test]
     fn bytes_take_the_bin_path() {
         let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
         for len in [0, 1, 255, 256, 1000, 65_535, 65_536, 1 << 20] {
@@ -504,7 +357,7 @@ mod tests {
         reply.extend_from_slice(&[9; 5]);
         let range = 21..reply.len() - 5;
         assert_eq!(
-            (codec.decode)(Reply::Read(reply), range).unwrap(),
+            (codec.decode)(Reply::read(reply, 0), range).unwrap(),
             vec![3u8; 300]
         );
     }
@@ -517,35 +370,31 @@ mod tests {
         assert!(codec.decode(lying).is_err());
     }
 
-    fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
-        let mut frame = header(kind, payload.len()).to_vec();
-        frame.extend_from_slice(payload);
-        frame
-    }
-
     #[test]
-    fn a_final_return_is_found_behind_whole_frames_only() {
-        let result = frame(FrameKind::Return, b"abc");
-        let len = result.len();
-        assert_eq!(final_return(&result, len), Some((0, 16..19)));
-        assert_eq!(final_return(&result[..16], len), Some((0, 16..19)));
-
-        let mut after_panic = frame(FrameKind::Panic, b"xy");
-        after_panic.extend_from_slice(&result);
-        let len = after_panic.len();
-        assert_eq!(final_return(&after_panic, len), Some((18, 34..37)));
-        // The result's header lies past the bytes read: not found.
-        assert_eq!(final_return(&after_panic[..20], len), None);
-
-        let mut then_fault = result.clone();
-        then_fault.extend_from_slice(&frame(FrameKind::Fault, b""));
-        assert_eq!(final_return(&then_fault, then_fault.len()), None);
-        let panic_only = frame(FrameKind::Panic, b"xy");
-        assert_eq!(final_return(&panic_only, panic_only.len()), None);
-        // The file is shorter than the frame claims, or longer.
-        assert_eq!(final_return(&result, result.len() - 1), None);
-        assert_eq!(final_return(&result, result.len() + 1), None);
-        assert_eq!(final_return(b"not a frame, just junk", 22), None);
-        assert_eq!(final_return(&[], 0), None);
+    fn a_tail_that_does_not_match_its_checksum_is_corrupt_not_invalid() {
+        let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
+        let tail = vec![5u8; (3 << 20) + 7];
+        let head = bin_header(tail.len()).unwrap();
+        let checksum = crc32fast::hash(&tail);
+        assert!((codec.decode_parts)(&head, &tail, checksum).unwrap() == tail);
+        let mut flipped = tail.clone();
+        flipped[(2 << 20) + 1] ^= 4;
+        let corrupt = |result| matches!(result, Err(PartsError::Corrupt(m)) if m.starts_with("checksum mismatch"));
+        assert!(corrupt((codec.decode_parts)(&head, &flipped, checksum)));
+        let serde = Codec::<Vec<u32>>::serde();
+        let words = to_msgpack(&vec![7u32; 100]).unwrap();
+        let (head, tail) = words.split_at(3);
+        assert_eq!(
+            (serde.decode_parts)(head, tail, crc32fast::hash(tail)).unwrap(),
+            vec![7; 100]
+        );
+        assert!(matches!(
+            (serde.decode_parts)(head, tail, 0),
+            Err(PartsError::Corrupt(_))
+        ));
+        assert!(matches!(
+            (serde.decode_parts)(&[0x93], &[1], crc32fast::hash(&[1])),
+            Err(PartsError::Invalid(_))
+        ));
     }
 }

@@ -12,8 +12,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sockopt};
 use nix::sys::stat::{SFlag, fstat};
 
-use crate::codec::{self, FrameKind, HEADER_LEN};
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
+use crate::wire::{self, CallId, FrameKind, MAX_FRAME_LEN};
 use crate::{child, forkserver, limits, progress, registry, sys};
 
 /// Function names longer than this are refused.
@@ -80,10 +80,14 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
         request,
     } = receive_call(channel.as_fd(), marker).unwrap_or_else(|why| refuse(&why));
     let setup = read_frame(channel.as_fd(), FrameKind::Setup, limits::MAX_SETUP_LEN)
-        .and_then(|payload| limits::ChildSetup::decode(&payload))
+        .and_then(|setup| limits::ChildSetup::decode(setup.payload()))
         .unwrap_or_else(|why| refuse(&why));
-    let (name, args) = match request {
-        Request::Call { name, args } => (name, args),
+    let (name, call_id, args) = match request {
+        Request::Call {
+            name,
+            call_id,
+            args,
+        } => (name, call_id, args),
         Request::Worker { name } => {
             crate::pool::serve::serve_worker(channel, reply_fd, &name, &setup, marker.depth)
         }
@@ -94,7 +98,7 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     let progress_fd = progress_fd.map_or(-1, IntoRawFd::into_raw_fd);
     sys::close_fds_except(&mut [reply_fd.as_raw_fd(), progress_fd]);
     let reply_fd = reply_fd.into_raw_fd();
-    child::become_child(reply_fd, marker.depth, true);
+    child::become_child(reply_fd, call_id, marker.depth, true);
     progress::set_fd(progress_fd);
     limits::enter_spawned_child(&setup, reply_fd);
     // The program's own set-up (trusted code: it may open a log file),
@@ -103,7 +107,7 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     child::enter_sandbox(setup.sandbox());
     match registry::find(&name) {
         Ok(entry) => {
-            (entry.run)(&args);
+            (entry.run)(args.payload());
             child::leave()
         }
         Err(message) => child::fail(&child::ChildFailure::UnknownFunction { message }),
@@ -112,8 +116,13 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
 
 /// What the parent asks of a re-executed child.
 enum Request {
-    /// One call of the function registered as `name`.
-    Call { name: String, args: Vec<u8> },
+    /// One call of the function registered as `name`, whose frames carry
+    /// `call_id`.
+    Call {
+        name: String,
+        call_id: CallId,
+        args: wire::OwnedFrame,
+    },
     /// Serve calls of `name` until told to leave (a pool's worker).
     Worker { name: String },
 }
@@ -165,13 +174,25 @@ fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<Received, St
     let mut fds = fds.into_iter();
     let reply_fd = fds.next().ok_or("the parent sent no reply descriptor")?;
     let progress_fd = fds.next();
-    let (kind, name) = read_any_frame(channel, MAX_NAME_LEN)?;
-    let name = String::from_utf8(name).map_err(|_| "function name is not UTF-8".to_owned())?;
+    let first = read_any_frame(channel, MAX_NAME_LEN)?;
+    let (kind, call_id) = (first.kind, first.call_id);
+    let name = String::from_utf8(first.into_payload())
+        .map_err(|_| "function name is not UTF-8".to_owned())?;
     let request = match kind {
-        FrameKind::Call => Request::Call {
-            name,
-            args: read_frame(channel, FrameKind::Args, codec::MAX_FRAME_LEN)?,
-        },
+        FrameKind::Call => {
+            let args = read_frame(channel, FrameKind::Args, MAX_FRAME_LEN)?;
+            if args.call_id != call_id {
+                return Err(format!(
+                    "the arguments are for call {}, the call is {call_id}",
+                    args.call_id
+                ));
+            }
+            Request::Call {
+                name,
+                call_id,
+                args,
+            }
+        }
         FrameKind::Worker => Request::Worker { name },
         other => return Err(format!("expected a Call or Worker frame, got {other:?}")),
     };
@@ -221,25 +242,25 @@ fn receive_token_and_fds(
     Ok(fds)
 }
 
-fn read_frame(channel: BorrowedFd<'_>, expected: FrameKind, limit: u64) -> Result<Vec<u8>, String> {
+fn read_frame(
+    channel: BorrowedFd<'_>,
+    expected: FrameKind,
+    limit: u64,
+) -> Result<wire::OwnedFrame, String> {
     match read_any_frame(channel, limit)? {
-        (kind, payload) if kind == expected => Ok(payload),
-        (kind, payload) => Err(format!(
-            "expected a {expected:?} frame, got {kind:?} of {} bytes",
-            payload.len()
+        frame if frame.kind == expected => Ok(frame),
+        frame => Err(format!(
+            "expected a {expected:?} frame, got {:?} of {} bytes",
+            frame.kind,
+            frame.payload().len()
         )),
     }
 }
 
 /// The next frame, whatever its kind, if its payload is at most `limit` bytes.
-fn read_any_frame(channel: BorrowedFd<'_>, limit: u64) -> Result<(FrameKind, Vec<u8>), String> {
-    let mut head = [0u8; HEADER_LEN];
-    sys::read_exact(channel, &mut head).map_err(|e| format!("receive the call: {e}"))?;
-    let (kind, len) = codec::parse_header(&head)?;
-    if len > limit {
-        return Err(format!("a {kind:?} frame of {len} bytes is too long"));
-    }
-    let mut payload = vec![0; usize::try_from(len).map_err(|e| e.to_string())?];
-    sys::read_exact(channel, &mut payload).map_err(|e| format!("receive the call: {e}"))?;
-    Ok((kind, payload))
+fn read_any_frame(channel: BorrowedFd<'_>, limit: u64) -> Result<wire::OwnedFrame, String> {
+    wire::read_frame(channel, limit).map_err(|refusal| match refusal {
+        wire::FrameError::TooLarge { size, .. } => format!("a frame of {size} bytes is too long"),
+        wire::FrameError::Malformed(message) => format!("receive the call: {message}"),
+    })
 }

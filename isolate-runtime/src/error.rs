@@ -90,7 +90,12 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The child sent malformed or truncated data.
+    /// The child sent malformed or truncated data: a bad frame header, a
+    /// frame cut short, a frame whose checksum does not match its bytes
+    /// (never decoded as a value), a frame for another call, or, for a
+    /// pool's worker, bytes in its channel before the request was sent (a
+    /// second answer to an earlier call; the request was not sent). A
+    /// worker that sent it is killed and replaced.
     #[error("the isolated call (pid {pid}) sent a malformed reply: {message}")]
     Protocol {
         /// The child's process id.
@@ -117,6 +122,24 @@ pub enum Error {
         /// What was observed of the child (no resource usage: that came
         /// with the exit status).
         report: Box<CallReport>,
+    },
+
+    /// The child's reply was larger than the call accepts
+    /// ([`Isolate::max_result`](crate::Isolate::max_result)): the parent
+    /// stopped reading at the announced size, killed the child's process
+    /// group and never allocated the reply. Raise the limit if results this
+    /// large are expected.
+    #[error(
+        "the isolated call's reply is {} ({size} bytes), more than its max_result of {} \
+         ({limit} bytes); raise Isolate::max_result if results this large are expected",
+        human_bytes(*size),
+        human_bytes(*limit)
+    )]
+    ResultTooLarge {
+        /// The reply's size in bytes, as the child announced or wrote it.
+        size: u64,
+        /// The limit it went over.
+        limit: u64,
     },
 
     /// The call's options cannot work together, or a setting it depends on

@@ -22,7 +22,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
-use crate::codec::{self, FrameKind, HEADER_LEN};
+use crate::wire::{self, FrameKind, HEADER_LEN};
 
 /// The signals whose faults are reported; SIGSYS, last, only in a sandbox.
 const SIGNALS: [i32; 5] = [
@@ -46,6 +46,9 @@ const OVERFLOW_REACH: usize = 1 << 20;
 
 /// The length of a fault record on the wire.
 pub(crate) const RECORD_LEN: usize = 16;
+/// The length of the frame that carries one: what a crash leaves at the
+/// end of a reply.
+pub(crate) const RECORD_FRAME_LEN: usize = HEADER_LEN + RECORD_LEN;
 
 /// Where the handler writes; -1 before `install`.
 static FAULT_FD: AtomicI32 = AtomicI32::new(-1);
@@ -73,14 +76,16 @@ pub(crate) struct FaultRecord {
 }
 
 impl FaultRecord {
-    /// The frame the handler writes: a header and 16 little-endian bytes
-    /// (signal i32, code i32, address u64).
-    fn frame(&self) -> [u8; HEADER_LEN + RECORD_LEN] {
-        let mut frame = [0; HEADER_LEN + RECORD_LEN];
-        frame[..HEADER_LEN].copy_from_slice(&codec::header(FrameKind::Fault, RECORD_LEN));
+    /// The frame the handler writes, built on the stack: a header (the
+    /// call id and checksum included, by `wire::seal`, which neither
+    /// allocates nor locks) and 16 little-endian bytes (signal i32, code
+    /// i32, address u64).
+    fn frame(&self) -> [u8; RECORD_FRAME_LEN] {
+        let mut frame = [0; RECORD_FRAME_LEN];
         frame[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&self.signal.to_le_bytes());
         frame[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&self.code.to_le_bytes());
         frame[HEADER_LEN + 8..].copy_from_slice(&(self.address as u64).to_le_bytes());
+        wire::seal(&mut frame, FrameKind::Fault, crate::child::call_id());
         frame
     }
 
@@ -100,10 +105,9 @@ impl FaultRecord {
     /// handler puts it. Found even after a frame the crash cut short
     /// (docs/FAULTS.md C8), which makes the reply as a whole unreadable.
     pub(crate) fn trailing(reply: &[u8]) -> Option<Self> {
-        let start = reply.len().checked_sub(HEADER_LEN + RECORD_LEN)?;
-        let (head, payload) = reply[start..].split_first_chunk::<HEADER_LEN>()?;
-        match codec::parse_header(head) {
-            Ok((FrameKind::Fault, len)) if len == RECORD_LEN as u64 => Self::decode(payload),
+        let start = reply.len().checked_sub(RECORD_FRAME_LEN)?;
+        match wire::split_frames(&reply[start..]).ok()?.as_slice() {
+            [frame] if frame.kind == FrameKind::Fault => Self::decode(frame.payload),
             _ => None,
         }
     }
@@ -425,11 +429,14 @@ mod tests {
             code: 2,
             address: 0xdead_b000,
         };
-        let mut reply = codec::header(FrameKind::Return, 3).to_vec();
-        reply.extend_from_slice(b"ab"); // a frame cut short by the crash
+        let mut reply = wire::frame(FrameKind::Return, 0, b"abc");
+        reply.truncate(reply.len() - 1); // a frame cut short by the crash
         reply.extend_from_slice(&record.frame());
         assert_eq!(FaultRecord::trailing(&reply), Some(record));
         assert_eq!(FaultRecord::trailing(&reply[..reply.len() - 1]), None);
+        let last = reply.len() - 1;
+        reply[last] ^= 1; // a flipped bit: not a record
+        assert_eq!(FaultRecord::trailing(&reply), None);
         assert_eq!(FaultRecord::trailing(b"short"), None);
     }
 }

@@ -31,8 +31,9 @@ pub fn call<R>(
     sandbox::check(options.sandbox.as_ref())?;
     // Held until the child is reaped.
     let _permit = throttle::acquire();
-    let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
-    let mut progress = ProgressStream::create(progress)?;
+    let call_id = crate::wire::next_call_id();
+    let mut reply = ReplyChannel::create(options, call_id)?;
+    let mut progress = ProgressStream::create(progress, call_id, options.result_limit())?;
     let null = File::open("/dev/null")
         .map_err(|e| Error::spawn("open /dev/null for the child's stdin", e))?;
     let (output, stdio) = OutputRelay::create(&options.stderr)?;
@@ -59,7 +60,7 @@ pub fn call<R>(
     match forked {
         Err(e) => Err(Error::spawn("fork the child process", e)),
         Ok(nix::unistd::ForkResult::Child) => {
-            run_child(fds, parent, depth, &setup, codec, function)
+            run_child(fds, parent, call_id, depth, &setup, codec, function)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             sys::put_in_own_group(child.as_raw());
@@ -102,6 +103,7 @@ struct ChildFds<'a> {
 fn run_child<R>(
     fds: ChildFds<'_>,
     parent: i32,
+    call_id: crate::wire::CallId,
     depth: u32,
     setup: &ForkSetup,
     codec: Codec<R>,
@@ -121,7 +123,7 @@ fn run_child<R>(
     }
     sys::disable_core_dumps();
     limits::enter_forked_child(setup, reply_fd);
-    child::become_child(reply_fd, depth, false);
+    child::become_child(reply_fd, call_id, depth, false);
     progress::set_fd(progress_fd);
     child::enter_sandbox(setup.sandbox());
     child::serve(codec, function)

@@ -87,6 +87,7 @@ pub struct Isolate {
     pub(crate) memory: Option<u64>,
     pub(crate) cpu: Option<Duration>,
     pub(crate) stack_size: Option<usize>,
+    pub(crate) max_result: Option<u64>,
     pub(crate) sandbox: Option<SandboxPolicy>,
     pub(crate) callbacks: Callbacks,
     /// `None`: the attribute's (fork for the closure form).
@@ -273,6 +274,52 @@ impl Isolate {
     pub fn sandbox(self, sandbox: Sandbox) -> Self {
         let policy = sandbox.policy().clone();
         self.set("sandbox", move |o| o.sandbox = Some(policy.clone()))
+    }
+
+    /// The largest reply the parent accepts from the child, in bytes: the
+    /// encoded result (MessagePack; a `Vec<u8>` or `String` is its length
+    /// plus at most 5 bytes). Every backend checks it before it reads or
+    /// allocates anything for the result: the pipe backend and a pool's
+    /// channel on each frame header as it arrives (the child is killed at
+    /// once), the file and shm backends on the file's length, a pool on the
+    /// size of a result in its arena. A reply over it is
+    /// [`Error::ResultTooLarge`], naming both sizes. What is not the
+    /// result has limits of its own, whatever this one is, so a small
+    /// limit still lets a panic's message through: a panic report or a
+    /// progress message may hold 1 MiB (or this limit, if larger), and a
+    /// reply 16 MiB besides its result (the reports of panics the function
+    /// caught, frame headers).
+    ///
+    /// The default is 4 GiB: the longest `Vec<u8>` or `String` MessagePack
+    /// can carry, so every result the fast `bin` path can send fits, while a
+    /// child that lies or runs away can never make the parent allocate more
+    /// than that per call (the frame format's own cap is 16 GiB). A result
+    /// larger than 4 GiB in MessagePack (a `Vec<u64>` of a billion items)
+    /// needs a larger limit, and the memory for it in the parent.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use bombsquad::{Backend, Error, Isolate};
+    ///
+    /// let err = Isolate::new()
+    ///     .backend(Backend::Pipe)
+    ///     .max_result(1 << 20)
+    ///     .fork(|| vec![7u8; 2 << 20])
+    ///     .unwrap_err();
+    /// let Error::ResultTooLarge { size, limit } = err else { panic!("{err}") };
+    /// assert_eq!((size, limit), ((2 << 20) + 5, 1 << 20));
+    /// ```
+    #[must_use]
+    pub fn max_result(self, bytes: u64) -> Self {
+        self.set("max_result", move |o| o.max_result = Some(bytes))
+    }
+
+    /// The [`max_result`](Self::max_result) in force.
+    pub(crate) fn result_limit(&self) -> u64 {
+        /// The default `max_result`: MessagePack's longest `bin` or `str`.
+        const DEFAULT_MAX_RESULT: u64 = 4 << 30;
+        self.max_result.unwrap_or(DEFAULT_MAX_RESULT)
     }
 
     /// Called in the parent when the call returned a value.

@@ -38,6 +38,7 @@ mod stdio;
 mod supervise;
 mod sys;
 mod throttle;
+mod wire;
 
 #[cfg(feature = "jobs")]
 pub mod jobs;
@@ -68,4 +69,20 @@ pub mod __private {
     pub use crate::dispatch::{call_forked, call_forkserved, call_spawned};
     pub use crate::pool::WorkerOptions;
     pub use crate::pool::{RegisteredTask, StaticPool, call_pooled, init_task, serve_task};
+
+    /// For tests that play a misbehaving child: the id of the call this
+    /// process is answering, which its frames must carry.
+    #[must_use]
+    pub fn current_call_id() -> u32 {
+        crate::child::call_id()
+    }
+
+    /// For tests that play a misbehaving child: a whole frame of kind
+    /// `kind` (its number on the wire) for the call `call_id`, checksum
+    /// included. Panics on a kind the wire does not know.
+    #[must_use]
+    pub fn wire_frame(kind: u8, call_id: u32, payload: &[u8]) -> Vec<u8> {
+        let kind = crate::wire::FrameKind::from_byte(kind).expect("a known frame kind");
+        crate::wire::frame(kind, call_id, payload)
+    }
 }

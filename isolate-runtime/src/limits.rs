@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::isolate::Isolate;
 use crate::sandbox::SandboxPolicy;
-use crate::{codec, fault, sys};
+use crate::{codec, fault, sys, wire};
 
 /// The largest `Setup` frame a spawned child accepts: room for a sandbox's
 /// paths.
@@ -61,12 +61,10 @@ impl ChildSetup {
         self.sandbox.as_ref()
     }
 
-    /// The encoded `Setup` frame, header included.
+    /// The encoded `Setup` frame, header included (it belongs to no call).
     pub(crate) fn frame(&self) -> Result<Vec<u8>, String> {
         let payload = codec::to_msgpack(self)?;
-        let mut frame = codec::header(codec::FrameKind::Setup, payload.len()).to_vec();
-        frame.extend_from_slice(&payload);
-        Ok(frame)
+        Ok(wire::frame(wire::FrameKind::Setup, wire::NO_CALL, &payload))
     }
 
     pub(crate) fn decode(payload: &[u8]) -> Result<Self, String> {
@@ -226,9 +224,9 @@ mod tests {
             sandbox: None,
         };
         let frame = setup.frame().unwrap();
-        let frames = codec::split_frames(&frame).unwrap();
-        assert_eq!(frames[0].0, codec::FrameKind::Setup);
-        assert!(frames[0].1.len() as u64 <= MAX_SETUP_LEN);
-        assert_eq!(ChildSetup::decode(frames[0].1).unwrap(), setup);
+        let frames = wire::split_frames(&frame).unwrap();
+        assert_eq!(frames[0].kind, wire::FrameKind::Setup);
+        assert!(frames[0].payload.len() as u64 <= MAX_SETUP_LEN);
+        assert_eq!(ChildSetup::decode(frames[0].payload).unwrap(), setup);
     }
 }

@@ -3,10 +3,10 @@
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::backend::{Reply, ReplyChannel};
+use crate::backend::{Reply, ReplyChannel, Verdict};
 use crate::child::ChildFailure;
 use crate::classify::{self, OomWatch};
-use crate::codec::{self, Codec, FrameKind};
+use crate::codec::{self, Codec, PartsError};
 use crate::error::{CodecStage, Error};
 use crate::isolate::{Isolate, PanicMode};
 use crate::panic::{PanicReport, message_of};
@@ -14,6 +14,7 @@ use crate::report::{CallReport, NonzeroExitcode};
 use crate::sandbox::Sandbox;
 use crate::stdio::Stderr;
 use crate::supervise::Exit;
+use crate::wire::{Frame, FrameError, FrameKind};
 
 /// How the child process ended, from its wait status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +56,7 @@ pub(crate) fn conclude<R>(
 #[track_caller]
 pub(crate) fn conclude_with<R>(
     exit: Exit,
-    read_reply: impl FnOnce() -> Result<Reply, String>,
+    read_reply: impl FnOnce() -> Result<Reply, FrameError>,
     codec: Codec<R>,
     options: &Isolate,
     oom: &OomWatch,
@@ -116,7 +117,7 @@ fn exitcode(termination: Termination) -> i32 {
 /// followed by the encode failure). A fault record is never the result.
 pub(crate) fn judge<R>(
     exit: Exit,
-    read_reply: impl FnOnce() -> Result<Reply, String>,
+    read_reply: impl FnOnce() -> Result<Reply, FrameError>,
     codec: Codec<R>,
     options: &Isolate,
     oom: &OomWatch,
@@ -138,46 +139,60 @@ pub(crate) fn judge<R>(
             report: Box::new(report()),
         });
     }
-    if let Some(message) = exit.bad_reply {
-        return Err(Error::Protocol { pid, message });
+    if let Some(refusal) = exit.bad_reply {
+        return Err(refusal.into_error(pid));
     }
     if let Some(error) = exit.bad_progress {
         return Err(error);
     }
-    let protocol = |message: String| Error::Protocol { pid, message };
     // Read only now: a timed-out or lying child's output is never read.
-    let bytes = read_reply().map_err(protocol)?;
+    let reply = read_reply();
     let (Some(termination), Some(usage)) = (exit.termination, exit.usage) else {
         // Someone else took the exit status (docs/FAULTS.md F6, F7): a complete
         // result is still the function's result; anything else cannot be
         // classified.
-        return match final_result(&bytes) {
-            Some(payload) => decode_result(bytes, payload, codec),
+        let reply = reply.map_err(|refusal| refusal.into_error(pid))?;
+        return match final_result(&reply) {
+            Some(payload) => decode_result(pid, reply, payload, codec),
             None => Err(status_unavailable(report())),
         };
     };
     if termination != Termination::Exited(0) {
-        // A crash is read from every frame and the reply's last bytes.
-        let bytes = bytes.into_whole().map_err(protocol)?;
-        let panic = codec::split_frames(&bytes)
-            .ok()
-            .and_then(|f| first_panic(&f));
-        let diagnosis =
-            classify::diagnose(termination, &bytes, &exit.stderr.bytes, usage, options, oom);
+        // A crash is read from the reply's first frames and its last
+        // bytes, whatever is wrong with the rest (or with all of it).
+        let reply = reply.ok();
+        let panic = reply.as_ref().and_then(first_panic);
+        let trailing = reply
+            .as_ref()
+            .map(|reply| reply.trailing(crate::fault::RECORD_FRAME_LEN));
+        let diagnosis = classify::diagnose(
+            termination,
+            trailing.as_deref().unwrap_or_default(),
+            &exit.stderr.bytes,
+            usage,
+            options,
+            oom,
+        );
         return Err(Error::NonzeroExitcode(
             NonzeroExitcode::new(termination, panic, report()).with_diagnosis(diagnosis),
         ));
     }
-    judge_frames(pid, bytes, codec)
+    judge_frames(
+        pid,
+        reply.map_err(|refusal| refusal.into_error(pid))?,
+        codec,
+    )
 }
 
-/// The payload of the `Return` frame that ends `reply`, if one does.
+/// The payload of the `Return` frame that ends `reply`, if one does and
+/// every frame is whole and checked.
 fn final_result(reply: &Reply) -> Option<Range<usize>> {
-    if let Some(payload) = reply.unread_result() {
+    let layout = reply.layout().ok()?;
+    if let Some(payload) = layout.unread_result {
         return Some(payload);
     }
-    match codec::split_frames(reply).ok()?.last() {
-        Some(&(FrameKind::Return, payload)) => Some(range_in(reply, payload)),
+    match layout.frames.last() {
+        Some(frame) if frame.kind == FrameKind::Return => Some(range_in(reply, frame.payload)),
         _ => None,
     }
 }
@@ -186,21 +201,23 @@ fn final_result(reply: &Reply) -> Option<Range<usize>> {
 /// last one decides (it supersedes earlier ones: a panic report from a
 /// panic the function caught itself, a panic inside `Serialize` followed
 /// by the encode failure). Fault records, progress messages and padding
-/// never do.
+/// never do. Every frame is checked first: a checksum that does not match,
+/// or a frame for another call, is [`Error::Protocol`], never a value.
 pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result<R, Error> {
-    if let Some(payload) = bytes.unread_result() {
-        // A `Return` frame left in the reply file ends it: it is the last.
-        return decode_result(bytes, payload, codec);
-    }
     let protocol = |message: String| Error::Protocol { pid, message };
-    let frames = codec::split_frames(&bytes).map_err(protocol)?;
-    let last = frames.iter().rev().find(|(kind, _)| {
+    let layout = bytes.layout().map_err(|refusal| refusal.into_error(pid))?;
+    if let Some(payload) = layout.unread_result.clone() {
+        // A `Return` frame left in the reply file ends it: it is the last.
+        drop(layout);
+        return decode_result(pid, bytes, payload, codec);
+    }
+    let last = layout.frames.iter().rev().find(|frame| {
         !matches!(
-            kind,
+            frame.kind,
             FrameKind::Fault | FrameKind::Progress | FrameKind::Padding
         )
     });
-    let Some(&(kind, payload)) = last else {
+    let Some(&Frame { kind, payload, .. }) = last else {
         return Err(Error::ZeroExitcodeWithoutPayload {
             pid,
             function: None,
@@ -211,8 +228,8 @@ pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result
             // The codec takes the reply whole, so a `Vec<u8>` result can be
             // made from the reply's own buffer.
             let payload = range_in(&bytes, payload);
-            drop(frames);
-            decode_result(bytes, payload, codec)
+            drop(layout);
+            decode_result(pid, bytes, payload, codec)
         }
         FrameKind::Panic => {
             let report: PanicReport = codec::from_msgpack(payload).map_err(protocol)?;
@@ -248,21 +265,51 @@ fn status_unavailable(report: CallReport) -> Error {
 /// The panic that started a fatal cascade: a panic while unwinding reports
 /// the first panic, the one in the destructor, then std's "panic in a
 /// destructor during cleanup" before it aborts.
-fn first_panic(frames: &[(FrameKind, &[u8])]) -> Option<PanicReport> {
-    let (_, payload) = frames.iter().find(|(kind, _)| *kind == FrameKind::Panic)?;
-    codec::from_msgpack(payload).ok()
+fn first_panic(reply: &Reply) -> Option<PanicReport> {
+    let frames = reply.leading_frames();
+    let panic = frames.iter().find(|frame| frame.kind == FrameKind::Panic)?;
+    codec::from_msgpack(panic.payload).ok()
 }
 
 /// Decodes the result; a panicking user `Deserialize` becomes a codec error
-/// instead of unwinding through the caller (docs/FAULTS.md E4).
-fn decode_result<R>(reply: Reply, payload: Range<usize>, codec: Codec<R>) -> Result<R, Error> {
-    decode_guarded(|| (codec.decode)(reply, payload))
+/// instead of unwinding through the caller (docs/FAULTS.md E4). A result left
+/// in the reply file is checked as decoding reads it: a mismatch is
+/// [`Error::Protocol`], whatever decoding made of the bytes.
+fn decode_result<R>(
+    pid: u32,
+    reply: Reply,
+    payload: Range<usize>,
+    codec: Codec<R>,
+) -> Result<R, Error> {
+    let check = reply.result_check();
+    let decoded = decode_guarded(|| (codec.decode)(reply, payload));
+    match check.map(|check| check.verdict()) {
+        None | Some(Verdict::Matched) => decoded,
+        Some(Verdict::Mismatch(message)) => Err(Error::Protocol { pid, message }),
+        Some(Verdict::Unreadable(message)) => {
+            decoded.and(Err(Error::codec(CodecStage::DecodeResult, message)))
+        }
+    }
 }
 
 /// Decodes a result sent in two parts (see [`Codec::decode_parts`]), as
-/// [`decode_result`] does.
-pub(crate) fn decode_parts<R>(head: &[u8], tail: &[u8], codec: Codec<R>) -> Result<R, Error> {
-    decode_guarded(|| (codec.decode_parts)(head, tail))
+/// [`decode_result`] does: a tail that does not match `checksum` is
+/// [`Error::Protocol`].
+pub(crate) fn decode_parts<R>(
+    pid: u32,
+    head: &[u8],
+    tail: &[u8],
+    checksum: u32,
+    codec: Codec<R>,
+) -> Result<R, Error> {
+    match decode_guarded(|| match (codec.decode_parts)(head, tail, checksum) {
+        Ok(value) => Ok(Ok(value)),
+        Err(PartsError::Corrupt(message)) => Ok(Err(message)),
+        Err(PartsError::Invalid(message)) => Err(message),
+    })? {
+        Ok(value) => Ok(value),
+        Err(message) => Err(Error::Protocol { pid, message }),
+    }
 }
 
 fn decode_guarded<R>(decode: impl FnOnce() -> Result<R, String>) -> Result<R, Error> {
@@ -282,9 +329,7 @@ mod tests {
     use crate::codec::{BytesCodec, CodecTag};
 
     fn frame(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
-        let mut frame = codec::header(kind, payload.len()).to_vec();
-        frame.extend_from_slice(payload);
-        frame
+        crate::wire::frame(kind, 3, payload)
     }
 
     #[test]
@@ -292,11 +337,42 @@ mod tests {
         let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
         let mut reply = frame(FrameKind::Padding, &[0; 3]);
         reply.extend_from_slice(&frame(FrameKind::Return, &[0xc4, 1, 9]));
-        assert_eq!(judge_frames(4, Reply::Read(reply), codec).unwrap(), vec![9]);
+        assert_eq!(
+            judge_frames(4, Reply::read(reply, 3), codec).unwrap(),
+            vec![9]
+        );
         let padding_only = frame(FrameKind::Padding, &[0; 3]);
-        match judge_frames(4, Reply::Read(padding_only), codec) {
+        match judge_frames(4, Reply::read(padding_only, 3), codec) {
             Err(Error::ZeroExitcodeWithoutPayload { pid, .. }) => assert_eq!(pid, 4),
             other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_frame_that_is_not_this_calls_or_not_whole_is_never_a_value() {
+        let codec = Codec::<u8>::serde();
+        let mut flipped = frame(FrameKind::Return, &[0x2a]);
+        flipped[crate::wire::HEADER_LEN] ^= 1;
+        match judge_frames(4, Reply::read(flipped, 3), codec) {
+            Err(Error::Protocol { pid, message }) => {
+                assert_eq!(pid, 4);
+                assert!(
+                    message.starts_with("checksum mismatch in a Return frame of 1 bytes"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected Protocol, got {other:?}"),
+        }
+        let stray = crate::wire::frame(FrameKind::Return, 2, &[0x2a]);
+        match judge_frames(4, Reply::read(stray, 3), codec) {
+            Err(Error::Protocol { message, .. }) => {
+                assert_eq!(message, "a Return frame for call 2, in the reply to call 3");
+            }
+            other => panic!("expected Protocol, got {other:?}"),
+        }
+        assert_eq!(
+            judge_frames(4, Reply::read(frame(FrameKind::Return, &[0x2a]), 3), codec).unwrap(),
+            42
+        );
     }
 }

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::backend::ReplyChannel;
 use crate::classify::OomWatch;
-use crate::codec::{self, Codec, FrameKind};
+use crate::codec::{self, Codec};
 use crate::error::{CodecStage, Error};
 use crate::isolate::Isolate;
 use crate::limits::ChildSetup;
@@ -31,6 +31,7 @@ use crate::progress::{ProgressSink, ProgressStream};
 use crate::registry::Entry;
 use crate::stdio::{ChildStdio, OutputRelay};
 use crate::supervise::{Child, Outgoing, supervise};
+use crate::wire::{self, CallId, FrameKind};
 use crate::{child, entry, outcome, sys, throttle};
 
 /// The binary to re-execute: the same inode even if the file was replaced.
@@ -80,7 +81,8 @@ where
     entry::keep_linked();
     let depth = child::next_depth()?;
     crate::sandbox::check(options.sandbox.as_ref())?;
-    let mut request = encode_request(entry.name, args)?;
+    let call_id = wire::next_call_id();
+    let mut request = encode_request(entry.name, call_id, args)?;
     request.extend(
         ChildSetup::new(options)
             .frame()
@@ -89,8 +91,8 @@ where
     // Held until the child is reaped.
     let _permit = throttle::acquire();
     let oom = OomWatch::start();
-    let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
-    let mut progress = ProgressStream::create(progress)?;
+    let mut reply = ReplyChannel::create(options, call_id)?;
+    let mut progress = ProgressStream::create(progress, call_id, options.result_limit())?;
     let (socket, child_socket) = unix_socketpair(
         SockType::Stream,
         "create the channel to the child (socketpair)",
@@ -170,14 +172,18 @@ pub(crate) fn executable(link: &Path) -> Result<&Path, Error> {
     }
 }
 
-/// The `Call` and `Args` frames, encoded before anything is started, so an
-/// argument that fails to encode leaves nothing behind (docs/FAULTS.md A12).
-fn encode_request<A: Serialize + ?Sized>(name: &str, args: &A) -> Result<Vec<u8>, Error> {
+/// The `Call` and `Args` frames of the call `call_id`, encoded before the
+/// child is started, so an argument that fails to encode leaves nothing
+/// behind (docs/FAULTS.md A12).
+fn encode_request<A: Serialize + ?Sized>(
+    name: &str,
+    call_id: CallId,
+    args: &A,
+) -> Result<Vec<u8>, Error> {
     let args = encode_args(args)?;
-    let mut request = Vec::with_capacity(2 * codec::HEADER_LEN + name.len() + args.len());
-    request.extend_from_slice(&codec::header(FrameKind::Call, name.len()));
-    request.extend_from_slice(name.as_bytes());
-    request.extend_from_slice(&codec::header(FrameKind::Args, args.len()));
+    let mut request = Vec::with_capacity(2 * wire::HEADER_LEN + name.len() + args.len());
+    request.extend(wire::frame(FrameKind::Call, call_id, name.as_bytes()));
+    request.extend_from_slice(&wire::header(FrameKind::Args, call_id, &[&args]));
     request.extend_from_slice(&args);
     Ok(request)
 }

@@ -20,6 +20,7 @@ use crate::progress::ProgressStream;
 use crate::report::Usage;
 use crate::stdio::{OutputRelay, OutputTail};
 use crate::sys;
+use crate::wire::FrameError;
 
 /// A started child that leads its own process group and is not reaped yet.
 /// Dropping it kills the group and reaps the child, so an early return or a
@@ -235,8 +236,9 @@ pub(crate) struct Exit {
     pub(crate) termination: Option<Termination>,
     /// The deadline passed and the parent killed the child.
     pub(crate) timed_out: bool,
-    /// The reply was malformed while it streamed in; the parent killed the child.
-    pub(crate) bad_reply: Option<String>,
+    /// The reply was malformed, or over the limit, while it streamed in;
+    /// the parent killed the child.
+    pub(crate) bad_reply: Option<FrameError>,
     /// A progress message was malformed or did not decode; the parent
     /// killed the child (or it had exited).
     pub(crate) bad_progress: Option<Error>,
@@ -297,7 +299,7 @@ pub(crate) struct CallEngine<'a, 'p> {
     output: OutputRelay,
     progress: Option<&'a mut ProgressStream<'p>>,
     timed_out: bool,
-    bad_reply: Option<String>,
+    bad_reply: Option<FrameError>,
     bad_progress: Option<Error>,
     callback_panic: Option<Box<dyn std::any::Any + Send>>,
     /// The child has exited, or was killed and need not be waited for.
@@ -413,8 +415,8 @@ impl<'a, 'p> CallEngine<'a, 'p> {
         if outgoing {
             self.outgoing.send_some();
         }
-        if reply && let Err(message) = self.reply.read_available() {
-            self.bad_reply = Some(message);
+        if reply && let Err(refusal) = self.reply.read_available() {
+            self.bad_reply = Some(refusal);
             self.child.kill_group();
         }
         if progress {
@@ -553,6 +555,7 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> PollTimeout {
 mod tests {
     use super::*;
     use crate::backend::Backend;
+    use crate::isolate::Isolate;
     use crate::stdio::Stderr;
     use std::os::unix::process::CommandExt as _;
 
@@ -580,7 +583,7 @@ mod tests {
 
     #[test]
     fn the_engine_watches_the_exit_first_and_finishes_on_it() {
-        let mut reply = ReplyChannel::create(Backend::Pipe, None).unwrap();
+        let mut reply = ReplyChannel::create(&Isolate::new().backend(Backend::Pipe), 1).unwrap();
         reply.close_child_end();
         let mut engine = engine_for("echo oops >&2; exit 3", &mut reply, None);
         let sources: Vec<Source> = engine.watches().iter().map(|w| w.source).collect();
@@ -603,7 +606,7 @@ mod tests {
 
     #[test]
     fn a_passed_deadline_kills_the_group_and_the_exit_says_so() {
-        let mut reply = ReplyChannel::create(Backend::Pipe, None).unwrap();
+        let mut reply = ReplyChannel::create(&Isolate::new().backend(Backend::Pipe), 1).unwrap();
         reply.close_child_end();
         let now = Instant::now();
         let mut engine = engine_for("sleep 30", &mut reply, Some(now));

@@ -555,6 +555,16 @@ pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
     Ok(())
 }
 
+/// How many bytes are waiting to be read on a socket or pipe (`FIONREAD`).
+pub(crate) fn bytes_waiting(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer, which is valid.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &raw mut waiting) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(waiting).unwrap_or(0))
+}
+
 /// Reads once into `buf`'s spare capacity (growing it by at least
 /// `min_spare` first), without zero-filling. Retries on EINTR; `Ok(0)` is
 /// end of file.

@@ -89,6 +89,17 @@ pub fn process_exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// A size line of `/proc/self/status` (`VmHWM`, `VmSize`), in bytes.
+pub fn status_bytes(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/self/status"));
+    kib * 1024
+}
+
 /// Inside a child: the descriptor the library replies on (the only pipe or
 /// deleted file above stdio). Used to fake a child that sends bad data.
 pub fn reply_fd_in_child() -> RawFd {
@@ -108,13 +119,25 @@ pub fn write_raw(fd: RawFd, bytes: &[u8]) {
     assert_eq!(written, bytes.len() as isize);
 }
 
-/// A frame header as the library writes it: magic, kind, length.
+/// Inside a child: the header of a frame for the call in flight that
+/// announces `len` bytes, with a checksum of 0: for a frame that is cut
+/// short or lies about its length (both found before any checksum is).
 pub fn frame_header(kind: u8, len: u64) -> Vec<u8> {
-    let mut header = b"BSQ\x01".to_vec();
+    let mut header = b"BSQ\x02".to_vec();
     header.extend_from_slice(&[kind, 0, 0, 0]);
+    header.extend_from_slice(&bombsquad::__private::current_call_id().to_le_bytes());
+    header.extend_from_slice(&[0; 4]);
     header.extend_from_slice(&len.to_le_bytes());
     header
 }
+
+/// Inside a child: a whole, valid frame for the call in flight.
+pub fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    bombsquad::__private::wire_frame(kind, bombsquad::__private::current_call_id(), payload)
+}
+
+/// The length of a frame header (PROTOCOL.md section 2).
+pub const HEADER_LEN: usize = 24;
 
 /// The frame kind of a returned value.
 pub const RETURN_FRAME: u8 = 16;

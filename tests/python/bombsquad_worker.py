@@ -35,6 +35,7 @@ import socket
 import struct
 import sys
 import traceback
+import zlib
 
 __all__ = [
     "MsgpackError",
@@ -50,9 +51,11 @@ __all__ = [
 # Frames
 
 #: The first four bytes of every frame; the last one is the frame format.
-MAGIC = b"BSQ\x01"
+MAGIC = b"BSQ\x02"
 #: The protocol version this module speaks in its Hello.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: The call id of frames that belong to no call (Hello, Shutdown).
+NO_CALL = 0
 #: The largest payload either side accepts (16 GiB).
 MAX_FRAME_LEN = 16 << 30
 
@@ -65,8 +68,10 @@ PANIC = 17  # worker -> parent: the handler raised
 FAILURE = 18  # worker -> parent: the request or answer could not be coded
 PROGRESS = 20  # worker -> parent: during a request, before the answer
 
-_HEADER = struct.Struct("<4sB3xQ")
-HEADER_LEN = _HEADER.size  # 16
+# magic, kind, 3 reserved bytes, call id, checksum, payload length
+_HEADER = struct.Struct("<4sB3sIIQ")
+HEADER_LEN = _HEADER.size  # 24
+_NO_RESERVED = b"\0\0\0"
 # Smaller payloads go out in one write with their header.
 _JOIN_BELOW = 64 << 10
 
@@ -345,11 +350,13 @@ class Channel:
             os.dup2(null, 0)
             os.close(null)
 
-    def send(self, kind, payload=b""):
-        """Sends one frame."""
+    def send(self, kind, payload=b"", call_id=NO_CALL):
+        """Sends one frame for the call ``call_id``, its checksum included."""
         if len(payload) > MAX_FRAME_LEN:
             raise MsgpackError("a frame of %d bytes is over the 16 GiB limit" % len(payload))
-        header = _HEADER.pack(MAGIC, kind, len(payload))
+        unsealed = _HEADER.pack(MAGIC, kind, _NO_RESERVED, call_id, 0, len(payload))
+        checksum = zlib.crc32(payload, zlib.crc32(unsealed))
+        header = _HEADER.pack(MAGIC, kind, _NO_RESERVED, call_id, checksum, len(payload))
         if len(payload) < _JOIN_BELOW:
             self.sock.sendall(header + bytes(payload))
         else:
@@ -357,17 +364,26 @@ class Channel:
             self.sock.sendall(payload)
 
     def receive(self):
-        """The next frame as ``(kind, payload)``, or None at the end of the
-        channel (the parent closed it, or died)."""
+        """The next frame as ``(kind, call_id, payload)``, its checksum
+        checked, or None at the end of the channel (the parent closed it, or
+        died)."""
         header = self._read_exact(HEADER_LEN, at_boundary=True)
         if header is None:
             return None
-        magic, kind, length = _HEADER.unpack(header)
+        magic, kind, reserved, call_id, checksum, length = _HEADER.unpack(header)
         if magic != MAGIC:
             raise ProtocolError("bad frame magic %r" % bytes(magic))
         if length > MAX_FRAME_LEN:
             raise ProtocolError("a frame of %d bytes is over the 16 GiB limit" % length)
-        return kind, self._read_exact(length, at_boundary=False)
+        payload = self._read_exact(length, at_boundary=False)
+        unsealed = _HEADER.pack(magic, kind, reserved, call_id, 0, length)
+        computed = zlib.crc32(payload, zlib.crc32(unsealed))
+        if computed != checksum:
+            raise ProtocolError(
+                "checksum mismatch in a frame of kind %d: it says %08x, its bytes give %08x"
+                % (kind, checksum, computed)
+            )
+        return kind, call_id, payload
 
     def _read_exact(self, n, at_boundary):
         buf = bytearray(n)
@@ -387,6 +403,7 @@ class Channel:
 # The serving loop
 
 _current = None  # the channel, while a request runs (for progress())
+_current_call = NO_CALL  # the id of that request, which every frame for it echoes
 
 
 def progress(message):
@@ -394,7 +411,7 @@ def progress(message):
     parent. Only during a request, before the handler returns."""
     if _current is None:
         raise RuntimeError("progress() is only allowed while a request is being handled")
-    _current.send(PROGRESS, packb(message))
+    _current.send(PROGRESS, packb(message), _current_call)
 
 
 def panic_report(error):
@@ -448,14 +465,14 @@ def serve(handler, disable_core_dumps=True):
             frame = channel.receive()
             if frame is None:
                 break  # the parent is gone or done with us
-            kind, payload = frame
+            kind, call_id, payload = frame
             if kind == SHUTDOWN:
                 break
             if kind != REQUEST:
                 raise ProtocolError("unexpected frame kind %d from the parent" % kind)
-            kind, answer = _answer(channel, handler, payload)
+            kind, answer = _answer(channel, handler, call_id, payload)
             _flush_output()
-            channel.send(kind, answer)
+            channel.send(kind, answer, call_id)
     except (BrokenPipeError, ConnectionResetError):
         pass  # the parent went away mid-answer: nobody is left to tell
     except ProtocolError as e:
@@ -466,14 +483,15 @@ def serve(handler, disable_core_dumps=True):
     sys.exit(0)
 
 
-def _answer(channel, handler, payload):
+def _answer(channel, handler, call_id, payload):
     """The terminal frame for one request: ``(kind, payload)``."""
-    global _current
+    global _current, _current_call
     try:
         request = unpackb(payload)
     except MsgpackError as e:
         return FAILURE, _failure("DecodeArguments", e)
     _current = channel
+    _current_call = call_id
     try:
         result = handler(request)
     except Exception as e:  # noqa: BLE001 -- every handler error is a Panic frame

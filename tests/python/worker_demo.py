@@ -4,7 +4,7 @@ Each request is a map with an "op" (a Rust struct such as
 ``Double { op: "double", x: 21 }``); the answer is {"Ok": value} or
 {"Err": message}, which the Rust side decodes as Result<T, String>.
 Some ops misbehave on purpose: they crash, abort, raise, sleep past the
-timeout, or close the channel.
+timeout, close the channel, or answer twice.
 """
 
 import os
@@ -51,6 +51,16 @@ def handle(request):
         bombsquad_worker._current.sock.close()
         time.sleep(request["seconds"])
         os._exit(0)
+    if op == "answer_twice":
+        # A buggy worker: an answer, then (after `seconds`) another one for
+        # the same call, which lands in the channel while the worker is idle.
+        bombsquad_worker._current.send(
+            bombsquad_worker.RETURN,
+            bombsquad_worker.packb({"Ok": request["x"]}),
+            bombsquad_worker._current_call,
+        )
+        time.sleep(request["seconds"])
+        return {"Ok": request["x"]}
     if op == "unencodable":
         return {"Ok": {1, 2, 3}}
     return {"Err": "unknown op %r" % (op,)}

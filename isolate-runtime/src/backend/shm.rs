@@ -1,7 +1,8 @@
 //! The shared-memory backend: a memfd the parent creates, the child writes
-//! its reply into, and the parent seals once the child has exited and maps
-//! read-only for decoding, so the reply is never copied into a buffer of
-//! the parent's own (docs/FAULTS.md I7, L13).
+//! its reply into, and the parent seals once the child has exited, reads
+//! as the file backend reads its file, and maps read-only for decoding, so
+//! a result decoded in place is never copied into a buffer of the parent's
+//! own (docs/FAULTS.md I7, L13).
 //!
 //! Sealing comes first: `F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK |
 //! F_SEAL_SEAL` means no one (a grandchild holding the descriptor, the
@@ -11,15 +12,17 @@
 //! shared mapping of it) is refused.
 
 use std::fs::File;
-use std::ops::{Deref, Range};
+use std::ops::Range;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use memmap2::Mmap;
 use nix::fcntl::{FcntlArg, SealFlag, fcntl};
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use crate::codec::{HEADER_LEN, MAX_FRAME_LEN};
+use super::Body;
+use super::file::{FileView, Finished, NamedFile, finish_reply};
 use crate::error::Error;
+use crate::wire::{CallId, FrameError};
 
 /// The seals the parent adds before it maps the reply.
 fn seals() -> SealFlag {
@@ -47,61 +50,72 @@ impl ShmReply {
         self.file.as_fd()
     }
 
-    /// Seals the memfd and maps it read-only, once the child has exited.
-    pub(crate) fn map(self) -> Result<Option<Mapped>, String> {
+    /// Seals the memfd once the child has exited, then reads it as the
+    /// file backend reads its file (a short reply whole, a long one only as
+    /// far as its frame headers lead), and maps it read-only when it ends
+    /// in a result left unread, for decoding to borrow.
+    ///
+    /// # Errors
+    ///
+    /// The memfd could not be sealed, read or mapped, or is longer than a
+    /// reply under `limit` may be.
+    pub(crate) fn finish(self, limit: u64, call_id: CallId) -> Result<Body, FrameError> {
         fcntl(&self.file, FcntlArg::F_ADD_SEALS(seals())).map_err(|e| {
             format!("seal the reply memfd: {e} (a process still has it mapped for writing)")
         })?;
         let sealed = fcntl(&self.file, FcntlArg::F_GET_SEALS)
             .map_err(|e| format!("read the reply memfd's seals: {e}"))?;
         if !SealFlag::from_bits_truncate(sealed).contains(seals()) {
-            return Err(format!("the reply memfd is not sealed (seals {sealed:#x})"));
+            return Err(format!("the reply memfd is not sealed (seals {sealed:#x})").into());
         }
-        let len = self
-            .file
-            .metadata()
-            .map_err(|e| format!("stat the reply memfd: {e}"))?
-            .len();
-        if len > MAX_FRAME_LEN + 4 * HEADER_LEN as u64 {
-            return Err(format!(
-                "the reply memfd holds {len} bytes, more than any reply may"
-            ));
-        }
-        if len == 0 {
-            return Ok(None); // mmap refuses an empty file
-        }
+        let file = NamedFile {
+            file: self.file,
+            what: "the reply memfd",
+        };
+        let view = match finish_reply(file, limit, call_id)? {
+            Finished::Whole(bytes) => return Ok(Body::Read(bytes)),
+            Finished::Walked(view) if view.result_check().is_none() => return Ok(Body::File(view)),
+            Finished::Walked(view) => view,
+        };
         // SAFETY: the file is sealed against writes, growth and shrinking
         // (checked just above) and no writable mapping of it exists (adding
         // F_SEAL_WRITE fails otherwise), so the mapped bytes cannot change
         // while they are borrowed and no page can vanish (no SIGBUS).
         let map =
-            unsafe { Mmap::map(&self.file) }.map_err(|e| format!("map the reply memfd: {e}"))?;
-        Ok(Some(Mapped {
-            map,
-            file: self.file,
-        }))
+            unsafe { Mmap::map(view.file()) }.map_err(|e| format!("map the reply memfd: {e}"))?;
+        Ok(Body::Mapped(Mapped { map, view }))
     }
 }
 
-/// The sealed memfd, mapped read-only.
+/// A sealed memfd that ends in a result, mapped read-only: the result is
+/// borrowed from the mapping by a decoder that reads it in place (checked
+/// there first), or read with `pread` into fresh memory of its own size
+/// (checked as it is read), so its pages never join this process's
+/// resident set twice.
 #[derive(Debug)]
 pub(crate) struct Mapped {
     map: Mmap,
-    file: File,
+    view: FileView,
 }
 
 impl Mapped {
-    /// Reads `range` into fresh memory of its exact size with `pread`: one
-    /// copy, and the mapping's pages never join this process's resident set.
-    pub(crate) fn read_range(&self, range: Range<usize>) -> Result<Vec<u8>, String> {
-        super::read_exact_range(&self.file, range, "the reply memfd")
+    pub(crate) fn view(&self) -> &FileView {
+        &self.view
     }
-}
 
-impl Deref for Mapped {
-    type Target = [u8];
+    /// `range` in fresh memory of its exact size.
+    pub(crate) fn read_range(&self, range: Range<usize>) -> Result<Vec<u8>, String> {
+        self.view.read_range(range)
+    }
 
-    fn deref(&self) -> &[u8] {
-        &self.map
+    /// `range`, borrowed from the mapping; a range that runs to the end of
+    /// the result is checked against its checksum first.
+    pub(crate) fn get(&self, range: Range<usize>) -> Result<&[u8], String> {
+        if let Some(result) = self.view.result_check()
+            && result.completes(&range)
+        {
+            result.check_in_place(&self.map)?;
+        }
+        Ok(&self.map[range])
     }
 }

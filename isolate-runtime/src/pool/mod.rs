@@ -24,13 +24,14 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 
 use crate::backend::Reply;
-use crate::codec::{self, Codec, FrameKind, HEADER_LEN};
+use crate::codec::Codec;
 use crate::error::{CodecStage, Error};
 use crate::isolate::{Isolate, StartMethod};
 use crate::outcome;
 use crate::panic::message_of;
 use crate::progress::{self, ProgressSink};
 use crate::sys;
+use crate::wire::{self, CallId, FrameKind, Frames};
 
 pub use options::WorkerOptions;
 pub(crate) use process::Launch;
@@ -179,7 +180,9 @@ impl Pool {
         mut progress: Option<&mut dyn ProgressSink>,
     ) -> Result<R, Error> {
         self.check_owner()?;
-        let request = encode_request(args)?;
+        let call_id = wire::next_call_id();
+        let request = encode_request(args, call_id)?;
+        let limit = isolate.result_limit();
         let mut crashes = 0;
         loop {
             let worker = self.checkout()?;
@@ -192,13 +195,16 @@ impl Pool {
                 Some(sink) => progress::deliver(sink, payload),
                 None => Ok(()),
             };
-            let (worker, end) = worker.call(&request, deadline, &mut deliver);
+            let (worker, end) = worker.call(&request, call_id, limit, deadline, &mut deliver);
             std::mem::forget(slot);
             match end {
                 CallEnd::Answered { reply } => {
                     let mut worker = worker.expect("an answering worker lives on");
-                    let result = decode_answer(&mut worker, reply, codec);
-                    if matches!(result, Err(Error::Protocol { .. })) {
+                    let result = decode_answer(&mut worker, reply, call_id, limit, codec);
+                    if matches!(
+                        result,
+                        Err(Error::Protocol { .. } | Error::ResultTooLarge { .. })
+                    ) {
                         // A worker that answers nonsense is not trusted again.
                         drop(worker);
                         self.lost(pid);
@@ -215,7 +221,7 @@ impl Pool {
                         return Err(Error::PoolClosed);
                     }
                     let exitcode = exit.termination.map_or(0, exitcode_of);
-                    let read = || Ok(Reply::Read(reply));
+                    let read = || Ok(Reply::checked(reply, call_id));
                     let result = outcome::judge(*exit, read, codec, isolate, &oom);
                     if matches!(result, Err(Error::NonzeroExitcode(_)))
                         && crashes < self.options.retries
@@ -465,14 +471,14 @@ fn exitcode_of(termination: outcome::Termination) -> i32 {
     }
 }
 
-/// The `Request` frame, encoded before a worker is taken, so arguments that
-/// fail to encode cost nothing.
-fn encode_request<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>, Error> {
+/// The `Request` frame of the call `call_id`, encoded before a worker is
+/// taken, so arguments that fail to encode cost nothing.
+fn encode_request<A: Serialize + ?Sized>(args: &A, call_id: CallId) -> Result<Vec<u8>, Error> {
     let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut frame = codec::header(FrameKind::Request, 0).to_vec();
-        rmp_serde::encode::write_named(&mut frame, args).map_err(|e| e.to_string())?;
-        let len = frame.len() - HEADER_LEN;
-        frame[..HEADER_LEN].copy_from_slice(&codec::header(FrameKind::Request, len));
+        let mut frame = Vec::new();
+        wire::append_frame(&mut frame, FrameKind::Request, call_id, |out| {
+            rmp_serde::encode::write_named(out, args).map_err(|e| e.to_string())
+        })?;
         Ok::<_, String>(frame)
     }));
     match encoded {
@@ -485,23 +491,36 @@ fn encode_request<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>, Error> {
     }
 }
 
-/// The result an answering worker sent: from the arena for a large one.
+/// The result an answering worker sent: from the arena for a large one
+/// (at most `limit` bytes), checked against the checksum the
+/// `ArenaReturn` frame carries.
 fn decode_answer<R>(
     worker: &mut WorkerProcess,
     reply: Vec<u8>,
+    call_id: CallId,
+    limit: u64,
     codec: Codec<R>,
 ) -> Result<R, Error> {
     let pid = worker.pid();
-    let protocol = |message: String| Error::Protocol { pid, message };
-    let frames = codec::split_frames(&reply).map_err(protocol)?;
-    let Some(&(FrameKind::ArenaReturn, payload)) = frames.last() else {
-        drop(frames);
-        return outcome::judge_frames(pid, Reply::Read(reply), codec);
+    let protocol = |message: &str| Error::Protocol {
+        pid,
+        message: message.to_owned(),
     };
-    let (len, head) = payload
+    let arena = match Frames::checked(&reply).last() {
+        Some(Ok(frame)) if frame.kind == FrameKind::ArenaReturn => Some(frame.payload),
+        _ => None,
+    };
+    let Some(payload) = arena else {
+        return outcome::judge_frames(pid, Reply::checked(reply, call_id), codec);
+    };
+    let (len, rest) = payload
         .split_first_chunk::<8>()
-        .ok_or_else(|| protocol("a short arena frame".to_owned()))?;
-    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|e| protocol(e.to_string()))?;
-    let tail = worker.arena_bytes(len).map_err(protocol)?;
-    outcome::decode_parts(head, tail, codec)
+        .ok_or_else(|| protocol("a short arena frame"))?;
+    let (checksum, head) = rest
+        .split_first_chunk::<4>()
+        .ok_or_else(|| protocol("a short arena frame"))?;
+    let tail = worker
+        .arena_bytes(u64::from_le_bytes(*len), limit)
+        .map_err(|refusal| refusal.into_error(pid))?;
+    outcome::decode_parts(pid, head, tail, u32::from_le_bytes(*checksum), codec)
 }

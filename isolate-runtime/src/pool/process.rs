@@ -13,7 +13,7 @@ use nix::sys::socket::{MsgFlags, SockType, send};
 
 use crate::backend::Reply;
 use crate::classify::OomWatch;
-use crate::codec::{self, FrameKind, HEADER_LEN};
+use crate::codec;
 use crate::error::Error;
 use crate::isolate::Isolate;
 use crate::limits::ChildSetup;
@@ -29,6 +29,7 @@ use crate::spawn::{self, Start, unix_socketpair};
 use crate::stdio::OutputRelay;
 use crate::supervise::{Child, Exit, remaining};
 use crate::sys;
+use crate::wire::{self, CallId, FrameError, FrameKind, FrameReader, Frames, Limit, NO_CALL};
 
 /// How long a worker may take to say it is ready (DESIGN.md: `WorkerStartup`
 /// after 10 s).
@@ -37,11 +38,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Read from the channel per wake-up, so a flooding worker cannot starve
 /// the deadline check.
 const READ_BUDGET: usize = 16 << 20;
-
-/// Most the reply buffer grows ahead of the data on a frame's announced
-/// length, so a worker that announces 16 GiB and sends 10 bytes cannot make
-/// the parent allocate (and abort on) 16 GiB.
-const MAX_RESERVE_AHEAD: usize = 64 << 20;
 
 /// How long a worker that closed its channel without answering may take to
 /// exit before it is killed: it can never answer, but its exit status (a
@@ -187,34 +183,35 @@ impl WorkerProcess {
     fn handshake(mut self, options: &Isolate) -> Result<Self, Error> {
         let started = Instant::now();
         let deadline = Some(started + HANDSHAKE_TIMEOUT);
-        let mut reply = Vec::new();
-        if let Err(loss) = self.exchange(&[], &mut reply, deadline, &mut |_| Ok(())) {
+        let mut frames = FrameReader::new(Limit::Results(options.result_limit()));
+        if let Err(loss) = self.exchange(&[], NO_CALL, &mut frames, deadline, &mut |_| Ok(())) {
             let options = options.clone().timeout(HANDSHAKE_TIMEOUT);
             let (exit, oom) = self.take_exit(loss, started);
-            return Err(outcome::judge(
-                exit,
-                || Ok(Reply::Read(reply)),
-                codec_unit(),
-                &options,
-                &oom,
-            )
-            .err()
-            .unwrap_or_else(|| Error::Protocol {
-                pid: 0,
-                message: "the worker left before it said hello".to_owned(),
-            }));
+            let reply = Reply::checked(frames.into_bytes(), NO_CALL);
+            return Err(
+                outcome::judge(exit, || Ok(reply), codec_unit(), &options, &oom)
+                    .err()
+                    .unwrap_or_else(|| Error::Protocol {
+                        pid: 0,
+                        message: "the worker left before it said hello".to_owned(),
+                    }),
+            );
         }
         let pid = self.pid();
         let protocol = |message: String| Error::Protocol { pid, message };
-        let frames = codec::split_frames(&reply).map_err(protocol)?;
-        let Some(&(FrameKind::Hello, payload)) = frames.last() else {
+        let reply = frames.into_bytes();
+        let hello = match Frames::checked(&reply).last() {
+            Some(Ok(frame)) if frame.kind == FrameKind::Hello => Some(frame.payload),
+            _ => None,
+        };
+        let Some(hello) = hello else {
             // A panic in a task's init, an unknown function: the frames say.
-            drop(frames);
-            return Err(outcome::judge_frames(pid, Reply::Read(reply), codec_unit())
+            let reply = Reply::checked(reply, NO_CALL);
+            return Err(outcome::judge_frames(pid, reply, codec_unit())
                 .err()
                 .unwrap_or_else(|| protocol("the worker's first frame was not Hello".to_owned())));
         };
-        let hello: Hello = codec::from_msgpack(payload).map_err(protocol)?;
+        let hello: Hello = codec::from_msgpack(hello).map_err(protocol)?;
         if hello.protocol != PROTOCOL_VERSION {
             return Err(protocol(format!(
                 "the worker speaks protocol {}, this library speaks {PROTOCOL_VERSION}",
@@ -224,20 +221,34 @@ impl WorkerProcess {
         Ok(self)
     }
 
-    /// Runs one call: sends `request` (a whole `Request` frame) and waits
-    /// for the answer, handing each progress message to `progress` on the
-    /// way, until `deadline`.
+    /// Runs one call: sends `request` (a whole `Request` frame for the call
+    /// `call_id`) and waits for the answer (a result of at most `limit`
+    /// bytes), handing each progress message to `progress` on the way,
+    /// until `deadline`. Bytes already waiting
+    /// in the channel (a reply that belongs to no call) fail the call with
+    /// [`Error::Protocol`] before the request is sent, and the worker with it
+    /// (docs/FAULTS.md E10).
     pub(crate) fn call(
         mut self,
         request: &[u8],
+        call_id: CallId,
+        limit: u64,
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> (Option<Self>, CallEnd) {
         let started = Instant::now();
-        let mut reply = Vec::new();
-        match self.exchange(request, &mut reply, deadline, progress) {
+        let mut frames = FrameReader::new(Limit::Results(limit));
+        let exchanged = match sys::bytes_waiting(self.socket.as_fd()) {
+            Ok(waiting) if waiting > 0 => Err(Loss::BadFrame(FrameError::Malformed(format!(
+                "{waiting} bytes were waiting in the worker's channel before the request: \
+                 a reply that belongs to no call"
+            )))),
+            _ => self.exchange(request, call_id, &mut frames, deadline, progress),
+        };
+        match exchanged {
             Ok(()) => {
                 self.calls += 1;
+                let reply = frames.into_bytes();
                 (Some(self), CallEnd::Answered { reply })
             }
             Err(Loss::Undelivered) => {
@@ -247,16 +258,27 @@ impl WorkerProcess {
             Err(loss) => {
                 let (exit, oom) = self.take_exit(loss, started);
                 let exit = Box::new(exit);
+                let reply = frames.into_bytes();
                 (None, CallEnd::Lost { exit, oom, reply })
             }
         }
     }
 
     /// A large result's bytes, from the arena.
-    pub(crate) fn arena_bytes(&mut self, len: usize) -> Result<&[u8], String> {
+    ///
+    /// # Errors
+    ///
+    /// A result over `limit`, or an arena that does not hold it.
+    pub(crate) fn arena_bytes(&mut self, len: u64, limit: u64) -> Result<&[u8], FrameError> {
+        if len > limit {
+            return Err(FrameError::TooLarge { size: len, limit });
+        }
+        let len = usize::try_from(len).map_err(|e| FrameError::Malformed(e.to_string()))?;
         match &mut self.arena {
-            Some(arena) => arena.read(len),
-            None => Err("an arena result from a worker that has no arena".to_owned()),
+            Some(arena) => arena.read(len).map_err(FrameError::Malformed),
+            None => Err(FrameError::Malformed(
+                "an arena result from a worker that has no arena".to_owned(),
+            )),
         }
     }
 
@@ -270,7 +292,7 @@ impl WorkerProcess {
     /// Sends `Shutdown`: the worker leaves once it reads it. Dropping a
     /// `WorkerProcess` kills and reaps it.
     pub(crate) fn ask_to_leave(&self) {
-        let _ = self.send_some(&codec::header(FrameKind::Shutdown, 0));
+        let _ = self.send_some(&wire::header(FrameKind::Shutdown, NO_CALL, &[]));
     }
 
     /// The worker's resident set size, from `/proc/<pid>/statm`.
@@ -305,12 +327,14 @@ impl WorkerProcess {
         (exit, self.oom)
     }
 
-    /// Sends `request`, then reads until a frame that ends the exchange
-    /// (`Hello` or an answer) has arrived whole in `reply`.
+    /// Sends `request`, then reads until a frame for the call `call_id`
+    /// that ends the exchange (`Hello` or an answer) has arrived whole in
+    /// `frames`.
     fn exchange(
         &mut self,
         request: &[u8],
-        reply: &mut Vec<u8>,
+        call_id: CallId,
+        frames: &mut FrameReader,
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Loss> {
@@ -324,7 +348,6 @@ impl WorkerProcess {
                 Err(_) => return Err(Loss::Undelivered),
             }
         }
-        let mut frames = FrameCursor::default();
         // Once the channel has ended without an answer: when the worker
         // must have exited. The channel is not polled any more (it would
         // stay readable, and the loop would spin).
@@ -335,9 +358,9 @@ impl WorkerProcess {
                 return Err(Loss::TimedOut);
             }
             if exit_by.is_some_and(|by| now >= by) {
-                return Err(Loss::BadFrame(format!(
+                return Err(Loss::BadFrame(FrameError::Malformed(format!(
                     "the worker closed its channel without answering and did not exit within {EXIT_AFTER_EOF:?}"
-                )));
+                ))));
             }
             let channel = exit_by.is_none().then(|| {
                 if outgoing.is_empty() {
@@ -364,8 +387,8 @@ impl WorkerProcess {
                 } else {
                     READ_BUDGET
                 };
-                let ended = read_available(self.socket.as_fd(), reply, budget);
-                if frames.advance(reply, progress)? {
+                let ended = read_available(self.socket.as_fd(), frames.buffer(), budget);
+                if take_frames(frames, call_id, progress)? {
                     return Ok(());
                 }
                 if ended && exit_by.is_none() {
@@ -449,72 +472,49 @@ enum Loss {
     Undelivered,
     Died,
     TimedOut,
-    BadFrame(String),
+    BadFrame(FrameError),
     /// A progress message did not decode.
     BadProgress(Error),
 }
 
-/// Walks the frames of a reply as they arrive: progress messages are
-/// handed over (and skipped), and the frame that ends the exchange stops
-/// the walk.
-#[derive(Debug, Default)]
-struct FrameCursor {
-    /// Where the next unread frame starts.
-    at: usize,
-}
-
-impl FrameCursor {
-    /// `true` once an answer (or `Hello`) has arrived whole.
-    fn advance(
-        &mut self,
-        reply: &mut Vec<u8>,
-        progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
-    ) -> Result<bool, Loss> {
-        loop {
-            let Some(head) = reply.get(self.at..self.at + HEADER_LEN) else {
-                return Ok(false);
-            };
-            let (kind, len) =
-                codec::parse_header(head.try_into().expect("a header")).map_err(Loss::BadFrame)?;
-            let len = usize::try_from(len).map_err(|e| Loss::BadFrame(e.to_string()))?;
-            let end = self.at + HEADER_LEN + len;
-            if reply.len() < end {
-                reply.reserve((end - reply.len()).min(MAX_RESERVE_AHEAD));
-                return Ok(false);
+/// Takes the frames that arrived whole: progress messages are handed over
+/// (and dropped), and a frame that ends the exchange (`Hello` or an
+/// answer) stops the walk, `true`. Every frame must belong to the call
+/// `call_id`, and nothing may follow the one that ends it.
+fn take_frames(
+    frames: &mut FrameReader,
+    call_id: CallId,
+    progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+) -> Result<bool, Loss> {
+    while let Some(frame) = frames.next_frame().map_err(Loss::BadFrame)? {
+        let malformed = |message| Err(Loss::BadFrame(FrameError::Malformed(message)));
+        if frame.call_id != call_id {
+            return malformed(format!(
+                "a {:?} frame for call {}, during call {call_id}",
+                frame.kind, frame.call_id
+            ));
+        }
+        match frame.kind {
+            FrameKind::Progress => {
+                progress(frames.payload(&frame)).map_err(Loss::BadProgress)?;
+                frames.consume();
             }
-            match kind {
-                FrameKind::Progress => {
-                    progress(&reply[self.at + HEADER_LEN..end]).map_err(Loss::BadProgress)?;
-                    if end == reply.len() {
-                        // Everything so far was progress: let the buffer be reused.
-                        reply.clear();
-                        self.at = 0;
-                        continue;
-                    }
+            FrameKind::Fault => {}
+            FrameKind::Hello
+            | FrameKind::Return
+            | FrameKind::ArenaReturn
+            | FrameKind::Panic
+            | FrameKind::Failure => {
+                let extra = frames.pending();
+                if extra != 0 {
+                    return malformed(format!("{extra} bytes after the {:?} frame", frame.kind));
                 }
-                FrameKind::Fault => {}
-                FrameKind::Hello
-                | FrameKind::Return
-                | FrameKind::ArenaReturn
-                | FrameKind::Panic
-                | FrameKind::Failure => {
-                    if end != reply.len() {
-                        let extra = reply.len() - end;
-                        return Err(Loss::BadFrame(format!(
-                            "{extra} bytes after the {kind:?} frame"
-                        )));
-                    }
-                    return Ok(true);
-                }
-                other => {
-                    return Err(Loss::BadFrame(format!(
-                        "unexpected {other:?} frame from the worker"
-                    )));
-                }
+                return Ok(true);
             }
-            self.at = end;
+            other => return malformed(format!("unexpected {other:?} frame from the worker")),
         }
     }
+    Ok(false)
 }
 
 /// Reads what the channel holds, up to `budget` bytes; `true` once the
@@ -556,8 +556,7 @@ fn start_command(mut command: Command, started_at: Instant) -> Result<Child, Err
 
 /// The `Worker` and `Setup` frames, after the token and the arena.
 fn send_setup(socket: BorrowedFd<'_>, name: &str, options: &Isolate) -> Result<(), String> {
-    let mut frames = codec::header(FrameKind::Worker, name.len()).to_vec();
-    frames.extend_from_slice(name.as_bytes());
+    let mut frames = wire::frame(FrameKind::Worker, NO_CALL, name.as_bytes());
     frames.extend(ChildSetup::new(options).frame()?);
     send_all(socket, &frames).map_err(|e| e.to_string())
 }

@@ -7,14 +7,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, FrameKind, HEADER_LEN};
+use crate::codec;
 use crate::limits::{self, ChildSetup};
 use crate::pool::arena;
 use crate::registry::{self, Entry};
+use crate::wire::{FrameAt, FrameKind, FrameReader, Limit, MAX_FRAME_LEN, NO_CALL};
 use crate::{child, sys};
 
-/// The protocol version a worker speaks in its `Hello`.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+/// The protocol version a worker speaks in its `Hello`: 2 since frames
+/// carry a call id and a checksum.
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// The worker's first frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +39,7 @@ pub(crate) fn serve_worker(
     arena::install(arena_fd);
     // `channel` lives until the worker leaves by `_exit`.
     let fd = channel.as_raw_fd();
-    child::become_child(fd, depth, true);
+    child::become_child(fd, NO_CALL, depth, true);
     // Progress frames go to the same socket as the answers.
     crate::progress::set_fd(fd);
     limits::enter_worker(setup, fd);
@@ -60,16 +62,14 @@ pub(crate) fn serve_worker(
         child::leave();
     }
     let mut requests = Requests::new(channel.as_fd());
-    loop {
-        match requests.next() {
-            Some(request) => {
-                limits::arm_cpu_for_call(setup);
-                (entry.run)(request);
-                child::flush_output();
-            }
-            None => child::leave(),
-        }
+    while let Some(request) = requests.next() {
+        // Every frame sent for this request echoes its id.
+        child::set_call_id(request.call_id);
+        limits::arm_cpu_for_call(setup);
+        (entry.run)(requests.payload(&request));
+        child::flush_output();
     }
+    child::leave()
 }
 
 /// Runs the entry's init hook; a panic there is reported (the panic hook
@@ -89,9 +89,7 @@ fn initialize(entry: &Entry) {
 struct Requests<'a> {
     channel: BorrowedFd<'a>,
     /// What was read and not yet served: the current request first.
-    buffer: Vec<u8>,
-    /// The length of the request handed out last, dropped on the next call.
-    served: usize,
+    frames: FrameReader,
 }
 
 /// A buffer that held a request larger than this is let go after it,
@@ -102,38 +100,35 @@ impl<'a> Requests<'a> {
     fn new(channel: BorrowedFd<'a>) -> Self {
         Self {
             channel,
-            buffer: Vec::new(),
-            served: 0,
+            frames: FrameReader::new(Limit::Each(MAX_FRAME_LEN)),
         }
     }
 
-    /// The next request's payload; `None` on `Shutdown`, at the end of the
-    /// channel, or on anything the parent would never send.
-    fn next(&mut self) -> Option<&[u8]> {
-        self.buffer.drain(..self.served);
-        self.served = 0;
-        if self.buffer.capacity() > KEEP_BUFFER {
-            self.buffer.shrink_to(KEEP_BUFFER);
+    /// The next request; `None` on `Shutdown`, at the end of the channel,
+    /// or on anything the parent would never send (a frame that does not
+    /// match its checksum included).
+    fn next(&mut self) -> Option<FrameAt> {
+        self.frames.consume();
+        let buffer = self.frames.buffer();
+        if buffer.capacity() > KEEP_BUFFER {
+            buffer.shrink_to(KEEP_BUFFER);
         }
         loop {
-            if let Some(head) = self.buffer.first_chunk::<HEADER_LEN>() {
-                let (kind, len) = codec::parse_header(head).ok()?;
-                if kind != FrameKind::Request {
-                    return None;
-                }
-                let end = HEADER_LEN.checked_add(usize::try_from(len).ok()?)?;
-                if self.buffer.len() >= end {
-                    self.served = end;
-                    return Some(&self.buffer[HEADER_LEN..end]);
-                }
-                self.buffer.reserve(end - self.buffer.len());
+            match self.frames.next_frame() {
+                Ok(Some(frame)) if frame.kind == FrameKind::Request => return Some(frame),
+                Ok(Some(_)) | Err(_) => return None,
+                Ok(None) => {}
             }
             wait_readable(self.channel);
-            match sys::read_into_spare(self.channel, &mut self.buffer, 4 << 10) {
+            match sys::read_into_spare(self.channel, self.frames.buffer(), 4 << 10) {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
         }
+    }
+
+    fn payload(&self, request: &FrameAt) -> &[u8] {
+        self.frames.payload(request)
     }
 }
 

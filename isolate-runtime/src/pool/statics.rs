@@ -80,10 +80,11 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
 /// The options an `Isolate::scope` may set for one call of a pool's
 /// function: the ones the parent applies per call. The rest are fixed when
 /// a worker starts.
-const PER_CALL: [&str; 8] = [
+const PER_CALL: [&str; 9] = [
     "timeout",
     "panic",
     "name",
+    "max_result",
     "on_success",
     "on_fault",
     "on_kill",

@@ -6,8 +6,8 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
-use crate::codec::{self, FrameKind, HEADER_LEN};
 use crate::sys;
+use crate::wire::{self, FrameKind};
 
 /// Where a child's `Progress` writes; -1 when it has none (then messages
 /// are dropped).
@@ -34,16 +34,15 @@ pub(crate) fn lock_if_shared(fd: RawFd) -> Option<std::sync::MutexGuard<'static,
 }
 
 /// Writes one `Progress` frame carrying `payload` to the progress
-/// descriptor, whole, even when several threads send at once.
+/// descriptor, whole, even when several threads send at once. It carries
+/// the id of the call the process is answering.
 ///
 /// # Errors
 ///
 /// The write failed (the caller is gone); nothing is written without a
 /// progress descriptor.
 pub(crate) fn send_frame(payload: &[u8]) -> io::Result<()> {
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len());
-    frame.extend_from_slice(&codec::header(FrameKind::Progress, payload.len()));
-    frame.extend_from_slice(payload);
+    let frame = wire::frame(FrameKind::Progress, crate::child::call_id(), payload);
     let _guard = WRITE_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
     let fd = PROGRESS_FD.load(Ordering::Relaxed);
     if fd < 0 {

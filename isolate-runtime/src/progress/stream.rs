@@ -5,10 +5,10 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::codec::{self, FrameKind, HEADER_LEN};
 use crate::error::Error;
 use crate::progress::{ProgressSink, deliver};
 use crate::sys;
+use crate::wire::{CallId, FrameKind, FrameReader, Limit};
 
 /// What one wake-up reads at most before the messages are delivered: the
 /// size of a pipe (a child blocked on a full pipe goes on at once).
@@ -24,7 +24,9 @@ pub(crate) struct ProgressStream<'s> {
     read: OwnedFd,
     write: Option<OwnedFd>,
     /// Bytes read and not yet delivered: at most one frame and one read.
-    pending: Vec<u8>,
+    frames: FrameReader,
+    /// The call whose messages these are.
+    call_id: CallId,
     eof: bool,
     sink: &'s mut dyn ProgressSink,
 }
@@ -34,17 +36,22 @@ impl fmt::Debug for ProgressStream<'_> {
         f.debug_struct("ProgressStream")
             .field("read", &self.read)
             .field("write", &self.write)
-            .field("pending", &self.pending.len())
+            .field("pending", &self.frames.pending())
             .field("eof", &self.eof)
             .finish_non_exhaustive()
     }
 }
 
 impl<'s> ProgressStream<'s> {
-    /// A pipe for the call's messages, when `sink` is some: its read end
-    /// non-blocking (the parent polls it), its write end blocking (a child
-    /// that outpaces the caller waits).
-    pub(crate) fn create(sink: Option<&'s mut dyn ProgressSink>) -> Result<Option<Self>, Error> {
+    /// A pipe for the messages of the call `call_id`, when `sink` is some:
+    /// its read end non-blocking (the parent polls it), its write end
+    /// blocking (a child that outpaces the caller waits). A message may be
+    /// as large as a result (`max_result`), and 1 MiB whatever that is.
+    pub(crate) fn create(
+        sink: Option<&'s mut dyn ProgressSink>,
+        call_id: CallId,
+        max_result: u64,
+    ) -> Result<Option<Self>, Error> {
         let Some(sink) = sink else {
             return Ok(None);
         };
@@ -52,7 +59,8 @@ impl<'s> ProgressStream<'s> {
         Ok(Some(Self {
             read,
             write: Some(write),
-            pending: Vec::new(),
+            frames: FrameReader::new(Limit::Results(max_result)),
+            call_id,
             eof: false,
             sink,
         }))
@@ -92,7 +100,7 @@ impl<'s> ProgressStream<'s> {
         if self.eof {
             return Ok(0);
         }
-        let read = match sys::read_into_spare(self.read.as_fd(), &mut self.pending, READ_CHUNK) {
+        let read = match sys::read_into_spare(self.read.as_fd(), self.frames.buffer(), READ_CHUNK) {
             Ok(0) => {
                 self.eof = true;
                 0
@@ -101,33 +109,27 @@ impl<'s> ProgressStream<'s> {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(protocol(format!("read the progress pipe: {e}"))),
         };
-        let mut delivered = 0;
         let result = loop {
-            let Some(head) = self.pending[delivered..].first_chunk::<HEADER_LEN>() else {
-                break Ok(read);
+            let frame = match self.frames.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Ok(read),
+                Err(e) => break Err(protocol(e.into_message())),
             };
-            let len = match codec::parse_header(head) {
-                Ok((FrameKind::Progress, len)) => len,
-                Ok((kind, _)) => break Err(protocol(format!("unexpected {kind:?} frame"))),
-                Err(message) => break Err(protocol(message)),
-            };
-            let start = delivered + HEADER_LEN;
-            let Some(end) = usize::try_from(len)
-                .ok()
-                .and_then(|len| start.checked_add(len))
-            else {
-                break Err(protocol(format!("frame of {len} bytes")));
-            };
-            let Some(payload) = self.pending.get(start..end) else {
-                break Ok(read);
-            };
+            if frame.kind != FrameKind::Progress {
+                break Err(protocol(format!("unexpected {:?} frame", frame.kind)));
+            }
+            if frame.call_id != self.call_id {
+                break Err(protocol(format!(
+                    "a message for call {}, during call {}",
+                    frame.call_id, self.call_id
+                )));
+            }
             // Delivered or refused, the frame is done with.
-            delivered = end;
-            if let Err(error) = deliver(&mut *self.sink, payload) {
+            if let Err(error) = deliver(&mut *self.sink, self.frames.payload(&frame)) {
                 break Err(error);
             }
         };
-        self.pending.drain(..delivered);
+        self.frames.consume();
         result
     }
 
@@ -158,10 +160,13 @@ mod tests {
     use crate::error::CodecStage;
     use crate::progress::Progress;
 
+    use crate::codec;
+    use crate::wire::{self, HEADER_LEN};
+
+    const CALL: CallId = 41;
+
     fn frame(payload: &[u8]) -> Vec<u8> {
-        let mut frame = codec::header(FrameKind::Progress, payload.len()).to_vec();
-        frame.extend_from_slice(payload);
-        frame
+        wire::frame(FrameKind::Progress, CALL, payload)
     }
 
     fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
@@ -180,7 +185,7 @@ mod tests {
         for word in ["one", "two", "three"] {
             bytes.extend(frame(&codec::to_msgpack(word).unwrap()));
         }
-        let mut stream = ProgressStream::create(Some(&mut progress))
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
             .unwrap()
             .unwrap();
         let writer = stream.write.take().unwrap();
@@ -191,7 +196,7 @@ mod tests {
         drop(writer);
         stream.drain(1).unwrap();
         assert!(stream.eof);
-        assert!(stream.pending.is_empty());
+        assert_eq!(stream.frames.pending(), 0);
         drop(stream);
         assert_eq!(*seen.lock().unwrap(), ["one", "two", "three"]);
     }
@@ -199,7 +204,7 @@ mod tests {
     #[test]
     fn a_bad_frame_is_a_protocol_error_and_a_bad_message_a_codec_error() {
         let (mut progress, _) = recorder();
-        let mut stream = ProgressStream::create(Some(&mut progress))
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
             .unwrap()
             .unwrap();
         let writer = stream.write.take().unwrap();
@@ -208,8 +213,7 @@ mod tests {
             Err(Error::Codec { stage, .. }) => assert_eq!(stage, CodecStage::DecodeProgress),
             other => panic!("expected a codec error, got {other:?}"),
         }
-        let mut other = codec::header(FrameKind::Return, 0).to_vec();
-        other.extend_from_slice(b"junk");
+        let other = wire::frame(FrameKind::Return, CALL, b"junk");
         sys::write_all(writer.as_fd(), &other).unwrap();
         match stream.read_available(9) {
             Err(Error::Protocol { pid, message }) => {
@@ -223,14 +227,57 @@ mod tests {
     #[test]
     fn a_cut_frame_is_dropped_when_draining() {
         let (mut progress, seen) = recorder();
-        let mut stream = ProgressStream::create(Some(&mut progress))
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
             .unwrap()
             .unwrap();
         let writer = stream.write.take().unwrap();
-        sys::write_all(writer.as_fd(), &codec::header(FrameKind::Progress, 100)).unwrap();
-        sys::write_all(writer.as_fd(), b"cut").unwrap();
+        let whole = frame(&[0xc0; 100]);
+        sys::write_all(writer.as_fd(), &whole[..HEADER_LEN + 3]).unwrap();
         drop(writer);
         stream.drain(1).unwrap();
+        drop(stream);
+        assert!(seen.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_message_for_another_call_or_with_a_flipped_bit_is_a_protocol_error() {
+        let (mut progress, seen) = recorder();
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
+            .unwrap()
+            .unwrap();
+        let writer = stream.write.take().unwrap();
+        let word = codec::to_msgpack("word").unwrap();
+        let stray = wire::frame(FrameKind::Progress, CALL + 1, &word);
+        sys::write_all(writer.as_fd(), &stray).unwrap();
+        match stream.read_available(9) {
+            Err(Error::Protocol { message, .. }) => {
+                assert_eq!(
+                    message,
+                    format!(
+                        "progress: a message for call {}, during call {CALL}",
+                        CALL + 1
+                    )
+                );
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
+        drop(stream);
+        let mut stream = ProgressStream::create(Some(&mut progress), CALL, wire::MAX_FRAME_LEN)
+            .unwrap()
+            .unwrap();
+        let writer = stream.write.take().unwrap();
+        let mut flipped = frame(&word);
+        flipped[HEADER_LEN + 2] ^= 0x20;
+        sys::write_all(writer.as_fd(), &flipped).unwrap();
+        match stream.read_available(9) {
+            Err(Error::Protocol { message, .. }) => {
+                assert!(
+                    message.starts_with("progress: checksum mismatch in a Progress frame"),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a protocol error, got {other:?}"),
+        }
         drop(stream);
         assert!(seen.lock().unwrap().is_empty());
     }
