@@ -439,3 +439,29 @@ fn scenario_a_sparse_reply_file() {
         "the parent's peak RSS grew by {grown} bytes"
     );
 }
+
+#[bombsquad(max_result = "1MiB", backend = "pipe")]
+fn limited_by_the_attribute(len: usize) -> Vec<u8> {
+    vec![3u8; len]
+}
+
+#[bombsquad(max_result = "1MiB", start_method = "forkserver")]
+fn limited_forkserved(len: usize) -> Vec<u8> {
+    vec![3u8; len]
+}
+
+#[test]
+fn the_attribute_sets_max_result_for_spawn_and_forkserver() {
+    common::watchdog();
+    let calls: [fn(usize) -> Result<Vec<u8>, Error>; 2] =
+        [limited_by_the_attribute, limited_forkserved];
+    for call in calls {
+        assert_eq!(call(MIB - 5).unwrap().len(), MIB - 5);
+        match call(MIB - 4) {
+            Err(Error::ResultTooLarge { size, limit }) => {
+                assert_eq!((size, limit), (MIB as u64 + 1, MIB as u64));
+            }
+            other => panic!("expected ResultTooLarge, got {other:?}"),
+        }
+    }
+}

@@ -235,11 +235,13 @@ fn the_inner_scope_wins_and_the_outer_fills_in() {
     let outer = Isolate::new()
         .timeout(Duration::from_secs(3600))
         .panic_mode(PanicMode::Error);
-    let inner = Isolate::new().timeout(Duration::from_millis(100));
+    // Long enough for a spawned call that panics on a loaded machine (with
+    // RUST_BACKTRACE=1 its child symbolizes a backtrace), short for a sleep.
+    let inner = Isolate::new().timeout(Duration::from_secs(2));
     outer.scope(|| {
         inner.scope(|| {
             assert!(
-                matches!(sleeps(), Err(Error::Timeout { after, .. }) if after == Duration::from_millis(100)),
+                matches!(sleeps(), Err(Error::Timeout { after, .. }) if after == Duration::from_secs(2)),
                 "the inner timeout"
             );
             assert!(

@@ -8,7 +8,8 @@ use syn::{LitStr, Token};
 use crate::errors::{Errors, Recovery};
 
 const KEYS: &str = "`start_method`, `backend`, `timeout`, `panic`, `memory`, `cpu`, `stack_size`, \
-                    `stderr`, `sandbox`, `pool`, `max_calls`, `retries`, `max_rss_growth`, `crate`";
+                    `stderr`, `sandbox`, `max_result`, `pool`, `max_calls`, `retries`, `max_rss_growth`, \
+                    `crate`";
 
 /// A sandbox policy, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub(crate) enum Stderr {
 }
 
 /// `#[bombsquad(start_method = "..", backend = "..", timeout = "..", panic = "..",
-/// memory = "..", cpu = "..", stack_size = "..", stderr = "..", sandbox = "..", crate = "..")]`
+/// memory = "..", cpu = "..", stack_size = "..", stderr = "..", sandbox = "..", max_result = "..", crate = "..")]`
 #[derive(Debug, Default)]
 pub(crate) struct Args {
     /// The path of the `bombsquad` crate, for a renamed dependency.
@@ -70,6 +71,8 @@ pub(crate) struct Args {
     pub(crate) stack_size: Option<(u64, Span)>,
     pub(crate) stderr: Option<(Stderr, Span)>,
     pub(crate) sandbox: Option<(Sandbox, Span)>,
+    /// In bytes.
+    pub(crate) max_result: Option<(u64, Span)>,
     /// Warm workers per function.
     pub(crate) pool: Option<(u64, Span)>,
     pub(crate) max_calls: Option<(u64, Span)>,
@@ -232,6 +235,13 @@ impl Args {
                 |v| (v == "compute").then_some(Sandbox::Compute),
                 "\"compute\"",
             ),
+            "max_result" => set_once(
+                &mut self.max_result,
+                meta,
+                &key,
+                parse_bytes,
+                "a size such as \"64MiB\" or \"1GiB\", above zero",
+            ),
             "pool" => set_count(&mut self.pool, meta, &key, 1),
             "max_calls" => set_count(&mut self.max_calls, meta, &key, 1),
             "retries" => set_count(&mut self.retries, meta, &key, 0),
@@ -258,6 +268,7 @@ impl Args {
             self.stack_size.map(|(_, s)| s),
             self.stderr.as_ref().map(|(_, s)| *s),
             self.sandbox.map(|(_, s)| s),
+            self.max_result.map(|(_, s)| s),
             self.pool.map(|(_, s)| s),
         ]
         .into_iter()

@@ -222,10 +222,13 @@ fn options(private: &TokenStream, args: &Args, name: &str) -> TokenStream {
     let sandbox = args
         .sandbox
         .map(|(Sandbox::Compute, _)| quote!(.sandbox(#private::Sandbox::compute())));
+    let max_result = args
+        .max_result
+        .map(|(bytes, _)| quote!(.max_result(#bytes)));
     quote! {
         #private::Isolate::new()
             .name(#name)
-            #backend #timeout #panic #memory #cpu #stack_size #stderr #sandbox
+            #backend #timeout #panic #memory #cpu #stack_size #stderr #sandbox #max_result
     }
 }
 

@@ -42,6 +42,7 @@ use crate::errors::{Errors, Recovery};
 /// | `panic` | `"resume"` (re-raise), `"error"` (`Error::Panicked`) | `"resume"` |
 /// | `memory`, `cpu`, `stack_size`, `stderr` | limits and where stderr goes | none, inherit |
 /// | `sandbox` | `"compute"`: no files, network, programs or dangerous calls (`Sandbox::compute()`) | none |
+/// | `max_result` | `"64MiB"`: the largest result the parent accepts (`Error::ResultTooLarge` beyond) | 4 GiB |
 /// | `pool` | `4`: warm workers for the function; with `max_calls = K`, `retries = K`, `max_rss_growth = "300MiB"` | none |
 /// | `crate` | `"my_bombsquad"`: the path of the `bombsquad` crate, for a renamed dependency | `"::bombsquad"` |
 ///
