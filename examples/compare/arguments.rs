@@ -42,9 +42,6 @@ pub fn arguments(config: &Config) {
             // Made outside the child, as the result is made inside it.
             assert_eq!(takes_bytes(floors::payload(SIZE)).unwrap(), SIZE as u64);
         }),
-        Case::new("making the payload (in-process)", || {
-            floors::check_payload(&floors::payload(SIZE), SIZE);
-        }),
     ];
     interleave(&mut cases, plan);
     let result = cases[0].median();

@@ -8,10 +8,10 @@
 //! id at run time (serde's traits cannot be specialized), so a user's own
 //! types are untouched.
 
-use serde::de::{Deserialize, DeserializeOwned, Deserializer};
+use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, SeqAccess, Visitor};
 use serde::ser::{Serialize, Serializer};
 
-use crate::sys::same_type;
+use crate::sys::{self, same_type};
 
 /// An argument as the parent sends it.
 #[derive(Debug)]
@@ -44,11 +44,39 @@ pub struct ArgIn<T>(pub T);
 impl<'de, T: DeserializeOwned> Deserialize<'de> for ArgIn<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         if typeid::of::<T>() == typeid::of::<Vec<u8>>() {
-            let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?.into_vec();
+            let bytes = deserializer.deserialize_byte_buf(FreshBytes)?;
             let value = same_type::<Vec<u8>, T>(bytes).expect("T is Vec<u8>");
             return Ok(Self(value));
         }
         T::deserialize(deserializer).map(Self)
+    }
+}
+
+/// Takes a `bin` object (or an array of bytes) as a `Vec<u8>`: a large
+/// one copied once, into huge pages (`sys::copy_to_fresh`).
+struct FreshBytes;
+
+impl<'de> Visitor<'de> for FreshBytes {
+    type Value = Vec<u8>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("bytes")
+    }
+
+    fn visit_bytes<E: de::Error>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(sys::copy_to_fresh(bytes))
+    }
+
+    fn visit_byte_buf<E: de::Error>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(bytes)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+        let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+        while let Some(byte) = seq.next_element()? {
+            bytes.push(byte);
+        }
+        Ok(bytes)
     }
 }
 

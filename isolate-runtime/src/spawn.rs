@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::backend::ReplyChannel;
 use crate::classify::OomWatch;
-use crate::codec::{self, Codec};
+use crate::codec::Codec;
 use crate::error::{CodecStage, Error};
 use crate::isolate::Isolate;
 use crate::limits::ChildSetup;
@@ -180,21 +180,33 @@ fn encode_request<A: Serialize + ?Sized>(
     call_id: CallId,
     args: &A,
 ) -> Result<Vec<u8>, Error> {
-    let args = encode_args(args)?;
-    let mut request = Vec::with_capacity(2 * wire::HEADER_LEN + name.len() + args.len());
-    request.extend(wire::frame(FrameKind::Call, call_id, name.as_bytes()));
-    request.extend_from_slice(&wire::header(FrameKind::Args, call_id, &[&args]));
-    request.extend_from_slice(&args);
+    let mut request = wire::frame(FrameKind::Call, call_id, name.as_bytes());
+    // Encoded straight into the request: a large argument is copied once.
+    wire::append_frame(&mut request, FrameKind::Args, call_id, |out| {
+        encode_args_onto(out, args)
+    })?;
     Ok(request)
 }
 
-/// The arguments as a registered entry decodes them; a panicking
-/// `Serialize` impl is an encode failure too.
+/// The arguments as a registered entry decodes them.
+///
+/// # Errors
+///
+/// `Codec` (`EncodeArguments`) when a `Serialize` impl fails or panics.
 pub(crate) fn encode_args<A: Serialize + ?Sized>(args: &A) -> Result<Vec<u8>, Error> {
-    let encoded =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| codec::to_msgpack(args)));
+    let mut encoded = Vec::new();
+    encode_args_onto(&mut encoded, args)?;
+    Ok(encoded)
+}
+
+/// Appends the encoded arguments to `out`; a panicking `Serialize` impl is
+/// an encode failure too.
+fn encode_args_onto<A: Serialize + ?Sized>(out: &mut Vec<u8>, args: &A) -> Result<(), Error> {
+    let encoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rmp_serde::encode::write_named(out, args).map_err(|e| e.to_string())
+    }));
     match encoded {
-        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(message)) => Err(Error::codec(CodecStage::EncodeArguments, message)),
         Err(payload) => Err(Error::codec(
             CodecStage::EncodeArguments,

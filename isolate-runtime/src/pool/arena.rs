@@ -97,46 +97,13 @@ fn map(file: &File, len: usize) -> std::io::Result<MmapMut> {
     unsafe { MmapOptions::new().len(len).populate().map_mut(file) }
 }
 
-/// Results at least this large are copied out of the arena into memory
-/// advised for transparent huge pages (see [`copy_out`]).
-const HUGE_COPY: usize = 4 << 20;
-
 /// The parent's side: `bytes` (a large result in the arena) copied into a
 /// fresh `Vec` of the exact size, in one piece (see [`Arena::write`] for
-/// why).
-///
-/// Why the advice: faulting in the fresh buffer 4 KiB at a time is most of
-/// the cost of the copy (64 MiB: ~50 ms of faults, ~8 ms of memcpy on the
-/// project's VM); with `MADV_HUGEPAGE` it takes 2 MiB faults and the whole
-/// copy ~12 ms. `MADV_POPULATE_WRITE` was measured too and saves nothing:
-/// it takes the same 4 KiB faults, only earlier. The advice is given only
-/// to pages wholly inside the buffer, so no other allocation shares them;
-/// where transparent huge pages are off (or `never`) it does nothing, and
-/// an error (an older kernel) leaves the ordinary pages.
+/// why), into huge pages (`sys::copy_to_fresh`). `MADV_POPULATE_WRITE`
+/// was measured too and saves nothing: it takes the same 4 KiB faults,
+/// only earlier.
 pub(crate) fn copy_out(bytes: &[u8]) -> Vec<u8> {
-    let mut fresh = Vec::with_capacity(bytes.len());
-    if bytes.len() >= HUGE_COPY {
-        advise_huge_pages(fresh.spare_capacity_mut());
-    }
-    fresh.extend_from_slice(bytes);
-    fresh
-}
-
-/// `madvise(MADV_HUGEPAGE)` on the whole pages inside `buffer`.
-fn advise_huge_pages(buffer: &mut [std::mem::MaybeUninit<u8>]) {
-    const PAGE: usize = 4096; // the smallest page size; larger ones are multiples
-    let base = buffer.as_mut_ptr();
-    let start = base.addr().next_multiple_of(PAGE);
-    let end = (base.addr() + buffer.len()) / PAGE * PAGE;
-    if end > start {
-        let first = base
-            .wrapping_add(start - base.addr())
-            .cast::<libc::c_void>();
-        // SAFETY: [start, end) lies inside `buffer`, which we borrow
-        // mutably, so no other allocation shares these pages; the advice
-        // changes how they are backed, never their contents.
-        let _ = unsafe { libc::madvise(first, end - start, libc::MADV_HUGEPAGE) };
-    }
+    crate::sys::copy_to_fresh(bytes)
 }
 
 /// The worker's arena, once the parent has handed it over.

@@ -173,9 +173,7 @@ pub(crate) fn read_frame(fd: BorrowedFd<'_>, limit: u64) -> Result<OwnedFrame, F
     let mut reader = FrameReader::new(Limit::Each(limit));
     let mut missing = HEADER_LEN;
     loop {
-        let have = reader.bytes.len();
-        reader.bytes.resize(have + missing, 0);
-        sys::read_exact(fd, &mut reader.bytes[have..])
+        sys::read_exact_onto(fd, &mut reader.bytes, missing)
             .map_err(|e| FrameError::Malformed(format!("read a frame: {e}")))?;
         if let Some(frame) = reader.next_frame()? {
             return Ok(OwnedFrame {
