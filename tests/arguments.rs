@@ -5,6 +5,10 @@
     clippy::undocumented_unsafe_blocks,
     reason = "crash tests call libc to fault on purpose"
 )]
+#![allow(
+    clippy::ptr_arg,
+    reason = "&Vec<u8> arguments, as users write them, take the bin path"
+)]
 
 mod common;
 
