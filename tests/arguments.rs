@@ -136,6 +136,10 @@ fn bytes_pooled(owned: Vec<u8>, slice: &[u8], vec: &Vec<u8>, tag: u16) -> (Vec<(
     (fingerprint(&[&owned, slice, vec]), tag)
 }
 
+/// What the child saw, as the functions above return it.
+type Seen = Result<(Vec<(usize, u64)>, u16), bombsquad::Error>;
+type BytesCall = fn(Vec<u8>, &[u8], &Vec<u8>, u16) -> Seen;
+
 /// Byte arguments of every size and form (`Vec<u8>`, `&[u8]`, `&Vec<u8>`)
 /// arrive byte-exact beside other arguments, under every start method and
 /// in a pool. They take the `bin` path; `args.rs`'s unit tests pin the
@@ -148,7 +152,7 @@ fn byte_arguments_arrive_whole_under_every_start_method_and_in_pools() {
         let slice: Vec<u8> = (0..len / 2).map(|i| (i % 13) as u8).collect();
         let vec: Vec<u8> = vec![0xff; len / 3];
         let expected = (fingerprint(&[&owned, &slice, &vec]), 9);
-        let calls: [(&str, fn(Vec<u8>, &[u8], &Vec<u8>, u16) -> _); 3] = [
+        let calls: [(&str, BytesCall); 3] = [
             ("spawn", bytes_spawned),
             ("forkserver", bytes_forkserved),
             ("pool", bytes_pooled),
