@@ -453,9 +453,7 @@ fn limited_forkserved(len: usize) -> Vec<u8> {
 #[test]
 fn the_attribute_sets_max_result_for_spawn_and_forkserver() {
     common::watchdog();
-    let calls: [fn(usize) -> Result<Vec<u8>, Error>; 2] =
-        [limited_by_the_attribute, limited_forkserved];
-    for call in calls {
+    for call in [limited_by_the_attribute, limited_forkserved] {
         assert_eq!(call(MIB - 5).unwrap().len(), MIB - 5);
         match call(MIB - 4) {
             Err(Error::ResultTooLarge { size, limit }) => {
