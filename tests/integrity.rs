@@ -91,11 +91,21 @@ fn a_pooled_function_that_answers_twice_never_answers_the_next_caller() {
     std::thread::sleep(Duration::from_millis(1000));
     // The second answer waits in the channel: the next caller's request
     // finds it there. Before call ids, this call returned `Ok(1)`.
+    let err = answers_twice(2).unwrap_err();
+    let Error::Protocol {
+        message, function, ..
+    } = &err
+    else {
+        panic!("expected a protocol error, got {err:?}")
+    };
     assert_eq!(
-        common::protocol_error(answers_twice(2)),
+        message,
         "25 bytes were waiting in the worker's channel before the request: \
          a reply that belongs to no call"
     );
+    // The error names the function, not "the isolated call".
+    assert_eq!(function.as_deref(), Some("answers_twice"));
+    assert!(err.to_string().starts_with("answers_twice (pid "), "{err}");
     // A fresh worker took over.
     assert!(matches!(
         answers_twice(3),

@@ -753,6 +753,7 @@ fn a_garbage_answer_is_a_protocol_error_and_kills_the_worker() {
         Err(Error::Protocol {
             pid: reported,
             message,
+            ..
         }) => {
             assert_eq!(reported, pid);
             assert!(message.starts_with("bad frame magic"), "{message}");
@@ -833,6 +834,7 @@ fn a_worker_that_closes_its_channel_without_answering() {
         Err(Error::Protocol {
             pid: reported,
             message,
+            ..
         }) => {
             assert_eq!(reported, pid);
             assert_eq!(
@@ -929,7 +931,7 @@ fn a_worker_that_answers_twice_never_hands_an_answer_to_the_next_caller() {
     std::thread::sleep(Duration::from_millis(1000));
     // The next caller's request finds it there: an error, not `Ok(1)`.
     match worker.call::<_, Answer<i64>>(&Double { op: "double", x: 2 }) {
-        Err(Error::Protocol { pid, message }) => {
+        Err(Error::Protocol { pid, message, .. }) => {
             assert_eq!(pid, first);
             assert_eq!(
                 message,
@@ -990,6 +992,7 @@ fn a_flipped_bit_in_an_answer_is_a_protocol_error() {
         Err(Error::Protocol {
             pid: reported,
             message,
+            ..
         }) => {
             assert_eq!(reported, pid);
             assert!(

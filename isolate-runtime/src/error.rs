@@ -96,12 +96,15 @@ pub enum Error {
     /// pool's worker, bytes in its channel before the request was sent (a
     /// second answer to an earlier call; the request was not sent). A
     /// worker that sent it is killed and replaced.
-    #[error("the isolated call (pid {pid}) sent a malformed reply: {message}")]
+    #[error("{} (pid {pid}) sent a malformed reply: {message}", subject(function.as_deref()))]
     Protocol {
         /// The child's process id.
         pid: u32,
         /// What was wrong with the data.
         message: String,
+        /// The isolated function's name (`None` for a closure run without
+        /// [`Isolate::name`](crate::Isolate::name)).
+        function: Option<String>,
     },
 
     /// The child ended without sending a complete result, and its exit
@@ -298,13 +301,24 @@ impl Error {
     /// Names the function in the errors made before its name was at hand
     /// (from the reply's frames alone).
     pub(crate) fn of_function(mut self, name: Option<&str>) -> Self {
-        if let Self::ZeroExitcodeWithoutPayload { function, .. } | Self::Panicked { function, .. } =
-            &mut self
+        if let Self::ZeroExitcodeWithoutPayload { function, .. }
+        | Self::Panicked { function, .. }
+        | Self::Protocol { function, .. } = &mut self
             && function.is_none()
         {
             *function = name.map(str::to_owned);
         }
         self
+    }
+
+    /// A malformed reply from `pid`; the function is named later
+    /// ([`Error::of_function`]).
+    pub(crate) fn protocol(pid: u32, message: impl Into<String>) -> Self {
+        Self::Protocol {
+            pid,
+            message: message.into(),
+            function: None,
+        }
     }
 
     pub(crate) fn codec(stage: CodecStage, message: impl Into<String>) -> Self {

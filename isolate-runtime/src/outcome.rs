@@ -204,7 +204,7 @@ fn final_result(reply: &Reply) -> Option<Range<usize>> {
 /// never do. Every frame is checked first: a checksum that does not match,
 /// or a frame for another call, is [`Error::Protocol`], never a value.
 pub(crate) fn judge_frames<R>(pid: u32, bytes: Reply, codec: Codec<R>) -> Result<R, Error> {
-    let protocol = |message: String| Error::Protocol { pid, message };
+    let protocol = |message: String| Error::protocol(pid, message);
     let layout = bytes.layout().map_err(|refusal| refusal.into_error(pid))?;
     if let Some(payload) = layout.unread_result.clone() {
         // A `Return` frame left in the reply file ends it: it is the last.
@@ -285,7 +285,7 @@ fn decode_result<R>(
     let decoded = decode_guarded(|| (codec.decode)(reply, payload));
     match check.map(|check| check.verdict()) {
         None | Some(Verdict::Matched) => decoded,
-        Some(Verdict::Mismatch(message)) => Err(Error::Protocol { pid, message }),
+        Some(Verdict::Mismatch(message)) => Err(Error::protocol(pid, message)),
         Some(Verdict::Unreadable(message)) => {
             decoded.and(Err(Error::codec(CodecStage::DecodeResult, message)))
         }
@@ -308,7 +308,7 @@ pub(crate) fn decode_parts<R>(
         Err(PartsError::Invalid(message)) => Err(message),
     })? {
         Ok(value) => Ok(value),
-        Err(message) => Err(Error::Protocol { pid, message }),
+        Err(message) => Err(Error::protocol(pid, message)),
     }
 }
 
@@ -354,7 +354,7 @@ mod tests {
         let mut flipped = frame(FrameKind::Return, &[0x2a]);
         flipped[crate::wire::HEADER_LEN] ^= 1;
         match judge_frames(4, Reply::read(flipped, 3), codec) {
-            Err(Error::Protocol { pid, message }) => {
+            Err(Error::Protocol { pid, message, .. }) => {
                 assert_eq!(pid, 4);
                 assert!(
                     message.starts_with("checksum mismatch in a Return frame of 1 bytes"),

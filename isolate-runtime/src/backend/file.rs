@@ -471,7 +471,7 @@ mod tests {
             file.write_all_at(&frame, 0).unwrap();
             let codec = (&&CodecTag::<Vec<u8>>::new()).__bombsquad_codec();
             match judge_frames(1, finish(channel), codec) {
-                Err(Error::Protocol { pid, message }) => {
+                Err(Error::Protocol { pid, message, .. }) => {
                     assert_eq!(pid, 1);
                     assert!(
                         message.starts_with("checksum mismatch in a Return frame of 1048581 bytes"),

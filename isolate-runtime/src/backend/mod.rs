@@ -285,7 +285,7 @@ impl FrameError {
     /// calls' errors.)
     pub(crate) fn into_error(self, pid: u32) -> Error {
         match self {
-            Self::Malformed(message) => Error::Protocol { pid, message },
+            Self::Malformed(message) => Error::protocol(pid, message),
             Self::TooLarge { size, limit } => Error::ResultTooLarge { size, limit },
         }
     }

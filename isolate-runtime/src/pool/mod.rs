@@ -502,10 +502,7 @@ fn decode_answer<R>(
     codec: Codec<R>,
 ) -> Result<R, Error> {
     let pid = worker.pid();
-    let protocol = |message: &str| Error::Protocol {
-        pid,
-        message: message.to_owned(),
-    };
+    let protocol = |message: &str| Error::protocol(pid, message);
     let arena = match Frames::checked(&reply).last() {
         Some(Ok(frame)) if frame.kind == FrameKind::ArenaReturn => Some(frame.payload),
         _ => None,

@@ -191,14 +191,11 @@ impl WorkerProcess {
             return Err(
                 outcome::judge(exit, || Ok(reply), codec_unit(), &options, &oom)
                     .err()
-                    .unwrap_or_else(|| Error::Protocol {
-                        pid: 0,
-                        message: "the worker left before it said hello".to_owned(),
-                    }),
+                    .unwrap_or_else(|| Error::protocol(0, "the worker left before it said hello")),
             );
         }
         let pid = self.pid();
-        let protocol = |message: String| Error::Protocol { pid, message };
+        let protocol = |message: String| Error::protocol(pid, message);
         let reply = frames.into_bytes();
         let hello = match Frames::checked(&reply).last() {
             Some(Ok(frame)) if frame.kind == FrameKind::Hello => Some(frame.payload),

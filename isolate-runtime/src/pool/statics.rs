@@ -68,6 +68,7 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
         }
     };
     registered.call_once(|| register(pool));
+    let name = pool.options.isolate.name.as_deref();
     match isolate::scoped(&pool.options.isolate) {
         None => pool.call(args, codec, progress),
         Some((scoped, set)) => {
@@ -75,6 +76,7 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
             pool.call_as(&scoped, args, codec, progress)
         }
     }
+    .map_err(|e| e.of_function(name))
 }
 
 /// The options an `Isolate::scope` may set for one call of a pool's

@@ -93,10 +93,7 @@ impl<'s> ProgressStream<'s> {
     ///
     /// If the caller's callback panics.
     pub(crate) fn read_available(&mut self, pid: u32) -> Result<usize, Error> {
-        let protocol = |message: String| Error::Protocol {
-            pid,
-            message: format!("progress: {message}"),
-        };
+        let protocol = |message: String| Error::protocol(pid, format!("progress: {message}"));
         if self.eof {
             return Ok(0);
         }
@@ -216,7 +213,7 @@ mod tests {
         let other = wire::frame(FrameKind::Return, CALL, b"junk");
         sys::write_all(writer.as_fd(), &other).unwrap();
         match stream.read_available(9) {
-            Err(Error::Protocol { pid, message }) => {
+            Err(Error::Protocol { pid, message, .. }) => {
                 assert_eq!(pid, 9);
                 assert_eq!(message, "progress: unexpected Return frame");
             }
