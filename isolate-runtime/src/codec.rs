@@ -103,14 +103,7 @@ impl<T: Serialize + DeserializeOwned> Codec<T> {
     /// autoref selection cannot run: the `bin` codec when `T` is `Vec<u8>`,
     /// serde otherwise. `typeid` compares types that need not be `'static`.
     pub(crate) fn for_type() -> Self {
-        if typeid::of::<T>() != typeid::of::<Vec<u8>>() {
-            return Self::serde();
-        }
-        let bytes = bytes_codec();
-        // SAFETY: `T` is `Vec<u8>` (equal type ids, and `Vec<u8>` has no
-        // lifetime for the id to have erased), so both are the same type;
-        // `Codec` is `Copy`, so nothing is dropped twice.
-        unsafe { std::mem::transmute_copy::<Codec<Vec<u8>>, Self>(&bytes) }
+        crate::sys::same_type::<Codec<Vec<u8>>, Self>(bytes_codec()).unwrap_or_else(Self::serde)
     }
 }
 

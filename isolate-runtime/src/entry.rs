@@ -6,10 +6,9 @@
 //! inherited and is ignored (the normal `main` runs); the channel must be a
 //! Unix socket created by our parent and must carry the marker's token.
 
-use std::io::IoSliceMut;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 
-use nix::sys::socket::{ControlMessageOwned, MsgFlags, getsockopt, recvmsg, sockopt};
+use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{SFlag, fstat};
 
 use crate::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
@@ -209,34 +208,8 @@ fn receive_token_and_fds(
     channel: BorrowedFd<'_>,
     token: &mut [u8; TOKEN_LEN],
 ) -> Result<Vec<OwnedFd>, String> {
-    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 2]);
-    let (received, fds) = {
-        let mut iov = [IoSliceMut::new(token)];
-        let msg = recvmsg::<()>(
-            channel.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| format!("receive the token: {e}"))?;
-        let fds: Vec<_> = msg
-            .cmsgs()
-            .ok()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| match c {
-                ControlMessageOwned::ScmRights(fds) => Some(fds),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        (msg.bytes, fds)
-    };
-    // SAFETY: SCM_RIGHTS installed these descriptors in our table just now.
-    let fds = fds
-        .into_iter()
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .collect();
+    let (received, fds) =
+        sys::recv_with_fds::<2>(channel, token).map_err(|e| format!("receive the token: {e}"))?;
     sys::read_exact(channel, &mut token[received..])
         .map_err(|e| format!("receive the token: {e}"))?;
     Ok(fds)

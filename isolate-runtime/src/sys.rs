@@ -605,6 +605,53 @@ pub(crate) fn read_exact_onto(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, n: usize) -
     Ok(())
 }
 
+/// Receives one message into `buf`, with up to `N` descriptors passed as
+/// `SCM_RIGHTS` (made close-on-exec), retrying on EINTR: the bytes
+/// received and the descriptors, owned.
+///
+/// # Errors
+///
+/// What `recvmsg` reports.
+pub(crate) fn recv_with_fds<const N: usize>(
+    socket: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut cmsg = nix::cmsg_space!([RawFd; N]);
+    loop {
+        let mut iov = [io::IoSliceMut::new(buf)];
+        match recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let raw: Vec<RawFd> = msg
+                    .cmsgs()
+                    .ok()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| match c {
+                        ControlMessageOwned::ScmRights(fds) => Some(fds),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                let fds = raw
+                    .into_iter()
+                    // SAFETY: SCM_RIGHTS installed these descriptors in our
+                    // table just now; nothing else owns them.
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                    .collect();
+                return Ok((msg.bytes, fds));
+            }
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Reads exactly `buf.len()` bytes, retrying on EINTR.
 pub(crate) fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<()> {
     while !buf.is_empty() {

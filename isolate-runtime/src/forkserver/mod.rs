@@ -22,8 +22,8 @@
 //!   killing the children it still holds; they also die with it
 //!   (`PR_SET_PDEATHSIG`).
 
-use std::io::{self, IoSlice, IoSliceMut};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -33,9 +33,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, SockType, recvmsg, send, sendmsg,
-};
+use nix::sys::socket::{ControlMessage, MsgFlags, SockType, send, sendmsg};
 use serde::Serialize;
 
 use crate::codec::Codec;
@@ -409,38 +407,7 @@ struct Request {
 /// `None` when the caller is gone (the control socket reached its end).
 fn receive_request(control: BorrowedFd<'_>) -> Option<Request> {
     let mut bytes = [0u8; REQUEST_LEN];
-    let mut cmsg = nix::cmsg_space!([RawFd; 6]);
-    let (len, raw_fds) = loop {
-        let mut iov = [IoSliceMut::new(&mut bytes)];
-        match recvmsg::<()>(
-            control.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                let fds: Vec<RawFd> = msg
-                    .cmsgs()
-                    .ok()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| match c {
-                        ControlMessageOwned::ScmRights(fds) => Some(fds),
-                        _ => None,
-                    })
-                    .flatten()
-                    .collect();
-                break (msg.bytes, fds);
-            }
-            Err(Errno::EINTR) => {}
-            Err(_) => return None,
-        }
-    };
-    // SAFETY: SCM_RIGHTS installed these descriptors in our table just now.
-    let fds: Vec<OwnedFd> = raw_fds
-        .into_iter()
-        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        .collect();
+    let (len, fds) = sys::recv_with_fds::<6>(control, &mut bytes).ok()?;
     if len == 0 {
         return None;
     }
