@@ -132,11 +132,17 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         (!attrs.iter().any(|a| a.path().is_ident("track_caller"))).then(|| quote!(#[track_caller]));
     let options = options(private, args, display_name);
     let codec = codec(private, &result);
+    let is_async = sig.asyncness.is_some();
     let call = match args.start_method() {
         StartMethod::Fork => call_forked(private, &options, &codec, &params, unsafety.is_some()),
         StartMethod::Spawn | StartMethod::Forkserver => {
             let (via, leading) = match (args.start_method(), &args.pool) {
+                // `valid.rs` refuses `pool` on an async function.
                 (_, Some(_)) => (quote!(call_pooled), pooled(private, args, &options)),
+                (StartMethod::Forkserver, None) if is_async => {
+                    (quote!(prepare_forkserved_async), quote!(&#options,))
+                }
+                _ if is_async => (quote!(prepare_spawned_async), quote!(&#options,)),
                 (StartMethod::Forkserver, None) => (quote!(call_forkserved), quote!(&#options,)),
                 _ => (quote!(call_spawned), quote!(&#options,)),
             };
@@ -145,14 +151,31 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
                 via,
                 leading,
                 result: &result,
+                is_async,
             };
             call_spawned(private, &spawned, &codec, &params, unsafety.is_some())
         }
     };
+    let output = quote!(::core::result::Result<#result, #krate::Error>);
+    if is_async {
+        // The future owns the encoded arguments only: `use<>` captures none
+        // of the parameters' lifetimes.
+        return quote! {
+            #(#attrs)*
+            #track_caller
+            #vis #unsafety fn #name(#(#outer_inputs),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<> {
+                #[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps, clippy::unused_async)]
+                #(#lint_attrs)*
+                #unsafety async fn __bombsquad_body(#inner_inputs) -> #result #block
+
+                #call
+            }
+        };
+    }
     quote! {
         #(#attrs)*
         #track_caller
-        #vis #unsafety fn #name(#(#outer_inputs),*) -> ::core::result::Result<#result, #krate::Error> {
+        #vis #unsafety fn #name(#(#outer_inputs),*) -> #output {
             #[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps)]
             #(#lint_attrs)*
             #unsafety fn __bombsquad_body(#inner_inputs) -> #result #block
@@ -308,6 +331,9 @@ struct Spawned<'a> {
     /// The arguments before the entry: the options, or a pool.
     leading: TokenStream,
     result: &'a TokenStream,
+    /// An `async fn`: the child runs the body to completion on a runtime
+    /// of its own, and the wrapper returns the call's future.
+    is_async: bool,
 }
 
 fn call_spawned(
@@ -322,12 +348,16 @@ fn call_spawned(
         via,
         leading,
         result,
+        is_async,
     } = spawned;
     let name = name.to_string();
     let sent = || params.iter().filter(|p| !p.is_progress());
     let names: Vec<&Ident> = sent().map(|p| &p.name).collect();
     let owned_types = sent().map(|p| p.owned_type(private));
-    let body = body_call(params.iter().map(|p| p.passed_in_child(private)), unsafe_fn);
+    let mut body = body_call(params.iter().map(|p| p.passed_in_child(private)), unsafe_fn);
+    if *is_async {
+        body = quote!(#private::block_on(#body));
+    }
     let sink = progress_sink(private, params);
     let registration = register::entry(
         private,
@@ -335,7 +365,7 @@ fn call_spawned(
         &quote!(__bombsquad_run),
         &quote!(::core::option::Option::None),
     );
-    quote! {
+    let child = quote! {
         fn __bombsquad_run(__bombsquad_args: &[u8]) {
             #private::serve::<(#(#owned_types,)*), #result>(
                 __bombsquad_args,
@@ -345,7 +375,14 @@ fn call_spawned(
         }
 
         #registration
-
-        #private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec, #sink)
+    };
+    let call = if *is_async {
+        quote!(#private::run_async(#private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*)), #codec))
+    } else {
+        quote!(#private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec, #sink))
+    };
+    quote! {
+        #child
+        #call
     }
 }

@@ -7,6 +7,8 @@
 
 #![cfg(target_os = "linux")]
 
+#[cfg(feature = "tokio")]
+mod async_call;
 mod backend;
 mod callbacks;
 mod child;
@@ -66,4 +68,10 @@ pub mod __private {
     pub use crate::dispatch::{call_forked, call_forkserved, call_spawned};
     pub use crate::pool::WorkerOptions;
     pub use crate::pool::{RegisteredTask, StaticPool, call_pooled, init_task, serve_task};
+
+    #[cfg(feature = "tokio")]
+    pub use crate::async_call::{
+        AsyncCall, block_on, prepare_forkserved as prepare_forkserved_async,
+        prepare_spawned as prepare_spawned_async, run as run_async,
+    };
 }

@@ -77,6 +77,36 @@ pub(crate) fn call_with<A, R>(
 where
     A: Serialize + ?Sized,
 {
+    let (depth, request) = prepare(options, entry, args)?;
+    // Held until the child is reaped.
+    let _permit = throttle::acquire();
+    let Running {
+        child,
+        deadline,
+        mut reply,
+        socket,
+        output,
+        mut progress,
+        oom,
+    } = start_call(options, depth, progress, start)?;
+    let exit = supervise(
+        child,
+        deadline,
+        &mut reply,
+        Outgoing::new(socket.as_fd(), &request),
+        output,
+        progress.as_mut(),
+    )?;
+    outcome::conclude(exit, reply, codec, options, &oom)
+}
+
+/// What a call checks and encodes before it takes a permit: the child's
+/// nesting depth and the request (the `Call`, `Args` and setup frames).
+pub(crate) fn prepare<A: Serialize + ?Sized>(
+    options: &Isolate,
+    entry: &'static Entry,
+    args: &A,
+) -> Result<(u32, Vec<u8>), Error> {
     entry::keep_linked();
     let depth = child::next_depth()?;
     crate::sandbox::check(options.sandbox.as_ref())?;
@@ -86,8 +116,31 @@ where
             .frame()
             .map_err(|e| Error::codec(CodecStage::EncodeArguments, e))?,
     );
-    // Held until the child is reaped.
-    let _permit = throttle::acquire();
+    Ok((depth, request))
+}
+
+/// A started child and what its parent watches it with, owned, so that a
+/// driver (the blocking [`supervise`] or an async one) can borrow them.
+#[derive(Debug)]
+pub(crate) struct Running<'p> {
+    pub(crate) child: Child,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) reply: ReplyChannel,
+    /// Non-blocking; the request is still to be sent on it.
+    pub(crate) socket: OwnedFd,
+    pub(crate) output: OutputRelay,
+    pub(crate) progress: Option<ProgressStream<'p>>,
+    pub(crate) oom: OomWatch,
+}
+
+/// Starts the child at `depth` with `start` (the caller holds a permit)
+/// and hands it its token and descriptors.
+pub(crate) fn start_call<'p>(
+    options: &Isolate,
+    depth: u32,
+    progress: Option<&'p mut dyn ProgressSink>,
+    start: fn(Start) -> Result<Child, Error>,
+) -> Result<Running<'p>, Error> {
     let oom = OomWatch::start();
     let mut reply = ReplyChannel::create(options.backend, options.temp_dir.as_deref())?;
     let mut progress = ProgressStream::create(progress)?;
@@ -114,15 +167,15 @@ where
         progress.close_child_end();
     }
     sys::set_nonblocking(&socket).map_err(|e| Error::spawn("configure the channel", e))?;
-    let exit = supervise(
+    Ok(Running {
         child,
         deadline,
-        &mut reply,
-        Outgoing::new(socket.as_fd(), &request),
+        reply,
+        socket,
         output,
-        progress.as_mut(),
-    )?;
-    outcome::conclude(exit, reply, codec, options, &oom)
+        progress,
+        oom,
+    })
 }
 
 /// A close-on-exec pair of connected Unix sockets; `what` names them in the
