@@ -188,7 +188,10 @@ macro_rules! outcome_matrix {
                 match current_thread().block_on(sleeps_forever()) {
                     Err(Error::Timeout { after, pid, .. }) => {
                         assert_eq!(after, Duration::from_millis(300));
-                        assert!(!common::process_exists(pid), "the child was killed and reaped");
+                        assert!(
+                            !common::process_exists(pid),
+                            "the child was killed and reaped"
+                        );
                     }
                     other => panic!("expected Timeout, got {other:?}"),
                 }
@@ -200,8 +203,7 @@ macro_rules! outcome_matrix {
                 let dir = tempfile::tempdir().unwrap();
                 let path = dir.path().join("pid");
                 let pid = current_thread().block_on(async {
-                    let call =
-                        tokio::spawn(writes_pid_then_sleeps(path.display().to_string()));
+                    let call = tokio::spawn(writes_pid_then_sleeps(path.display().to_string()));
                     let pid = pid_in(&path).await;
                     call.abort();
                     assert!(call.await.unwrap_err().is_cancelled());
@@ -217,8 +219,9 @@ macro_rules! outcome_matrix {
                 let path = dir.path().join("pid");
                 let runtime = current_thread();
                 let call = writes_pid_then_sleeps(path.display().to_string());
-                let outcome =
-                    runtime.block_on(async { tokio::time::timeout(Duration::from_millis(300), call).await });
+                let outcome = runtime.block_on(async {
+                    tokio::time::timeout(Duration::from_millis(300), call).await
+                });
                 assert!(outcome.is_err(), "tokio's timeout elapsed");
                 let pid = runtime.block_on(pid_in(&path));
                 assert_gone_soon(pid);
@@ -283,7 +286,12 @@ fn awaiting_calls_never_blocks_a_current_thread_executor() {
         (results, during)
     });
     assert_eq!(
-        [results.0.unwrap(), results.1.unwrap(), results.2.unwrap(), results.3.unwrap()],
+        [
+            results.0.unwrap(),
+            results.1.unwrap(),
+            results.2.unwrap(),
+            results.3.unwrap()
+        ],
         [600; 4]
     );
     // The calls take at least 600 ms, so an executor left free ticks about

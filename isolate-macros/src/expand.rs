@@ -134,6 +134,15 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
     let codec = codec(private, &result);
     let is_async = sig.asyncness.is_some();
     let call = match args.start_method() {
+        // Only after an error (`valid.rs` refuses fork for an async
+        // function): the wrapper keeps its signature, so callers see no cascade.
+        StartMethod::Fork if is_async => {
+            let names = params.iter().map(|p| &p.name);
+            quote! {
+                #(let _ = #names;)*
+                async { ::core::unreachable!() }
+            }
+        }
         StartMethod::Fork => call_forked(private, &options, &codec, &params, unsafety.is_some()),
         StartMethod::Spawn | StartMethod::Forkserver => {
             let (via, leading) = match (args.start_method(), &args.pool) {
@@ -158,15 +167,22 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
     };
     let output = quote!(::core::result::Result<#result, #krate::Error>);
     if is_async {
+        // After an error the wrapper alone keeps the signature: a body
+        // taking `Progress<M>` would add E0726 (elided lifetime in an async fn).
+        let body = (args.start_method() != StartMethod::Fork).then(|| {
+            quote! {
+                #[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps, clippy::unused_async)]
+                #(#lint_attrs)*
+                #unsafety async fn __bombsquad_body(#inner_inputs) -> #result #block
+            }
+        });
         // The future owns the encoded arguments only: `use<>` captures none
         // of the parameters' lifetimes.
         return quote! {
             #(#attrs)*
             #track_caller
             #vis #unsafety fn #name(#(#outer_inputs),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<> {
-                #[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps, clippy::unused_async)]
-                #(#lint_attrs)*
-                #unsafety async fn __bombsquad_body(#inner_inputs) -> #result #block
+                #body
 
                 #call
             }

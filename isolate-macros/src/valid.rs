@@ -88,7 +88,7 @@ fn check_async(args: &Args, function: &ItemFn, errors: &mut Errors) {
         FnArg::Typed(pat_type) if is_progress(&pat_type.ty) => Some(&pat_type.ty),
         _ => None,
     }) {
-        errors.item(
+        errors.option_spanned(
             ty,
             "an async function cannot take a `Progress` yet: make it synchronous, or send \
              progress through a channel of your own",
