@@ -303,6 +303,37 @@ fn awaiting_calls_never_blocks_a_current_thread_executor() {
 }
 
 #[test]
+fn a_call_waiting_for_a_permit_does_not_block_the_executor() {
+    let _guard = alone();
+    bombsquad::set_max_children(1);
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let (results, ticks_during_calls) = current_thread().block_on(async {
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(Duration::from_millis(100));
+                loop {
+                    interval.tick().await;
+                    ticks.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        };
+        let before = ticks.load(Ordering::SeqCst);
+        // One child at a time: the second call waits about 400 ms for its permit.
+        let results = tokio::join!(naps(400), naps(400));
+        let during = ticks.load(Ordering::SeqCst) - before;
+        ticker.abort();
+        (results, during)
+    });
+    bombsquad::set_max_children(8);
+    assert_eq!([results.0.unwrap(), results.1.unwrap()], [400; 2]);
+    assert!(
+        ticks_during_calls >= 5,
+        "the ticker ticked {ticks_during_calls} times while two 400 ms calls ran one after the other"
+    );
+}
+
+#[test]
 fn a_hundred_concurrent_calls_on_a_multi_thread_runtime_each_get_their_result() {
     let _guard = shared();
     let results = multi_thread().block_on(async {

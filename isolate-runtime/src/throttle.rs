@@ -282,6 +282,32 @@ mod tests {
         assert_eq!(throttle.lock().running, 2);
     }
 
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn an_async_caller_over_the_cap_is_woken_when_a_permit_is_released() {
+        struct CountsWakes(AtomicUsize);
+        impl std::task::Wake for CountsWakes {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(CountsWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let throttle = Throttle::new();
+        assert!(throttle.try_acquire_or_wake(|| 1, &waker));
+        assert!(!throttle.try_acquire_or_wake(|| 1, &waker));
+        assert!(!throttle.try_acquire_or_wake(|| 1, &waker), "kept once");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        throttle.release();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(throttle.try_acquire_or_wake(|| 1, &waker));
+        assert!(!throttle.try_acquire_or_wake(|| 1, &waker));
+        throttle.cap_changed();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        assert!(throttle.try_acquire_or_wake(|| 2, &waker));
+        assert_eq!(throttle.lock().running, 2);
+    }
+
     #[test]
     fn callers_over_the_cap_wait_for_a_permit() {
         let throttle = Arc::new(Throttle::new());
