@@ -9,6 +9,8 @@
 
 #[cfg(feature = "tokio")]
 mod async_call;
+#[cfg(not(feature = "tokio"))]
+mod async_call_off;
 mod backend;
 mod callbacks;
 mod child;
@@ -73,5 +75,9 @@ pub mod __private {
     pub use crate::async_call::{
         AsyncCall, block_on, prepare_forkserved as prepare_forkserved_async,
         prepare_spawned as prepare_spawned_async, run as run_async,
+    };
+    #[cfg(not(feature = "tokio"))]
+    pub use crate::async_call_off::{
+        block_on, prepare_forkserved_async, prepare_spawned_async, run_async,
     };
 }
