@@ -333,6 +333,41 @@ fn a_call_waiting_for_a_permit_does_not_block_the_executor() {
     );
 }
 
+#[bombsquad(timeout = "10s")]
+async fn reports_then_waits_for(path: String, progress: bombsquad::Progress<u32>) -> u32 {
+    progress.send(1);
+    progress.send(2);
+    // The caller creates the file on the second message: only if messages
+    // are delivered while the call is awaited.
+    while !std::path::Path::new(&path).exists() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    progress.send(3);
+    3
+}
+
+#[test]
+fn progress_messages_are_delivered_while_the_call_is_awaited() {
+    let _guard = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("go");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let progress = {
+        let (seen, path) = (seen.clone(), path.clone());
+        bombsquad::Progress::new(move |message: u32| {
+            seen.lock().unwrap().push(message);
+            if message == 2 {
+                std::fs::write(&path, b"").unwrap();
+            }
+        })
+    };
+    let call = reports_then_waits_for(path.display().to_string(), progress);
+    // On another thread's runtime: the future is Send + 'static.
+    let result = multi_thread().block_on(async { tokio::spawn(call).await.unwrap() });
+    assert_eq!(result.unwrap(), 3);
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3]);
+}
+
 #[test]
 fn a_hundred_concurrent_calls_on_a_multi_thread_runtime_each_get_their_result() {
     let _guard = shared();

@@ -125,14 +125,27 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         ReturnType::Default => quote!(()),
         ReturnType::Type(_, ty) => quote!(#ty),
     };
-    let outer_inputs = params.iter().map(Param::outer_input);
-    let inner_inputs = &sig.inputs;
+    let is_async = sig.asyncness.is_some();
+    let outer_inputs = params.iter().map(|param| {
+        if is_async && param.is_progress() {
+            let Param { name, ty } = param;
+            let ty = static_progress(ty);
+            quote!(#name: #ty)
+        } else {
+            param.outer_input()
+        }
+    });
+    let inner_inputs = if is_async {
+        async_inputs(&sig.inputs)
+    } else {
+        let inputs = &sig.inputs;
+        quote!(#inputs)
+    };
     let lint_attrs = attrs.iter().filter(|a| is_lint(a));
     let track_caller =
         (!attrs.iter().any(|a| a.path().is_ident("track_caller"))).then(|| quote!(#[track_caller]));
     let options = options(private, args, display_name);
     let codec = codec(private, &result);
-    let is_async = sig.asyncness.is_some();
     let call = match args.start_method() {
         // Only after an error (`valid.rs` refuses fork for an async
         // function): the wrapper keeps its signature, so callers see no cascade.
@@ -199,6 +212,37 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
             #call
         }
     }
+}
+
+/// An async function's `Progress<M>` as `Progress<'static, M>`: its future
+/// owns it (the callback must be `'static`), and an async function's
+/// parameters cannot elide a path's lifetime.
+fn static_progress(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    if let Type::Path(path) = &mut ty
+        && let Some(last) = path.path.segments.last_mut()
+        && let syn::PathArguments::AngleBracketed(generic) = &mut last.arguments
+    {
+        let lifetime: syn::GenericArgument = syn::parse_quote!('static);
+        match generic.args.first_mut() {
+            Some(syn::GenericArgument::Lifetime(_)) => generic.args[0] = lifetime,
+            _ => generic.args.insert(0, lifetime),
+        }
+    }
+    ty
+}
+
+/// An async body's parameters, its `Progress` made `'static`.
+fn async_inputs(inputs: &syn::punctuated::Punctuated<FnArg, syn::Token![,]>) -> TokenStream {
+    let inputs = inputs.iter().map(|input| match input {
+        FnArg::Typed(typed) if is_progress(&typed.ty) => {
+            let mut typed = typed.clone();
+            *typed.ty = static_progress(&typed.ty);
+            quote!(#typed)
+        }
+        other => quote!(#other),
+    });
+    quote!(#(#inputs),*)
 }
 
 /// The wrapper's parameters: the user's names where the pattern is a plain
@@ -393,7 +437,16 @@ fn call_spawned(
         #registration
     };
     let call = if *is_async {
-        quote!(#private::run_async(#private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*)), #codec))
+        let prepared = quote!(#private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*)));
+        match params.iter().find(|p| p.is_progress()) {
+            Some(Param { name, ty }) => {
+                // On the parameter's type: a message type that is not serde
+                // is reported there.
+                let private = respan(private, ty.span());
+                quote_spanned!(ty.span()=> #private::run_async_with_progress(#prepared, #codec, #name))
+            }
+            None => quote!(#private::run_async(#prepared, #codec)),
+        }
     } else {
         quote!(#private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(&#names,)*), #codec, #sink))
     };

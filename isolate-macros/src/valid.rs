@@ -64,8 +64,8 @@ fn check_pool(args: &Args, errors: &mut Errors) {
 }
 
 /// An `async fn` is spawned or forkserved, one call per child: forking
-/// from an async runtime's threads is unsafe, and its pool and `Progress`
-/// are not awaitable yet.
+/// from an async runtime's threads is unsafe, and its pool is not
+/// awaitable yet.
 fn check_async(args: &Args, function: &ItemFn, errors: &mut Errors) {
     if function.sig.asyncness.is_none() {
         return;
@@ -82,16 +82,6 @@ fn check_async(args: &Args, function: &ItemFn, errors: &mut Errors) {
             span,
             "an async function cannot have a pool yet: remove `pool`, or make the function \
              synchronous and await `Worker::call` from `spawn_blocking`",
-        );
-    }
-    if let Some(ty) = function.sig.inputs.iter().find_map(|input| match input {
-        FnArg::Typed(pat_type) if is_progress(&pat_type.ty) => Some(&pat_type.ty),
-        _ => None,
-    }) {
-        errors.option_spanned(
-            ty,
-            "an async function cannot take a `Progress` yet: make it synchronous, or send \
-             progress through a channel of your own",
         );
     }
 }

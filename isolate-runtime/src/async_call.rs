@@ -28,7 +28,7 @@ use crate::backend::ReplyChannel;
 use crate::codec::Codec;
 use crate::error::Error;
 use crate::isolate::{self, Isolate, StartMethod};
-use crate::progress::ProgressStream;
+use crate::progress::{ProgressSink, ProgressStream};
 use crate::registry::Entry;
 use crate::spawn::{self, Running, Start};
 use crate::stdio::OutputRelay;
@@ -119,6 +119,33 @@ fn prepare<A: Serialize + ?Sized>(
 /// Re-raises the child's panic (in `PanicMode::Resume`) when polled to
 /// completion.
 pub async fn run<R>(call: Result<AsyncCall, Error>, codec: Codec<R>) -> Result<R, Error> {
+    run_delivering(call, codec, None).await
+}
+
+/// [`run`], delivering the messages the child sends to `progress` (on the
+/// thread that polls the future) as they arrive.
+///
+/// # Errors
+///
+/// As [`run`]'s, and as a blocking call's with a `Progress`.
+///
+/// # Panics
+///
+/// As [`run`]; a panic of the progress callback continues once the child
+/// is killed and reaped.
+pub async fn run_with_progress<R, P: ProgressSink>(
+    call: Result<AsyncCall, Error>,
+    codec: Codec<R>,
+    mut progress: P,
+) -> Result<R, Error> {
+    run_delivering(call, codec, Some(&mut progress)).await
+}
+
+async fn run_delivering<R>(
+    call: Result<AsyncCall, Error>,
+    codec: Codec<R>,
+    sink: Option<&mut dyn ProgressSink>,
+) -> Result<R, Error> {
     let AsyncCall {
         options,
         depth,
@@ -139,11 +166,19 @@ pub async fn run<R>(call: Result<AsyncCall, Error>, codec: Codec<R>) -> Result<R
         mut reply,
         socket,
         output,
-        progress: _,
+        mut progress,
         oom,
-    } = spawn::start_call(&options, depth, None, start)?;
+    } = spawn::start_call(&options, depth, sink, start)?;
     let outgoing = Outgoing::new(socket.as_fd(), &request);
-    let exit = supervise(child, deadline, &mut reply, outgoing, output).await?;
+    let exit = supervise(
+        child,
+        deadline,
+        &mut reply,
+        outgoing,
+        output,
+        progress.as_mut(),
+    )
+    .await?;
     outcome::conclude(exit, reply, codec, &options, &oom)
 }
 
@@ -154,9 +189,9 @@ async fn supervise(
     reply: &mut ReplyChannel,
     outgoing: Outgoing<'_>,
     output: OutputRelay,
+    progress: Option<&mut ProgressStream<'_>>,
 ) -> Result<Exit, Error> {
-    let no_progress: Option<&mut ProgressStream<'_>> = None;
-    let mut engine = CallEngine::new(child, deadline, reply, outgoing, output, no_progress);
+    let mut engine = CallEngine::new(child, deadline, reply, outgoing, output, progress);
     while !engine.is_over() {
         if engine.is_past_deadline(Instant::now()) {
             engine.on_deadline();

@@ -39,6 +39,15 @@ pub fn run_async<R>(_: Result<(), Error>, _: Codec<R>) -> std::future::Pending<R
     std::future::pending()
 }
 
+/// What the wrapper returns, so no second error follows the first.
+pub fn run_async_with_progress<R, P>(
+    _: Result<(), Error>,
+    _: Codec<R>,
+    _: P,
+) -> std::future::Pending<Result<R, Error>> {
+    std::future::pending()
+}
+
 /// What the child would run, so no second error follows the first.
 pub fn block_on<F: Future>(_: F) -> F::Output {
     unreachable!("the bound cannot be met")

@@ -75,9 +75,11 @@ pub mod __private {
     pub use crate::async_call::{
         AsyncCall, block_on, prepare_forkserved as prepare_forkserved_async,
         prepare_spawned as prepare_spawned_async, run as run_async,
+        run_with_progress as run_async_with_progress,
     };
     #[cfg(not(feature = "tokio"))]
     pub use crate::async_call_off::{
         block_on, prepare_forkserved_async, prepare_spawned_async, run_async,
+        run_async_with_progress,
     };
 }

@@ -11,12 +11,6 @@ async fn pooled(x: i64) -> i64 {
 }
 
 #[bombsquad]
-async fn reports(x: i64, progress: bombsquad::Progress<u8>) -> i64 {
-    progress.send(1);
-    x * 2
-}
-
-#[bombsquad]
 #[test]
 async fn async_test() {}
 
