@@ -369,6 +369,31 @@ fn progress_messages_are_delivered_while_the_call_is_awaited() {
 }
 
 #[test]
+fn a_scope_applies_when_the_function_is_called_and_cannot_ask_for_fork() {
+    let _guard = shared();
+    let runtime = current_thread();
+    // The scope is read when the wrapper is called, not when it is polled.
+    let call = bombsquad::Isolate::new()
+        .timeout(Duration::from_millis(200))
+        .scope(|| naps(5_000));
+    match runtime.block_on(call) {
+        Err(Error::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(200)),
+        other => panic!("expected Timeout, got {other:?}"),
+    }
+    let call = bombsquad::Isolate::new()
+        .start_method(bombsquad::StartMethod::Fork)
+        .scope(|| naps(1));
+    match runtime.block_on(call) {
+        Err(Error::InvalidOptions { message }) => assert_eq!(
+            message,
+            "Isolate::scope asks for start_method fork but naps is an async function: forking \
+             from an async runtime's threads is unsafe; use spawn or forkserver"
+        ),
+        other => panic!("expected InvalidOptions, got {other:?}"),
+    }
+}
+
+#[test]
 fn a_hundred_concurrent_calls_on_a_multi_thread_runtime_each_get_their_result() {
     let _guard = shared();
     let results = multi_thread().block_on(async {
