@@ -235,11 +235,14 @@ fn the_inner_scope_wins_and_the_outer_fills_in() {
     let outer = Isolate::new()
         .timeout(Duration::from_secs(3600))
         .panic_mode(PanicMode::Error);
-    let inner = Isolate::new().timeout(Duration::from_millis(100));
+    // Long enough for a panicking child to symbolize its backtrace under
+    // RUST_BACKTRACE=1 (~85 ms for this debug binary), since `panics`
+    // runs under it too.
+    let inner = Isolate::new().timeout(Duration::from_secs(1));
     outer.scope(|| {
         inner.scope(|| {
             assert!(
-                matches!(sleeps(), Err(Error::Timeout { after, .. }) if after == Duration::from_millis(100)),
+                matches!(sleeps(), Err(Error::Timeout { after, .. }) if after == Duration::from_secs(1)),
                 "the inner timeout"
             );
             assert!(
