@@ -393,6 +393,78 @@ fn a_scope_applies_when_the_function_is_called_and_cannot_ask_for_fork() {
     }
 }
 
+#[bombsquad(stderr = "capture", timeout = "20s")]
+async fn floods_stderr(path: String, bytes: usize) -> usize {
+    use std::io::Write as _;
+    std::fs::write(&path, std::process::id().to_string()).unwrap();
+    // Time for the caller to stop polling.
+    std::thread::sleep(Duration::from_millis(200));
+    let chunk = vec![b'x'; 64 << 10];
+    let mut stderr = std::io::stderr().lock();
+    for _ in 0..bytes / chunk.len() {
+        stderr.write_all(&chunk).unwrap();
+    }
+    bytes
+}
+
+/// Polls `call` on `runtime` until its child has written its pid to
+/// `path`, leaving it pending.
+fn poll_until_started<F: Future + Unpin>(
+    runtime: &tokio::runtime::Runtime,
+    call: &mut F,
+    path: &std::path::Path,
+) -> u32
+where
+    F::Output: std::fmt::Debug,
+{
+    runtime.block_on(async {
+        tokio::select! {
+            done = call => panic!("the call ended early: {done:?}"),
+            pid = pid_in(path) => pid,
+        }
+    })
+}
+
+#[test]
+fn a_child_flooding_its_output_while_its_future_is_not_polled_finishes_once_polled_again() {
+    let _guard = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pid");
+    let runtime = current_thread();
+    let mut call = Box::pin(floods_stderr(path.display().to_string(), 4 << 20));
+    // Polled until the child runs, then left alone: the child fills the
+    // pipe and blocks.
+    let pid = poll_until_started(&runtime, &mut call, &path);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(common::process_exists(pid), "blocked on its full pipe");
+    assert_eq!(runtime.block_on(call).unwrap(), 4 << 20);
+}
+
+#[test]
+fn a_call_polled_after_its_runtime_is_gone_fails_and_its_child_is_reaped() {
+    let _guard = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pid");
+    let first = current_thread();
+    let mut call = Box::pin(spawn_pipe_sleeper(path.display().to_string()));
+    let pid = poll_until_started(&first, &mut call, &path);
+    drop(first);
+    match current_thread().block_on(call) {
+        Err(Error::Spawn { what, .. }) => assert_eq!(
+            what,
+            "wait for the child process (tokio's runtime is shutting down)"
+        ),
+        other => panic!("expected a spawn error, got {other:?}"),
+    }
+    assert_gone_soon(pid);
+}
+
+#[bombsquad]
+async fn spawn_pipe_sleeper(path: String) {
+    std::fs::write(&path, std::process::id().to_string()).unwrap();
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
 #[test]
 fn a_hundred_concurrent_calls_on_a_multi_thread_runtime_each_get_their_result() {
     let _guard = shared();
