@@ -372,6 +372,17 @@
 //! The library signals and reaps each child through its pidfd, never by
 //! pid number, so a kill can never reach a process that reused the pid.
 //!
+//! # Async callers
+//!
+//! With the feature `tokio`, an isolated function may be an `async fn`: its
+//! wrapper returns a `Send + 'static` future of `Result<R, Error>`, awaited
+//! on tokio's reactor without blocking an executor thread (no thread per
+//! call); the body runs in the child on a fresh current-thread tokio
+//! runtime; dropping the future kills the child's process group and reaps
+//! it. Spawn and forkserver only (forking from a runtime's threads is
+//! refused at compile time); no `pool` yet. The README's "Async callers"
+//! has an example.
+//!
 //! # Concurrency
 //!
 //! At most twice as many one-shot children as there are CPUs run at once

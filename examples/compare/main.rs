@@ -18,6 +18,8 @@
 //! - `warm`: a call to a warm worker (`#[bombsquad(pool = 1)]`, `Worker`)
 //!   vs one 64-byte round trip to a child forked once; a 64 MiB result
 //!   from a warm worker vs the same function one-shot;
+//! - `async`: an awaited call on a
+//!   current-thread tokio runtime vs the same blocking call;
 //! - `peers`: procspawn, rusty-fork (`benches/peers`, built on demand) and
 //!   Python bombsquad (`benches/peers/python-setup.sh`).
 //!
@@ -28,6 +30,7 @@
 //! ```
 
 mod arguments;
+mod awaited;
 mod bench;
 mod calls;
 mod floors;
@@ -125,7 +128,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("compare: {problem}");
     }
     eprintln!(
-        "usage: compare [--quick] [--only trivial,hygiene,sandbox,payload,arguments,heap,peak,warm,peers] \
+        "usage: compare [--quick] [--only trivial,hygiene,sandbox,payload,arguments,heap,peak,async,warm,peers] \
          [--max-size 1G] [--rounds MULTIPLIER]"
     );
     std::process::exit(2)
@@ -174,6 +177,9 @@ fn main() {
     }
     if config.wants("peak") {
         memory::peak(&config);
+    }
+    if config.wants("async") {
+        awaited::awaited(&config);
     }
     // Last but the peers: its pools start a keeper thread, and the
     // sections before fork from a single-threaded parent.

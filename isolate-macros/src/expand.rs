@@ -125,18 +125,46 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         ReturnType::Default => quote!(()),
         ReturnType::Type(_, ty) => quote!(#ty),
     };
-    let outer_inputs = params.iter().map(Param::outer_input);
-    let inner_inputs = &sig.inputs;
+    let is_async = sig.asyncness.is_some();
+    let outer_inputs = params.iter().map(|param| {
+        if is_async && param.is_progress() {
+            let Param { name, ty } = param;
+            let ty = static_progress(ty);
+            quote!(#name: #ty)
+        } else {
+            param.outer_input()
+        }
+    });
+    let inner_inputs = if is_async {
+        async_inputs(&sig.inputs)
+    } else {
+        let inputs = &sig.inputs;
+        quote!(#inputs)
+    };
     let lint_attrs = attrs.iter().filter(|a| is_lint(a));
     let track_caller =
         (!attrs.iter().any(|a| a.path().is_ident("track_caller"))).then(|| quote!(#[track_caller]));
     let options = options(private, args, display_name);
     let codec = codec(private, &result);
     let call = match args.start_method() {
+        // Only after an error (`valid.rs` refuses fork for an async
+        // function): the wrapper keeps its signature, so callers see no cascade.
+        StartMethod::Fork if is_async => {
+            let names = params.iter().map(|p| &p.name);
+            quote! {
+                #(let _ = #names;)*
+                async { ::core::unreachable!() }
+            }
+        }
         StartMethod::Fork => call_forked(private, &options, &codec, &params, unsafety.is_some()),
         StartMethod::Spawn | StartMethod::Forkserver => {
             let (via, leading) = match (args.start_method(), &args.pool) {
+                // `valid.rs` refuses `pool` on an async function.
                 (_, Some(_)) => (quote!(call_pooled), pooled(private, args, &options)),
+                (StartMethod::Forkserver, None) if is_async => {
+                    (quote!(prepare_forkserved_async), quote!(&#options,))
+                }
+                _ if is_async => (quote!(prepare_spawned_async), quote!(&#options,)),
                 (StartMethod::Forkserver, None) => (quote!(call_forkserved), quote!(&#options,)),
                 _ => (quote!(call_spawned), quote!(&#options,)),
             };
@@ -145,14 +173,38 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
                 via,
                 leading,
                 result: &result,
+                is_async,
             };
             call_spawned(private, &spawned, &codec, &params, unsafety.is_some())
         }
     };
+    let output = quote!(::core::result::Result<#result, #krate::Error>);
+    if is_async {
+        // After an error the wrapper alone keeps the signature: a body
+        // taking `Progress<M>` would add E0726 (elided lifetime in an async fn).
+        let body = (args.start_method() != StartMethod::Fork).then(|| {
+            quote! {
+                #[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps, clippy::unused_async)]
+                #(#lint_attrs)*
+                #unsafety async fn __bombsquad_body(#inner_inputs) -> #result #block
+            }
+        });
+        // The future owns the encoded arguments only: `use<>` captures none
+        // of the parameters' lifetimes.
+        return quote! {
+            #(#attrs)*
+            #track_caller
+            #vis #unsafety fn #name(#(#outer_inputs),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<> {
+                #body
+
+                #call
+            }
+        };
+    }
     quote! {
         #(#attrs)*
         #track_caller
-        #vis #unsafety fn #name(#(#outer_inputs),*) -> ::core::result::Result<#result, #krate::Error> {
+        #vis #unsafety fn #name(#(#outer_inputs),*) -> #output {
             #[allow(clippy::needless_pass_by_value, clippy::unnecessary_wraps)]
             #(#lint_attrs)*
             #unsafety fn __bombsquad_body(#inner_inputs) -> #result #block
@@ -160,6 +212,37 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
             #call
         }
     }
+}
+
+/// An async function's `Progress<M>` as `Progress<'static, M>`: its future
+/// owns it (the callback must be `'static`), and an async function's
+/// parameters cannot elide a path's lifetime.
+fn static_progress(ty: &Type) -> Type {
+    let mut ty = ty.clone();
+    if let Type::Path(path) = &mut ty
+        && let Some(last) = path.path.segments.last_mut()
+        && let syn::PathArguments::AngleBracketed(generic) = &mut last.arguments
+    {
+        let lifetime: syn::GenericArgument = syn::parse_quote!('static);
+        match generic.args.first_mut() {
+            Some(syn::GenericArgument::Lifetime(_)) => generic.args[0] = lifetime,
+            _ => generic.args.insert(0, lifetime),
+        }
+    }
+    ty
+}
+
+/// An async body's parameters, its `Progress` made `'static`.
+fn async_inputs(inputs: &syn::punctuated::Punctuated<FnArg, syn::Token![,]>) -> TokenStream {
+    let inputs = inputs.iter().map(|input| match input {
+        FnArg::Typed(typed) if is_progress(&typed.ty) => {
+            let mut typed = typed.clone();
+            *typed.ty = static_progress(&typed.ty);
+            quote!(#typed)
+        }
+        other => quote!(#other),
+    });
+    quote!(#(#inputs),*)
 }
 
 /// The wrapper's parameters: the user's names where the pattern is a plain
@@ -311,6 +394,9 @@ struct Spawned<'a> {
     /// The arguments before the entry: the options, or a pool.
     leading: TokenStream,
     result: &'a TokenStream,
+    /// An `async fn`: the child runs the body to completion on a runtime
+    /// of its own, and the wrapper returns the call's future.
+    is_async: bool,
 }
 
 fn call_spawned(
@@ -325,12 +411,16 @@ fn call_spawned(
         via,
         leading,
         result,
+        is_async,
     } = spawned;
     let name = name.to_string();
     let sent = || params.iter().filter(|p| !p.is_progress());
     let names: Vec<&Ident> = sent().map(|p| &p.name).collect();
     let owned_types = sent().map(|p| p.owned_type(private));
-    let body = body_call(params.iter().map(|p| p.passed_in_child(private)), unsafe_fn);
+    let mut body = body_call(params.iter().map(|p| p.passed_in_child(private)), unsafe_fn);
+    if *is_async {
+        body = quote!(#private::block_on(#body));
+    }
     let sink = progress_sink(private, params);
     let registration = register::entry(
         private,
@@ -338,7 +428,7 @@ fn call_spawned(
         &quote!(__bombsquad_run),
         &quote!(::core::option::Option::None),
     );
-    quote! {
+    let child = quote! {
         fn __bombsquad_run(__bombsquad_args: &[u8]) {
             #private::serve::<(#(#private::ArgIn<#owned_types>,)*), #result>(
                 __bombsquad_args,
@@ -348,13 +438,24 @@ fn call_spawned(
         }
 
         #registration
-
-        #private::#via(
-            #leading
-            &__BOMBSQUAD_ENTRY,
-            &(#(#private::Arg(&#names),)*),
-            #codec,
-            #sink,
-        )
+    };
+    let call = if *is_async {
+        let prepared =
+            quote!(#private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(#private::Arg(&#names),)*)));
+        match params.iter().find(|p| p.is_progress()) {
+            Some(Param { name, ty }) => {
+                // On the parameter's type: a message type that is not serde
+                // is reported there.
+                let private = respan(private, ty.span());
+                quote_spanned!(ty.span()=> #private::run_async_with_progress(#prepared, #codec, #name))
+            }
+            None => quote!(#private::run_async(#prepared, #codec)),
+        }
+    } else {
+        quote!(#private::#via(#leading &__BOMBSQUAD_ENTRY, &(#(#private::Arg(&#names),)*), #codec, #sink))
+    };
+    quote! {
+        #child
+        #call
     }
 }

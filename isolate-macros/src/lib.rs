@@ -63,8 +63,16 @@ use crate::errors::{Errors, Recovery};
 /// panic, `#[should_panic]`, `#[ignore]` and `Result` returns behave as for
 /// an ordinary test. The test attribute is emitted fully qualified.
 ///
+/// An `async fn` (feature `tokio` of `bombsquad`) becomes a function
+/// returning `impl Future<Output = Result<R, bombsquad::Error>> + Send +
+/// 'static`: the arguments are encoded when it is called, the body runs in
+/// the child on a current-thread tokio runtime, and dropping the future
+/// kills and reaps the child. Its `Progress` parameter is
+/// `Progress<'static, M>`. Not with `start_method = "fork"`, `pool`, or
+/// above `#[test]`.
+///
 /// Not accepted, each with a compile error on the offending token: generic,
-/// `async`, `const` or `extern` functions, `self` receivers, `impl Trait`
+/// `const` or `extern` functions, `self` receivers, `impl Trait`
 /// arguments or results, results that borrow.
 ///
 /// The `bombsquad` crate's documentation is the full guide.

@@ -68,6 +68,12 @@ fn check_signature(function: &ItemFn, errors: &mut Errors) {
     if let Some(token) = &sig.unsafety {
         errors.item(token, "a test function cannot be `unsafe`");
     }
+    if let Some(token) = &sig.asyncness {
+        errors.item(
+            token,
+            "an isolated test cannot be `async`: its child can build a runtime and `block_on` the body",
+        );
+    }
     if let ReturnType::Type(_, ty) = &sig.output
         && !is_unit(ty)
         && let Some(should_panic) = function

@@ -29,6 +29,7 @@ pub(crate) fn check(args: &Args, item: &Item, errors: &mut Errors) {
 
 fn check_function(args: &Args, function: &ItemFn, errors: &mut Errors) {
     check_pool(args, errors);
+    check_async(args, function, errors);
     check_signature(&function.sig, errors);
     let mut progress = false;
     for input in &function.sig.inputs {
@@ -62,6 +63,29 @@ fn check_pool(args: &Args, errors: &mut Errors) {
     }
 }
 
+/// An `async fn` is spawned or forkserved, one call per child: forking
+/// from an async runtime's threads is unsafe, and its pool is not
+/// awaitable yet.
+fn check_async(args: &Args, function: &ItemFn, errors: &mut Errors) {
+    if function.sig.asyncness.is_none() {
+        return;
+    }
+    if let Some((StartMethod::Fork, span)) = args.start_method {
+        errors.option(
+            span,
+            "an async function cannot fork: forking from an async runtime's threads can deadlock \
+             the child; use start_method = \"spawn\" or \"forkserver\"",
+        );
+    }
+    if let Some((_, span)) = args.pool {
+        errors.option(
+            span,
+            "an async function cannot have a pool yet: remove `pool`, or make the function \
+             synchronous and await `Worker::call` from `spawn_blocking`",
+        );
+    }
+}
+
 /// Whether `ty` is the progress parameter's type: a path whose last segment
 /// is `Progress` with one generic argument (`Progress<M>`,
 /// `bombsquad::Progress<M>`). It is not sent with the arguments: the child
@@ -82,9 +106,6 @@ pub(crate) fn is_progress(ty: &Type) -> bool {
 }
 
 fn check_signature(sig: &Signature, errors: &mut Errors) {
-    if let Some(token) = &sig.asyncness {
-        errors.item(token, "an isolated function cannot be `async`: call a synchronous function from `spawn_blocking` instead");
-    }
     if let Some(token) = &sig.constness {
         errors.item(token, "an isolated function cannot be `const`");
     }

@@ -8,6 +8,10 @@
 #![cfg(target_os = "linux")]
 
 mod args;
+#[cfg(feature = "tokio")]
+mod async_call;
+#[cfg(not(feature = "tokio"))]
+mod async_call_off;
 mod backend;
 mod callbacks;
 mod child;
@@ -85,4 +89,15 @@ pub mod __private {
         let kind = crate::wire::FrameKind::from_byte(kind).expect("a known frame kind");
         crate::wire::frame(kind, call_id, payload)
     }
+    #[cfg(feature = "tokio")]
+    pub use crate::async_call::{
+        AsyncCall, block_on, prepare_forkserved as prepare_forkserved_async,
+        prepare_spawned as prepare_spawned_async, run as run_async,
+        run_with_progress as run_async_with_progress,
+    };
+    #[cfg(not(feature = "tokio"))]
+    pub use crate::async_call_off::{
+        block_on, prepare_forkserved_async, prepare_spawned_async, run_async,
+        run_async_with_progress,
+    };
 }

@@ -78,6 +78,46 @@ pub(crate) fn call_with<A, R>(
 where
     A: Serialize + ?Sized,
 {
+    let prepared = prepare(options, entry, args)?;
+    // Held until the child is reaped.
+    let _permit = throttle::acquire();
+    let Running {
+        child,
+        deadline,
+        mut reply,
+        socket,
+        output,
+        mut progress,
+        oom,
+    } = start_call(options, &prepared, progress, start)?;
+    let exit = supervise(
+        child,
+        deadline,
+        &mut reply,
+        Outgoing::new(socket.as_fd(), &prepared.request),
+        output,
+        progress.as_mut(),
+    )?;
+    outcome::conclude(exit, reply, codec, options, &oom)
+}
+
+/// What a call checks and encodes before it takes a permit.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    /// The child's nesting depth.
+    pub(crate) depth: u32,
+    /// The id every frame of this call carries.
+    pub(crate) call_id: CallId,
+    /// The `Call`, `Args` and setup frames.
+    pub(crate) request: Vec<u8>,
+}
+
+/// Checks and encodes a call before it takes a permit.
+pub(crate) fn prepare<A: Serialize + ?Sized>(
+    options: &Isolate,
+    entry: &'static Entry,
+    args: &A,
+) -> Result<Prepared, Error> {
     entry::keep_linked();
     let depth = child::next_depth()?;
     crate::sandbox::check(options.sandbox.as_ref())?;
@@ -88,17 +128,45 @@ where
             .frame()
             .map_err(|e| Error::codec(CodecStage::EncodeArguments, e))?,
     );
-    // Held until the child is reaped.
-    let _permit = throttle::acquire();
+    Ok(Prepared {
+        depth,
+        call_id,
+        request,
+    })
+}
+
+/// A started child and what its parent watches it with, owned, so that a
+/// driver (the blocking [`supervise`] or an async one) can borrow them.
+#[derive(Debug)]
+pub(crate) struct Running<'p> {
+    pub(crate) child: Child,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) reply: ReplyChannel,
+    /// Non-blocking; the request is still to be sent on it.
+    pub(crate) socket: OwnedFd,
+    pub(crate) output: OutputRelay,
+    pub(crate) progress: Option<ProgressStream<'p>>,
+    pub(crate) oom: OomWatch,
+}
+
+/// Starts the child of a `prepared` call with `start` (the caller holds a
+/// permit) and hands it its token and descriptors.
+pub(crate) fn start_call<'p>(
+    options: &Isolate,
+    prepared: &Prepared,
+    progress: Option<&'p mut dyn ProgressSink>,
+    start: fn(Start) -> Result<Child, Error>,
+) -> Result<Running<'p>, Error> {
     let oom = OomWatch::start();
+    let call_id = prepared.call_id;
     let mut reply = ReplyChannel::create(options, call_id)?;
     let mut progress = ProgressStream::create(progress, call_id, options.result_limit())?;
     let (socket, child_socket) = unix_socketpair(
         SockType::Stream,
         "create the channel to the child (socketpair)",
     )?;
-    let marker =
-        Marker::for_new_child(depth).map_err(|e| Error::spawn("draw a random token", e))?;
+    let marker = Marker::for_new_child(prepared.depth)
+        .map_err(|e| Error::spawn("draw a random token", e))?;
     let token = marker.token;
     let (output, stdio) = OutputRelay::create(&options.stderr)?;
     let deadline = options.deadline();
@@ -116,15 +184,15 @@ where
         progress.close_child_end();
     }
     sys::set_nonblocking(&socket).map_err(|e| Error::spawn("configure the channel", e))?;
-    let exit = supervise(
+    Ok(Running {
         child,
         deadline,
-        &mut reply,
-        Outgoing::new(socket.as_fd(), &request),
+        reply,
+        socket,
         output,
-        progress.as_mut(),
-    )?;
-    outcome::conclude(exit, reply, codec, options, &oom)
+        progress,
+        oom,
+    })
 }
 
 /// A close-on-exec pair of connected Unix sockets; `what` names them in the

@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::task::Waker;
 
 use crate::error::Error;
 
@@ -76,6 +77,16 @@ pub(crate) fn acquire() -> Permit {
     Permit(())
 }
 
+/// Takes a permit if fewer than the cap of children are running, or keeps
+/// `waker` to be woken when one may be free (at the next release or cap
+/// change): how an async caller waits without blocking its thread.
+#[cfg(feature = "tokio")]
+pub(crate) fn try_acquire_or_wake(waker: &Waker) -> Option<Permit> {
+    THROTTLE
+        .try_acquire_or_wake(|| cap().unwrap_or_else(|_| default_cap()), waker)
+        .then_some(Permit(()))
+}
+
 impl Drop for Permit {
     fn drop(&mut self) {
         THROTTLE.release();
@@ -132,6 +143,9 @@ struct State {
     /// Callers blocked for a permit: a release wakes one only when there
     /// is one, since a wake is a syscall even with no waiter.
     waiting: usize,
+    /// Async callers waiting for a permit: all are woken at a release,
+    /// since a woken task may have been dropped meanwhile.
+    wakers: Vec<Waker>,
 }
 
 impl Throttle {
@@ -141,6 +155,7 @@ impl Throttle {
                 pid: 0,
                 running: 0,
                 waiting: 0,
+                wakers: Vec::new(),
             }),
             freed: Condvar::new(),
         }
@@ -154,6 +169,7 @@ impl Throttle {
             state.pid = pid;
             state.running = 0;
             state.waiting = 0;
+            state.wakers.clear();
         }
         state
     }
@@ -177,22 +193,43 @@ impl Throttle {
         state.running += 1;
     }
 
+    /// [`acquire_under`](Self::acquire_under) without blocking: whether a
+    /// permit was taken; if not, `waker` is woken when one may be free.
+    #[cfg(feature = "tokio")]
+    fn try_acquire_or_wake(&self, cap: impl Fn() -> usize, waker: &Waker) -> bool {
+        let mut state = self.lock();
+        if state.running < cap() {
+            state.running += 1;
+            return true;
+        }
+        if !state.wakers.iter().any(|known| known.will_wake(waker)) {
+            state.wakers.push(waker.clone());
+        }
+        false
+    }
+
     /// Wakes every waiter to re-check a new cap.
     fn cap_changed(&self) {
-        let waiting = self.lock().waiting > 0;
+        let mut state = self.lock();
+        let waiting = state.waiting > 0;
+        let wakers = std::mem::take(&mut state.wakers);
+        drop(state);
         if waiting {
             self.freed.notify_all();
         }
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     fn release(&self) {
         let mut state = self.lock();
         state.running = state.running.saturating_sub(1);
         let waiting = state.waiting > 0;
+        let wakers = std::mem::take(&mut state.wakers);
         drop(state);
         if waiting {
             self.freed.notify_one();
         }
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -242,6 +279,32 @@ mod tests {
         cap.store(2, Ordering::SeqCst);
         throttle.cap_changed();
         waiter.join().unwrap();
+        assert_eq!(throttle.lock().running, 2);
+    }
+
+    #[cfg(feature = "tokio")]
+    #[test]
+    fn an_async_caller_over_the_cap_is_woken_when_a_permit_is_released() {
+        struct CountsWakes(AtomicUsize);
+        impl std::task::Wake for CountsWakes {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(CountsWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(wakes.clone());
+        let throttle = Throttle::new();
+        assert!(throttle.try_acquire_or_wake(|| 1, &waker));
+        assert!(!throttle.try_acquire_or_wake(|| 1, &waker));
+        assert!(!throttle.try_acquire_or_wake(|| 1, &waker), "kept once");
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
+        throttle.release();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(throttle.try_acquire_or_wake(|| 1, &waker));
+        assert!(!throttle.try_acquire_or_wake(|| 1, &waker));
+        throttle.cap_changed();
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        assert!(throttle.try_acquire_or_wake(|| 2, &waker));
         assert_eq!(throttle.lock().running, 2);
     }
 

@@ -1,7 +1,7 @@
 use bombsquad::bombsquad;
 
 #[bombsquad]
-async fn double<T: Into<i64>>(x: T) -> i64 {
+extern "C" fn double<T: Into<i64>>(x: T) -> i64 {
     x.into() * 2
 }
 

@@ -189,7 +189,7 @@ fn replace_server(slot: &mut Option<Server>) -> Result<&mut Server, Error> {
 }
 
 /// Asks the server to fork a child for `start`, and takes charge of it.
-fn fork_from_server(start: Start) -> Result<Child, Error> {
+pub(crate) fn fork_from_server(start: Start) -> Result<Child, Error> {
     let mut request = [0u8; REQUEST_LEN];
     request[..4].copy_from_slice(&start.marker.depth.to_le_bytes());
     request[4..4 + TOKEN_LEN].copy_from_slice(&start.marker.token);

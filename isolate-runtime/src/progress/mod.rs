@@ -263,7 +263,7 @@ impl<M> fmt::Debug for ProgressMessages<M> {
 ///
 /// Not public API: generated code passes a `&mut Progress<M>` as
 /// `&mut dyn ProgressSink`.
-pub trait ProgressSink {
+pub trait ProgressSink: Send {
     /// Decodes `payload` and hands the message on.
     ///
     /// # Errors

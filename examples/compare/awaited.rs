@@ -1,0 +1,75 @@
+//! `async`: what awaiting an isolated call on tokio adds to the blocking
+//! call, the same function in both forms, in the same run (target: at
+//! most 1.1x).
+
+use bombsquad::bombsquad;
+
+use crate::Config;
+use crate::bench::{Case, Plan, interleave, ratio, show};
+
+#[bombsquad(backend = "pipe")]
+fn blocking_pipe() -> u64 {
+    42
+}
+
+#[bombsquad(backend = "pipe")]
+async fn awaited_pipe() -> u64 {
+    42
+}
+
+#[bombsquad(start_method = "forkserver", backend = "pipe")]
+fn blocking_forkserver() -> u64 {
+    42
+}
+
+#[bombsquad(start_method = "forkserver", backend = "pipe")]
+async fn awaited_forkserver() -> u64 {
+    42
+}
+
+pub fn awaited(config: &Config) {
+    let plan = config.scale(Plan {
+        rounds: 20,
+        block: 25,
+    });
+    println!(
+        "\n== awaited call vs blocking call (8-byte result, pipe backend), {} rounds x {} calls, medians",
+        plan.rounds, plan.block
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime");
+    bombsquad::start_forkserver().expect("start the fork server");
+    let mut cases = vec![
+        Case::new("spawn-mode call, blocking", || {
+            assert_eq!(blocking_pipe().unwrap(), 42);
+        }),
+        Case::new("spawn-mode call, awaited (current-thread)", || {
+            assert_eq!(runtime.block_on(awaited_pipe()).unwrap(), 42);
+        }),
+        Case::new("forkserver-mode call, blocking", || {
+            assert_eq!(blocking_forkserver().unwrap(), 42);
+        }),
+        Case::new("forkserver-mode call, awaited (current-thread)", || {
+            assert_eq!(runtime.block_on(awaited_forkserver()).unwrap(), 42);
+        }),
+    ];
+    interleave(&mut cases, plan);
+    println!(
+        "{:<48} {:>12} {:>14} {:>8}",
+        "case", "median", "vs blocking", "target"
+    );
+    for pair in cases.chunks(2) {
+        let blocking = pair[0].median();
+        for (case, target) in pair.iter().zip(["", "<= 1.10x"]) {
+            println!(
+                "{:<48} {:>12} {:>13.2}x {:>8}",
+                case.name,
+                show(case.median()),
+                ratio(case.median(), blocking),
+                target
+            );
+        }
+    }
+}

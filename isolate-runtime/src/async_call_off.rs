@@ -1,0 +1,54 @@
+//! Without feature `tokio`: what an `async fn` under `#[bombsquad]` expands
+//! to fails with one error that names the feature, not with a missing item.
+
+use std::future::Future;
+
+use crate::codec::Codec;
+use crate::error::Error;
+use crate::isolate::Isolate;
+use crate::registry::Entry;
+
+/// Implemented by nothing: its bound is the error.
+#[diagnostic::on_unimplemented(
+    message = "`#[bombsquad] async fn` needs bombsquad's `tokio` feature",
+    label = "the arguments of an async isolated function",
+    note = "enable it in Cargo.toml: bombsquad = {{ version = \"...\", features = [\"tokio\"] }}"
+)]
+pub trait AsyncNeedsTheTokioFeature {}
+
+/// Never callable: see [`AsyncNeedsTheTokioFeature`].
+pub fn prepare_spawned_async<A: AsyncNeedsTheTokioFeature + ?Sized>(
+    _: &Isolate,
+    _: &'static Entry,
+    _: &A,
+) -> Result<(), Error> {
+    unreachable!("the bound cannot be met")
+}
+
+/// Never callable: see [`AsyncNeedsTheTokioFeature`].
+pub fn prepare_forkserved_async<A: AsyncNeedsTheTokioFeature + ?Sized>(
+    _: &Isolate,
+    _: &'static Entry,
+    _: &A,
+) -> Result<(), Error> {
+    unreachable!("the bound cannot be met")
+}
+
+/// What the wrapper returns, so no second error follows the first.
+pub fn run_async<R>(_: Result<(), Error>, _: Codec<R>) -> std::future::Pending<Result<R, Error>> {
+    std::future::pending()
+}
+
+/// What the wrapper returns, so no second error follows the first.
+pub fn run_async_with_progress<R, P>(
+    _: Result<(), Error>,
+    _: Codec<R>,
+    _: P,
+) -> std::future::Pending<Result<R, Error>> {
+    std::future::pending()
+}
+
+/// What the child would run, so no second error follows the first.
+pub fn block_on<F: Future>(_: F) -> F::Output {
+    unreachable!("the bound cannot be met")
+}
