@@ -135,8 +135,12 @@ fn a_busy_loop_meets_the_cpu_limit() {
                 .contains("was killed by SIGXCPU: CPU time limit of 1 s exceeded, after "),
             "{e}"
         );
+        // The kernel sends SIGXCPU once the child's runtime reaches 1 s;
+        // `wait4`'s user and system times are sampled, and on a loaded VM
+        // they were seen 135 ms short of it (865 ms). Far below would mean
+        // the limit was not what ended it.
         let cpu = e.user_time().unwrap() + e.system_time().unwrap();
-        assert!(cpu >= Duration::from_millis(900), "{cpu:?}");
+        assert!(cpu >= Duration::from_millis(600), "{cpu:?}");
     }
 }
 
