@@ -16,7 +16,7 @@ use crate::registry::Entry;
 )]
 pub trait AsyncNeedsTheTokioFeature {}
 
-/// Never callable: see [`AsyncNeedsTheTokioFeature`].
+/// Never callable: see `AsyncNeedsTheTokioFeature`.
 pub fn prepare_spawned_async<A: AsyncNeedsTheTokioFeature + ?Sized>(
     _: &Isolate,
     _: &'static Entry,
@@ -25,7 +25,7 @@ pub fn prepare_spawned_async<A: AsyncNeedsTheTokioFeature + ?Sized>(
     unreachable!("the bound cannot be met")
 }
 
-/// Never callable: see [`AsyncNeedsTheTokioFeature`].
+/// Never callable: see `AsyncNeedsTheTokioFeature`.
 pub fn prepare_forkserved_async<A: AsyncNeedsTheTokioFeature + ?Sized>(
     _: &Isolate,
     _: &'static Entry,
