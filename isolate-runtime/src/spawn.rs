@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use nix::sys::socket::{
-    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, setsockopt, socketpair,
+    sockopt,
 };
 use serde::Serialize;
 
@@ -101,6 +102,9 @@ where
     outcome::conclude(exit, reply, codec, options, &oom)
 }
 
+/// Requests longer than this get a larger socket buffer.
+const LARGE_REQUEST: usize = 4 << 20;
+
 /// What a call checks and encodes before it takes a permit.
 #[derive(Debug)]
 pub(crate) struct Prepared {
@@ -165,6 +169,11 @@ pub(crate) fn start_call<'p>(
         SockType::Stream,
         "create the channel to the child (socketpair)",
     )?;
+    if prepared.request.len() > LARGE_REQUEST {
+        // Fewer wake-ups for a large argument; the kernel caps the size at
+        // `net.core.wmem_max`, and a refusal leaves the default.
+        let _ = setsockopt(&socket, sockopt::SndBuf, &LARGE_REQUEST);
+    }
     let marker = Marker::for_new_child(prepared.depth)
         .map_err(|e| Error::spawn("draw a random token", e))?;
     let token = marker.token;
