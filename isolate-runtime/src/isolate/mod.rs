@@ -2,7 +2,6 @@
 //! expands to).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 use std::fmt;
 use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::path::PathBuf;
@@ -16,6 +15,10 @@ use crate::error::Error;
 use crate::report::NonzeroExitcode;
 use crate::sandbox::{Sandbox, SandboxPolicy};
 use crate::stdio::Stderr;
+
+mod scope;
+
+pub(crate) use scope::{in_scope, leave_scopes_in_child, scoped};
 
 /// What a panic in the child does to the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -497,8 +500,7 @@ impl Isolate {
     /// assert!(matches!(result, Err(Error::Timeout { after, .. }) if after == timeout));
     /// ```
     pub fn scope<R>(&self, f: impl FnOnce() -> R) -> R {
-        SCOPES.with_borrow_mut(|scopes| scopes.push(self.settings.clone()));
-        let _leave = LeaveScope;
+        let _leave = scope::enter(self.settings.clone());
         f()
     }
 
@@ -576,49 +578,4 @@ impl Isolate {
 #[track_caller]
 pub fn fork<R, M, F: ChildFn<R, M>>(function: F) -> Result<R, Error> {
     Isolate::new().fork(function)
-}
-
-thread_local! {
-    /// The settings of this thread's open scopes, outermost first.
-    static SCOPES: RefCell<Vec<Vec<Setting>>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Closes the innermost scope, on the way out of `scope` or an unwind.
-struct LeaveScope;
-
-impl Drop for LeaveScope {
-    fn drop(&mut self) {
-        SCOPES.with_borrow_mut(Vec::pop);
-    }
-}
-
-/// Whether this thread is inside [`Isolate::scope`].
-pub(crate) fn in_scope() -> bool {
-    SCOPES.with_borrow(|scopes| !scopes.is_empty())
-}
-
-/// In a forked child: the scopes its copy of the calling thread holds are
-/// not its own (a call it makes is not a call of the thread that opened them).
-pub(crate) fn leave_scopes_in_child() {
-    SCOPES.with_borrow_mut(Vec::clear);
-}
-
-/// The options of a call made inside scopes: `declared` (the attribute's)
-/// with every scope's settings applied over it, outermost first, and the
-/// names of the options the scopes set. `None` outside any scope.
-pub(crate) fn scoped(declared: &Isolate) -> Option<(Isolate, Vec<&'static str>)> {
-    SCOPES.with_borrow(|scopes| {
-        if scopes.is_empty() {
-            return None;
-        }
-        let mut options = declared.clone();
-        let mut set = Vec::new();
-        for setting in scopes.iter().flatten() {
-            (setting.apply)(&mut options);
-            if !set.contains(&setting.option) {
-                set.push(setting.option);
-            }
-        }
-        Some((options, set))
-    })
 }

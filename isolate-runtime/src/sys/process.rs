@@ -1,0 +1,304 @@
+//! Processes: leaving, pidfds, reaping, signals to a child or its group,
+//! death with the parent, process groups and resource limits.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::errno::Errno;
+
+/// Leaves the process at once: no atexit handlers, no destructors, no
+/// waiting for other threads. Async-signal-safe.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is always safe to call; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// `pidfd_open(2)`: a descriptor that becomes readable when `pid` exits.
+pub(crate) fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    // SAFETY: the kernel just returned this descriptor and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reaps `pid` (blocking), retrying on EINTR, and returns its raw wait status
+/// and resource usage.
+pub(crate) fn reap(pid: i32) -> io::Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are valid for writes for the whole call.
+        let ret = unsafe { libc::wait4(pid, &raw mut status, 0, &raw mut usage) };
+        if ret == pid {
+            return Ok((status, usage));
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Reaps the child behind `pidfd` (blocking), retrying on EINTR, and
+/// returns its wait status (in `waitpid`'s encoding) and resource usage.
+///
+/// By pidfd, not by number: once someone else reaped the child, its pid may
+/// belong to another child of ours, which `wait4(pid)` would wait for and
+/// reap instead (docs/FAULTS.md F5, F7). Then this fails with ECHILD.
+pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>) -> io::Result<(i32, libc::rusage)> {
+    // SAFETY: both are plain old data; all-zero is a valid value.
+    let (mut info, mut usage): (libc::siginfo_t, libc::rusage) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    loop {
+        // SAFETY: the raw waitid syscall takes a fifth argument, the rusage
+        // to fill; both pointers are valid for writes for the whole call.
+        let ret = unsafe {
+            libc::syscall(
+                libc::SYS_waitid,
+                libc::P_PIDFD,
+                pidfd.as_raw_fd(),
+                &raw mut info,
+                libc::WEXITED,
+                &raw mut usage,
+            )
+        };
+        if ret == 0 {
+            break;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+    // SAFETY: waitid filled a SIGCHLD siginfo, whose status field is set.
+    let status = unsafe { info.si_status() };
+    let raw = match info.si_code {
+        libc::CLD_EXITED => (status & 0xff) << 8,
+        libc::CLD_DUMPED => (status & 0x7f) | 0x80,
+        _ => status & 0x7f,
+    };
+    Ok((raw, usage))
+}
+
+/// Flushes C's stdio buffers (`printf` from FFI code): the child leaves with
+/// `_exit`, which would drop them, and its stdout is a pipe, which C buffers
+/// fully.
+#[inline]
+pub(crate) fn flush_c_stdio() {
+    // SAFETY: fflush(NULL) flushes every open stream; glibc resets the stdio
+    // locks in a forked child, so no lock of a vanished thread is waited on.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
+unsafe extern "C" {
+    static mut stdout: *mut libc::FILE;
+    static mut stderr: *mut libc::FILE;
+    /// glibc's and musl's `<stdio_ext.h>`; the `libc` crate has no binding.
+    fn __fpurge(stream: *mut libc::FILE);
+}
+
+/// Discards what C's stdout and stderr held unwritten at the fork: it is
+/// the parent's to write, and the child's flush before `_exit` would
+/// print it a second time. Only stdout and stderr: a forked child cannot
+/// tell the parent's other streams from ones it will open itself.
+#[inline]
+pub(crate) fn drop_inherited_c_stdio() {
+    // SAFETY: in the freshly forked, single-threaded child nothing else uses
+    // the streams; reading the two globals and purging their buffers only
+    // moves glibc's buffer pointers.
+    unsafe {
+        __fpurge(stdout);
+        __fpurge(stderr);
+    }
+}
+
+/// Sends SIGKILL to every process in the group `pgid`. A group that is
+/// already empty is not an error. Async-signal-safe.
+pub(crate) fn kill_group(pgid: i32) {
+    // SAFETY: plain syscall; a negative pid addresses the group.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
+}
+
+/// Sends `signal` to every process in the group `pgid`, by number: only
+/// while the group's leader is unreaped, so the number is still its.
+pub(crate) fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: plain syscall; a negative pid addresses the group.
+    unsafe { libc::kill(-pgid, signal) };
+}
+
+/// Sends SIGKILL to one process. The caller must not have reaped it yet, so
+/// the pid cannot have been reused.
+pub(crate) fn kill_one(pid: i32) {
+    // SAFETY: plain syscall.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// `PIDFD_SIGNAL_PROCESS_GROUP` (Linux 6.9, `<linux/pidfd.h>`): signal the
+/// process group that the pidfd's process leads.
+const PIDFD_SIGNAL_PROCESS_GROUP: libc::c_uint = 1 << 2;
+
+/// `pidfd_send_signal(2)`: sends `signal` to the process `pidfd` refers to,
+/// or with `group` to every process in the group it leads. The pidfd names
+/// the process itself, not its number: once the process is reaped this
+/// fails with ESRCH instead of reaching a process that reused the pid
+/// (docs/FAULTS.md F5).
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: i32, group: bool) -> io::Result<()> {
+    let flags = if group { PIDFD_SIGNAL_PROCESS_GROUP } else { 0 };
+    // SAFETY: raw syscall on a descriptor we borrow; a null siginfo asks the
+    // kernel to fill in a plain kill(2)-style one.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            flags,
+        )
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the process behind `pidfd` (our child) is still ours to reap:
+/// running, or a zombie that pins its pid. `false` once someone else reaped
+/// it (SIGCHLD ignored, another `waitpid(-1)`).
+pub(crate) fn still_unreaped(pidfd: BorrowedFd<'_>) -> bool {
+    // SAFETY: siginfo_t is plain old data; all-zero is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: WNOWAIT leaves the child as it is; `info` is valid for writes.
+        let ret = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd().cast_unsigned(),
+                &raw mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if ret == 0 {
+            return true;
+        }
+        if Errno::last() != Errno::EINTR {
+            return false;
+        }
+    }
+}
+
+/// Asks for SIGKILL when the parent thread exits, then checks the parent is
+/// still `expected` (it may have died before the request). Returns `false`
+/// when the parent is gone. Async-signal-safe.
+#[inline]
+pub(crate) fn die_with_parent(expected: i32) -> bool {
+    // SAFETY: raw prctl syscall with integer arguments; no libc locks.
+    unsafe {
+        libc::syscall(
+            libc::SYS_prctl,
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL,
+            0,
+            0,
+            0,
+        )
+    };
+    parent_pid() == expected
+}
+
+/// `getppid(2)`. Async-signal-safe.
+#[inline]
+pub(crate) fn parent_pid() -> i32 {
+    // SAFETY: always succeeds.
+    unsafe { libc::getppid() }
+}
+
+/// Makes the calling process the leader of a new process group.
+/// Async-signal-safe.
+#[inline]
+pub(crate) fn lead_own_process_group() {
+    // SAFETY: plain syscall.
+    unsafe { libc::setpgid(0, 0) };
+}
+
+/// Puts `pid` into its own process group from the parent's side, closing
+/// the race with the child's own call. EACCES (it already exec'd) is fine.
+pub(crate) fn put_in_own_group(pid: i32) {
+    // SAFETY: plain syscall.
+    unsafe { libc::setpgid(pid, pid) };
+}
+
+/// Sets `RLIMIT_CORE` to 0 so a crash writes no core file and does not wait
+/// on a slow `core_pattern` pipe. Async-signal-safe (raw prlimit64).
+#[inline]
+pub(crate) fn disable_core_dumps() {
+    let zero = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: raw syscall; `zero` outlives it and the old-limit pointer is null.
+    unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            libc::RLIMIT_CORE,
+            &raw const zero,
+            std::ptr::null_mut::<libc::rlimit>(),
+        )
+    };
+}
+
+/// Sets a resource limit of this process (raw prlimit64, so a forked
+/// child may call it). Async-signal-safe.
+pub(crate) fn set_rlimit(
+    resource: libc::__rlimit_resource_t,
+    soft: u64,
+    hard: u64,
+) -> io::Result<()> {
+    let limit = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: raw syscall; `limit` outlives it and the old-limit pointer is null.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            0,
+            resource,
+            &raw const limit,
+            std::ptr::null_mut::<libc::rlimit>(),
+        )
+    };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes this process the kernel OOM killer's first choice: writes 1000
+/// to `/proc/self/oom_score_adj` (raising it needs no privilege).
+/// Async-signal-safe (open, write, close).
+#[inline]
+pub(crate) fn prefer_as_oom_victim() -> io::Result<()> {
+    const PATH: &std::ffi::CStr = c"/proc/self/oom_score_adj";
+    const VALUE: &[u8] = b"1000";
+    // SAFETY: a valid C string; the descriptor is closed below.
+    let fd = unsafe { libc::open(PATH.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the buffer is valid for reads of its length.
+    let written = unsafe { libc::write(fd, VALUE.as_ptr().cast(), VALUE.len()) };
+    let result = if written < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    // SAFETY: `fd` was opened above and is not used again.
+    unsafe { libc::close(fd) };
+    result
+}
