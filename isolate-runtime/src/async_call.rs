@@ -24,16 +24,18 @@ use smallvec::SmallVec;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-use crate::backend::ReplyChannel;
-use crate::codec::Codec;
-use crate::error::Error;
-use crate::isolate::{self, Isolate, StartMethod};
-use crate::progress::{ProgressSink, ProgressStream};
-use crate::registry::Entry;
-use crate::spawn::{self, Prepared, Running, Start};
-use crate::stdio::OutputRelay;
-use crate::supervise::{CallEngine, Child, Exit, Outgoing, Source, Step};
-use crate::{forkserver, outcome, throttle};
+use crate::parent::backend::ReplyChannel;
+use crate::wire::codec::Codec;
+use crate::vocabulary::error::Error;
+use crate::options::isolate::{self, Isolate, StartMethod};
+use crate::child::progress::{ProgressSink, ProgressStream};
+use crate::child::registry::Entry;
+use crate::start::spawn::{self, Prepared, Running, Start};
+use crate::parent::stdio::OutputRelay;
+use crate::parent::supervise::{CallEngine, Child, Exit, Outgoing, Source, Step};
+use crate::options::throttle;
+use crate::parent::outcome;
+use crate::start::forkserver;
 
 /// A registered function's call, prepared when its wrapper is called: the
 /// options, and the request already encoded, so the future owns only bytes
@@ -179,7 +181,7 @@ async fn run_delivering<R>(
     outcome::conclude(exit, reply, codec, &options, &oom)
 }
 
-/// [`supervise`](crate::supervise::supervise), awaited.
+/// [`supervise`](crate::parent::supervise::supervise), awaited.
 async fn supervise(
     child: Child,
     deadline: Option<Instant>,

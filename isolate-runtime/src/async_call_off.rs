@@ -3,10 +3,10 @@
 
 use std::future::Future;
 
-use crate::codec::Codec;
-use crate::error::Error;
-use crate::isolate::Isolate;
-use crate::registry::Entry;
+use crate::wire::codec::Codec;
+use crate::vocabulary::error::Error;
+use crate::options::isolate::Isolate;
+use crate::child::registry::Entry;
 
 /// Implemented by nothing: its bound is the error.
 #[diagnostic::on_unimplemented(

@@ -7,70 +7,48 @@
 
 #![cfg(target_os = "linux")]
 
-mod args;
+// The layers, bottom to top: each imports only from the layers listed
+// before it (`tests/layers.rs` checks it).
+mod sys;
+mod wire;
+mod vocabulary;
+mod options;
+mod child;
+mod parent;
+mod start;
+mod pool;
 #[cfg(feature = "tokio")]
 mod async_call;
 #[cfg(not(feature = "tokio"))]
 mod async_call_off;
-mod backend;
-mod callbacks;
-mod child;
-mod classify;
-mod closure;
-mod codec;
-mod diagnostics;
-mod dispatch;
-mod entry;
-mod error;
-mod fault;
-mod fork;
-mod fork_gate;
-mod fork_warning;
-mod forkserver;
-mod isolate;
-mod limits;
-mod marker;
-mod outcome;
-mod panic;
-mod pool;
-mod progress;
-mod registry;
-mod report;
-mod sandbox;
-mod spawn;
-mod stdio;
-mod supervise;
-mod sys;
-mod throttle;
-mod wire;
 
 #[cfg(feature = "jobs")]
 pub mod jobs;
 
-pub use backend::Backend;
-pub use closure::{ChildFn, Diverges, Never, Returns};
-pub use error::{CodecStage, Error, Location};
-pub use forkserver::start_forkserver;
-pub use isolate::{Isolate, PanicMode, StartMethod, fork};
+pub use child::progress::{Progress, ProgressMessages};
+pub use options::isolate::{Isolate, PanicMode, StartMethod, fork};
+pub use options::sandbox::{Sandbox, SandboxSupport};
+pub use options::throttle::set_max_children;
+pub use parent::backend::Backend;
+pub use parent::stdio::Stderr;
 pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
-pub use progress::{Progress, ProgressMessages};
-pub use report::{CallReport, NonzeroExitcode};
-pub use sandbox::{Sandbox, SandboxSupport};
-pub use stdio::Stderr;
-pub use throttle::set_max_children;
+pub use start::closure::{ChildFn, Diverges, Never, Returns};
+pub use start::forkserver::start_forkserver;
+pub use vocabulary::error::{CodecStage, Error, Location};
+pub use vocabulary::report::{CallReport, NonzeroExitcode};
 
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::args::{Arg, ArgIn};
-    pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
-    pub use crate::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
-    pub use crate::registry::{CHILD_INITS, ENTRIES, Entry};
+    pub use crate::wire::args::{Arg, ArgIn};
+    pub use crate::wire::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
+    pub use crate::child::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
+    pub use crate::child::registry::{CHILD_INITS, ENTRIES, Entry};
     pub use crate::{Backend, Isolate, PanicMode, Progress, Sandbox, Stderr};
     pub use linkme;
 
     pub use crate::child::serve_registered as serve;
-    pub use crate::dispatch::{call_forked, call_forkserved, call_spawned};
+    pub use crate::start::dispatch::{call_forked, call_forkserved, call_spawned};
     pub use crate::pool::WorkerOptions;
     pub use crate::pool::{RegisteredTask, StaticPool, call_pooled, init_task, serve_task};
 

@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::supervise::Child;
+use crate::parent::supervise::Child;
 
 /// Work for the keeper thread.
 enum Job {

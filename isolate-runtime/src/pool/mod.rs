@@ -6,12 +6,10 @@
 //! warm call costs one round trip on a socket; only starting a worker goes
 //! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3).
 
-pub(crate) mod arena;
 mod keeper;
 mod options;
 mod process;
 mod readiness;
-pub(crate) mod serve;
 mod statics;
 mod task;
 
@@ -23,13 +21,13 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 
-use crate::backend::Reply;
-use crate::codec::Codec;
-use crate::error::{CodecStage, Error};
-use crate::isolate::{Isolate, StartMethod};
-use crate::outcome;
-use crate::panic::message_of;
-use crate::progress::{self, ProgressSink};
+use crate::parent::backend::Reply;
+use crate::wire::codec::Codec;
+use crate::vocabulary::error::{CodecStage, Error};
+use crate::options::isolate::{Isolate, StartMethod};
+use crate::parent::outcome;
+use crate::child::panic::message_of;
+use crate::child::progress::{self, ProgressSink};
 use crate::sys;
 use crate::wire::{self, CallId, FrameKind, Frames};
 
@@ -354,7 +352,7 @@ impl Pool {
 
     /// Forgets a worker that died or was killed (it is already reaped).
     fn lost(&self, pid: u32) {
-        crate::diagnostics::worker_lost(pid);
+        crate::vocabulary::diagnostics::worker_lost(pid);
         self.restarts.fetch_add(1, Ordering::Relaxed);
         self.forget(pid);
     }

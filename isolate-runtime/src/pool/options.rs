@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::isolate::Isolate;
+use crate::options::isolate::Isolate;
 
 /// Options for a pool of warm workers ([`Worker`](crate::Worker),
 /// [`RemoteWorker`](crate::RemoteWorker), `#[bombsquad(pool = N)]`).

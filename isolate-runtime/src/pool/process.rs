@@ -11,23 +11,23 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{MsgFlags, SockType, send};
 
-use crate::backend::Reply;
-use crate::classify::OomWatch;
-use crate::codec;
-use crate::error::Error;
-use crate::isolate::Isolate;
-use crate::limits::ChildSetup;
-use crate::marker::Marker;
-use crate::outcome::{self, Termination};
-use crate::pool::arena::Arena;
+use crate::parent::backend::Reply;
+use crate::parent::classify::OomWatch;
+use crate::wire::codec;
+use crate::vocabulary::error::Error;
+use crate::options::isolate::Isolate;
+use crate::child::limits::ChildSetup;
+use crate::wire::marker::Marker;
+use crate::parent::outcome::{self, Termination};
+use crate::wire::arena::Arena;
 use crate::pool::keeper;
 use crate::pool::readiness::Readiness;
-use crate::pool::serve::{Hello, PROTOCOL_VERSION};
-use crate::registry::Entry;
-use crate::report::Usage;
-use crate::spawn::{self, Start, unix_socketpair};
-use crate::stdio::OutputRelay;
-use crate::supervise::{Child, Exit, remaining};
+use crate::child::worker::{Hello, PROTOCOL_VERSION};
+use crate::child::registry::Entry;
+use crate::vocabulary::report::Usage;
+use crate::start::spawn::{self, Start, unix_socketpair};
+use crate::parent::stdio::OutputRelay;
+use crate::parent::supervise::{Child, Exit, remaining};
 use crate::sys;
 use crate::wire::{self, CallId, FrameError, FrameKind, FrameReader, Frames, Limit, NO_CALL};
 
@@ -115,7 +115,7 @@ impl WorkerProcess {
                     .to_owned(),
             });
         }
-        crate::sandbox::check(options.sandbox.as_ref())?;
+        crate::options::sandbox::check(options.sandbox.as_ref())?;
         let oom = OomWatch::start();
         let (socket, child_socket) = unix_socketpair(
             SockType::Stream,

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::codec::Codec;
-use crate::error::Error;
-use crate::isolate::{self, Isolate, StartMethod};
+use crate::wire::codec::Codec;
+use crate::vocabulary::error::Error;
+use crate::options::isolate::{self, Isolate, StartMethod};
 use crate::pool::{Launch, Pool, WorkerOptions};
-use crate::progress::ProgressSink;
-use crate::registry::Entry;
+use crate::child::progress::ProgressSink;
+use crate::child::registry::Entry;
 
 /// A function's pool, made on first use. Not public API: generated code
 /// declares one per pooled function.
@@ -53,7 +53,7 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
     codec: Codec<R>,
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<R, Error> {
-    crate::entry::keep_linked();
+    crate::child::entry::keep_linked();
     let made = pool
         .pool
         .get_or_init(|| Pool::new(Launch::Registered(entry), options()).map_err(|e| e.to_string()));

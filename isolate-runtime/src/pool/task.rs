@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::codec::Codec;
-use crate::error::Error;
+use crate::wire::codec::Codec;
+use crate::vocabulary::error::Error;
 use crate::pool::{Launch, Pool, WorkerOptions};
-use crate::registry::Entry;
+use crate::child::registry::Entry;
 
 /// Work done by a long-lived worker process that keeps its state between
 /// calls (tarnish's `Task`).

@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, Signal};
 
 mod buffers;
+pub(crate) mod fork_gate;
 mod process;
 
 pub(crate) use buffers::{copy_to_fresh, read_exact_onto};

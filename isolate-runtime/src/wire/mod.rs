@@ -25,6 +25,10 @@
 //! This layer imports only `sys`; the call's errors are made from a
 //! [`FrameError`] by those who read frames for a call (`backend`).
 
+pub(crate) mod arena;
+pub(crate) mod args;
+pub(crate) mod codec;
+pub(crate) mod marker;
 mod reader;
 
 use std::sync::atomic::{AtomicU32, Ordering};

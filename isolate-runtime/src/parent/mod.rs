@@ -1,0 +1,9 @@
+//! What the caller does while a child lives: the child handle and the call
+//! engine (`supervise`), the reply channels (`backend`), the stdio relay,
+//! the progress stream, and the verdict (`outcome`, `classify`).
+
+pub(crate) mod backend;
+pub(crate) mod classify;
+pub(crate) mod outcome;
+pub(crate) mod stdio;
+pub(crate) mod supervise;

@@ -1,0 +1,173 @@
+//! The handle on a started child: its pidfd, the kills of its process
+//! group, and its reaping (by us, or by the fork server on request).
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::time::Instant;
+
+use crate::vocabulary::error::Error;
+use crate::sys;
+
+/// A started child that leads its own process group and is not reaped yet.
+/// Dropping it kills the group and reaps the child, so an early return or a
+/// panic in the parent leaves no zombie and no orphan.
+///
+/// Every signal goes through the pidfd, which names the process and not its
+/// number, so a kill can never reach a process that reused the pid after the
+/// child was reaped, by us or by someone else (docs/FAULTS.md F5).
+#[derive(Debug)]
+pub(crate) struct Child {
+    pid: i32,
+    /// `None` when the child had already exited and been reaped by someone
+    /// else before it could be opened (docs/FAULTS.md F6, F7).
+    pidfd: Option<OwnedFd>,
+    reaped: bool,
+    /// Just before the child was started.
+    started: Instant,
+    /// Who collects the exit status.
+    reaper: Reaper,
+}
+
+/// Who collects a child's exit status.
+#[derive(Debug)]
+enum Reaper {
+    /// We do: the child is ours.
+    Us,
+    /// The fork server does, when asked on this socket (see `forkserver.rs`).
+    ForkServer(OwnedFd),
+}
+
+impl Child {
+    /// Takes charge of `pid`, started at `started`; kills and reaps it if
+    /// it cannot be watched.
+    pub(crate) fn adopt(pid: i32, started: Instant) -> Result<Self, Error> {
+        match sys::pidfd_open(pid) {
+            Ok(pidfd) => Ok(Self {
+                pid,
+                pidfd: Some(pidfd),
+                reaped: false,
+                started,
+                reaper: Reaper::Us,
+            }),
+            // Our own unreaped child always exists, even as a zombie: it was
+            // reaped already by a host that ignores SIGCHLD or reaps with
+            // waitpid(-1). Its reply may still be complete.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(Self {
+                pid,
+                pidfd: None,
+                reaped: true,
+                started,
+                reaper: Reaper::Us,
+            }),
+            Err(e) => {
+                // Not reaped by us, so the pid (and group id) is still the child's.
+                sys::kill_group(pid);
+                sys::kill_one(pid);
+                let _ = sys::reap(pid);
+                Err(Error::spawn("watch the child process (pidfd_open)", e))
+            }
+        }
+    }
+
+    /// Takes charge of `pid`, a child of the fork server, which keeps it
+    /// unreaped (so its pid cannot be reused) until asked on `status`.
+    pub(crate) fn adopt_from_server(
+        pid: i32,
+        started: Instant,
+        status: OwnedFd,
+    ) -> Result<Self, Error> {
+        // On failure `status` is dropped, and the server kills and reaps it.
+        let pidfd = sys::pidfd_open(pid)
+            .map_err(|e| Error::spawn("watch the child process (pidfd_open)", e))?;
+        Ok(Self {
+            pid,
+            pidfd: Some(pidfd),
+            reaped: false,
+            started,
+            reaper: Reaper::ForkServer(status),
+        })
+    }
+
+    /// Just before the child was started.
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.pid.cast_unsigned()
+    }
+
+    /// Readable once the child has exited; `None` if it was gone before it
+    /// could be opened.
+    pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd.as_ref().map(AsFd::as_fd)
+    }
+
+    /// SIGKILLs the child's process group (grandchildren included), then
+    /// SIGCONTs it, as nsjail does, so a stopped member cannot linger.
+    pub(crate) fn kill_group(&self) {
+        let Some(pidfd) = &self.pidfd else { return };
+        for signal in [libc::SIGKILL, libc::SIGCONT] {
+            match sys::pidfd_signal(pidfd.as_fd(), signal, true) {
+                // A kernel before 6.9: by number, but only while the
+                // unreaped child pins its pid as the group id.
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        && sys::still_unreaped(pidfd.as_fd()) =>
+                {
+                    sys::signal_group(self.pid, signal);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// SIGKILLs the child itself, should it have left its group.
+    fn kill_one(&self) {
+        if let Some(pidfd) = &self.pidfd {
+            let _ = sys::pidfd_signal(pidfd.as_fd(), libc::SIGKILL, false);
+        }
+    }
+
+    /// Reaps the child, killing what is left of its process group first.
+    /// `None` when its exit status was taken by someone else.
+    pub(crate) fn reap(&mut self) -> Result<Option<(i32, libc::rusage)>, Error> {
+        if self.reaped {
+            return Ok(None);
+        }
+        self.kill_group();
+        if let Reaper::ForkServer(status) = &self.reaper {
+            self.reaped = true;
+            return crate::start::forkserver::collect_status(status.as_fd())
+                .map(Some)
+                .map_err(|e| {
+                    Error::spawn("collect the child's exit status from the fork server", e)
+                });
+        }
+        let Some(pidfd) = &self.pidfd else {
+            return Ok(None);
+        };
+        let reaped = match sys::reap_pidfd(pidfd.as_fd()) {
+            Ok(status) => Ok(Some(status)),
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => Ok(None),
+            Err(e) => Err(Error::spawn("collect the child's exit status", e)),
+        };
+        self.reaped = true;
+        reaped
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped
+            && let Some(pidfd) = &self.pidfd
+        {
+            self.kill_group();
+            self.kill_one();
+            // A fork server's child is reaped by the server once `reaper`
+            // (the status socket) closes.
+            if matches!(self.reaper, Reaper::Us) {
+                let _ = sys::reap_pidfd(pidfd.as_fd());
+            }
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! What a fork-server call inherits from its caller *at the call*, as a
+//! spawned child would: the environment, the working directory and the
+//! umask (docs/FAULTS.md H9). The server was started with the caller's
+//! state of that moment; whenever the caller's state differs from what it
+//! last sent this server, the request carries the new state and the server
+//! adopts it before it forks, so every later child inherits it. A call
+//! whose caller changed nothing sends nothing more.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Read as _, Seek as _, Write as _};
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::PathBuf;
+
+use nix::fcntl::{OFlag, open};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::stat::{Mode, umask};
+
+use crate::vocabulary::error::Error;
+
+/// The caller's environment, working directory and umask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct CallContext {
+    env: Vec<(OsString, OsString)>,
+    /// `None` when the directory has no path any more (it was removed):
+    /// such a context never equals another, so it is always sent.
+    cwd: Option<PathBuf>,
+    umask: u32,
+}
+
+impl CallContext {
+    /// The calling process's state now.
+    ///
+    /// # Errors
+    ///
+    /// `Spawn` when the umask cannot be read from `/proc/self/status`.
+    pub(super) fn current() -> Result<Self, Error> {
+        Ok(Self {
+            env: std::env::vars_os().collect(),
+            cwd: std::env::current_dir().ok(),
+            umask: current_umask()
+                .map_err(|e| Error::spawn("read the umask from /proc/self/status", e))?,
+        })
+    }
+
+    /// Whether the server, which last adopted `sent`, must be sent this one.
+    pub(super) fn differs_from(&self, sent: Option<&Self>) -> bool {
+        self.cwd.is_none() || sent != Some(self)
+    }
+
+    /// The descriptors that carry it to the server: a memfd holding the
+    /// umask and the environment, and the working directory (`O_PATH`).
+    ///
+    /// # Errors
+    ///
+    /// `Spawn` when the memfd or the directory cannot be opened.
+    pub(super) fn to_fds(&self) -> Result<[OwnedFd; 2], Error> {
+        let fd = memfd_create("bombsquad-call-context", MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| Error::spawn("create the memfd for the fork server's call context", e))?;
+        let mut file = File::from(fd);
+        file.write_all(&self.encode())
+            .map_err(|e| Error::spawn("write the fork server's call context", e))?;
+        let cwd = open(
+            ".",
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::spawn("open the working directory for the fork server", e))?;
+        Ok([OwnedFd::from(file), cwd])
+    }
+
+    /// The umask (u32, little endian), then each variable as `KEY=VALUE\0`.
+    fn encode(&self) -> Vec<u8> {
+        let mut bytes = self.umask.to_le_bytes().to_vec();
+        for (key, value) in &self.env {
+            bytes.extend_from_slice(key.as_bytes());
+            bytes.push(b'=');
+            bytes.extend_from_slice(value.as_bytes());
+            bytes.push(0);
+        }
+        bytes
+    }
+}
+
+/// The fork server's side: makes the context in `fds` (from
+/// [`CallContext::to_fds`]) its own, so the children it forks from now on
+/// inherit it.
+///
+/// # Errors
+///
+/// The memfd could not be read or is malformed, or the directory cannot be
+/// entered; the server then forks no child for the request.
+///
+/// # Safety
+///
+/// Changes the environment: the calling process must have one thread.
+pub(super) unsafe fn adopt(fds: [OwnedFd; 2]) -> io::Result<()> {
+    let [context, cwd] = fds;
+    let mut file = File::from(context);
+    file.rewind()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let (umask_bytes, vars) = bytes
+        .split_first_chunk::<4>()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no umask"))?;
+    let wanted: Vec<(&OsStr, &OsStr)> = vars
+        .split(|&b| b == 0)
+        .filter(|entry| !entry.is_empty())
+        .filter_map(|entry| {
+            // A key may start with '=' (as std reads the environment).
+            let at = 1 + entry.get(1..)?.iter().position(|&b| b == b'=')?;
+            Some((
+                OsStr::from_bytes(&entry[..at]),
+                OsStr::from_bytes(&entry[at + 1..]),
+            ))
+        })
+        .collect();
+    nix::unistd::fchdir(cwd.as_fd())?;
+    umask(Mode::from_bits_truncate(u32::from_le_bytes(*umask_bytes)));
+    for (key, _) in std::env::vars_os() {
+        if !wanted.iter().any(|(k, _)| *k == key) {
+            // SAFETY: the caller promises a single-threaded process.
+            unsafe { std::env::remove_var(&key) };
+        }
+    }
+    for (key, value) in wanted {
+        if std::env::var_os(key).as_deref() != Some(value) {
+            // SAFETY: as above.
+            unsafe { std::env::set_var(key, value) };
+        }
+    }
+    Ok(())
+}
+
+/// The process's umask, read from `/proc/self/status` (Linux 4.7+): the
+/// `umask` call that reads it also sets it, which would race with other
+/// threads creating files. One `read`: the line is the file's second, and
+/// every `read` of a procfs file makes all of it again (~10 µs each).
+fn current_umask() -> io::Result<u32> {
+    let mut status = [0u8; 4096];
+    let len = File::open("/proc/self/status")?.read(&mut status)?;
+    parse_umask(&status[..len]).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no Umask line (Linux before 4.7?)",
+        )
+    })
+}
+
+fn parse_umask(status: &[u8]) -> Option<u32> {
+    let line = status
+        .split(|&b| b == b'\n')
+        .find_map(|line| line.strip_prefix(b"Umask:"))?;
+    let digits = std::str::from_utf8(line).ok()?.trim();
+    u32::from_str_radix(digits, 8).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_umask_line_is_octal() {
+        let status = b"Name:\tx\nUmask:\t0027\nState:\tR (running)\n";
+        assert_eq!(parse_umask(status), Some(0o027));
+        assert_eq!(parse_umask(b"Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn a_removed_working_directory_is_always_sent() {
+        let mut context = CallContext::current().unwrap();
+        assert!(!context.differs_from(Some(&context.clone())));
+        assert!(context.differs_from(None));
+        context.cwd = None;
+        assert!(context.differs_from(Some(&context.clone())));
+    }
+
+    #[test]
+    fn the_encoding_is_umask_then_nul_terminated_pairs() {
+        let context = CallContext {
+            env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
+            cwd: Some("/".into()),
+            umask: 0o22,
+        };
+        assert_eq!(context.encode(), b"\x12\0\0\0A=1\0B=x=y\0");
+    }
+}
