@@ -14,7 +14,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::AsFd;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Instant;
@@ -22,7 +22,6 @@ use std::time::Instant;
 use serde::Serialize;
 use smallvec::SmallVec;
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 use crate::parent::backend::ReplyChannel;
 use crate::wire::codec::Codec;
@@ -34,6 +33,7 @@ use crate::start::spawn::{self, Prepared, Running, Start};
 use crate::parent::stdio::OutputRelay;
 use crate::parent::supervise::{CallEngine, Child, Exit, Outgoing, Source, Step};
 use crate::options::throttle;
+use crate::sys;
 use crate::parent::outcome;
 use crate::start::forkserver;
 
@@ -205,22 +205,12 @@ async fn supervise(
     engine.finish()
 }
 
-/// A descriptor the engine owns, lent to the reactor for one wait.
-/// Dropping its `AsyncFd` deregisters it and closes nothing.
-#[derive(Debug)]
-struct Lent(RawFd);
-
-impl AsRawFd for Lent {
-    fn as_raw_fd(&self) -> RawFd {
-        self.0
-    }
-}
-
-type Registered = SmallVec<[(AsyncFd<Lent>, Source); 6]>;
+/// The engine's descriptors, lent to the reactor for one wait.
+type Registered<'e> = SmallVec<[(sys::reactor::Registration<'e>, Source); 6]>;
 
 /// Registers what the engine waits for now with the current runtime's
 /// reactor.
-fn register(engine: &CallEngine<'_, '_>) -> Result<Registered, Error> {
+fn register<'e>(engine: &'e CallEngine<'_, '_>) -> Result<Registered<'e>, Error> {
     check_runtime()?;
     engine
         .watches()
@@ -231,12 +221,7 @@ fn register(engine: &CallEngine<'_, '_>) -> Result<Registered, Error> {
             } else {
                 Interest::READABLE
             };
-            // SAFETY: the descriptor is the engine's and stays open while
-            // registered: the registrations are dropped (at the end of
-            // `wait`) before the engine acts, and a dropped call future
-            // drops them before its engine, as it unwinds its scopes
-            // innermost first.
-            unsafe { AsyncFd::register_with_interest(Lent(watch.fd.as_raw_fd()), interest) }
+            sys::reactor::register(watch.fd, interest)
                 .map(|fd| (fd, watch.source))
                 .map_err(io::Error::from)
         })
@@ -260,7 +245,7 @@ fn check_runtime() -> Result<(), Error> {
 /// Waits until some of `registered` are ready (returned, once
 /// deregistered) or `deadline` passes (nothing returned).
 async fn wait(
-    registered: Registered,
+    registered: Registered<'_>,
     deadline: Option<Instant>,
 ) -> Result<SmallVec<[Source; 6]>, Error> {
     let mut timer = pin!(deadline.map(|at| tokio::time::sleep_until(at.into())));

@@ -136,9 +136,8 @@ pub(crate) fn refuse(why: &str) -> ! {
 /// Checks the marker's descriptor is a socket our parent made, moves it off
 /// its number and gives that number `/dev/null` (it is stdin).
 fn take_channel(marker: &Marker) -> Result<OwnedFd, String> {
-    // SAFETY: the descriptor is only inspected here; it is duplicated before
-    // its number is reused.
-    let fd = unsafe { sys::borrow_fd(marker.fd) };
+    let fd = sys::inherited_fd(marker.fd)
+        .map_err(|e| format!("channel descriptor {}: {e}", marker.fd))?;
     let stat = fstat(fd).map_err(|e| format!("channel descriptor {}: {e}", marker.fd))?;
     if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFSOCK {
         return Err(format!("channel descriptor {} is not a socket", marker.fd));

@@ -13,7 +13,7 @@ use std::cell::Cell;
 use std::io::Write as _;
 use std::os::fd::{AsRawFd as _, BorrowedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,7 @@ use crate::sys;
 use crate::wire::{self, CallId, FrameKind, HEADER_LEN, NO_CALL};
 
 /// The descriptor replies go to; -1 in a process that is not a child.
-static REPLY_FD: AtomicI32 = AtomicI32::new(-1);
+static REPLY_FD: sys::FdSlot = sys::FdSlot::empty();
 /// The call this process is answering: every frame it sends carries it
 /// (`wire`). A worker sets it for each request.
 static CALL_ID: AtomicU32 = AtomicU32::new(NO_CALL);
@@ -83,7 +83,7 @@ pub(crate) fn next_depth() -> Result<u32, Error> {
 /// child is not its own.
 #[inline]
 pub(crate) fn become_child(reply_fd: i32, call_id: CallId, depth: u32, flush_stdout: bool) {
-    REPLY_FD.store(reply_fd, Ordering::Relaxed);
+    REPLY_FD.set(reply_fd);
     set_call_id(call_id);
     crate::child::progress::set_fd(-1);
     DEPTH.store(depth, Ordering::Relaxed);
@@ -114,7 +114,7 @@ pub(crate) fn mark_function_thread() {
 /// Sends the report of a panic on the function thread; `false` when this
 /// panic is not ours to report (the caller then runs the previous hook).
 pub(crate) fn report_panic(report: impl FnOnce() -> PanicReport) -> bool {
-    if !ON_FUNCTION_THREAD.with(Cell::get) || REPLY_FD.load(Ordering::Relaxed) < 0 {
+    if !ON_FUNCTION_THREAD.with(Cell::get) || REPLY_FD.raw() < 0 {
         return false;
     }
     if let Ok(payload) = codec::to_msgpack(&report()) {
@@ -141,9 +141,9 @@ fn send_frame(kind: FrameKind, payload: &[u8]) -> std::io::Result<()> {
 /// pipe against 1.13x).
 #[inline]
 fn send_frame_parts(kind: FrameKind, head: &[u8], tail: &[u8]) -> std::io::Result<()> {
-    // SAFETY: REPLY_FD was handed over by `become_child` and is never closed
-    // by the runtime before the process leaves.
-    let fd = unsafe { sys::borrow_fd(REPLY_FD.load(Ordering::Relaxed)) };
+    let Some(fd) = REPLY_FD.get() else {
+        return Err(std::io::Error::from(std::io::ErrorKind::NotConnected));
+    };
     let _shared = crate::child::progress::lock_if_shared(fd.as_raw_fd());
     let header = wire::header(kind, call_id(), &[head, tail]);
     let padding = padding_before(fd, header.len() + head.len(), tail);

@@ -13,13 +13,11 @@
 
 use std::io::{self, PipeReader};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::process::Child;
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Mutex, PoisonError};
 
-use nix::sys::signal::Signal;
-use nix::unistd::{Pid, getppid};
+use nix::unistd::Pid;
 
 use super::command::Command;
 
@@ -37,23 +35,7 @@ pub(crate) fn spawn(
     cgroup_procs: Vec<OwnedFd>,
 ) -> io::Result<(Child, Option<PipeReader>)> {
     let (mut std_command, merged) = command.to_std()?;
-    let supervisor = Pid::this();
-    let before_exec = move || {
-        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-        if getppid() != supervisor {
-            // The supervisor died before the request took hold.
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        for procs in &cgroup_procs {
-            // "0" moves the writing process; the kernel accepts a short write as all-or-nothing.
-            nix::unistd::write(procs, b"0")?;
-        }
-        Ok(())
-    };
-    // SAFETY: the closure runs in the forked child before exec and only
-    // makes async-signal-safe system calls (prctl, getppid, write) on
-    // descriptors it owns; it allocates nothing (the error is a raw errno).
-    unsafe { std_command.pre_exec(before_exec) };
+    crate::sys::before_exec_join(&mut std_command, Pid::this(), cgroup_procs);
     let child = on_spawner_thread(move || std_command.spawn())?;
     Ok((child, merged))
 }

@@ -135,7 +135,8 @@ impl WorkerProcess {
                     started_at,
                 };
                 let child = keeper::run(move || spawn::re_execute(start))?;
-                let arena = Arena::create()?;
+                let arena = Arena::create()
+                    .map_err(|e| Error::spawn("create the worker's arena (memfd_create)", e))?;
                 // A worker that died early cannot take these; its exit says why.
                 let _ = spawn::send_token_and_fds(socket.as_fd(), &token, arena.fd(), None);
                 let _ = send_setup(socket.as_fd(), entry.name, options);

@@ -55,9 +55,9 @@ pub fn call<R>(
     };
     let started = Instant::now();
     let gate = fork_gate::exclusive();
-    // SAFETY: the child branch runs `run_child`, which never returns: it
-    // makes raw syscalls, runs the closure and leaves with `_exit`.
-    let forked = unsafe { nix::unistd::fork() };
+    // The child branch runs `run_child`, which never returns: it makes raw
+    // syscalls, runs the closure and leaves with `_exit` (`sys::fork`'s rule).
+    let forked = sys::fork();
     // Both processes: the child before it runs anything that could wait on
     // the gate (a nested call).
     drop(gate);

@@ -12,10 +12,16 @@ use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, Signal};
 
 mod buffers;
+mod fd_slot;
 pub(crate) mod fork_gate;
+mod mmap;
 mod process;
+#[cfg(feature = "tokio")]
+pub(crate) mod reactor;
 
 pub(crate) use buffers::{copy_to_fresh, read_exact_onto};
+pub(crate) use fd_slot::{FdSlot, inherited_fd};
+pub(crate) use mmap::{map_arena, map_sealed};
 pub(crate) use process::*;
 
 /// Closes every descriptor from 3 up, except those in `keep`.
@@ -138,18 +144,6 @@ pub(crate) fn dup_onto(fd: BorrowedFd<'_>, target: RawFd) -> io::Result<()> {
     let ret = unsafe { libc::syscall(libc::SYS_dup3, fd.as_raw_fd(), target, 0) };
     Errno::result(ret)?;
     Ok(())
-}
-
-/// Borrows a descriptor known only by number (stdin in the child, the
-/// reply fd recorded in a static).
-///
-/// # Safety
-///
-/// `fd` must stay open for `'a`.
-#[inline]
-pub(crate) unsafe fn borrow_fd<'a>(fd: RawFd) -> BorrowedFd<'a> {
-    // SAFETY: guaranteed by the caller.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// Writes `parts` one after the other with `writev`, as many at a time as

@@ -302,3 +302,101 @@ pub(crate) fn prefer_as_oom_victim() -> io::Result<()> {
     unsafe { libc::close(fd) };
     result
 }
+
+/// `fork(2)`.
+///
+/// Safe to call under one rule, kept by each of this crate's two callers
+/// (fork mode's call, the fork server): the child branch runs only what a
+/// child of a possibly multi-threaded process may run (raw system calls,
+/// the user's function under its documented fork hazards) and leaves with
+/// `_exit`; it never returns into code that assumes the parent's threads.
+pub(crate) fn fork() -> nix::Result<nix::unistd::ForkResult> {
+    // SAFETY: the rule above, kept by the callers.
+    unsafe { nix::unistd::fork() }
+}
+
+/// A `rusage` holding only what a fork server reports of a reaped child:
+/// user and system CPU time in microseconds, and the peak RSS in KiB.
+pub(crate) fn rusage_of(user_micros: u64, system_micros: u64, max_rss_kib: u64) -> libc::rusage {
+    let timeval = |micros: u64| libc::timeval {
+        tv_sec: i64::try_from(micros / 1_000_000).unwrap_or(i64::MAX),
+        tv_usec: i64::try_from(micros % 1_000_000).unwrap_or(0),
+    };
+    // SAFETY: rusage is plain old data; all-zero is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    usage.ru_utime = timeval(user_micros);
+    usage.ru_stime = timeval(system_micros);
+    usage.ru_maxrss = i64::try_from(max_rss_kib).unwrap_or(i64::MAX);
+    usage
+}
+
+/// Makes the process `command` starts, between its fork and its exec, ask
+/// for SIGKILL when its parent (`supervisor`, the thread that forks it)
+/// dies, check that the parent is still there, and write itself into each
+/// of the cgroups whose `cgroup.procs` files are `cgroup_procs`. An error
+/// there fails the spawn.
+pub(crate) fn before_exec_join(
+    command: &mut std::process::Command,
+    supervisor: nix::unistd::Pid,
+    cgroup_procs: Vec<OwnedFd>,
+) {
+    use std::os::unix::process::CommandExt as _;
+    let before_exec = move || {
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+        if nix::unistd::getppid() != supervisor {
+            // The supervisor died before the request took hold.
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        for procs in &cgroup_procs {
+            // "0" moves the writing process; the kernel accepts a short
+            // write as all-or-nothing.
+            nix::unistd::write(procs, b"0")?;
+        }
+        Ok(())
+    };
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls (prctl, getppid, write) on
+    // descriptors it owns; it allocates nothing (the error is a raw errno).
+    unsafe { command.pre_exec(before_exec) };
+}
+
+/// Changes this process's environment: removes each of `remove`, then sets
+/// each of `set`. Only in a process with one thread (a fork server, which
+/// its children then inherit from), where no other thread can read the
+/// environment meanwhile; checked.
+///
+/// # Errors
+///
+/// The process has more than one thread, or its thread count cannot be
+/// read from `/proc/self/stat`.
+pub(crate) fn change_env_alone(
+    remove: &[&std::ffi::OsStr],
+    set: &[(&std::ffi::OsStr, &std::ffi::OsStr)],
+) -> io::Result<()> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "the environment may only change in a process with one thread, not {threads}"
+        )));
+    }
+    for key in remove {
+        // SAFETY: one thread (checked above): nothing reads concurrently.
+        unsafe { std::env::remove_var(key) };
+    }
+    for (key, value) in set {
+        // SAFETY: as above.
+        unsafe { std::env::set_var(key, value) };
+    }
+    Ok(())
+}
+
+/// The number of threads in this process (`num_threads`, the 20th field of
+/// `/proc/self/stat`; the 2nd, the command in parentheses, may hold spaces).
+fn thread_count() -> io::Result<u64> {
+    let stat = std::fs::read("/proc/self/stat")?;
+    let after_command = stat.iter().rposition(|&b| b == b')').map_or(&stat[..], |at| &stat[at + 1..]);
+    std::str::from_utf8(after_command)
+        .ok()
+        .and_then(|rest| rest.split_ascii_whitespace().nth(17)?.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat"))
+}

@@ -11,10 +11,9 @@ use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::MmapMut;
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-use crate::vocabulary::error::Error;
 
 /// Results at least this large go through the arena; smaller ones are
 /// cheaper through the socket.
@@ -29,9 +28,8 @@ pub(crate) struct Arena {
 
 impl Arena {
     /// The parent's side: a new, empty memfd.
-    pub(crate) fn create() -> Result<Self, Error> {
-        let fd = memfd_create(c"bombsquad-arena", MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| Error::spawn("create the worker's arena (memfd_create)", e))?;
+    pub(crate) fn create() -> nix::Result<Self> {
+        let fd = memfd_create(c"bombsquad-arena", MFdFlags::MFD_CLOEXEC)?;
         Ok(Self::from_fd(fd))
     }
 
@@ -58,7 +56,7 @@ impl Arena {
             let len = bytes.len().next_power_of_two().max(MIN_ARENA_RESULT);
             self.map = None;
             self.file.set_len(len as u64)?;
-            self.map = Some(map(&self.file, len)?);
+            self.map = Some(crate::sys::map_arena(&self.file, len)?);
         }
         let map = self.map.as_mut().expect("mapped above");
         // Not fused with the copy: a large copy in one piece uses glibc's
@@ -84,17 +82,10 @@ impl Arena {
                 ));
             }
             self.map = None;
-            self.map = Some(map(&self.file, size).map_err(|e| format!("map the arena: {e}"))?);
+            self.map = Some(crate::sys::map_arena(&self.file, size).map_err(|e| format!("map the arena: {e}"))?);
         }
         Ok(&self.map.as_ref().expect("mapped above")[..len])
     }
-}
-
-fn map(file: &File, len: usize) -> std::io::Result<MmapMut> {
-    // SAFETY: the memfd is shared only between this process and its worker,
-    // which writes the arena only while the parent waits for its reply and
-    // never shrinks the file, so the mapping is never truncated under us.
-    unsafe { MmapOptions::new().len(len).populate().map_mut(file) }
 }
 
 /// The parent's side: `bytes` (a large result in the arena) copied into a

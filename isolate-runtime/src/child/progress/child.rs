@@ -3,7 +3,6 @@
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::sys;
@@ -11,7 +10,7 @@ use crate::wire::{self, FrameKind};
 
 /// Where a child's `Progress` writes; -1 when it has none (then messages
 /// are dropped).
-static PROGRESS_FD: AtomicI32 = AtomicI32::new(-1);
+static PROGRESS_FD: sys::FdSlot = sys::FdSlot::empty();
 
 /// Keeps the frames of threads that send at once apart.
 static WRITE_LOCK: Mutex<()> = Mutex::new(());
@@ -21,7 +20,7 @@ static WRITE_LOCK: Mutex<()> = Mutex::new(());
 /// A new child starts with none (`child::become_child`).
 #[inline]
 pub(crate) fn set_fd(fd: RawFd) {
-    PROGRESS_FD.store(fd, Ordering::Relaxed);
+    PROGRESS_FD.set(fd);
 }
 
 /// Holds back progress frames while a reply goes to `fd`, if progress goes
@@ -29,7 +28,7 @@ pub(crate) fn set_fd(fd: RawFd) {
 /// cannot split the reply.
 #[inline]
 pub(crate) fn lock_if_shared(fd: RawFd) -> Option<std::sync::MutexGuard<'static, ()>> {
-    (fd >= 0 && PROGRESS_FD.load(Ordering::Relaxed) == fd)
+    (fd >= 0 && PROGRESS_FD.raw() == fd)
         .then(|| WRITE_LOCK.lock().unwrap_or_else(PoisonError::into_inner))
 }
 
@@ -44,12 +43,8 @@ pub(crate) fn lock_if_shared(fd: RawFd) -> Option<std::sync::MutexGuard<'static,
 pub(crate) fn send_frame(payload: &[u8]) -> io::Result<()> {
     let frame = wire::frame(FrameKind::Progress, crate::child::call_id(), payload);
     let _guard = WRITE_LOCK.lock().unwrap_or_else(PoisonError::into_inner);
-    let fd = PROGRESS_FD.load(Ordering::Relaxed);
-    if fd < 0 {
+    let Some(fd) = PROGRESS_FD.get() else {
         return Ok(());
-    }
-    // SAFETY: the runtime handed this descriptor over with `set_fd` and
-    // never closes it before the process leaves.
-    let fd = unsafe { sys::borrow_fd(fd) };
+    };
     sys::write_all(fd, &frame)
 }

@@ -77,12 +77,8 @@ impl ShmReply {
             Finished::Walked(view) if view.result_check().is_none() => return Ok(Body::File(view)),
             Finished::Walked(view) => view,
         };
-        // SAFETY: the file is sealed against writes, growth and shrinking
-        // (checked just above) and no writable mapping of it exists (adding
-        // F_SEAL_WRITE fails otherwise), so the mapped bytes cannot change
-        // while they are borrowed and no page can vanish (no SIGBUS).
-        let map =
-            unsafe { Mmap::map(view.file()) }.map_err(|e| format!("map the reply memfd: {e}"))?;
+        let map = crate::sys::map_sealed(view.file())
+            .map_err(|e| format!("map the reply memfd: {e}"))?;
         Ok(Body::Mapped(Mapped { map, view }))
     }
 }

@@ -91,11 +91,8 @@ impl CallContext {
 ///
 /// The memfd could not be read or is malformed, or the directory cannot be
 /// entered; the server then forks no child for the request.
-///
-/// # Safety
-///
-/// Changes the environment: the calling process must have one thread.
-pub(super) unsafe fn adopt(fds: [OwnedFd; 2]) -> io::Result<()> {
+/// Changes the environment, so the process must have one thread (checked).
+pub(super) fn adopt(fds: [OwnedFd; 2]) -> io::Result<()> {
     let [context, cwd] = fds;
     let mut file = File::from(context);
     file.rewind()?;
@@ -118,19 +115,16 @@ pub(super) unsafe fn adopt(fds: [OwnedFd; 2]) -> io::Result<()> {
         .collect();
     nix::unistd::fchdir(cwd.as_fd())?;
     umask(Mode::from_bits_truncate(u32::from_le_bytes(*umask_bytes)));
-    for (key, _) in std::env::vars_os() {
-        if !wanted.iter().any(|(k, _)| *k == key) {
-            // SAFETY: the caller promises a single-threaded process.
-            unsafe { std::env::remove_var(&key) };
-        }
-    }
-    for (key, value) in wanted {
-        if std::env::var_os(key).as_deref() != Some(value) {
-            // SAFETY: as above.
-            unsafe { std::env::set_var(key, value) };
-        }
-    }
-    Ok(())
+    let unwanted: Vec<OsString> = std::env::vars_os()
+        .map(|(key, _)| key)
+        .filter(|key| !wanted.iter().any(|(k, _)| k == key))
+        .collect();
+    let remove: Vec<&OsStr> = unwanted.iter().map(OsString::as_os_str).collect();
+    let changed: Vec<(&OsStr, &OsStr)> = wanted
+        .into_iter()
+        .filter(|(key, value)| std::env::var_os(key).as_deref() != Some(*value))
+        .collect();
+    crate::sys::change_env_alone(&remove, &changed)
 }
 
 /// The process's umask, read from `/proc/self/status` (Linux 4.7+): the

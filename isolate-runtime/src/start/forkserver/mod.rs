@@ -308,15 +308,7 @@ pub(crate) fn collect_status(status: BorrowedFd<'_>) -> io::Result<(i32, libc::r
     let mut report = [0u8; STATUS_LEN];
     sys::read_exact(status, &mut report)?;
     let field = |at: usize| u64::from_le_bytes(report[at..at + 8].try_into().unwrap_or_default());
-    let timeval = |micros: u64| libc::timeval {
-        tv_sec: i64::try_from(micros / 1_000_000).unwrap_or(i64::MAX),
-        tv_usec: i64::try_from(micros % 1_000_000).unwrap_or(0),
-    };
-    // SAFETY: rusage is plain old data; all-zero is a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    usage.ru_utime = timeval(field(4));
-    usage.ru_stime = timeval(field(12));
-    usage.ru_maxrss = i64::try_from(field(20)).unwrap_or(i64::MAX);
+    let usage = sys::rusage_of(field(4), field(12), field(20));
     let wait_status = i32::from_le_bytes(report[..4].try_into().unwrap_or_default());
     Ok((wait_status, usage))
 }
@@ -332,10 +324,11 @@ pub(crate) fn serve_if_marked() {
     let Some(control) = entry::accept_channel(&marker).unwrap_or_else(|why| refuse(&why)) else {
         return; // inherited from an ancestor
     };
-    // SAFETY: this runs in a constructor before `main`: no other thread
-    // exists to read the environment concurrently. The server's children
-    // must not inherit the marker.
-    unsafe { std::env::remove_var(SERVER_VAR) };
+    // The server's children must not inherit the marker. This runs in a
+    // constructor before `main`, with one thread.
+    if let Err(e) = sys::change_env_alone(&[SERVER_VAR.as_ref()], &[]) {
+        refuse(&format!("clear {SERVER_VAR}: {e}"));
+    }
     serve_forks(&control, &marker)
 }
 
@@ -434,8 +427,7 @@ fn fork_child(mut request: Request, client: i32) -> Option<Held> {
     };
     let [channel, stdout, stderr, status] = <[OwnedFd; 4]>::try_from(request.fds).ok()?;
     if let Some(context) = context {
-        // SAFETY: the server is single-threaded.
-        if let Err(e) = unsafe { context::adopt(context) } {
+        if let Err(e) = context::adopt(context) {
             let errno = -e.raw_os_error().unwrap_or(libc::EINVAL);
             let _ = send(
                 status.as_raw_fd(),
@@ -452,9 +444,9 @@ fn fork_child(mut request: Request, client: i32) -> Option<Held> {
         token: request.token,
     };
     let server = std::process::id().cast_signed();
-    // SAFETY: the server is single-threaded, so the child inherits no lock
-    // held by another thread; the child branch never returns.
-    match unsafe { nix::unistd::fork() } {
+    // The server is single-threaded, so the child inherits no lock held by
+    // another thread; the child branch never returns (`sys::fork`'s rule).
+    match sys::fork() {
         Ok(nix::unistd::ForkResult::Child) => {
             become_call_child(channel, &stdout, &stderr, server, &marker)
         }
