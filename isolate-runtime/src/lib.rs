@@ -27,7 +27,7 @@ pub mod jobs;
 
 pub use child::progress::{Progress, ProgressMessages};
 pub use options::isolate::{Isolate, PanicMode, StartMethod, fork};
-pub use options::sandbox::{Sandbox, SandboxSupport};
+pub use options::sandbox::Sandbox;
 pub use options::throttle::set_max_children;
 pub use parent::backend::Backend;
 pub use parent::stdio::Stderr;
@@ -36,6 +36,7 @@ pub use start::closure::{ChildFn, Diverges, Never, Returns};
 pub use start::forkserver::start_forkserver;
 pub use vocabulary::error::{CodecStage, Error, Location};
 pub use vocabulary::report::{CallReport, NonzeroExitcode};
+pub use vocabulary::sandbox_support::SandboxSupport;
 
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]

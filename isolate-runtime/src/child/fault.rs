@@ -22,6 +22,7 @@ use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
+use crate::vocabulary::diagnosis::{FaultRecord, RECORD_FRAME_LEN, SYS_SECCOMP};
 use crate::wire::{self, FrameKind, HEADER_LEN};
 
 /// The signals whose faults are reported; SIGSYS, last, only in a sandbox.
@@ -33,8 +34,6 @@ const SIGNALS: [i32; 5] = [
     libc::SIGSYS,
 ];
 
-/// SIGSYS's `si_code` when a seccomp filter trapped the call.
-pub(crate) const SYS_SECCOMP: i32 = 1;
 
 /// The size of the alternate stack the runtime provides when a thread has
 /// none (std's own is used when present).
@@ -44,11 +43,6 @@ const ALT_STACK_LEN: usize = 64 << 10;
 /// is a stack overflow: stack probes touch each page just below it.
 const OVERFLOW_REACH: usize = 1 << 20;
 
-/// The length of a fault record on the wire.
-pub(crate) const RECORD_LEN: usize = 16;
-/// The length of the frame that carries one: what a crash leaves at the
-/// end of a reply.
-pub(crate) const RECORD_FRAME_LEN: usize = HEADER_LEN + RECORD_LEN;
 
 /// Where the handler writes; -1 before `install`.
 static FAULT_FD: AtomicI32 = AtomicI32::new(-1);
@@ -64,53 +58,17 @@ static PREVIOUS_SIGINFO: [AtomicBool; SIGNALS.len()] =
 /// thread.
 static STACK_SIZE: AtomicUsize = AtomicUsize::new(0);
 
-/// A fault, as the handler saw it: the signal, its `si_code`, and
-/// `si_addr` (the faulting address, or the instruction for SIGILL/SIGFPE);
-/// for a SIGSYS from a seccomp filter (`si_code` [`SYS_SECCOMP`]),
-/// `si_syscall`, the number of the call it stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct FaultRecord {
-    pub(crate) signal: i32,
-    pub(crate) code: i32,
-    pub(crate) address: usize,
-}
-
-impl FaultRecord {
-    /// The frame the handler writes, built on the stack: a header (the
-    /// call id and checksum included, by `wire::seal`, which neither
-    /// allocates nor locks) and 16 little-endian bytes (signal i32, code
-    /// i32, address u64).
-    fn frame(&self) -> [u8; RECORD_FRAME_LEN] {
-        let mut frame = [0; RECORD_FRAME_LEN];
-        frame[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&self.signal.to_le_bytes());
-        frame[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&self.code.to_le_bytes());
-        frame[HEADER_LEN + 8..].copy_from_slice(&(self.address as u64).to_le_bytes());
-        wire::seal(&mut frame, FrameKind::Fault, crate::child::call_id());
-        frame
-    }
-
-    /// Reads a record's payload.
-    pub(crate) fn decode(payload: &[u8]) -> Option<Self> {
-        let payload: &[u8; RECORD_LEN] = payload.try_into().ok()?;
-        let (signal, rest) = payload.split_first_chunk::<4>()?;
-        let (code, address) = rest.split_first_chunk::<4>()?;
-        Some(Self {
-            signal: i32::from_le_bytes(*signal),
-            code: i32::from_le_bytes(*code),
-            address: usize::try_from(u64::from_le_bytes(address.try_into().ok()?)).ok()?,
-        })
-    }
-
-    /// The record at the very end of a reply, where a crashing child's
-    /// handler puts it. Found even after a frame the crash cut short
-    /// (docs/FAULTS.md C8), which makes the reply as a whole unreadable.
-    pub(crate) fn trailing(reply: &[u8]) -> Option<Self> {
-        let start = reply.len().checked_sub(RECORD_FRAME_LEN)?;
-        match wire::split_frames(&reply[start..]).ok()?.as_slice() {
-            [frame] if frame.kind == FrameKind::Fault => Self::decode(frame.payload),
-            _ => None,
-        }
-    }
+/// The frame the handler writes, built on the stack: a header (the
+/// call id and checksum included, by `wire::seal`, which neither
+/// allocates nor locks) and 16 little-endian bytes (signal i32, code
+/// i32, address u64).
+fn record_frame(record: &FaultRecord) -> [u8; RECORD_FRAME_LEN] {
+    let mut frame = [0; RECORD_FRAME_LEN];
+    frame[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&record.signal.to_le_bytes());
+    frame[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&record.code.to_le_bytes());
+    frame[HEADER_LEN + 8..].copy_from_slice(&(record.address as u64).to_le_bytes());
+    wire::seal(&mut frame, FrameKind::Fault, crate::child::call_id());
+    frame
 }
 
 /// Installs the fault handler in a child that replies on `reply_fd`, and
@@ -215,7 +173,7 @@ extern "C" fn on_fault(signal: i32, info: *mut libc::siginfo_t, context: *mut li
             code,
             address,
         };
-        write_all_raw(FAULT_FD.load(Ordering::Relaxed), &record.frame());
+        write_all_raw(FAULT_FD.load(Ordering::Relaxed), &record_frame(&record));
     }
     // Default action, then re-raise: the signal is blocked while this
     // handler runs, so it is delivered, and kills, as the handler returns.
@@ -431,7 +389,7 @@ mod tests {
         };
         let mut reply = wire::frame(FrameKind::Return, 0, b"abc");
         reply.truncate(reply.len() - 1); // a frame cut short by the crash
-        reply.extend_from_slice(&record.frame());
+        reply.extend_from_slice(&record_frame(&record));
         assert_eq!(FaultRecord::trailing(&reply), Some(record));
         assert_eq!(FaultRecord::trailing(&reply[..reply.len() - 1]), None);
         let last = reply.len() - 1;

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::wire::codec::{self, Codec};
 use crate::vocabulary::error::{CodecStage, Error};
-use crate::child::panic::{PanicReport, message_of};
+use crate::vocabulary::panic_report::{PanicReport, message_of};
 use crate::sys;
 use crate::wire::{self, CallId, FrameKind, HEADER_LEN, NO_CALL};
 

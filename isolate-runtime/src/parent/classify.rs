@@ -9,10 +9,10 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use crate::child::fault::{self, FaultRecord};
+use crate::vocabulary::diagnosis::{Diagnosis, FaultRecord, Hint, SYS_SECCOMP};
 use crate::options::isolate::Isolate;
-use crate::parent::outcome::Termination;
-use crate::vocabulary::report::{Usage, human_bytes};
+use crate::vocabulary::termination::Termination;
+use crate::vocabulary::report::Usage;
 use crate::child::limits;
 use crate::options::sandbox;
 
@@ -24,32 +24,6 @@ const STACK_OVERFLOW: [&str; 2] = [
     "has overflowed its stack",
     "fatal runtime error: stack overflow",
 ];
-
-/// The likely cause of an abnormal end.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Hint {
-    /// SIGABRT after std's `memory allocation of N bytes failed`.
-    OutOfMemory {
-        requested: Option<u64>,
-        limit: Option<u64>,
-    },
-    /// SIGABRT after std's stack-overflow message.
-    StackOverflow,
-    /// SIGXCPU, or SIGKILL once the CPU time passed the hard limit.
-    CpuLimit { secs: Option<u64> },
-    /// A SIGKILL this library did not send.
-    OutsideKill { oom_kill_rose: bool },
-    /// SIGSYS from the sandbox's seccomp filter: the call it stopped.
-    SandboxViolation { syscall: Option<&'static str> },
-}
-
-/// What the parent made of a crash.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct Diagnosis {
-    /// The handler's record, when it matches the signal that killed the child.
-    pub(crate) fault: Option<FaultRecord>,
-    pub(crate) hint: Option<Hint>,
-}
 
 /// Reads the signs of a child that ended with `termination`.
 pub(crate) fn diagnose(
@@ -69,7 +43,7 @@ pub(crate) fn diagnose(
         // Only a sandboxed call's SIGSYS is the sandbox's doing.
         libc::SIGSYS if options.sandbox.is_some() => Some(Hint::SandboxViolation {
             syscall: fault
-                .filter(|record| record.code == fault::SYS_SECCOMP)
+                .filter(|record| record.code == SYS_SECCOMP)
                 .and_then(|record| sandbox::name_of_denied(record.address as i64)),
         }),
         libc::SIGABRT => aborted(stderr_tail, options.memory),
@@ -101,102 +75,6 @@ fn aborted(stderr_tail: &[u8], limit: Option<u64>) -> Option<Hint> {
         requested: number.parse().ok(),
         limit,
     })
-}
-
-impl Hint {
-    /// Replaces the signal's usual meaning in a report.
-    pub(crate) fn describe(&self) -> String {
-        match self {
-            Self::OutOfMemory { requested, limit } => {
-                let mut text = "out of memory".to_owned();
-                if let Some(bytes) = requested {
-                    text += &format!(": allocation of {} failed", human_bytes(*bytes));
-                }
-                if let Some(limit) = limit {
-                    text += &format!(" under the {} limit", human_bytes(*limit));
-                }
-                text
-            }
-            Self::StackOverflow => "stack overflow".to_owned(),
-            Self::CpuLimit { secs: Some(secs) } => format!("CPU time limit of {secs} s exceeded"),
-            Self::CpuLimit { secs: None } => "CPU time limit exceeded".to_owned(),
-            Self::SandboxViolation { syscall } => format!(
-                "it called {}, which sandbox = \"compute\" forbids",
-                syscall.unwrap_or("a system call")
-            ),
-            Self::OutsideKill { oom_kill_rose } => {
-                let mut text = "not sent by bombsquad, possibly the OOM killer".to_owned();
-                if *oom_kill_rose {
-                    text += " (the cgroup's oom_kill count rose)";
-                }
-                text
-            }
-        }
-    }
-}
-
-/// What a fault's `si_code` says, with the address where it has one:
-/// "address 0x0 not mapped".
-pub(crate) fn describe_fault(record: &FaultRecord) -> String {
-    let at = fault_address(record).map(|a| format!("{a:#x}"));
-    let at = at.as_deref().unwrap_or("?");
-    match (record.signal, record.code) {
-        (_, SI_USER) => "sent by kill()".to_owned(),
-        (_, SI_TKILL) => "sent by raise() or tkill(), no faulting address".to_owned(),
-        (_, SI_QUEUE) => "sent by sigqueue()".to_owned(),
-        (_, SI_KERNEL) => "general protection fault, no faulting address".to_owned(),
-        (libc::SIGSYS, fault::SYS_SECCOMP) => {
-            format!("system call {} refused by a seccomp filter", record.address)
-        }
-        (libc::SIGSYS, _) => format!("bad system call at {at}"),
-        (libc::SIGSEGV, 1) => format!("address {at} not mapped"),
-        (libc::SIGSEGV, 2) => format!("invalid permissions for mapped object at {at}"),
-        (libc::SIGSEGV, 3) => format!("failed address bound checks at {at}"),
-        (libc::SIGSEGV, 4) => format!("protection key check failed at {at}"),
-        (libc::SIGBUS, 1) => format!("invalid address alignment at {at}"),
-        (libc::SIGBUS, 2) => format!("nonexistent physical address at {at}"),
-        (libc::SIGBUS, 3) => format!("object-specific hardware error at {at}"),
-        (libc::SIGBUS, 4 | 5) => format!("hardware memory error at {at}"),
-        (libc::SIGFPE, code @ 1..=8) => {
-            let what = [
-                "integer divide by zero",
-                "integer overflow",
-                "floating-point divide by zero",
-                "floating-point overflow",
-                "floating-point underflow",
-                "floating-point inexact result",
-                "invalid floating-point operation",
-                "subscript out of range",
-            ][(code - 1) as usize];
-            format!("{what} at instruction {at}")
-        }
-        (libc::SIGILL, code @ 1..=8) => {
-            let what = [
-                "illegal opcode",
-                "illegal operand",
-                "illegal addressing mode",
-                "illegal trap",
-                "privileged opcode",
-                "privileged register",
-                "coprocessor error",
-                "internal stack error",
-            ][(code - 1) as usize];
-            format!("{what} at instruction {at}")
-        }
-        (_, code) => format!("si_code {code} at {at}"),
-    }
-}
-
-const SI_USER: i32 = 0;
-const SI_KERNEL: i32 = 0x80;
-const SI_QUEUE: i32 = -1;
-const SI_TKILL: i32 = -6;
-
-/// The faulting address, when the kernel reported one: a signal sent by a
-/// process (`si_code` ≤ 0) or a general protection fault has none.
-pub(crate) fn fault_address(record: &FaultRecord) -> Option<usize> {
-    let seccomp = record.signal == libc::SIGSYS && record.code == fault::SYS_SECCOMP;
-    (record.code > 0 && record.code != SI_KERNEL && !seccomp).then_some(record.address)
 }
 
 /// The `oom_kill` counter of this process's cgroup (cgroup v2
@@ -303,6 +181,7 @@ fn cgroup_path(cgroups: &str, fits: impl Fn(&str) -> bool) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocabulary::diagnosis::{SI_TKILL, describe_fault, fault_address};
 
     fn record(signal: i32, code: i32, address: usize) -> FaultRecord {
         FaultRecord {

@@ -5,5 +5,6 @@
 pub(crate) mod backend;
 pub(crate) mod classify;
 pub(crate) mod outcome;
+pub(crate) mod progress;
 pub(crate) mod stdio;
 pub(crate) mod supervise;

@@ -9,34 +9,13 @@ use crate::parent::classify::{self, OomWatch};
 use crate::wire::codec::{self, Codec, PartsError};
 use crate::vocabulary::error::{CodecStage, Error};
 use crate::options::isolate::{Isolate, PanicMode};
-use crate::child::panic::{PanicReport, message_of};
+use crate::vocabulary::panic_report::{PanicReport, message_of};
 use crate::vocabulary::report::{CallReport, NonzeroExitcode};
 use crate::options::sandbox::Sandbox;
 use crate::parent::stdio::Stderr;
 use crate::parent::supervise::Exit;
+use crate::vocabulary::termination::Termination;
 use crate::wire::{Frame, FrameError, FrameKind};
-
-/// How the child process ended, from its wait status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Termination {
-    /// `WIFEXITED`: the low 8 bits of the exit code.
-    Exited(i32),
-    /// `WIFSIGNALED`: the signal, and `WCOREDUMP`.
-    Signaled { signal: i32, core_dumped: bool },
-}
-
-impl Termination {
-    pub(crate) fn from_wait_status(status: i32) -> Self {
-        if libc::WIFSIGNALED(status) {
-            Self::Signaled {
-                signal: libc::WTERMSIG(status),
-                core_dumped: libc::WCOREDUMP(status),
-            }
-        } else {
-            Self::Exited(libc::WEXITSTATUS(status))
-        }
-    }
-}
 
 /// Turns how the child ended, and what it sent, into the call's result,
 /// runs the outcome callbacks, and re-raises a child's panic last.
@@ -164,7 +143,7 @@ pub(crate) fn judge<R>(
         let panic = reply.as_ref().and_then(first_panic);
         let trailing = reply
             .as_ref()
-            .map(|reply| reply.trailing(crate::child::fault::RECORD_FRAME_LEN));
+            .map(|reply| reply.trailing(crate::vocabulary::diagnosis::RECORD_FRAME_LEN));
         let diagnosis = classify::diagnose(
             termination,
             trailing.as_deref().unwrap_or_default(),

@@ -26,7 +26,7 @@ use crate::wire::codec::Codec;
 use crate::vocabulary::error::{CodecStage, Error};
 use crate::options::isolate::{Isolate, StartMethod};
 use crate::parent::outcome;
-use crate::child::panic::message_of;
+use crate::vocabulary::panic_report::message_of;
 use crate::child::progress::{self, ProgressSink};
 use crate::sys;
 use crate::wire::{self, CallId, FrameKind, Frames};
@@ -462,10 +462,10 @@ fn backoff(attempt: u32) -> Duration {
         .min(MAX_BACKOFF)
 }
 
-fn exitcode_of(termination: outcome::Termination) -> i32 {
+fn exitcode_of(termination: crate::vocabulary::termination::Termination) -> i32 {
     match termination {
-        outcome::Termination::Exited(code) => code,
-        outcome::Termination::Signaled { signal, .. } => -signal,
+        crate::vocabulary::termination::Termination::Exited(code) => code,
+        crate::vocabulary::termination::Termination::Signaled { signal, .. } => -signal,
     }
 }
 

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::parent::classify::{self, Diagnosis, Hint};
+use crate::vocabulary::diagnosis::{self, Diagnosis, Hint};
 use crate::vocabulary::error::Location;
-use crate::parent::outcome::Termination;
-use crate::child::panic::PanicReport;
-use crate::options::sandbox::SandboxSupport;
-use crate::parent::stdio::OutputTail;
+use crate::vocabulary::termination::Termination;
+use crate::vocabulary::panic_report::PanicReport;
+use crate::vocabulary::sandbox_support::SandboxSupport;
+use crate::vocabulary::output_tail::OutputTail;
 
 /// What the parent observed of a child, whatever the outcome: its name and
 /// pid, how long it ran, what it consumed, and the end of its stderr.
@@ -307,7 +307,7 @@ impl NonzeroExitcode {
         self.diagnosis
             .fault
             .as_ref()
-            .and_then(classify::fault_address)
+            .and_then(diagnosis::fault_address)
     }
 
     /// The fault's `si_code` (`SEGV_MAPERR` = 1, `BUS_ADRERR` = 2,
@@ -323,7 +323,7 @@ impl NonzeroExitcode {
     /// 0x7f..", "integer divide by zero at instruction 0x55..".
     #[must_use]
     pub fn fault_description(&self) -> Option<String> {
-        self.diagnosis.fault.as_ref().map(classify::describe_fault)
+        self.diagnosis.fault.as_ref().map(diagnosis::describe_fault)
     }
 
     /// Whether the child ran out of memory: it aborted after std's

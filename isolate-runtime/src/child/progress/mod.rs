@@ -9,10 +9,8 @@
 //! the full pipe: the parent holds at most one frame and one read ahead.
 
 mod child;
-mod stream;
 
 pub(crate) use child::{lock_if_shared, send_frame, set_fd};
-pub(crate) use stream::ProgressStream;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -24,7 +22,7 @@ use serde::de::DeserializeOwned;
 
 use crate::wire::codec;
 use crate::vocabulary::error::{CodecStage, Error};
-use crate::child::panic::message_of;
+use crate::vocabulary::panic_report::message_of;
 
 /// Messages an isolated function sends its caller while it runs.
 ///

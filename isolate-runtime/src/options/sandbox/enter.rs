@@ -17,7 +17,7 @@ use super::SandboxPolicy;
 use super::syscalls::{KILLING, NEW_PROCESS, target_arch};
 
 /// The newest Landlock ABI this build knows: its rights are asked for on a
-/// best-effort basis, on top of those of [`super::REQUIRED_LANDLOCK_ABI`].
+/// best-effort basis, on top of those of [`crate::vocabulary::sandbox_support::REQUIRED_LANDLOCK_ABI`].
 const NEWEST_ABI: ABI = ABI::V6;
 
 /// Sandboxes the calling process as `policy` says: Landlock first, then the
@@ -57,7 +57,7 @@ fn restrict_files(policy: &SandboxPolicy) -> Result<(), landlock::RulesetError> 
     } else {
         CompatLevel::HardRequirement
     };
-    let required_abi = ABI::from(super::REQUIRED_LANDLOCK_ABI);
+    let required_abi = ABI::from(crate::vocabulary::sandbox_support::REQUIRED_LANDLOCK_ABI);
     // Reading the executable gives a panic's backtrace its symbols.
     let executable = std::env::current_exe().ok();
     Ruleset::default()

@@ -30,15 +30,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::vocabulary::error::Error;
+use crate::vocabulary::sandbox_support::SandboxSupport;
 use crate::sys;
 
 pub(crate) use enter::enter;
 pub(crate) use syscalls::name_of_denied;
 
-/// The oldest Landlock ABI that `compute` needs without
-/// [`best_effort`](Sandbox::best_effort): ABI 3 (Linux 6.2) handles every
-/// file-system right, truncation included.
-const REQUIRED_LANDLOCK_ABI: i32 = 3;
 
 /// What an isolated call may do beyond computing. Set it with
 /// [`Isolate::sandbox`](crate::Isolate::sandbox) or
@@ -131,50 +128,11 @@ impl Sandbox {
     /// }
     /// ```
     pub fn support() -> SandboxSupport {
-        SandboxSupport {
-            landlock_abi: sys::landlock_abi(),
-        }
+        SandboxSupport::new(sys::landlock_abi())
     }
 
     pub(crate) fn policy(&self) -> &SandboxPolicy {
         &self.policy
-    }
-}
-
-/// What the running kernel offers a [`Sandbox`]: see [`Sandbox::support`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SandboxSupport {
-    landlock_abi: Option<i32>,
-}
-
-impl SandboxSupport {
-    /// The kernel's Landlock ABI version, `None` when Landlock is absent or
-    /// disabled.
-    #[must_use]
-    pub fn landlock_abi(&self) -> Option<i32> {
-        self.landlock_abi
-    }
-
-    /// Whether the whole `compute` policy can be enforced here.
-    #[must_use]
-    pub fn is_complete(&self) -> bool {
-        self.missing().is_none()
-    }
-
-    /// What is missing for the whole policy, in words.
-    fn missing(&self) -> Option<String> {
-        match self.landlock_abi {
-            Some(abi) if abi >= REQUIRED_LANDLOCK_ABI => None,
-            Some(abi) => Some(format!(
-                "this kernel's Landlock is ABI {abi}; the sandbox needs ABI \
-                 {REQUIRED_LANDLOCK_ABI} (Linux 6.2) to deny every file-system access"
-            )),
-            None => Some(
-                "this kernel has no Landlock (Linux 5.13+, with landlock in the `lsm=` boot \
-                 list); the sandbox needs it to deny file access"
-                    .to_owned(),
-            ),
-        }
     }
 }
 

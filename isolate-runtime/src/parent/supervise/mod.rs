@@ -15,10 +15,11 @@ use smallvec::SmallVec;
 
 use crate::parent::backend::ReplyChannel;
 use crate::vocabulary::error::Error;
-use crate::parent::outcome::Termination;
-use crate::child::progress::ProgressStream;
+use crate::vocabulary::termination::Termination;
+use crate::parent::progress::ProgressStream;
 use crate::vocabulary::report::Usage;
-use crate::parent::stdio::{OutputRelay, OutputTail};
+use crate::parent::stdio::OutputRelay;
+use crate::vocabulary::output_tail::OutputTail;
 use crate::wire::FrameError;
 
 mod child;
