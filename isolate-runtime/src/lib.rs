@@ -26,13 +26,13 @@ mod async_call_off;
 pub mod jobs;
 
 pub use child::progress::{Progress, ProgressMessages};
-pub use options::isolate::{Isolate, PanicMode, StartMethod, fork};
+pub use options::backend::Backend;
+pub use options::isolate::{Isolate, PanicMode, StartMethod};
+pub use options::stderr::Stderr;
 pub use options::sandbox::Sandbox;
 pub use options::throttle::set_max_children;
-pub use parent::backend::Backend;
-pub use parent::stdio::Stderr;
 pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
-pub use start::closure::{ChildFn, Diverges, Never, Returns};
+pub use start::closure::{ChildFn, Diverges, Never, Returns, fork};
 pub use start::forkserver::start_forkserver;
 pub use vocabulary::error::{CodecStage, Error, Location};
 pub use vocabulary::report::{CallReport, NonzeroExitcode};

@@ -13,8 +13,7 @@ use nix::sys::stat::{SFlag, fstat};
 
 use crate::wire::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
 use crate::wire::{self, CallId, FrameKind, MAX_FRAME_LEN};
-use crate::child::{self, limits, progress, registry};
-use crate::start::forkserver;
+use crate::child::{self, forkserver, limits, progress, registry};
 use crate::sys;
 
 /// Function names longer than this are refused.

@@ -3,6 +3,7 @@
 
 pub(crate) mod entry;
 pub(crate) mod fault;
+pub(crate) mod forkserver;
 pub(crate) mod limits;
 pub(crate) mod panic;
 pub(crate) mod progress;

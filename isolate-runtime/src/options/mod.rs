@@ -2,7 +2,9 @@
 //! the per-thread scope, callbacks, the sandbox policy and the concurrency
 //! cap.
 
+pub(crate) mod backend;
 pub(crate) mod callbacks;
 pub(crate) mod isolate;
 pub(crate) mod sandbox;
+pub(crate) mod stderr;
 pub(crate) mod throttle;

@@ -7,7 +7,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::PathBuf;
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -27,40 +26,7 @@ const READ_BUDGET: usize = 1 << 20;
 /// already in the pipe; anything beyond comes from an escaped grandchild.
 const AFTER_EXIT_BUDGET: usize = 4 << 20;
 
-/// Where the child's stderr goes. Whatever the choice but `Null`, the last
-/// 64 KiB are kept for [`NonzeroExitcode::stderr_tail`](crate::NonzeroExitcode::stderr_tail).
-///
-/// # Examples
-///
-/// ```
-/// use bombsquad::{Error, Isolate, Stderr};
-///
-/// let err = Isolate::new()
-///     .stderr(Stderr::Capture)
-///     .fork(|| -> () {
-///         eprintln!("about to fail");
-///         std::process::exit(3)
-///     })
-///     .unwrap_err();
-/// let Error::NonzeroExitcode(exit) = err else { panic!("{err}") };
-/// assert_eq!(exit.stderr_tail(), b"about to fail\n");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Stderr {
-    /// Replayed to the caller's stderr through `eprint!` as it arrives (so
-    /// libtest captures it), and kept. The default.
-    #[default]
-    Inherit,
-    /// Discarded: the child's stderr is `/dev/null` and nothing is kept, so
-    /// a report cannot quote it (nor classify an allocation failure by std's
-    /// message).
-    Null,
-    /// Kept for the error only, never printed.
-    Capture,
-    /// Appended to this file (created with mode 0600), and kept.
-    File(PathBuf),
-}
+pub(crate) use crate::options::stderr::Stderr;
 
 /// Which of the child's streams a relay carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,82 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::options::isolate::{Isolate, StartMethod};
+use crate::vocabulary::error::Error;
 use crate::wire::codec::Codec;
-use crate::{Error, Isolate};
+
+impl Isolate {
+    /// Runs `function` in a forked child and returns its result.
+    ///
+    /// The closure's captures are copied with the process (nothing is
+    /// serialized); the result crosses back as MessagePack. The child leaves
+    /// with `_exit`: it never returns past the fork point and never runs the
+    /// parent's `atexit` handlers.
+    ///
+    /// Fork is fast but unsafe in spirit in a multi-threaded parent: the
+    /// child may block forever on a lock another thread held at the fork
+    /// (std's stdout lock included). Set a timeout there.
+    ///
+    /// The closure carries no [`Progress`](crate::Progress): one it
+    /// captures runs its callback in the child, where the caller never sees
+    /// it. Take a `Progress` parameter in a `#[bombsquad]` function instead.
+    ///
+    /// # Errors
+    ///
+    /// Every [`Error`] variant but `NestingTooDeep` for a top-level call;
+    /// see its documentation.
+    ///
+    /// The closure returns a serde type, or never returns (its result type
+    /// is `!`; see [`ChildFn`]).
+    ///
+    /// # Panics
+    ///
+    /// Re-raises a panic of `function` (with [`PanicMode::Resume`]).
+    #[track_caller]
+    pub fn fork<R, M, F: ChildFn<R, M>>(&self, function: F) -> Result<R, Error> {
+        crate::options::throttle::check()?;
+        if let Some(method) = self.start_method.filter(|&m| m != StartMethod::Fork) {
+            return Err(Error::InvalidOptions {
+                message: format!(
+                    "Isolate::fork always forks, but the builder asks for start_method {}; \
+                     for spawn or forkserver, make the closure a #[bombsquad] function and \
+                     call it inside Isolate::scope",
+                    method.name()
+                ),
+            });
+        }
+        function.fork_in(self)
+    }
+}
+
+/// Runs `function` in a forked child with the default options: the closure
+/// form of `#[bombsquad(start_method = "fork")]`.
+///
+/// # Examples
+///
+/// ```
+/// let v = vec![1, 2, 3];
+/// assert_eq!(bombsquad::fork(|| v.iter().sum::<i32>()).unwrap(), 6);
+/// ```
+///
+/// A closure that never returns is taken too; its call can only fail:
+///
+/// ```
+/// let Err(error) = bombsquad::fork(|| std::process::abort());
+/// assert!(error.to_string().contains("SIGABRT"), "{error}");
+/// ```
+///
+/// # Errors
+///
+/// See [`Isolate::fork`].
+///
+/// # Panics
+///
+/// Re-raises a panic of `function`.
+#[track_caller]
+pub fn fork<R, M, F: ChildFn<R, M>>(function: F) -> Result<R, Error> {
+    Isolate::new().fork(function)
+}
 
 /// A closure [`Isolate::fork`] can run in a child: it returns an `R` that
 /// is `Serialize + DeserializeOwned`, or it never returns (`R` is `!`: it

@@ -28,6 +28,7 @@
 pub(crate) mod arena;
 pub(crate) mod args;
 pub(crate) mod codec;
+pub(crate) mod forkserver;
 pub(crate) mod marker;
 mod reader;
 

@@ -8,13 +8,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::parent::backend::Backend;
+use crate::options::backend::Backend;
 use crate::options::callbacks::{Callbacks, OnCrash, OnExit, OnFinish, OnSuccess};
-use crate::start::closure::ChildFn;
-use crate::vocabulary::error::Error;
 use crate::vocabulary::report::NonzeroExitcode;
 use crate::options::sandbox::{Sandbox, SandboxPolicy};
-use crate::parent::stdio::Stderr;
+use crate::options::stderr::Stderr;
 
 mod scope;
 
@@ -28,7 +26,7 @@ pub enum PanicMode {
     /// had run in-process (the default).
     #[default]
     Resume,
-    /// Return [`Error::Panicked`] instead.
+    /// Return [`Error::Panicked`](crate::Error::Panicked) instead.
     Error,
 }
 
@@ -135,7 +133,7 @@ impl Isolate {
         self.set("backend", move |o| o.backend = backend)
     }
 
-    /// Kills the child's process group and returns [`Error::Timeout`] when
+    /// Kills the child's process group and returns [`Error::Timeout`](crate::Error::Timeout) when
     /// the call takes longer. No timeout by default, as for a thread.
     #[must_use]
     pub fn timeout(self, timeout: Duration) -> Self {
@@ -254,7 +252,7 @@ impl Isolate {
     ///
     /// # Errors
     ///
-    /// A call returns [`Error::Sandbox`] without running the function when
+    /// A call returns [`Error::Sandbox`](crate::Error::Sandbox) without running the function when
     /// the kernel cannot enforce the policy (unless
     /// [`Sandbox::best_effort`]) or a path it names does not exist.
     ///
@@ -286,7 +284,7 @@ impl Isolate {
     /// channel on each frame header as it arrives (the child is killed at
     /// once), the file and shm backends on the file's length, a pool on the
     /// size of a result in its arena. A reply over it is
-    /// [`Error::ResultTooLarge`], naming both sizes. What is not the
+    /// [`Error::ResultTooLarge`](crate::Error::ResultTooLarge), naming both sizes. What is not the
     /// result has limits of its own, whatever this one is, so a small
     /// limit still lets a panic's message through: a panic report or a
     /// progress message may hold 1 MiB (or this limit, if larger), and a
@@ -426,7 +424,7 @@ impl Isolate {
     /// a `start_method = "fork"` function (not registered, its arguments not
     /// serialized) only under [`StartMethod::Fork`]; a `pool = N` function's
     /// workers are always spawned. [`fork`](Self::fork) always forks.
-    /// Anything else is [`Error::InvalidOptions`] at the call.
+    /// Anything else is [`Error::InvalidOptions`](crate::Error::InvalidOptions) at the call.
     ///
     /// # Examples
     ///
@@ -480,9 +478,9 @@ impl Isolate {
     ///   and the callbacks (`on_success`..`on_finish`), and
     ///   [`StartMethod::Spawn`] (what their workers are). The others are
     ///   fixed when the pool's workers start; a scope that sets one fails
-    ///   the call with [`Error::InvalidOptions`] rather than ignoring it.
+    ///   the call with [`Error::InvalidOptions`](crate::Error::InvalidOptions) rather than ignoring it.
     /// - A start method a function cannot use fails the call with
-    ///   [`Error::InvalidOptions`] too; see [`start_method`](Self::start_method).
+    ///   [`Error::InvalidOptions`](crate::Error::InvalidOptions) too; see [`start_method`](Self::start_method).
     ///
     /// # Examples
     ///
@@ -504,78 +502,7 @@ impl Isolate {
         f()
     }
 
-    /// Runs `function` in a forked child and returns its result.
-    ///
-    /// The closure's captures are copied with the process (nothing is
-    /// serialized); the result crosses back as MessagePack. The child leaves
-    /// with `_exit`: it never returns past the fork point and never runs the
-    /// parent's `atexit` handlers.
-    ///
-    /// Fork is fast but unsafe in spirit in a multi-threaded parent: the
-    /// child may block forever on a lock another thread held at the fork
-    /// (std's stdout lock included). Set a timeout there.
-    ///
-    /// The closure carries no [`Progress`](crate::Progress): one it
-    /// captures runs its callback in the child, where the caller never sees
-    /// it. Take a `Progress` parameter in a `#[bombsquad]` function instead.
-    ///
-    /// # Errors
-    ///
-    /// Every [`Error`] variant but `NestingTooDeep` for a top-level call;
-    /// see its documentation.
-    ///
-    /// The closure returns a serde type, or never returns (its result type
-    /// is `!`; see [`ChildFn`]).
-    ///
-    /// # Panics
-    ///
-    /// Re-raises a panic of `function` (with [`PanicMode::Resume`]).
-    #[track_caller]
-    pub fn fork<R, M, F: ChildFn<R, M>>(&self, function: F) -> Result<R, Error> {
-        crate::options::throttle::check()?;
-        if let Some(method) = self.start_method.filter(|&m| m != StartMethod::Fork) {
-            return Err(Error::InvalidOptions {
-                message: format!(
-                    "Isolate::fork always forks, but the builder asks for start_method {}; \
-                     for spawn or forkserver, make the closure a #[bombsquad] function and \
-                     call it inside Isolate::scope",
-                    method.name()
-                ),
-            });
-        }
-        function.fork_in(self)
-    }
-
     pub(crate) fn deadline(&self) -> Option<std::time::Instant> {
         self.timeout.map(|t| std::time::Instant::now() + t)
     }
-}
-
-/// Runs `function` in a forked child with the default options: the closure
-/// form of `#[bombsquad(start_method = "fork")]`.
-///
-/// # Examples
-///
-/// ```
-/// let v = vec![1, 2, 3];
-/// assert_eq!(bombsquad::fork(|| v.iter().sum::<i32>()).unwrap(), 6);
-/// ```
-///
-/// A closure that never returns is taken too; its call can only fail:
-///
-/// ```
-/// let Err(error) = bombsquad::fork(|| std::process::abort());
-/// assert!(error.to_string().contains("SIGABRT"), "{error}");
-/// ```
-///
-/// # Errors
-///
-/// See [`Isolate::fork`].
-///
-/// # Panics
-///
-/// Re-raises a panic of `function`.
-#[track_caller]
-pub fn fork<R, M, F: ChildFn<R, M>>(function: F) -> Result<R, Error> {
-    Isolate::new().fork(function)
 }

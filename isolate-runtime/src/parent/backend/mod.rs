@@ -20,37 +20,7 @@ use crate::wire::{self, CallId, Frame, FrameError, Frames};
 
 pub(crate) use file::{ResultCheck, Verdict};
 
-/// How the reply travels from child to parent.
-///
-/// # Examples
-///
-/// ```
-/// use bombsquad::{Backend, Isolate};
-///
-/// let len = Isolate::new()
-///     .backend(Backend::Pipe)
-///     .fork(|| vec![7u8; 1 << 20].len())
-///     .unwrap();
-/// assert_eq!(len, 1 << 20);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Backend {
-    /// An unnamed temp file (`O_TMPFILE`, mode 0600) in the temp dir; the
-    /// reply survives in the file however the child dies. The default, as
-    /// in Python's bombsquad.
-    #[default]
-    File,
-    /// A pipe, drained by the parent while the child writes; needs no
-    /// temp dir.
-    Pipe,
-    /// Shared memory: a memfd the parent creates and the child writes;
-    /// after the child exits the parent seals it and decodes a large result
-    /// straight from a read-only mapping, with no copy into a buffer first
-    /// (a reply under 64 KiB is read with one `pread`). Needs no temp dir;
-    /// the reply lives in memory (not on disk) until the call returns.
-    Shm,
-}
+pub(crate) use crate::options::backend::Backend;
 
 /// What a reply may hold besides its result: frame headers, a `Padding`
 /// frame (under a page), the panic reports of panics a function caught

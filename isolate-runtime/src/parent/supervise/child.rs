@@ -137,7 +137,7 @@ impl Child {
         self.kill_group();
         if let Reaper::ForkServer(status) = &self.reaper {
             self.reaped = true;
-            return crate::start::forkserver::collect_status(status.as_fd())
+            return crate::wire::forkserver::collect_status(status.as_fd())
                 .map(Some)
                 .map_err(|e| {
                     Error::spawn("collect the child's exit status from the fork server", e)

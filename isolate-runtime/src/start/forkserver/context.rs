@@ -6,16 +6,16 @@
 //! adopts it before it forks, so every later child inherits it. A call
 //! whose caller changed nothing sends nothing more.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read as _, Seek as _, Write as _};
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::io::{self, Read as _, Write as _};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::memfd::{MFdFlags, memfd_create};
-use nix::sys::stat::{Mode, umask};
+use nix::sys::stat::Mode;
 
 use crate::vocabulary::error::Error;
 
@@ -81,50 +81,6 @@ impl CallContext {
         }
         bytes
     }
-}
-
-/// The fork server's side: makes the context in `fds` (from
-/// [`CallContext::to_fds`]) its own, so the children it forks from now on
-/// inherit it.
-///
-/// # Errors
-///
-/// The memfd could not be read or is malformed, or the directory cannot be
-/// entered; the server then forks no child for the request.
-/// Changes the environment, so the process must have one thread (checked).
-pub(super) fn adopt(fds: [OwnedFd; 2]) -> io::Result<()> {
-    let [context, cwd] = fds;
-    let mut file = File::from(context);
-    file.rewind()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let (umask_bytes, vars) = bytes
-        .split_first_chunk::<4>()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no umask"))?;
-    let wanted: Vec<(&OsStr, &OsStr)> = vars
-        .split(|&b| b == 0)
-        .filter(|entry| !entry.is_empty())
-        .filter_map(|entry| {
-            // A key may start with '=' (as std reads the environment).
-            let at = 1 + entry.get(1..)?.iter().position(|&b| b == b'=')?;
-            Some((
-                OsStr::from_bytes(&entry[..at]),
-                OsStr::from_bytes(&entry[at + 1..]),
-            ))
-        })
-        .collect();
-    nix::unistd::fchdir(cwd.as_fd())?;
-    umask(Mode::from_bits_truncate(u32::from_le_bytes(*umask_bytes)));
-    let unwanted: Vec<OsString> = std::env::vars_os()
-        .map(|(key, _)| key)
-        .filter(|key| !wanted.iter().any(|(k, _)| k == key))
-        .collect();
-    let remove: Vec<&OsStr> = unwanted.iter().map(OsString::as_os_str).collect();
-    let changed: Vec<(&OsStr, &OsStr)> = wanted
-        .into_iter()
-        .filter(|(key, value)| std::env::var_os(key).as_deref() != Some(*value))
-        .collect();
-    crate::sys::change_env_alone(&remove, &changed)
 }
 
 /// The process's umask, read from `/proc/self/status` (Linux 4.7+): the
