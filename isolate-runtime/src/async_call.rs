@@ -23,20 +23,20 @@ use serde::Serialize;
 use smallvec::SmallVec;
 use tokio::io::Interest;
 
-use crate::parent::backend::ReplyChannel;
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::Error;
-use crate::options::isolate::{self, Isolate, StartMethod};
-use crate::child::progress::{ProgressSink};
-use crate::parent::progress::ProgressStream;
+use crate::child::progress::ProgressSink;
 use crate::child::registry::Entry;
-use crate::start::spawn::{self, Prepared, Running, Start};
+use crate::options::isolate::{self, Isolate, StartMethod};
+use crate::options::throttle;
+use crate::parent::backend::ReplyChannel;
+use crate::parent::outcome;
+use crate::parent::progress::ProgressStream;
 use crate::parent::stdio::OutputRelay;
 use crate::parent::supervise::{CallEngine, Child, Exit, Outgoing, Source, Step};
-use crate::options::throttle;
-use crate::sys;
-use crate::parent::outcome;
 use crate::start::forkserver;
+use crate::start::spawn::{self, Prepared, Running, Start};
+use crate::sys;
+use crate::vocabulary::error::Error;
+use crate::wire::codec::Codec;
 
 /// A registered function's call, prepared when its wrapper is called: the
 /// options, and the request already encoded, so the future owns only bytes
@@ -222,9 +222,7 @@ fn register<'e>(engine: &'e CallEngine<'_, '_>) -> Result<Registered<'e>, Error>
             } else {
                 Interest::READABLE
             };
-            sys::reactor::register(watch.fd, interest)
-                .map(|fd| (fd, watch.source))
-                .map_err(io::Error::from)
+            sys::reactor::register(watch.fd, interest).map(|fd| (fd, watch.source))
         })
         .collect::<Result<_, _>>()
         .map_err(|e| Error::spawn("watch the child process with tokio's reactor", e))

@@ -3,10 +3,10 @@
 
 use std::future::Future;
 
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::Error;
-use crate::options::isolate::Isolate;
 use crate::child::registry::Entry;
+use crate::options::isolate::Isolate;
+use crate::vocabulary::error::Error;
+use crate::wire::codec::Codec;
 
 /// Implemented by nothing: its bound is the error.
 #[diagnostic::on_unimplemented(

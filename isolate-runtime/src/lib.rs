@@ -4,23 +4,48 @@
 //! Linux only: it relies on pidfds, `close_range`, `/proc/self/exe` and
 //! Linux process semantics. On another target this crate is empty, so the
 //! `bombsquad` facade's `compile_error!` is the one error a build shows.
+//!
+//! # Layers
+//!
+//! The modules read as the story of one call, bottom to top, and each
+//! imports only from the layers before it (`tests/layers.rs` checks it):
+//!
+//! - `sys`: every raw system call, and with the fault handler all the `unsafe`;
+//! - `wire`: frames, the MessagePack codec, arguments, the arena, the fork
+//!   server's protocol;
+//! - `vocabulary`: what an outcome is called (`Error`, `CallReport`, the
+//!   termination, the diagnosis, the panic report) and the diagnostics;
+//! - `options`: the `Isolate` builder, its option types, the scope,
+//!   callbacks, the sandbox policy and the concurrency cap;
+//! - `child`: everything that runs in a child (entry, set-up, the function
+//!   under `catch_unwind`, fault handler, panic hook, limits, progress
+//!   writer, the worker loop, the fork server's serving half);
+//! - `parent`: everything the caller does while a child lives (the child
+//!   handle and call engine, reply channels, stdio relay, progress stream,
+//!   the verdict);
+//! - `start`: fork, spawn and the fork server's client, and the dispatch;
+//! - `pool`: warm workers; `async_call`: the engine driven by tokio;
+//!   `jobs`: supervised commands (feature `jobs`; it imports only `sys`).
 
 #![cfg(target_os = "linux")]
+// `unsafe` lives in `sys` and in the fault handler (`child::fault`) only.
+#![deny(unsafe_code)]
 
 // The layers, bottom to top: each imports only from the layers listed
 // before it (`tests/layers.rs` checks it).
-mod sys;
-mod wire;
-mod vocabulary;
-mod options;
-mod child;
-mod parent;
-mod start;
-mod pool;
 #[cfg(feature = "tokio")]
 mod async_call;
 #[cfg(not(feature = "tokio"))]
 mod async_call_off;
+mod child;
+mod options;
+mod parent;
+mod pool;
+mod start;
+#[allow(unsafe_code)]
+mod sys;
+mod vocabulary;
+mod wire;
 
 #[cfg(feature = "jobs")]
 pub mod jobs;
@@ -28,8 +53,8 @@ pub mod jobs;
 pub use child::progress::{Progress, ProgressMessages};
 pub use options::backend::Backend;
 pub use options::isolate::{Isolate, PanicMode, StartMethod};
-pub use options::stderr::Stderr;
 pub use options::sandbox::Sandbox;
+pub use options::stderr::Stderr;
 pub use options::throttle::set_max_children;
 pub use pool::{RemoteWorker, Task, Worker, WorkerOptions, shutdown_pools};
 pub use start::closure::{ChildFn, Diverges, Never, Returns, fork};
@@ -41,17 +66,19 @@ pub use vocabulary::sandbox_support::SandboxSupport;
 /// Not public API: used by code that `#[bombsquad]` generates.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::child::progress::{
+        ProgressSink, for_child as child_progress, sink as progress_sink,
+    };
+    pub use crate::child::registry::{CHILD_INITS, ENTRIES, Entry};
     pub use crate::wire::args::{Arg, ArgIn};
     pub use crate::wire::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
-    pub use crate::child::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
-    pub use crate::child::registry::{CHILD_INITS, ENTRIES, Entry};
     pub use crate::{Backend, Isolate, PanicMode, Progress, Sandbox, Stderr};
     pub use linkme;
 
     pub use crate::child::serve_registered as serve;
-    pub use crate::start::dispatch::{call_forked, call_forkserved, call_spawned};
     pub use crate::pool::WorkerOptions;
     pub use crate::pool::{RegisteredTask, StaticPool, call_pooled, init_task, serve_task};
+    pub use crate::start::dispatch::{call_forked, call_forkserved, call_spawned};
 
     /// For tests that play a misbehaving child: the id of the call this
     /// process is answering, which its frames must carry.

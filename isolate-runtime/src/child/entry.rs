@@ -11,10 +11,10 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
 use nix::sys::socket::{getsockopt, sockopt};
 use nix::sys::stat::{SFlag, fstat};
 
-use crate::wire::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
-use crate::wire::{self, CallId, FrameKind, MAX_FRAME_LEN};
 use crate::child::{self, forkserver, limits, progress, registry};
 use crate::sys;
+use crate::wire::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
+use crate::wire::{self, CallId, FrameKind, MAX_FRAME_LEN};
 
 /// Function names longer than this are refused.
 const MAX_NAME_LEN: u64 = 4096;

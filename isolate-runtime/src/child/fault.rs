@@ -34,7 +34,6 @@ const SIGNALS: [i32; 5] = [
     libc::SIGSYS,
 ];
 
-
 /// The size of the alternate stack the runtime provides when a thread has
 /// none (std's own is used when present).
 const ALT_STACK_LEN: usize = 64 << 10;
@@ -42,7 +41,6 @@ const ALT_STACK_LEN: usize = 64 << 10;
 /// A fault closer than this below the stack pointer (or a little above it)
 /// is a stack overflow: stack probes touch each page just below it.
 const OVERFLOW_REACH: usize = 1 << 20;
-
 
 /// Where the handler writes; -1 before `install`.
 static FAULT_FD: AtomicI32 = AtomicI32::new(-1);

@@ -133,16 +133,16 @@ fn fork_child(mut request: Request, client: i32) -> Option<Held> {
         None
     };
     let [channel, stdout, stderr, status] = <[OwnedFd; 4]>::try_from(request.fds).ok()?;
-    if let Some(context) = context {
-        if let Err(e) = adopt(context) {
-            let errno = -e.raw_os_error().unwrap_or(libc::EINVAL);
-            let _ = send(
-                status.as_raw_fd(),
-                &errno.to_le_bytes(),
-                MsgFlags::MSG_NOSIGNAL,
-            );
-            return None;
-        }
+    if let Some(context) = context
+        && let Err(e) = adopt(context)
+    {
+        let errno = -e.raw_os_error().unwrap_or(libc::EINVAL);
+        let _ = send(
+            status.as_raw_fd(),
+            &errno.to_le_bytes(),
+            MsgFlags::MSG_NOSIGNAL,
+        );
+        return None;
     }
     let marker = Marker {
         parent_pid: client,

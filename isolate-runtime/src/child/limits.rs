@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::child::fault;
 use crate::options::isolate::Isolate;
 use crate::options::sandbox::SandboxPolicy;
-use crate::child::fault;
 use crate::sys;
 use crate::wire::{self, codec};
 

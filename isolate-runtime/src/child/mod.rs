@@ -2,6 +2,7 @@
 //! one reply frame, leave with `_exit`. Shared by fork and spawn mode.
 
 pub(crate) mod entry;
+#[allow(unsafe_code)]
 pub(crate) mod fault;
 pub(crate) mod forkserver;
 pub(crate) mod limits;
@@ -19,10 +20,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::codec::{self, Codec};
+use crate::sys;
 use crate::vocabulary::error::{CodecStage, Error};
 use crate::vocabulary::panic_report::{PanicReport, message_of};
-use crate::sys;
+use crate::wire::codec::{self, Codec};
 use crate::wire::{self, CallId, FrameKind, HEADER_LEN, NO_CALL};
 
 /// The descriptor replies go to; -1 in a process that is not a child.

@@ -51,4 +51,3 @@ pub(crate) fn resume(report: PanicReport, pid: u32, function: Option<&str>) -> !
     );
     std::panic::panic_any(report.message)
 }
-

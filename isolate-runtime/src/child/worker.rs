@@ -7,10 +7,10 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::codec;
 use crate::child::limits::{self, ChildSetup};
-use crate::wire::arena;
 use crate::child::registry::{self, Entry};
+use crate::wire::arena;
+use crate::wire::codec;
 use crate::wire::{FrameAt, FrameKind, FrameReader, Limit, MAX_FRAME_LEN, NO_CALL};
 use crate::{child, sys};
 

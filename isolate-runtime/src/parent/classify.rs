@@ -9,12 +9,12 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use crate::vocabulary::diagnosis::{Diagnosis, FaultRecord, Hint, SYS_SECCOMP};
-use crate::options::isolate::Isolate;
-use crate::vocabulary::termination::Termination;
-use crate::vocabulary::report::Usage;
 use crate::child::limits;
+use crate::options::isolate::Isolate;
 use crate::options::sandbox;
+use crate::vocabulary::diagnosis::{Diagnosis, FaultRecord, Hint, SYS_SECCOMP};
+use crate::vocabulary::report::Usage;
+use crate::vocabulary::termination::Termination;
 
 /// What std prints before aborting on a failed allocation.
 const ALLOC_FAILED: &str = "memory allocation of ";

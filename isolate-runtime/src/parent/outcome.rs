@@ -3,18 +3,18 @@
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use crate::parent::backend::{Reply, ReplyChannel, Verdict};
 use crate::child::ChildFailure;
-use crate::parent::classify::{self, OomWatch};
-use crate::wire::codec::{self, Codec, PartsError};
-use crate::vocabulary::error::{CodecStage, Error};
 use crate::options::isolate::{Isolate, PanicMode};
-use crate::vocabulary::panic_report::{PanicReport, message_of};
-use crate::vocabulary::report::{CallReport, NonzeroExitcode};
 use crate::options::sandbox::Sandbox;
+use crate::parent::backend::{Reply, ReplyChannel, Verdict};
+use crate::parent::classify::{self, OomWatch};
 use crate::parent::stdio::Stderr;
 use crate::parent::supervise::Exit;
+use crate::vocabulary::error::{CodecStage, Error};
+use crate::vocabulary::panic_report::{PanicReport, message_of};
+use crate::vocabulary::report::{CallReport, NonzeroExitcode};
 use crate::vocabulary::termination::Termination;
+use crate::wire::codec::{self, Codec, PartsError};
 use crate::wire::{Frame, FrameError, FrameKind};
 
 /// Turns how the child ended, and what it sent, into the call's result,
@@ -256,12 +256,12 @@ fn first_panic(reply: &Reply) -> Option<PanicReport> {
 /// [`Error::Protocol`], whatever decoding made of the bytes.
 fn decode_result<R>(
     pid: u32,
-    reply: Reply,
+    mut reply: Reply,
     payload: Range<usize>,
     codec: Codec<R>,
 ) -> Result<R, Error> {
     let check = reply.result_check();
-    let decoded = decode_guarded(|| (codec.decode)(reply, payload));
+    let decoded = decode_guarded(|| (codec.decode)(&mut reply, payload));
     match check.map(|check| check.verdict()) {
         None | Some(Verdict::Matched) => decoded,
         Some(Verdict::Mismatch(message)) => Err(Error::protocol(pid, message)),

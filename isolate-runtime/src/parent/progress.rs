@@ -5,9 +5,9 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::vocabulary::error::Error;
 use crate::child::progress::{ProgressSink, deliver};
 use crate::sys;
+use crate::vocabulary::error::Error;
 use crate::wire::{CallId, FrameKind, FrameReader, Limit};
 
 /// What one wake-up reads at most before the messages are delivered: the
@@ -154,8 +154,8 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::vocabulary::error::CodecStage;
     use crate::child::progress::Progress;
+    use crate::vocabulary::error::CodecStage;
 
     use crate::wire::codec;
     use crate::wire::{self, HEADER_LEN};

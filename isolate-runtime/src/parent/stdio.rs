@@ -11,9 +11,9 @@ use std::os::unix::fs::OpenOptionsExt as _;
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
 
+use crate::sys::{self, fork_gate};
 use crate::vocabulary::error::Error;
 use crate::vocabulary::output_tail::OutputTail;
-use crate::sys::{self, fork_gate};
 
 /// How much of the child's stderr a report keeps: the end of it.
 pub(crate) const STDERR_TAIL_LEN: usize = 64 * 1024;

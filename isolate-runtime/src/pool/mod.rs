@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::Serialize;
 
-use crate::parent::backend::Reply;
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::{CodecStage, Error};
-use crate::options::isolate::{Isolate, StartMethod};
-use crate::parent::outcome;
-use crate::vocabulary::panic_report::message_of;
 use crate::child::progress::{self, ProgressSink};
+use crate::options::isolate::{Isolate, StartMethod};
+use crate::parent::backend::Reply;
+use crate::parent::outcome;
 use crate::sys;
+use crate::vocabulary::error::{CodecStage, Error};
+use crate::vocabulary::panic_report::message_of;
+use crate::wire::codec::Codec;
 use crate::wire::{self, CallId, FrameKind, Frames};
 
 pub use options::WorkerOptions;

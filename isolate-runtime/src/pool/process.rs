@@ -11,25 +11,25 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
 use nix::sys::socket::{MsgFlags, SockType, send};
 
+use crate::child::limits::ChildSetup;
+use crate::child::registry::Entry;
+use crate::child::worker::{Hello, PROTOCOL_VERSION};
+use crate::options::isolate::Isolate;
 use crate::parent::backend::Reply;
 use crate::parent::classify::OomWatch;
-use crate::wire::codec;
-use crate::vocabulary::error::Error;
-use crate::options::isolate::Isolate;
-use crate::child::limits::ChildSetup;
-use crate::wire::marker::Marker;
 use crate::parent::outcome;
-use crate::vocabulary::termination::Termination;
-use crate::wire::arena::Arena;
-use crate::pool::keeper;
-use crate::pool::readiness::Readiness;
-use crate::child::worker::{Hello, PROTOCOL_VERSION};
-use crate::child::registry::Entry;
-use crate::vocabulary::report::Usage;
-use crate::start::spawn::{self, Start, unix_socketpair};
 use crate::parent::stdio::OutputRelay;
 use crate::parent::supervise::{Child, Exit, remaining};
+use crate::pool::keeper;
+use crate::pool::readiness::Readiness;
+use crate::start::spawn::{self, Start, unix_socketpair};
 use crate::sys;
+use crate::vocabulary::error::Error;
+use crate::vocabulary::report::Usage;
+use crate::vocabulary::termination::Termination;
+use crate::wire::arena::Arena;
+use crate::wire::codec;
+use crate::wire::marker::Marker;
 use crate::wire::{self, CallId, FrameError, FrameKind, FrameReader, Frames, Limit, NO_CALL};
 
 /// How long a worker may take to say it is ready (DESIGN.md: `WorkerStartup`

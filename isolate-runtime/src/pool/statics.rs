@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::Error;
-use crate::options::isolate::{self, Isolate, StartMethod};
-use crate::pool::{Launch, Pool, WorkerOptions};
 use crate::child::progress::ProgressSink;
 use crate::child::registry::Entry;
+use crate::options::isolate::{self, Isolate, StartMethod};
+use crate::pool::{Launch, Pool, WorkerOptions};
+use crate::vocabulary::error::Error;
+use crate::wire::codec::Codec;
 
 /// A function's pool, made on first use. Not public API: generated code
 /// declares one per pooled function.

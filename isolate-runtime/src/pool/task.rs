@@ -10,10 +10,10 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::Error;
-use crate::pool::{Launch, Pool, WorkerOptions};
 use crate::child::registry::Entry;
+use crate::pool::{Launch, Pool, WorkerOptions};
+use crate::vocabulary::error::Error;
+use crate::wire::codec::Codec;
 
 /// Work done by a long-lived worker process that keeps its state between
 /// calls (tarnish's `Task`).

@@ -160,7 +160,8 @@ where
             leave_scopes_in_child(scoped);
             self()
         };
-        crate::start::fork::call(options, Codec::for_type(), None, function).map(|never| match never {})
+        crate::start::fork::call(options, Codec::for_type(), None, function)
+            .map(|never| match never {})
     }
 }
 

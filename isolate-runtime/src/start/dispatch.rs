@@ -5,14 +5,14 @@
 
 use serde::Serialize;
 
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::Error;
-use crate::options::isolate::{self, Isolate, StartMethod};
 use crate::child::progress::ProgressSink;
 use crate::child::registry::Entry;
 use crate::child::{self, fault};
+use crate::options::isolate::{self, Isolate, StartMethod};
 use crate::options::throttle;
 use crate::start::{fork, forkserver, spawn};
+use crate::vocabulary::error::Error;
+use crate::wire::codec::Codec;
 
 /// A `start_method = "fork"` function's call: forked, whatever the scope
 /// says about the other options; another start method is refused, since

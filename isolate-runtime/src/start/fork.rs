@@ -6,21 +6,21 @@ use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::Instant;
 
-use crate::parent::backend::ReplyChannel;
-use crate::parent::classify::OomWatch;
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::Error;
-use crate::options::isolate::Isolate;
+use crate::child;
 use crate::child::limits::{self, ForkSetup};
 use crate::child::progress::{self, ProgressSink};
+use crate::options::isolate::Isolate;
+use crate::options::{sandbox, throttle};
+use crate::parent::backend::ReplyChannel;
+use crate::parent::classify::OomWatch;
+use crate::parent::outcome;
 use crate::parent::progress::ProgressStream;
 use crate::parent::stdio::OutputRelay;
 use crate::parent::supervise::{Child, Outgoing, supervise};
-use crate::child;
-use crate::options::{sandbox, throttle};
-use crate::parent::outcome;
 use crate::start::fork_warning;
 use crate::sys::{self, fork_gate};
+use crate::vocabulary::error::Error;
+use crate::wire::codec::Codec;
 
 /// Runs `function` in a forked child with `options`, delivering the
 /// messages it sends to `progress`, if any (the function builds its own

@@ -20,24 +20,24 @@ use nix::sys::socket::{
 };
 use serde::Serialize;
 
+use crate::child::limits::ChildSetup;
+use crate::child::progress::ProgressSink;
+use crate::child::registry::Entry;
+use crate::child::{self, entry};
+use crate::options::isolate::Isolate;
+use crate::options::throttle;
 use crate::parent::backend::ReplyChannel;
 use crate::parent::classify::OomWatch;
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::{CodecStage, Error};
-use crate::options::isolate::Isolate;
-use crate::child::limits::ChildSetup;
-use crate::wire::marker::{MARKER_VAR, Marker, TOKEN_LEN};
-use crate::vocabulary::panic_report::message_of;
-use crate::child::progress::{ProgressSink};
+use crate::parent::outcome;
 use crate::parent::progress::ProgressStream;
-use crate::child::registry::Entry;
 use crate::parent::stdio::{ChildStdio, OutputRelay};
 use crate::parent::supervise::{Child, Outgoing, supervise};
-use crate::wire::{self, CallId, FrameKind};
-use crate::child::{self, entry};
-use crate::options::throttle;
-use crate::parent::outcome;
 use crate::sys;
+use crate::vocabulary::error::{CodecStage, Error};
+use crate::vocabulary::panic_report::message_of;
+use crate::wire::codec::Codec;
+use crate::wire::marker::{MARKER_VAR, Marker, TOKEN_LEN};
+use crate::wire::{self, CallId, FrameKind};
 
 /// The binary to re-execute: the same inode even if the file was replaced.
 pub(crate) const SELF_EXE: &str = "/proc/self/exe";

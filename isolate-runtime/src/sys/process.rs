@@ -394,7 +394,10 @@ pub(crate) fn change_env_alone(
 /// `/proc/self/stat`; the 2nd, the command in parentheses, may hold spaces).
 fn thread_count() -> io::Result<u64> {
     let stat = std::fs::read("/proc/self/stat")?;
-    let after_command = stat.iter().rposition(|&b| b == b')').map_or(&stat[..], |at| &stat[at + 1..]);
+    let after_command = stat
+        .iter()
+        .rposition(|&b| b == b')')
+        .map_or(&stat[..], |at| &stat[at + 1..]);
     std::str::from_utf8(after_command)
         .ok()
         .and_then(|rest| rest.split_ascii_whitespace().nth(17)?.parse().ok())

@@ -9,10 +9,10 @@ use nix::sys::signal::Signal;
 
 use crate::vocabulary::diagnosis::{self, Diagnosis, Hint};
 use crate::vocabulary::error::Location;
-use crate::vocabulary::termination::Termination;
+use crate::vocabulary::output_tail::OutputTail;
 use crate::vocabulary::panic_report::PanicReport;
 use crate::vocabulary::sandbox_support::SandboxSupport;
-use crate::vocabulary::output_tail::OutputTail;
+use crate::vocabulary::termination::Termination;
 
 /// What the parent observed of a child, whatever the outcome: its name and
 /// pid, how long it ran, what it consumed, and the end of its stderr.

@@ -14,7 +14,6 @@ use std::sync::Mutex;
 use memmap2::MmapMut;
 use nix::sys::memfd::{MFdFlags, memfd_create};
 
-
 /// Results at least this large go through the arena; smaller ones are
 /// cheaper through the socket.
 pub(crate) const MIN_ARENA_RESULT: usize = 1 << 20;
@@ -82,7 +81,10 @@ impl Arena {
                 ));
             }
             self.map = None;
-            self.map = Some(crate::sys::map_arena(&self.file, size).map_err(|e| format!("map the arena: {e}"))?);
+            self.map = Some(
+                crate::sys::map_arena(&self.file, size)
+                    .map_err(|e| format!("map the arena: {e}"))?,
+            );
         }
         Ok(&self.map.as_ref().expect("mapped above")[..len])
     }

@@ -5,13 +5,12 @@
 //! break `skip_serializing_if`); a `Vec<u8>` travels as one `bin` object, not
 //! byte by byte.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::ops::Range;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-
-use crate::parent::backend::Reply;
 
 /// Encodes any serde value as MessagePack with field names.
 pub(crate) fn to_msgpack<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, String> {
@@ -37,6 +36,49 @@ pub(crate) struct Encoded<'a> {
 /// copy-on-write fault, ~4 µs).
 pub(crate) type Head = smallvec::SmallVec<[u8; 256]>;
 
+/// A reply's bytes, wherever they lie (read into memory, mapped, in a
+/// file): what a codec decodes a payload from.
+pub(crate) trait ReplyBytes {
+    /// The bytes in `range`, borrowed where they lie in memory.
+    ///
+    /// # Errors
+    ///
+    /// They could not be read (a file that shrank).
+    fn get(&self, range: Range<usize>) -> Result<Cow<'_, [u8]>, String>;
+
+    /// The bytes in `range` as a buffer of their own, taken without a copy
+    /// where the reply was read into memory. The reply is spent after it.
+    ///
+    /// # Errors
+    ///
+    /// They could not be read (a file that shrank).
+    fn take_range(&mut self, range: Range<usize>) -> Result<Vec<u8>, String>;
+}
+
+/// A reply read whole into memory.
+impl ReplyBytes for Vec<u8> {
+    fn get(&self, range: Range<usize>) -> Result<Cow<'_, [u8]>, String> {
+        <[u8]>::get(self, range.clone())
+            .map(Cow::Borrowed)
+            .ok_or_else(|| format!("bytes {range:?} lie beyond the reply's {}", self.len()))
+    }
+
+    fn take_range(&mut self, range: Range<usize>) -> Result<Vec<u8>, String> {
+        if range.end > self.len() {
+            return Err(format!(
+                "bytes {range:?} lie beyond the reply's {}",
+                self.len()
+            ));
+        }
+        let mut bytes = std::mem::take(self);
+        let len = range.len();
+        bytes.copy_within(range, 0);
+        bytes.truncate(len);
+        bytes.shrink_to_fit();
+        Ok(bytes)
+    }
+}
+
 /// How one type is encoded and decoded: chosen at the call site, where the
 /// type is concrete, so `Vec<u8>` can take the `bin` path without the user
 /// annotating anything.
@@ -47,7 +89,7 @@ pub(crate) type Head = smallvec::SmallVec<[u8; 256]>;
 #[derive(Debug)]
 pub struct Codec<T> {
     pub(crate) encode: for<'a> fn(&'a T) -> Result<Encoded<'a>, String>,
-    pub(crate) decode: fn(Reply, Range<usize>) -> Result<T, String>,
+    pub(crate) decode: fn(&mut dyn ReplyBytes, Range<usize>) -> Result<T, String>,
     /// Decodes a value whose encoding is `head` then `tail` (a worker's
     /// large result: the head from its socket, the tail in the arena),
     /// checking `tail` against its CRC-32 as it is copied or read.
@@ -84,7 +126,7 @@ impl<T> Codec<T> {
     #[doc(hidden)]
     pub fn decode(&self, bytes: Vec<u8>) -> Result<T, String> {
         let range = 0..bytes.len();
-        (self.decode)(Reply::read(bytes, 0), range)
+        (self.decode)(&mut { bytes }, range)
     }
 }
 
@@ -114,7 +156,10 @@ fn encode_serde<T: Serialize>(value: &T) -> Result<Encoded<'_>, String> {
 }
 
 #[allow(clippy::needless_pass_by_value)] // the signature is the codec's
-fn decode_serde<T: DeserializeOwned>(reply: Reply, payload: Range<usize>) -> Result<T, String> {
+fn decode_serde<T: DeserializeOwned>(
+    reply: &mut dyn ReplyBytes,
+    payload: Range<usize>,
+) -> Result<T, String> {
     from_msgpack(&reply.get(payload)?)
 }
 
@@ -200,12 +245,12 @@ fn encode_bytes(bytes: &Vec<u8>) -> Result<Encoded<'_>, String> {
 /// A `bin` payload becomes the result without a second buffer (see
 /// [`Reply::into_range`]); anything else goes through serde, which reports
 /// what is wrong with it.
-fn decode_bytes(reply: Reply, payload: Range<usize>) -> Result<Vec<u8>, String> {
+fn decode_bytes(reply: &mut dyn ReplyBytes, payload: Range<usize>) -> Result<Vec<u8>, String> {
     let header = payload.start..payload.end.min(payload.start + MAX_BIN_HEADER);
     let bin = parse_bin_header(&reply.get(header)?);
     match bin {
         Some((head, len)) if head + len == payload.len() => {
-            reply.into_range(payload.start + head..payload.end)
+            reply.take_range(payload.start + head..payload.end)
         }
         _ => {
             decode_serde::<serde_bytes::ByteBuf>(reply, payload).map(serde_bytes::ByteBuf::into_vec)
@@ -349,10 +394,7 @@ mod tests {
         reply.extend_from_slice(&codec.encode(&vec![3u8; 300]).unwrap());
         reply.extend_from_slice(&[9; 5]);
         let range = 21..reply.len() - 5;
-        assert_eq!(
-            (codec.decode)(Reply::read(reply, 0), range).unwrap(),
-            vec![3u8; 300]
-        );
+        assert_eq!((codec.decode)(&mut reply, range).unwrap(), vec![3u8; 300]);
     }
 
     #[test]

@@ -20,9 +20,9 @@ use std::sync::{Mutex, PoisonError, mpsc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::wire::codec;
 use crate::vocabulary::error::{CodecStage, Error};
 use crate::vocabulary::panic_report::message_of;
+use crate::wire::codec;
 
 /// Messages an isolated function sends its caller while it runs.
 ///

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use crate::options::backend::Backend;
 use crate::options::callbacks::{Callbacks, OnCrash, OnExit, OnFinish, OnSuccess};
-use crate::vocabulary::report::NonzeroExitcode;
 use crate::options::sandbox::{Sandbox, SandboxPolicy};
 use crate::options::stderr::Stderr;
+use crate::vocabulary::report::NonzeroExitcode;
 
 mod scope;
 

@@ -29,13 +29,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sys;
 use crate::vocabulary::error::Error;
 use crate::vocabulary::sandbox_support::SandboxSupport;
-use crate::sys;
 
 pub(crate) use enter::enter;
 pub(crate) use syscalls::name_of_denied;
-
 
 /// What an isolated call may do beyond computing. Set it with
 /// [`Isolate::sandbox`](crate::Isolate::sandbox) or

@@ -416,11 +416,11 @@ mod tests {
     use std::os::unix::fs::FileExt;
 
     use super::*;
-    use crate::parent::backend::{Reply, ReplyChannel};
-    use crate::wire::codec::{BytesCodec, CodecTag};
-    use crate::vocabulary::error::{CodecStage, Error};
     use crate::options::isolate::Isolate;
+    use crate::parent::backend::{Reply, ReplyChannel};
     use crate::parent::outcome::judge_frames;
+    use crate::vocabulary::error::{CodecStage, Error};
+    use crate::wire::codec::{BytesCodec, CodecTag};
     use crate::wire::{self, MAX_FRAME_LEN};
 
     /// A reply channel whose file holds `frames`, as a child would leave it.

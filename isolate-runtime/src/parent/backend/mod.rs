@@ -14,8 +14,9 @@ use std::os::fd::BorrowedFd;
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 
-use crate::vocabulary::error::Error;
 use crate::options::isolate::Isolate;
+use crate::vocabulary::error::Error;
+use crate::wire::codec::ReplyBytes;
 use crate::wire::{self, CallId, Frame, FrameError, Frames};
 
 pub(crate) use file::{ResultCheck, Verdict};
@@ -171,6 +172,24 @@ impl Reply {
             Body::Read(_) => None,
         }
     }
+}
+
+/// The reply's bytes held in memory: for a reply file, only the frames
+/// before a result left in it.
+impl ReplyBytes for Reply {
+    /// The bytes in `range`: borrowed where the reply holds them, read
+    /// from the reply file where it left them there.
+    ///
+    /// # Errors
+    ///
+    /// As [`ReplyBytes::take_range`].
+    fn get(&self, range: Range<usize>) -> Result<Cow<'_, [u8]>, String> {
+        match &self.body {
+            Body::Read(bytes) => ReplyBytes::get(bytes, range),
+            Body::Mapped(mapped) => mapped.get(range).map(Cow::Borrowed),
+            Body::File(view) => view.get(range),
+        }
+    }
 
     /// The bytes in `range` as a `Vec` of exactly that size, made from the
     /// reply's own buffer (moved to its front, the rest given back) or
@@ -182,37 +201,15 @@ impl Reply {
     /// The memfd or the file could not be read, or the file no longer
     /// holds `range` (something shrank it after the child exited), or the
     /// result read from the file does not match its checksum.
-    pub(crate) fn into_range(self, range: Range<usize>) -> Result<Vec<u8>, String> {
-        match self.body {
-            Body::Read(mut bytes) => {
-                let len = range.len();
-                bytes.copy_within(range, 0);
-                bytes.truncate(len);
-                bytes.shrink_to_fit();
-                Ok(bytes)
-            }
+    fn take_range(&mut self, range: Range<usize>) -> Result<Vec<u8>, String> {
+        match &mut self.body {
+            Body::Read(bytes) => bytes.take_range(range),
             Body::Mapped(mapped) => mapped.read_range(range),
             Body::File(view) => view.read_range(range),
         }
     }
-
-    /// The bytes in `range`: borrowed where the reply holds them, read
-    /// from the reply file where it left them there.
-    ///
-    /// # Errors
-    ///
-    /// As [`Reply::into_range`].
-    pub(crate) fn get(&self, range: Range<usize>) -> Result<Cow<'_, [u8]>, String> {
-        match &self.body {
-            Body::Read(bytes) => Ok(Cow::Borrowed(&bytes[range])),
-            Body::Mapped(mapped) => mapped.get(range).map(Cow::Borrowed),
-            Body::File(view) => view.get(range),
-        }
-    }
 }
 
-/// The reply's bytes held in memory: for a reply file, only the frames
-/// before a result left in it.
 impl std::ops::Deref for Reply {
     type Target = [u8];
 

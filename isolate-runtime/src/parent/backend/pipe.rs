@@ -9,8 +9,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use nix::fcntl::{FcntlArg, fcntl};
 
 use super::reply_limit;
-use crate::vocabulary::error::Error;
 use crate::sys;
+use crate::vocabulary::error::Error;
 use crate::wire::{FrameError, FrameReader, HEADER_LEN, Limit};
 
 /// Asked-for pipe capacity for a large reply: fewer wake-ups. The kernel

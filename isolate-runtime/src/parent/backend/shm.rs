@@ -77,8 +77,8 @@ impl ShmReply {
             Finished::Walked(view) if view.result_check().is_none() => return Ok(Body::File(view)),
             Finished::Walked(view) => view,
         };
-        let map = crate::sys::map_sealed(view.file())
-            .map_err(|e| format!("map the reply memfd: {e}"))?;
+        let map =
+            crate::sys::map_sealed(view.file()).map_err(|e| format!("map the reply memfd: {e}"))?;
         Ok(Body::Mapped(Mapped { map, view }))
     }
 }

@@ -4,8 +4,8 @@
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Instant;
 
-use crate::vocabulary::error::Error;
 use crate::sys;
+use crate::vocabulary::error::Error;
 
 /// A started child that leads its own process group and is not reaped yet.
 /// Dropping it kills the group and reaps the child, so an early return or a

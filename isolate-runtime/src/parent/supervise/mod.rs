@@ -14,12 +14,12 @@ use nix::sys::socket::{MsgFlags, send};
 use smallvec::SmallVec;
 
 use crate::parent::backend::ReplyChannel;
-use crate::vocabulary::error::Error;
-use crate::vocabulary::termination::Termination;
 use crate::parent::progress::ProgressStream;
-use crate::vocabulary::report::Usage;
 use crate::parent::stdio::OutputRelay;
+use crate::vocabulary::error::Error;
 use crate::vocabulary::output_tail::OutputTail;
+use crate::vocabulary::report::Usage;
+use crate::vocabulary::termination::Termination;
 use crate::wire::FrameError;
 
 mod child;
@@ -398,8 +398,8 @@ pub(crate) fn remaining(deadline: Option<Instant>) -> PollTimeout {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parent::backend::Backend;
     use crate::options::isolate::Isolate;
+    use crate::parent::backend::Backend;
     use crate::parent::stdio::Stderr;
     use std::os::fd::AsFd as _;
     use std::os::unix::process::CommandExt as _;

@@ -33,16 +33,16 @@ use std::sync::{Mutex, PoisonError};
 use nix::sys::socket::{ControlMessage, MsgFlags, SockType, send, sendmsg};
 use serde::Serialize;
 
-use crate::wire::codec::Codec;
-use crate::vocabulary::error::Error;
-use crate::options::isolate::Isolate;
-use crate::wire::marker::{Marker, TOKEN_LEN};
 use crate::child::progress::ProgressSink;
 use crate::child::registry::Entry;
-use crate::start::spawn::{self, SELF_EXE, Start, unix_socketpair};
+use crate::options::isolate::Isolate;
 use crate::parent::supervise::Child;
+use crate::start::spawn::{self, SELF_EXE, Start, unix_socketpair};
 use crate::sys;
+use crate::vocabulary::error::Error;
+use crate::wire::codec::Codec;
 use crate::wire::forkserver::{REQUEST_LEN, SERVER_VAR, WITH_CONTEXT};
+use crate::wire::marker::{Marker, TOKEN_LEN};
 
 mod context;
 
