@@ -58,7 +58,7 @@ impl<'de> Deserialize<'de> for Even {
 type Record<M> = Arc<Mutex<Vec<(M, ThreadId)>>>;
 
 /// A callback that records each message and the thread it ran on.
-fn recorder<M: Send + 'static>() -> (Progress<'static, M>, Record<M>) {
+fn recorder<M: Send + 'static>() -> (Progress<'static, M, impl FnMut(M) + Send>, Record<M>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let progress = Progress::new({
         let seen = Arc::clone(&seen);

@@ -32,10 +32,14 @@ impl Param<'_> {
     }
 
     /// The wrapper's parameter; the `Progress` one is lent to the runtime
-    /// as `&mut`.
+    /// as `&mut`, and takes the caller's callback whatever its type: it
+    /// runs on the calling thread, so it need not be `Send`.
     fn outer_input(&self) -> TokenStream {
         let Param { name, ty } = self;
         if self.is_progress() {
+            let ty = with_callback(ty, |message| {
+                quote_spanned!(ty.span()=> impl ?::core::marker::Sized + ::core::ops::FnMut(#message))
+            });
             quote!(mut #name: #ty)
         } else {
             quote!(#name: #ty)
@@ -126,15 +130,26 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         ReturnType::Type(_, ty) => quote!(#ty),
     };
     let is_async = sig.asyncness.is_some();
-    let outer_inputs = params.iter().map(|param| {
-        if is_async && param.is_progress() {
-            let Param { name, ty } = param;
-            let ty = static_progress(ty);
-            quote!(#name: #ty)
-        } else {
-            param.outer_input()
-        }
-    });
+    let async_callback = format_ident!("__BombsquadCallback");
+    let mut async_generics = None;
+    let outer_inputs: Vec<TokenStream> = params
+        .iter()
+        .map(|param| {
+            if is_async && param.is_progress() {
+                let Param { name, ty } = param;
+                let ty = static_progress(ty);
+                let ty = with_callback(&ty, |message| {
+                    async_generics = Some(async_callback_bound(private, &async_callback, message, ty.span()));
+                    quote!(#async_callback)
+                });
+                quote!(#name: #ty)
+            } else {
+                param.outer_input()
+            }
+        })
+        .collect();
+    let captures = async_generics.as_ref().map(|_| &async_callback);
+    let async_generics = async_generics.map(|bound| quote!(<#bound>));
     let inner_inputs = if is_async {
         async_inputs(&sig.inputs)
     } else {
@@ -194,7 +209,7 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         return quote! {
             #(#attrs)*
             #track_caller
-            #vis #unsafety fn #name(#(#outer_inputs),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<> {
+            #vis #unsafety fn #name #async_generics(#(#outer_inputs),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<#captures> {
                 #body
 
                 #call
@@ -230,6 +245,40 @@ fn static_progress(ty: &Type) -> Type {
         }
     }
     ty
+}
+
+/// `ty` (a `Progress<M>`) with the callback's type `callback(M)` as its
+/// last generic argument; unchanged if it names one already or `M` is not a
+/// type.
+fn with_callback(ty: &Type, callback: impl FnOnce(&Type) -> TokenStream) -> Type {
+    let mut ty = ty.clone();
+    if let Type::Path(path) = &mut ty
+        && let Some(last) = path.path.segments.last_mut()
+        && let syn::PathArguments::AngleBracketed(generic) = &mut last.arguments
+    {
+        let mut types = generic.args.iter().filter_map(|arg| match arg {
+            syn::GenericArgument::Type(ty) => Some(ty),
+            _ => None,
+        });
+        if let (Some(message), None) = (types.next(), types.next()) {
+            let callback = callback(message);
+            generic.args.push(syn::parse_quote!(#callback));
+        }
+    }
+    ty
+}
+
+/// The generic parameter of an async function's progress callback: it
+/// must be `Send + 'static`, since the call's future owns it and may move
+/// between threads.
+fn async_callback_bound(
+    private: &TokenStream,
+    callback: &Ident,
+    message: &Type,
+    span: proc_macro2::Span,
+) -> TokenStream {
+    let private = respan(private, span);
+    quote_spanned!(span=> #callback: ?::core::marker::Sized + #private::AsyncProgressCallback<#message>)
 }
 
 /// An async body's parameters, its `Progress` made `'static`.

@@ -64,7 +64,9 @@ pub use throttle::set_max_children;
 pub mod __private {
     pub use crate::args::{Arg, ArgIn};
     pub use crate::codec::{BytesCodec, Codec, CodecTag, OwnedArg, SerdeCodec};
-    pub use crate::progress::{ProgressSink, for_child as child_progress, sink as progress_sink};
+    pub use crate::progress::{
+        AsyncProgressCallback, ProgressSink, for_child as child_progress, sink as progress_sink,
+    };
     pub use crate::registry::{CHILD_INITS, ENTRIES, Entry};
     pub use crate::{Backend, Isolate, PanicMode, Progress, Sandbox, Stderr};
     pub use linkme;

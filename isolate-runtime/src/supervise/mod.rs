@@ -16,7 +16,7 @@ use smallvec::SmallVec;
 use crate::backend::ReplyChannel;
 use crate::error::Error;
 use crate::outcome::Termination;
-use crate::progress::ProgressStream;
+use crate::progress::{ProgressSink, ProgressStream};
 use crate::report::Usage;
 use crate::stdio::{OutputRelay, OutputTail};
 use crate::wire::FrameError;
@@ -134,13 +134,13 @@ pub(crate) struct Watch<'a> {
 /// Dropping an unfinished engine kills the child's group and reaps it
 /// (through [`Child`]'s `Drop`).
 #[derive(Debug)]
-pub(crate) struct CallEngine<'a, 'p> {
+pub(crate) struct CallEngine<'a, 'p, S: ?Sized + ProgressSink = dyn ProgressSink + 'p> {
     child: Child,
     deadline: Option<Instant>,
     reply: &'a mut ReplyChannel,
     outgoing: Outgoing<'a>,
     output: OutputRelay,
-    progress: Option<&'a mut ProgressStream<'p>>,
+    progress: Option<&'a mut ProgressStream<'p, S>>,
     timed_out: bool,
     bad_reply: Option<FrameError>,
     bad_progress: Option<Error>,
@@ -158,7 +158,7 @@ pub(crate) enum Step {
     Finished,
 }
 
-impl<'a, 'p> CallEngine<'a, 'p> {
+impl<'a, 'p, S: ?Sized + ProgressSink> CallEngine<'a, 'p, S> {
     /// An engine for `child`, killed at `deadline`, that sends `outgoing`
     /// and drains `reply`, `output` and `progress` while it runs.
     pub(crate) fn new(
@@ -167,7 +167,7 @@ impl<'a, 'p> CallEngine<'a, 'p> {
         reply: &'a mut ReplyChannel,
         outgoing: Outgoing<'a>,
         output: OutputRelay,
-        progress: Option<&'a mut ProgressStream<'p>>,
+        progress: Option<&'a mut ProgressStream<'p, S>>,
     ) -> Self {
         // A child gone before it could be watched has nothing to wait for.
         let over = child.pidfd().is_none();
