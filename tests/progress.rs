@@ -232,7 +232,8 @@ macro_rules! progress_tests {
                 let seen = seen.into_inner();
                 assert_eq!(seen.len(), 12, "{seen:?}");
                 for thread in 0..4 {
-                    let sent: Vec<u32> = seen.iter().copied().filter(|m| m / 10 == thread).collect();
+                    let sent: Vec<u32> =
+                        seen.iter().copied().filter(|m| m / 10 == thread).collect();
                     assert_eq!(sent, [0, 1, 2].map(|i| thread * 10 + i), "thread {thread}");
                 }
             }

@@ -37,9 +37,10 @@ impl Param<'_> {
     fn outer_input(&self) -> TokenStream {
         let Param { name, ty } = self;
         if self.is_progress() {
-            let ty = with_callback(ty, |message| {
-                quote_spanned!(ty.span()=> impl ?::core::marker::Sized + ::core::ops::FnMut(#message))
-            });
+            let ty = with_callback(
+                ty,
+                |message| quote_spanned!(ty.span()=> impl ?::core::marker::Sized + ::core::ops::FnMut(#message)),
+            );
             quote!(mut #name: #ty)
         } else {
             quote!(#name: #ty)
@@ -139,7 +140,12 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
                 let Param { name, ty } = param;
                 let ty = static_progress(ty);
                 let ty = with_callback(&ty, |message| {
-                    async_generics = Some(async_callback_bound(private, &async_callback, message, ty.span()));
+                    async_generics = Some(async_callback_bound(
+                        private,
+                        &async_callback,
+                        message,
+                        ty.span(),
+                    ));
                     quote!(#async_callback)
                 });
                 quote!(#name: #ty)

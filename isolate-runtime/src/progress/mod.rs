@@ -162,8 +162,9 @@ impl<'a, M, F: FnMut(M) + Send + 'a> From<Progress<'a, M, F>> for Progress<'a, M
     fn from(progress: Progress<'a, M, F>) -> Self {
         let sink = match progress.sink {
             Sink::Callback(callback) => {
-                let callback: Box<dyn FnMut(M) + Send + 'a> =
-                    callback.into_inner().unwrap_or_else(PoisonError::into_inner);
+                let callback: Box<dyn FnMut(M) + Send + 'a> = callback
+                    .into_inner()
+                    .unwrap_or_else(PoisonError::into_inner);
                 Sink::Callback(Mutex::new(callback))
             }
             Sink::Ignore => Sink::Ignore,
@@ -174,7 +175,6 @@ impl<'a, M, F: FnMut(M) + Send + 'a> From<Progress<'a, M, F>> for Progress<'a, M
 }
 
 impl<M> Progress<'_, M> {
-
     /// Discards every message, without decoding it.
     ///
     /// # Examples
@@ -382,16 +382,13 @@ mod tests {
 
     use super::*;
 
-    fn recorder() -> (
-        Progress<'static, String, impl FnMut(String) + Send>,
-        Arc<Mutex<Vec<String>>>,
-    ) {
+    fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let progress = Progress::new({
             let seen = Arc::clone(&seen);
             move |m| seen.lock().unwrap().push(m)
         });
-        (progress, seen)
+        (progress.into(), seen)
     }
 
     #[test]
@@ -401,6 +398,26 @@ mod tests {
         progress.send("b".to_owned());
         assert_eq!(*seen.lock().unwrap(), ["a", "b"]);
         Progress::<u8>::ignore().send(1);
+    }
+
+    /// The body's `Progress` (and `ignore`'s, `channel`'s) is shared by
+    /// threads; a caller's takes any callback and converts to it when the
+    /// callback is `Send`.
+    #[test]
+    fn the_default_progress_is_send_and_sync_and_a_callers_takes_any_callback() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        send_sync(&for_child::<u32>());
+        send_sync(&Progress::<u32>::ignore());
+        send_sync(&Progress::<u32>::channel().0);
+        let count = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = std::rc::Rc::clone(&count);
+        Progress::new(move |n: u32| counter.set(counter.get() + n)).send(2);
+        assert_eq!(count.get(), 2);
+        // A `Send` callback's, made the default with `into`.
+        let (progress, seen) = recorder();
+        send_sync(&progress);
+        progress.send("boxed".to_owned());
+        assert_eq!(*seen.lock().unwrap(), ["boxed"]);
     }
 
     #[test]

@@ -167,16 +167,13 @@ mod tests {
         wire::frame(FrameKind::Progress, CALL, payload)
     }
 
-    fn recorder() -> (
-        Progress<'static, String, impl FnMut(String) + Send>,
-        Arc<Mutex<Vec<String>>>,
-    ) {
+    fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let progress = Progress::new({
             let seen = Arc::clone(&seen);
             move |m| seen.lock().unwrap().push(m)
         });
-        (progress, seen)
+        (progress.into(), seen)
     }
 
     #[test]
