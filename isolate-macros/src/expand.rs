@@ -37,10 +37,13 @@ impl Param<'_> {
     fn outer_input(&self) -> TokenStream {
         let Param { name, ty } = self;
         if self.is_progress() {
-            let ty = with_callback(
-                ty,
-                |message| quote_spanned!(ty.span()=> impl ?::core::marker::Sized + ::core::ops::FnMut(#message)),
-            );
+            let ty = match message_type(ty) {
+                Some(message) => with_callback(
+                    ty,
+                    &quote_spanned!(ty.span()=> impl ?::core::marker::Sized + ::core::ops::FnMut(#message)),
+                ),
+                None => (*ty).clone(),
+            };
             quote!(mut #name: #ty)
         } else {
             quote!(#name: #ty)
@@ -131,31 +134,35 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         ReturnType::Type(_, ty) => quote!(#ty),
     };
     let is_async = sig.asyncness.is_some();
+    // An async function's callback is a named parameter, which the future
+    // captures (`use<..>` cannot name an `impl Trait` argument).
     let async_callback = format_ident!("__BombsquadCallback");
-    let mut async_generics = None;
-    let outer_inputs: Vec<TokenStream> = params
+    let async_bound = params
         .iter()
-        .map(|param| {
-            if is_async && param.is_progress() {
-                let Param { name, ty } = param;
-                let ty = static_progress(ty);
-                let ty = with_callback(&ty, |message| {
-                    async_generics = Some(async_callback_bound(
-                        private,
-                        &async_callback,
-                        message,
-                        ty.span(),
-                    ));
-                    quote!(#async_callback)
-                });
-                quote!(#name: #ty)
-            } else {
-                param.outer_input()
+        .filter(|param| is_async && param.is_progress())
+        .find_map(|Param { ty, .. }| {
+            let message = message_type(ty)?;
+            Some(async_callback_bound(
+                private,
+                &async_callback,
+                message,
+                ty.span(),
+            ))
+        });
+    let captures = async_bound.as_ref().map(|_| &async_callback);
+    let outer_inputs = params.iter().map(|param| {
+        if is_async && param.is_progress() {
+            let Param { name, ty } = param;
+            let mut ty = static_progress(ty);
+            if captures.is_some() {
+                ty = with_callback(&ty, &quote!(#async_callback));
             }
-        })
-        .collect();
-    let captures = async_generics.as_ref().map(|_| &async_callback);
-    let async_generics = async_generics.map(|bound| quote!(<#bound>));
+            quote!(#name: #ty)
+        } else {
+            param.outer_input()
+        }
+    });
+    let async_generics = async_bound.map(|bound| quote!(<#bound>));
     let inner_inputs = if is_async {
         async_inputs(&sig.inputs)
     } else {
@@ -253,23 +260,29 @@ fn static_progress(ty: &Type) -> Type {
     ty
 }
 
-/// `ty` (a `Progress<M>`) with the callback's type `callback(M)` as its
-/// last generic argument; unchanged if it names one already or `M` is not a
-/// type.
-fn with_callback(ty: &Type, callback: impl FnOnce(&Type) -> TokenStream) -> Type {
+/// The message type `M` of a `Progress<M>`.
+fn message_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    match &path.path.segments.last()?.arguments {
+        syn::PathArguments::AngleBracketed(generic) => match generic.args.first()? {
+            syn::GenericArgument::Type(message) if generic.args.len() == 1 => Some(message),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `ty` (a `Progress<M>`, its lifetime given or not) with `callback` as
+/// the callback's type, its last generic argument.
+fn with_callback(ty: &Type, callback: &TokenStream) -> Type {
     let mut ty = ty.clone();
     if let Type::Path(path) = &mut ty
         && let Some(last) = path.path.segments.last_mut()
         && let syn::PathArguments::AngleBracketed(generic) = &mut last.arguments
     {
-        let mut types = generic.args.iter().filter_map(|arg| match arg {
-            syn::GenericArgument::Type(ty) => Some(ty),
-            _ => None,
-        });
-        if let (Some(message), None) = (types.next(), types.next()) {
-            let callback = callback(message);
-            generic.args.push(syn::parse_quote!(#callback));
-        }
+        generic.args.push(syn::parse_quote!(#callback));
     }
     ty
 }
