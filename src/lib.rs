@@ -203,7 +203,8 @@
 //! the call runs: in order, and every one before the result, under every
 //! start method and backend, and from a pool's warm worker (on its socket).
 //! The caller passes [`Progress::new`] with a
-//! callback, which runs on the calling thread as each message arrives,
+//! callback, which runs on the calling thread as each message arrives (so
+//! it need not be `Send` for a blocking call),
 //! [`Progress::channel`] for an iterator another thread reads, or
 //! [`Progress::ignore`].
 //!

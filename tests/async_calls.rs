@@ -542,3 +542,27 @@ fn a_hundred_futures_dropped_at_once_leave_no_child_no_zombie_and_no_descriptor(
     assert_eq!(common::zombie_children(), Vec::<i32>::new());
     assert_eq!(common::open_fds(), fds);
 }
+
+#[bombsquad]
+async fn counts_to(n: u32, progress: bombsquad::Progress<u32>) -> u32 {
+    for i in 1..=n {
+        progress.send(i);
+    }
+    n
+}
+
+/// `Progress::channel()` and `Progress::ignore()` meet an async function's
+/// bound (`Send + 'static`): their futures run on another thread.
+#[test]
+fn an_async_call_takes_a_channel_or_ignore() {
+    let _guard = shared();
+    let runtime = multi_thread();
+    let (progress, messages) = bombsquad::Progress::channel();
+    let call = counts_to(3, progress);
+    let result = runtime.block_on(async { tokio::spawn(call).await.unwrap() });
+    assert_eq!(result.unwrap(), 3);
+    assert_eq!(messages.collect::<Vec<_>>(), [1, 2, 3]);
+    let call = counts_to(2, bombsquad::Progress::ignore());
+    let result = runtime.block_on(async { tokio::spawn(call).await.unwrap() });
+    assert_eq!(result.unwrap(), 2);
+}

@@ -77,10 +77,17 @@ fn every_kind_of_call() {
             let isolate = timeout.clone().backend(backend);
             let _ = std::panic::catch_unwind(|| isolate.fork(|| act(kind)));
         }
-        for call in [spawned_progress, forked_progress, spawned_shm_progress] {
-            let _ = std::panic::catch_unwind(|| call(kind, Progress::new(|_| {})));
+        // As pointers, so one type of `Progress`: the boxed default.
+        type Call = fn(u8, Progress<'static, u8>) -> Result<u8, Error>;
+        let calls = [
+            spawned_progress as Call,
+            forked_progress as Call,
+            spawned_shm_progress as Call,
+        ];
+        for call in calls {
+            let _ = std::panic::catch_unwind(|| call(kind, Progress::new(|_| {}).into()));
             // A callback that panics ends the call.
-            let _ = std::panic::catch_unwind(|| call(kind, Progress::new(|_| panic!("no"))));
+            let _ = std::panic::catch_unwind(|| call(kind, Progress::new(|_| panic!("no")).into()));
         }
     }
     // Failures before anything starts.

@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -188,6 +190,45 @@ fn progress_messages_arrive_in_order_before_a_pooled_result() {
         "a fresh worker"
     );
     assert_eq!(messages.collect::<Vec<u32>>(), vec![0, 1]);
+}
+
+/// A child-side helper: takes the body's `Progress` by reference.
+fn send_three(progress: &bombsquad::Progress<u32>, thread: u32) {
+    for i in 0..3 {
+        progress.send(thread * 10 + i);
+    }
+}
+
+/// Shares its `Progress` with threads of its own (it is `Sync`).
+#[bombsquad(pool = 1)]
+fn pooled_sends_from_threads(threads: u32, progress: bombsquad::Progress<u32>) -> u32 {
+    std::thread::scope(|s| {
+        for thread in 0..threads {
+            let progress = &progress;
+            s.spawn(move || send_three(progress, thread));
+        }
+    });
+    threads
+}
+
+/// A pooled call's callback runs on the calling thread too, so it need
+/// not be `Send` (an `Rc`), while the worker's threads share the body's
+/// `Progress`.
+#[test]
+fn a_pooled_calls_callback_need_not_be_send() {
+    let _guard = guard_after(|| {
+        pooled_sends_from_threads(0, bombsquad::Progress::ignore()).unwrap();
+    });
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let sink = Rc::clone(&seen);
+    let progress = bombsquad::Progress::new(move |message| sink.borrow_mut().push(message));
+    assert_eq!(pooled_sends_from_threads(3, progress).unwrap(), 3);
+    let seen = seen.take();
+    assert_eq!(seen.len(), 9, "{seen:?}");
+    for thread in 0..3 {
+        let sent: Vec<u32> = seen.iter().copied().filter(|m| m / 10 == thread).collect();
+        assert_eq!(sent, [0, 1, 2].map(|i| thread * 10 + i), "thread {thread}");
+    }
 }
 
 #[bombsquad(pool = 1)]

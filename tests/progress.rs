@@ -10,8 +10,10 @@
 
 mod common;
 
+use std::cell::{Cell, RefCell};
 use std::fmt::Debug;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::ThreadId;
 
@@ -58,7 +60,7 @@ impl<'de> Deserialize<'de> for Even {
 type Record<M> = Arc<Mutex<Vec<(M, ThreadId)>>>;
 
 /// A callback that records each message and the thread it ran on.
-fn recorder<M: Send + 'static>() -> (Progress<'static, M>, Record<M>) {
+fn recorder<M: Send + 'static>() -> (Progress<'static, M, impl FnMut(M) + Send>, Record<M>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let progress = Progress::new({
         let seen = Arc::clone(&seen);
@@ -171,6 +173,19 @@ macro_rules! progress_tests {
                 }
             }
 
+            /// Shares its `Progress` with threads through a helper that
+            /// takes `&Progress<M>`: the body's `Progress` is `Sync`.
+            #[bombsquad(start_method = $start_method, backend = $backend)]
+            fn sends_from_helper_threads(threads: u32, progress: Progress<u32>) -> u32 {
+                std::thread::scope(|s| {
+                    for thread in 0..threads {
+                        let progress = &progress;
+                        s.spawn(move || send_three(progress, thread));
+                    }
+                });
+                threads
+            }
+
             #[bombsquad(start_method = $start_method, backend = $backend)]
             fn ignored(progress: Progress<Vec<u8>>) -> u8 {
                 progress.send(vec![1; 1 << 20]);
@@ -186,6 +201,41 @@ macro_rules! progress_tests {
                 let (progress, seen) = recorder();
                 assert_eq!(counts(0, progress).unwrap(), 0);
                 assert_eq!(recorded(&seen), Vec::<u32>::new());
+            }
+
+            /// The callback runs on the calling thread, so a blocking
+            /// call takes one that is not `Send`: it holds an `Rc`, or
+            /// borrows a `Cell`.
+            #[test]
+            fn a_callback_need_not_be_send() {
+                let _calls = shared();
+                let count = Rc::new(Cell::new(0));
+                let counter = Rc::clone(&count);
+                let progress = Progress::new(move |_step| counter.set(counter.get() + 1));
+                assert_eq!(counts(3, progress).unwrap(), 30);
+                assert_eq!(count.get(), 3);
+                let sum = Cell::new(0);
+                let progress = Progress::new(|step| sum.set(sum.get() + step));
+                assert_eq!(counts(5, progress).unwrap(), 50);
+                assert_eq!(sum.get(), 1 + 2 + 3 + 4);
+            }
+
+            /// Threads of the body share its `Progress`; every message
+            /// arrives, each thread's in order, at a callback that is
+            /// not `Send` either.
+            #[test]
+            fn threads_of_the_body_share_its_progress() {
+                let _calls = shared();
+                let seen = RefCell::new(Vec::new());
+                let progress = Progress::new(|message| seen.borrow_mut().push(message));
+                assert_eq!(sends_from_helper_threads(4, progress).unwrap(), 4);
+                let seen = seen.into_inner();
+                assert_eq!(seen.len(), 12, "{seen:?}");
+                for thread in 0..4 {
+                    let sent: Vec<u32> =
+                        seen.iter().copied().filter(|m| m / 10 == thread).collect();
+                    assert_eq!(sent, [0, 1, 2].map(|i| thread * 10 + i), "thread {thread}");
+                }
             }
 
             #[test]
@@ -335,6 +385,13 @@ progress_tests!(fork_shm, "fork", "shm");
 progress_tests!(forkserver_file, "forkserver", "file");
 progress_tests!(forkserver_pipe, "forkserver", "pipe");
 progress_tests!(forkserver_shm, "forkserver", "shm");
+
+/// A child-side helper: takes the body's `Progress` by reference.
+fn send_three(progress: &Progress<u32>, thread: u32) {
+    for i in 0..3 {
+        progress.send(thread * 10 + i);
+    }
+}
 
 /// Passes its `Progress` on to a nested call of another start method.
 #[bombsquad(backend = "pipe")]

@@ -32,10 +32,18 @@ impl Param<'_> {
     }
 
     /// The wrapper's parameter; the `Progress` one is lent to the runtime
-    /// as `&mut`.
+    /// as `&mut`, and takes the caller's callback whatever its type: it
+    /// runs on the calling thread, so it need not be `Send`.
     fn outer_input(&self) -> TokenStream {
         let Param { name, ty } = self;
         if self.is_progress() {
+            let ty = match message_type(ty) {
+                Some(message) => with_callback(
+                    ty,
+                    &quote_spanned!(ty.span()=> impl ?::core::marker::Sized + ::core::ops::FnMut(#message)),
+                ),
+                None => (*ty).clone(),
+            };
             quote!(mut #name: #ty)
         } else {
             quote!(#name: #ty)
@@ -126,15 +134,35 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         ReturnType::Type(_, ty) => quote!(#ty),
     };
     let is_async = sig.asyncness.is_some();
+    // An async function's callback is a named parameter, which the future
+    // captures (`use<..>` cannot name an `impl Trait` argument).
+    let async_callback = format_ident!("__BombsquadCallback");
+    let async_bound = params
+        .iter()
+        .filter(|param| is_async && param.is_progress())
+        .find_map(|Param { ty, .. }| {
+            let message = message_type(ty)?;
+            Some(async_callback_bound(
+                private,
+                &async_callback,
+                message,
+                ty.span(),
+            ))
+        });
+    let captures = async_bound.as_ref().map(|_| &async_callback);
     let outer_inputs = params.iter().map(|param| {
         if is_async && param.is_progress() {
             let Param { name, ty } = param;
-            let ty = static_progress(ty);
+            let mut ty = static_progress(ty);
+            if captures.is_some() {
+                ty = with_callback(&ty, &quote!(#async_callback));
+            }
             quote!(#name: #ty)
         } else {
             param.outer_input()
         }
     });
+    let async_generics = async_bound.map(|bound| quote!(<#bound>));
     let inner_inputs = if is_async {
         async_inputs(&sig.inputs)
     } else {
@@ -194,7 +222,7 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         return quote! {
             #(#attrs)*
             #track_caller
-            #vis #unsafety fn #name(#(#outer_inputs),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<> {
+            #vis #unsafety fn #name #async_generics(#(#outer_inputs),*) -> impl ::core::future::Future<Output = #output> + ::core::marker::Send + 'static + use<#captures> {
                 #body
 
                 #call
@@ -230,6 +258,46 @@ fn static_progress(ty: &Type) -> Type {
         }
     }
     ty
+}
+
+/// The message type `M` of a `Progress<M>`.
+fn message_type(ty: &Type) -> Option<&Type> {
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    match &path.path.segments.last()?.arguments {
+        syn::PathArguments::AngleBracketed(generic) => match generic.args.first()? {
+            syn::GenericArgument::Type(message) if generic.args.len() == 1 => Some(message),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `ty` (a `Progress<M>`, its lifetime given or not) with `callback` as
+/// the callback's type, its last generic argument.
+fn with_callback(ty: &Type, callback: &TokenStream) -> Type {
+    let mut ty = ty.clone();
+    if let Type::Path(path) = &mut ty
+        && let Some(last) = path.path.segments.last_mut()
+        && let syn::PathArguments::AngleBracketed(generic) = &mut last.arguments
+    {
+        generic.args.push(syn::parse_quote!(#callback));
+    }
+    ty
+}
+
+/// The generic parameter of an async function's progress callback: it
+/// must be `Send + 'static`, since the call's future owns it and may move
+/// between threads.
+fn async_callback_bound(
+    private: &TokenStream,
+    callback: &Ident,
+    message: &Type,
+    span: proc_macro2::Span,
+) -> TokenStream {
+    let private = respan(private, span);
+    quote_spanned!(span=> #callback: ?::core::marker::Sized + #private::AsyncProgressCallback<#message>)
 }
 
 /// An async body's parameters, its `Progress` made `'static`.

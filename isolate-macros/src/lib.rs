@@ -67,8 +67,8 @@ use crate::errors::{Errors, Recovery};
 /// returning `impl Future<Output = Result<R, bombsquad::Error>> + Send +
 /// 'static`: the arguments are encoded when it is called, the body runs in
 /// the child on a current-thread tokio runtime, and dropping the future
-/// kills and reaps the child. Its `Progress` parameter is
-/// `Progress<'static, M>`. Not with `start_method = "fork"`, `pool`, or
+/// kills and reaps the child. Its `Progress` parameter takes a
+/// `Send + 'static` callback (a blocking function's takes any). Not with `start_method = "fork"`, `pool`, or
 /// above `#[test]`.
 ///
 /// Not accepted, each with a compile error on the offending token: generic,

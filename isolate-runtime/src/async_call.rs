@@ -134,7 +134,7 @@ pub async fn run<R>(call: Result<AsyncCall, Error>, codec: Codec<R>) -> Result<R
 ///
 /// As [`run`]; a panic of the progress callback continues once the child
 /// is killed and reaped.
-pub async fn run_with_progress<R, P: ProgressSink>(
+pub async fn run_with_progress<R, P: ProgressSink + Send>(
     call: Result<AsyncCall, Error>,
     codec: Codec<R>,
     mut progress: P,
@@ -142,10 +142,13 @@ pub async fn run_with_progress<R, P: ProgressSink>(
     run_delivering(call, codec, Some(&mut progress)).await
 }
 
+/// An async call's sink: `Send`, so the future holding it is.
+type SendSink<'p> = dyn ProgressSink + Send + 'p;
+
 async fn run_delivering<R>(
     call: Result<AsyncCall, Error>,
     codec: Codec<R>,
-    sink: Option<&mut dyn ProgressSink>,
+    sink: Option<&mut SendSink<'_>>,
 ) -> Result<R, Error> {
     let AsyncCall {
         options,
@@ -189,7 +192,7 @@ async fn supervise(
     reply: &mut ReplyChannel,
     outgoing: Outgoing<'_>,
     output: OutputRelay,
-    progress: Option<&mut ProgressStream<'_>>,
+    progress: Option<&mut ProgressStream<'_, SendSink<'_>>>,
 ) -> Result<Exit, Error> {
     let mut engine = CallEngine::new(child, deadline, reply, outgoing, output, progress);
     while !engine.is_over() {
@@ -211,7 +214,7 @@ type Registered<'e> = SmallVec<[(sys::reactor::Registration<'e>, Source); 6]>;
 
 /// Registers what the engine waits for now with the current runtime's
 /// reactor.
-fn register<'e>(engine: &'e CallEngine<'_, '_>) -> Result<Registered<'e>, Error> {
+fn register<'e>(engine: &'e CallEngine<'_, '_, SendSink<'_>>) -> Result<Registered<'e>, Error> {
     check_runtime()?;
     engine
         .watches()

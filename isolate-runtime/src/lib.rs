@@ -67,7 +67,7 @@ pub use vocabulary::sandbox_support::SandboxSupport;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::child::progress::{
-        ProgressSink, for_child as child_progress, sink as progress_sink,
+        AsyncProgressCallback, ProgressSink, for_child as child_progress, sink as progress_sink,
     };
     pub use crate::child::registry::{CHILD_INITS, ENTRIES, Entry};
     pub use crate::wire::args::{Arg, ArgIn};

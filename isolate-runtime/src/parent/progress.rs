@@ -19,8 +19,9 @@ const READ_CHUNK: usize = 64 << 10;
 const DRAIN_BUDGET: usize = 16 << 20;
 
 /// The caller's side of one call's progress: the pipe the child writes
-/// its messages to, read while the child runs.
-pub(crate) struct ProgressStream<'s> {
+/// its messages to, read while the child runs. `S` is the sink's type: an
+/// async call's is `Send`, so its future is.
+pub(crate) struct ProgressStream<'s, S: ?Sized + ProgressSink = dyn ProgressSink + 's> {
     read: OwnedFd,
     write: Option<OwnedFd>,
     /// Bytes read and not yet delivered: at most one frame and one read.
@@ -28,10 +29,10 @@ pub(crate) struct ProgressStream<'s> {
     /// The call whose messages these are.
     call_id: CallId,
     eof: bool,
-    sink: &'s mut dyn ProgressSink,
+    sink: &'s mut S,
 }
 
-impl fmt::Debug for ProgressStream<'_> {
+impl<S: ?Sized + ProgressSink> fmt::Debug for ProgressStream<'_, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProgressStream")
             .field("read", &self.read)
@@ -42,13 +43,13 @@ impl fmt::Debug for ProgressStream<'_> {
     }
 }
 
-impl<'s> ProgressStream<'s> {
+impl<'s, S: ?Sized + ProgressSink> ProgressStream<'s, S> {
     /// A pipe for the messages of the call `call_id`, when `sink` is some:
     /// its read end non-blocking (the parent polls it), its write end
     /// blocking (a child that outpaces the caller waits). A message may be
     /// as large as a result (`max_result`), and 1 MiB whatever that is.
     pub(crate) fn create(
-        sink: Option<&'s mut dyn ProgressSink>,
+        sink: Option<&'s mut S>,
         call_id: CallId,
         max_result: u64,
     ) -> Result<Option<Self>, Error> {
@@ -172,7 +173,7 @@ mod tests {
             let seen = Arc::clone(&seen);
             move |m| seen.lock().unwrap().push(m)
         });
-        (progress, seen)
+        (progress.into(), seen)
     }
 
     #[test]

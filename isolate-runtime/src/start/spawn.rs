@@ -146,25 +146,25 @@ pub(crate) fn prepare<A: Serialize + ?Sized>(
 /// A started child and what its parent watches it with, owned, so that a
 /// driver (the blocking [`supervise`] or an async one) can borrow them.
 #[derive(Debug)]
-pub(crate) struct Running<'p> {
+pub(crate) struct Running<'p, S: ?Sized + ProgressSink = dyn ProgressSink + 'p> {
     pub(crate) child: Child,
     pub(crate) deadline: Option<Instant>,
     pub(crate) reply: ReplyChannel,
     /// Non-blocking; the request is still to be sent on it.
     pub(crate) socket: OwnedFd,
     pub(crate) output: OutputRelay,
-    pub(crate) progress: Option<ProgressStream<'p>>,
+    pub(crate) progress: Option<ProgressStream<'p, S>>,
     pub(crate) oom: OomWatch,
 }
 
 /// Starts the child of a `prepared` call with `start` (the caller holds a
 /// permit) and hands it its token and descriptors.
-pub(crate) fn start_call<'p>(
+pub(crate) fn start_call<'p, S: ?Sized + ProgressSink>(
     options: &Isolate,
     prepared: &Prepared,
-    progress: Option<&'p mut dyn ProgressSink>,
+    progress: Option<&'p mut S>,
     start: fn(Start) -> Result<Child, Error>,
-) -> Result<Running<'p>, Error> {
+) -> Result<Running<'p, S>, Error> {
     let oom = OomWatch::start();
     let call_id = prepared.call_id;
     let mut reply = ReplyChannel::create(options, call_id)?;

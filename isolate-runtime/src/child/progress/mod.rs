@@ -8,8 +8,10 @@
 //! A child that sends faster than the caller takes its messages blocks on
 //! the full pipe: the parent holds at most one frame and one read ahead.
 
+mod callback;
 mod child;
 
+pub use callback::AsyncProgressCallback;
 pub(crate) use child::{lock_if_shared, send_frame, set_fd};
 
 use std::fmt;
@@ -82,26 +84,37 @@ use crate::wire::codec;
 /// The lifetime is the callback's: a callback may borrow the caller's
 /// locals, since it runs on the calling thread during the call. In a
 /// function's parameter list write `Progress<M>` and it is elided.
-pub struct Progress<'a, M> {
-    sink: Sink<'a, M>,
+///
+/// `F` is the callback's type. [`Progress::new`] keeps the closure's own
+/// type, so a `Progress` is `Send` and `Sync` exactly when its callback is
+/// `Send`: a blocking call takes any callback (one holding an `Rc`, or
+/// borrowing a `Cell`), an `async fn`'s call needs a `Send + 'static` one
+/// (its future may move between threads). The default, `Progress<M>`, is
+/// what the function's body gets, what [`ignore`](Progress::ignore) and
+/// [`channel`](Progress::channel) return, and what a `Send` callback
+/// converts into ([`From`]); it is `Send + Sync`, so the body may share it
+/// with threads of its own.
+pub struct Progress<'a, M, F: ?Sized = dyn FnMut(M) + Send + 'a> {
+    sink: Sink<'a, M, F>,
 }
 
 /// Where a `Progress` puts what it is sent.
-enum Sink<'a, M> {
-    /// In the caller: a callback, run with each message. `Send` because
-    /// one `Progress` type serves both sides, and the child's is shared
-    /// by the function's threads.
-    Callback(Mutex<Box<dyn FnMut(M) + Send + 'a>>),
+enum Sink<'a, M, F: ?Sized> {
+    /// In the caller: a callback, run with each message. In a `Mutex`, so
+    /// that a `Progress` with a `Send` callback is `Sync` too.
+    Callback(Mutex<Box<F>>),
     /// In the caller: nothing.
     Ignore,
     /// In a child: a frame on the progress descriptor.
-    Child(PhantomData<fn(M)>),
+    Child(PhantomData<fn(M) -> &'a ()>),
 }
 
-impl<'a, M> Progress<'a, M> {
+impl<'a, M, F: FnMut(M) + 'a> Progress<'a, M, F> {
     /// Runs `callback` with each message, on the thread that called the
     /// isolated function, as the message arrives. The callback may borrow
     /// from the caller (`&mut` a local): it is done once the call returns.
+    /// It need not be `Send` for a blocking call (an `Rc`, a `Cell`); an
+    /// `async fn`'s call requires `Send + 'static`.
     ///
     /// # Examples
     ///
@@ -118,13 +131,48 @@ impl<'a, M> Progress<'a, M> {
     /// let mut lines = Vec::new();
     /// count_to(2, Progress::new(|line| lines.push(line))).unwrap();
     /// assert_eq!(lines, ["1 of 2", "2 of 2"]);
+    ///
+    /// // The callback runs on this thread: it need not be `Send`.
+    /// let count = std::rc::Rc::new(std::cell::Cell::new(0));
+    /// let counter = std::rc::Rc::clone(&count);
+    /// count_to(3, Progress::new(move |_| counter.set(counter.get() + 1))).unwrap();
+    /// assert_eq!(count.get(), 3);
     /// ```
-    pub fn new(callback: impl FnMut(M) + Send + 'a) -> Self {
+    pub fn new(callback: F) -> Self {
         Self {
             sink: Sink::Callback(Mutex::new(Box::new(callback))),
         }
     }
+}
 
+/// A `Send` callback's `Progress` as the default `Progress<M>`, for a
+/// caller that names the type (a field, a helper's parameter).
+///
+/// # Examples
+///
+/// ```
+/// use bombsquad::Progress;
+///
+/// let progress: Progress<u32> = Progress::new(|step| println!("step {step}")).into();
+/// # drop(progress);
+/// ```
+impl<'a, M, F: FnMut(M) + Send + 'a> From<Progress<'a, M, F>> for Progress<'a, M> {
+    fn from(progress: Progress<'a, M, F>) -> Self {
+        let sink = match progress.sink {
+            Sink::Callback(callback) => {
+                let callback: Box<dyn FnMut(M) + Send + 'a> = callback
+                    .into_inner()
+                    .unwrap_or_else(PoisonError::into_inner);
+                Sink::Callback(Mutex::new(callback))
+            }
+            Sink::Ignore => Sink::Ignore,
+            Sink::Child(marker) => Sink::Child(marker),
+        };
+        Self { sink }
+    }
+}
+
+impl<M> Progress<'_, M> {
     /// Discards every message, without decoding it.
     ///
     /// # Examples
@@ -182,15 +230,15 @@ impl<M: Send + 'static> Progress<'static, M> {
     #[must_use]
     pub fn channel() -> (Self, ProgressMessages<M>) {
         let (sender, receiver) = mpsc::channel();
-        let progress = Self::new(move |message| {
+        let progress = Progress::new(move |message| {
             // A consumer that stopped listening wants no more messages.
             let _ = sender.send(message);
         });
-        (progress, ProgressMessages { receiver })
+        (progress.into(), ProgressMessages { receiver })
     }
 }
 
-impl<M: Serialize> Progress<'_, M> {
+impl<M: Serialize, F: ?Sized + FnMut(M)> Progress<'_, M, F> {
     /// Sends `message` to the caller.
     ///
     /// In a child (inside an isolated function) the message is encoded and
@@ -224,7 +272,7 @@ impl<M: Serialize> Progress<'_, M> {
     }
 }
 
-impl<M> fmt::Debug for Progress<'_, M> {
+impl<M, F: ?Sized> fmt::Debug for Progress<'_, M, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let sink = match self.sink {
             Sink::Callback(_) => "callback",
@@ -259,9 +307,10 @@ impl<M> fmt::Debug for ProgressMessages<M> {
 /// The caller's end of a call's progress, with its message type erased:
 /// takes one encoded message.
 ///
-/// Not public API: generated code passes a `&mut Progress<M>` as
-/// `&mut dyn ProgressSink`.
-pub trait ProgressSink: Send {
+/// Not public API: generated code passes a `&mut Progress<M, F>` as
+/// `&mut dyn ProgressSink` (a blocking call), or a `Progress` whose
+/// callback is `Send` to an async call.
+pub trait ProgressSink {
     /// Decodes `payload` and hands the message on.
     ///
     /// # Errors
@@ -274,7 +323,7 @@ pub trait ProgressSink: Send {
     fn deliver(&mut self, payload: &[u8]) -> Result<(), String>;
 }
 
-impl<M: Serialize + DeserializeOwned> ProgressSink for Progress<'_, M> {
+impl<M: Serialize + DeserializeOwned, F: ?Sized + FnMut(M)> ProgressSink for Progress<'_, M, F> {
     fn deliver(&mut self, payload: &[u8]) -> Result<(), String> {
         match &mut self.sink {
             Sink::Callback(callback) => {
@@ -297,8 +346,8 @@ impl<M: Serialize + DeserializeOwned> ProgressSink for Progress<'_, M> {
 /// Not public API: the sink generated code passes for a function's
 /// `Progress` parameter. Its bounds put a non-serde message type's error on
 /// the parameter.
-pub fn sink<'s, M: Serialize + DeserializeOwned>(
-    progress: &'s mut Progress<'_, M>,
+pub fn sink<'s, M: Serialize + DeserializeOwned, F: ?Sized + FnMut(M)>(
+    progress: &'s mut Progress<'_, M, F>,
 ) -> Option<&'s mut dyn ProgressSink> {
     Some(progress)
 }
@@ -320,7 +369,7 @@ pub fn for_child<M>() -> Progress<'static, M> {
 ///
 /// If the caller's callback panics: the caller should end the call (kill
 /// and reap the child), then let the panic continue.
-pub(crate) fn deliver(sink: &mut dyn ProgressSink, payload: &[u8]) -> Result<(), Error> {
+pub(crate) fn deliver<S: ?Sized + ProgressSink>(sink: &mut S, payload: &[u8]) -> Result<(), Error> {
     sink.deliver(payload)
         .map_err(|message| Error::codec(CodecStage::DecodeProgress, message))
 }
@@ -337,7 +386,7 @@ mod tests {
             let seen = Arc::clone(&seen);
             move |m| seen.lock().unwrap().push(m)
         });
-        (progress, seen)
+        (progress.into(), seen)
     }
 
     #[test]
@@ -347,6 +396,26 @@ mod tests {
         progress.send("b".to_owned());
         assert_eq!(*seen.lock().unwrap(), ["a", "b"]);
         Progress::<u8>::ignore().send(1);
+    }
+
+    /// The body's `Progress` (and `ignore`'s, `channel`'s) is shared by
+    /// threads; a caller's takes any callback and converts to it when the
+    /// callback is `Send`.
+    #[test]
+    fn the_default_progress_is_send_and_sync_and_a_callers_takes_any_callback() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        send_sync(&for_child::<u32>());
+        send_sync(&Progress::<u32>::ignore());
+        send_sync(&Progress::<u32>::channel().0);
+        let count = std::rc::Rc::new(std::cell::Cell::new(0));
+        let counter = std::rc::Rc::clone(&count);
+        Progress::new(move |n: u32| counter.set(counter.get() + n)).send(2);
+        assert_eq!(count.get(), 2);
+        // A `Send` callback's, made the default with `into`.
+        let (progress, seen) = recorder();
+        send_sync(&progress);
+        progress.send("boxed".to_owned());
+        assert_eq!(*seen.lock().unwrap(), ["boxed"]);
     }
 
     #[test]

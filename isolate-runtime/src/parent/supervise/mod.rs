@@ -13,6 +13,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, send};
 use smallvec::SmallVec;
 
+use crate::child::progress::ProgressSink;
 use crate::parent::backend::ReplyChannel;
 use crate::parent::progress::ProgressStream;
 use crate::parent::stdio::OutputRelay;
@@ -135,13 +136,13 @@ pub(crate) struct Watch<'a> {
 /// Dropping an unfinished engine kills the child's group and reaps it
 /// (through [`Child`]'s `Drop`).
 #[derive(Debug)]
-pub(crate) struct CallEngine<'a, 'p> {
+pub(crate) struct CallEngine<'a, 'p, S: ?Sized + ProgressSink = dyn ProgressSink + 'p> {
     child: Child,
     deadline: Option<Instant>,
     reply: &'a mut ReplyChannel,
     outgoing: Outgoing<'a>,
     output: OutputRelay,
-    progress: Option<&'a mut ProgressStream<'p>>,
+    progress: Option<&'a mut ProgressStream<'p, S>>,
     timed_out: bool,
     bad_reply: Option<FrameError>,
     bad_progress: Option<Error>,
@@ -159,7 +160,7 @@ pub(crate) enum Step {
     Finished,
 }
 
-impl<'a, 'p> CallEngine<'a, 'p> {
+impl<'a, 'p, S: ?Sized + ProgressSink> CallEngine<'a, 'p, S> {
     /// An engine for `child`, killed at `deadline`, that sends `outgoing`
     /// and drains `reply`, `output` and `progress` while it runs.
     pub(crate) fn new(
@@ -168,7 +169,7 @@ impl<'a, 'p> CallEngine<'a, 'p> {
         reply: &'a mut ReplyChannel,
         outgoing: Outgoing<'a>,
         output: OutputRelay,
-        progress: Option<&'a mut ProgressStream<'p>>,
+        progress: Option<&'a mut ProgressStream<'p, S>>,
     ) -> Self {
         // A child gone before it could be watched has nothing to wait for.
         let over = child.pidfd().is_none();
