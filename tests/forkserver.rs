@@ -1,5 +1,5 @@
 //! `start_method = "forkserver"`: one long-lived server per process forks
-//! each call's child. The outcome matrix (tests/outcomes.rs) covers what a
+//! each call's child. The outcome matrix (tests/behaviour/outcomes.rs) covers what a
 //! call returns; this file covers the server's own life: reuse, replacement
 //! after it dies, death with its caller, a forked caller, and no leftovers.
 

@@ -7,7 +7,7 @@
     reason = "the children call libc to tamper with the memfd on purpose"
 )]
 
-mod common;
+use crate::common;
 
 use bombsquad::{Error, bombsquad};
 

@@ -8,7 +8,7 @@
     reason = "tests read getppid from libc"
 )]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
     reason = "crash tests call libc to fault on purpose"
 )]
 
-mod common;
+use crate::common;
 
 use std::cell::RefCell;
 use std::os::unix::fs::PermissionsExt;

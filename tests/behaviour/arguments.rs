@@ -10,9 +10,9 @@
     reason = "&Vec<u8> arguments, as users write them, take the bin path"
 )]
 
-mod common;
+use crate::common;
 
-use common::{PanicsInDeserialize, RefusesToSerialize};
+use crate::common::{PanicsInDeserialize, RefusesToSerialize};
 
 use std::path::{Path, PathBuf};
 

@@ -6,9 +6,9 @@
     reason = "crash tests call libc to fault on purpose"
 )]
 
-mod common;
+use crate::common;
 
-use common::{PanicsInDeserialize, PanicsInSerialize, RefusesToSerialize};
+use crate::common::{PanicsInDeserialize, PanicsInSerialize, RefusesToSerialize};
 
 use std::fmt::Debug;
 use std::time::{Duration, Instant};

@@ -7,7 +7,7 @@
     reason = "crash tests call libc to fault on purpose"
 )]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
     reason = "the tests make forbidden system calls on purpose"
 )]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::ErrorKind;

@@ -14,9 +14,9 @@
     reason = "the scenario forks a sentinel and reaps with libc"
 )]
 
-mod common;
+use crate::common;
 
-use common::scenario;
+use crate::common::scenario;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

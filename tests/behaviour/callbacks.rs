@@ -6,7 +6,7 @@
     reason = "crash tests call libc to fault on purpose"
 )]
 
-mod common;
+use crate::common;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};

@@ -8,7 +8,7 @@
     reason = "crash tests call libc to fault on purpose"
 )]
 
-mod common;
+use crate::common;
 
 use std::os::fd::AsRawFd;
 

@@ -10,7 +10,7 @@
     reason = "the children call libc to tamper with the reply file on purpose"
 )]
 
-mod common;
+use crate::common;
 
 use bombsquad::{Error, NonzeroExitcode, bombsquad};
 use serde_bytes::ByteBuf;

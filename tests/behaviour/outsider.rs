@@ -6,7 +6,7 @@
     reason = "crash tests call libc to fault on purpose"
 )]
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
