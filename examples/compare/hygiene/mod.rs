@@ -1,5 +1,5 @@
 //! The hygiene ladder: what the guarantees of a fork-mode call (the child
-//! hygiene and supervision of `isolate-runtime/src/fork.rs`) cost the
+//! hygiene and supervision of `isolate-runtime/src/start/fork.rs`) cost the
 //! kernel, measured raw (libc and nix, not through bombsquad) against the
 //! library's own trivial calls in the same interleaved run.
 //!

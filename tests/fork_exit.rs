@@ -7,7 +7,7 @@
     reason = "crash tests call libc to fault on purpose"
 )]
 
-use crate::common;
+mod common;
 
 use std::io::Write;
 use std::path::PathBuf;

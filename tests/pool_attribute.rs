@@ -3,14 +3,15 @@
 //! per call, large results cross the shared arena, progress arrives in
 //! order, and a forked child makes a pool of its own (docs/FAULTS.md D4).
 
-
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::common::pool_guard::guard_after;
+mod common;
+
 use bombsquad::{Error, bombsquad};
+use common::pool_guard::guard_after;
 
 fn null_strlen() -> usize {
     // SAFETY: not safe at all: a real segfault in C, which is the point.

@@ -14,9 +14,9 @@
     reason = "the scenario forks a sentinel and reaps with libc"
 )]
 
-use crate::common;
+mod common;
 
-use crate::common::scenario;
+use common::scenario;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
