@@ -14,7 +14,7 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Instant;
@@ -206,7 +206,7 @@ async fn supervise(
 /// A descriptor the engine owns, lent to the reactor for one wait.
 /// Dropping its `AsyncFd` deregisters it and closes nothing.
 #[derive(Debug)]
-struct Lent(RawFd);
+pub(crate) struct Lent(RawFd);
 
 impl AsRawFd for Lent {
     fn as_raw_fd(&self) -> RawFd {
@@ -214,7 +214,19 @@ impl AsRawFd for Lent {
     }
 }
 
-type Registered = SmallVec<[(AsyncFd<Lent>, Source); 6]>;
+/// Registered descriptors, each with what it stands for.
+pub(crate) type Registered<T = Source> = SmallVec<[(AsyncFd<Lent>, T); 6]>;
+
+/// Whether a registered descriptor is waited on to write.
+pub(crate) trait Watched: Copy {
+    fn wants_write(self) -> bool;
+}
+
+impl Watched for Source {
+    fn wants_write(self) -> bool {
+        Source::wants_write(self)
+    }
+}
 
 /// Registers what the engine waits for now with the current runtime's
 /// reactor.
@@ -223,28 +235,33 @@ fn register(engine: &CallEngine<'_, '_>) -> Result<Registered, Error> {
     engine
         .watches()
         .iter()
-        .map(|watch| {
-            let interest = if watch.source.wants_write() {
-                Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            // SAFETY: the descriptor is the engine's and stays open while
-            // registered: the registrations are dropped (at the end of
-            // `wait`) before the engine acts, and a dropped call future
-            // drops them before its engine, as it unwinds its scopes
-            // innermost first.
-            unsafe { AsyncFd::register_with_interest(Lent(watch.fd.as_raw_fd()), interest) }
-                .map(|fd| (fd, watch.source))
-                .map_err(io::Error::from)
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| Error::spawn("watch the child process with tokio's reactor", e))
+        .map(|watch| lend(watch.fd, watch.source))
+        .collect()
+}
+
+/// Registers `fd`, standing for `what`, with the current runtime's reactor.
+///
+/// The caller keeps `fd` open while the registration lives, and acts on
+/// it (closes it) only once the registration is dropped: the waits here
+/// drop theirs when they return, and a dropped call future drops them
+/// before the descriptors' owner, as it unwinds its scopes innermost
+/// first.
+pub(crate) fn lend<T: Watched>(fd: BorrowedFd<'_>, what: T) -> Result<(AsyncFd<Lent>, T), Error> {
+    let interest = if what.wants_write() {
+        Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    // SAFETY: the descriptor is open now, and its owner keeps it open while
+    // registered (the contract above).
+    unsafe { AsyncFd::register_with_interest(Lent(fd.as_raw_fd()), interest) }
+        .map(|fd| (fd, what))
+        .map_err(|e| Error::spawn("watch the child process with tokio's reactor", io::Error::from(e)))
 }
 
 /// Whether the call is polled inside a tokio runtime, whose reactor and
 /// timers it needs.
-fn check_runtime() -> Result<(), Error> {
+pub(crate) fn check_runtime() -> Result<(), Error> {
     match tokio::runtime::Handle::try_current() {
         Ok(_) => Ok(()),
         Err(e) => Err(Error::spawn(
@@ -257,10 +274,10 @@ fn check_runtime() -> Result<(), Error> {
 
 /// Waits until some of `registered` are ready (returned, once
 /// deregistered) or `deadline` passes (nothing returned).
-async fn wait(
-    registered: Registered,
+pub(crate) async fn wait<T: Watched>(
+    registered: Registered<T>,
     deadline: Option<Instant>,
-) -> Result<SmallVec<[Source; 6]>, Error> {
+) -> Result<SmallVec<[T; 6]>, Error> {
     let mut timer = pin!(deadline.map(|at| tokio::time::sleep_until(at.into())));
     poll_fn(|cx| {
         let mut ready = SmallVec::new();
