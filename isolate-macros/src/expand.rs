@@ -159,9 +159,10 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         StartMethod::Fork => call_forked(private, &options, &codec, &params, unsafety.is_some()),
         StartMethod::Spawn | StartMethod::Forkserver => {
             let (via, leading) = match (args.start_method(), &args.pool) {
-                (_, Some(_)) if is_async => {
-                    (quote!(prepare_pooled_async), pooled(private, args, &options))
-                }
+                (_, Some(_)) if is_async => (
+                    quote!(prepare_pooled_async),
+                    pooled(private, args, &options),
+                ),
                 (_, Some(_)) => (quote!(call_pooled), pooled(private, args, &options)),
                 (StartMethod::Forkserver, None) if is_async => {
                     (quote!(prepare_forkserved_async), quote!(&#options,))

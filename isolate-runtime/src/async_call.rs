@@ -256,7 +256,12 @@ pub(crate) fn lend<T: Watched>(fd: BorrowedFd<'_>, what: T) -> Result<(AsyncFd<L
     // registered (the contract above).
     unsafe { AsyncFd::register_with_interest(Lent(fd.as_raw_fd()), interest) }
         .map(|fd| (fd, what))
-        .map_err(|e| Error::spawn("watch the child process with tokio's reactor", io::Error::from(e)))
+        .map_err(|e| {
+            Error::spawn(
+                "watch the child process with tokio's reactor",
+                io::Error::from(e),
+            )
+        })
 }
 
 /// Whether the call is polled inside a tokio runtime, whose reactor and

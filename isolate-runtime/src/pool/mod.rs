@@ -36,12 +36,12 @@ use crate::progress::{self, ProgressSink};
 use crate::sys;
 use crate::wire::{self, CallId, FrameKind, Frames};
 
+#[cfg(feature = "tokio")]
+pub use awaited::{PooledCall, prepare_pooled, run_pooled, run_pooled_with_progress};
 pub use options::WorkerOptions;
 pub(crate) use process::Launch;
 use process::{CallEnd, WorkerProcess};
 pub use statics::{StaticPool, call_pooled, shutdown_pools};
-#[cfg(feature = "tokio")]
-pub use awaited::{PooledCall, prepare_pooled, run_pooled, run_pooled_with_progress};
 pub use task::{RegisteredTask, RemoteWorker, Task, Worker, init_task, serve_task};
 
 /// How many start failures in a row, within [`FAILURE_WINDOW`], break a pool.
