@@ -5,7 +5,6 @@ async fn double(x: i64) -> i64 {
     x * 2
 }
 
-// Accepted: an awaited pool (no error below).
 #[bombsquad(pool = 2)]
 async fn pooled(x: i64) -> i64 {
     x * 2
