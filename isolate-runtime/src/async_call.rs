@@ -2,15 +2,18 @@
 //! second driver of the call engine (`supervise.rs`), and the child's
 //! runtime for an `async fn` body.
 //!
-//! No thread per call: for each wait the engine's watches (the pidfd, the
-//! pipes, the socket while the request is sent) are registered with
-//! tokio's reactor and raced against a timer for the deadline. They are
-//! deregistered before the engine acts, since it may close a pipe at EOF.
-//! Dropping the call's future drops the engine, whose `Child` kills the
-//! process group and reaps the child.
+//! No thread per call: the engine's watches (the pidfd, the pipes, the
+//! socket while the request is sent) are kept in an epoll set of the
+//! call's own (`async_watch_set.rs`), which is registered with tokio's
+//! reactor once and raced against a timer for the deadline. Dropping the
+//! call's future drops the engine, whose `Child` kills the process group
+//! and reaps the child. A pool's exchange registers the worker's
+//! descriptors for each wait instead (`pool/awaited.rs`, through [`lend`]
+//! and [`wait`]): a warm call waits once.
 //!
-//! Everything tokio-specific is in [`wait`]: another runtime would need
-//! only its own way to wait for a descriptor and a deadline.
+//! Everything tokio-specific is in [`lend`], [`wait`] and the set's
+//! `wait`: another runtime would need only its own way to wait for a
+//! descriptor and a deadline.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -24,6 +27,7 @@ use smallvec::SmallVec;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
+use crate::async_watch_set::WatchSet;
 use crate::backend::ReplyChannel;
 use crate::codec::Codec;
 use crate::error::Error;
@@ -189,17 +193,24 @@ async fn supervise(
     progress: Option<&mut ProgressStream<'_>>,
 ) -> Result<Exit, Error> {
     let mut engine = CallEngine::new(child, deadline, reply, outgoing, output, progress);
+    check_runtime()?;
+    // Declared after the engine, dropped before it; the registration
+    // before the set.
+    let mut set = WatchSet::new()?;
+    let lent = set.lend()?;
     while !engine.is_over() {
         if engine.is_past_deadline(Instant::now()) {
             engine.on_deadline();
             break;
         }
-        let registered = register(&engine)?;
-        let ready = wait(registered, engine.deadline()).await?;
+        set.follow(engine.watches().iter().map(|watch| (watch.fd, watch.source)))?;
+        let ready = set.wait(&lent, engine.deadline()).await?;
         if !ready.is_empty() && engine.on_ready(ready) == Step::Finished {
             break;
         }
     }
+    drop(lent);
+    drop(set);
     engine.finish()
 }
 
@@ -226,17 +237,6 @@ impl Watched for Source {
     fn wants_write(self) -> bool {
         Source::wants_write(self)
     }
-}
-
-/// Registers what the engine waits for now with the current runtime's
-/// reactor.
-fn register(engine: &CallEngine<'_, '_>) -> Result<Registered, Error> {
-    check_runtime()?;
-    engine
-        .watches()
-        .iter()
-        .map(|watch| lend(watch.fd, watch.source))
-        .collect()
 }
 
 /// Registers `fd`, standing for `what`, with the current runtime's reactor.

@@ -10,6 +10,8 @@
 mod args;
 #[cfg(feature = "tokio")]
 mod async_call;
+#[cfg(feature = "tokio")]
+mod async_watch_set;
 #[cfg(not(feature = "tokio"))]
 mod async_call_off;
 mod backend;
