@@ -203,7 +203,12 @@ async fn supervise(
             engine.on_deadline();
             break;
         }
-        set.follow(engine.watches().iter().map(|watch| (watch.fd, watch.source)))?;
+        set.follow(
+            engine
+                .watches()
+                .iter()
+                .map(|watch| (watch.fd, watch.source)),
+        )?;
         let ready = set.wait(&lent, engine.deadline()).await?;
         if !ready.is_empty() && engine.on_ready(ready) == Step::Finished {
             break;

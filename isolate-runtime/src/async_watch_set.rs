@@ -153,7 +153,10 @@ impl<T: Watched + PartialEq> WatchSet<T> {
     /// The members ready now, without waiting.
     fn ready_now(&self) -> SmallVec<[T; 6]> {
         let mut events = [EpollEvent::empty(); 8];
-        let n = self.epoll.wait(&mut events, EpollTimeout::ZERO).unwrap_or(0);
+        let n = self
+            .epoll
+            .wait(&mut events, EpollTimeout::ZERO)
+            .unwrap_or(0);
         events[..n]
             .iter()
             .filter_map(|event| {

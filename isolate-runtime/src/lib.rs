@@ -10,10 +10,10 @@
 mod args;
 #[cfg(feature = "tokio")]
 mod async_call;
-#[cfg(feature = "tokio")]
-mod async_watch_set;
 #[cfg(not(feature = "tokio"))]
 mod async_call_off;
+#[cfg(feature = "tokio")]
+mod async_watch_set;
 mod backend;
 mod callbacks;
 mod child;

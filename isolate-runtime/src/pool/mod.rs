@@ -470,6 +470,10 @@ impl Pool {
 }
 
 /// What a caller looking for a worker found.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per checkout; boxing would allocate on every warm call"
+)]
 enum Found {
     Idle(WorkerProcess),
     /// Room for one more worker, counted in `live`: the caller starts it.

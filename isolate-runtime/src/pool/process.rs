@@ -194,6 +194,7 @@ impl WorkerProcess {
 
     /// What a wait watches: the pidfd (`None` once the process is gone),
     /// the channel, the output pipes.
+    #[cfg(feature = "tokio")]
     pub(crate) fn descriptors(
         &self,
     ) -> (

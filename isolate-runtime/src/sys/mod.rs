@@ -316,6 +316,7 @@ pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
 /// number may be closed already (it then left the set by itself, and this
 /// fails with `EBADF`), or reused by a file that is not in the set
 /// (`ENOENT`): only the set is looked at, never the file.
+#[cfg(feature = "tokio")]
 pub(crate) fn epoll_remove(epoll: BorrowedFd<'_>, fd: RawFd) -> io::Result<()> {
     // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed
     // since Linux 2.6.9) and touches no memory of ours.
