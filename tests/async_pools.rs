@@ -7,34 +7,19 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bombsquad::{Error, NonzeroExitcode, PanicMode, Task, Worker, WorkerOptions, bombsquad};
+use bombsquad::{Error, PanicMode, Task, Worker, WorkerOptions, bombsquad};
+use common::awaiting::{assert_gone_soon, current_thread, multi_thread, nonzero, pid_in};
 use common::pool_guard::guard_after;
 use serde::{Deserialize, Serialize};
 
 fn null_strlen() -> usize {
     // SAFETY: not safe at all: a real segfault in C, which is the point.
     unsafe { libc::strlen(std::ptr::null()) }
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// A test's turn: its runtime, made once no other test runs (the pool
@@ -72,37 +57,6 @@ impl std::ops::Deref for Turn {
 impl Drop for Turn {
     fn drop(&mut self) {
         drop(self.guard.take()); // checks, while the runtime lives
-    }
-}
-
-fn nonzero<T: std::fmt::Debug>(result: Result<T, Error>) -> NonzeroExitcode {
-    match result {
-        Err(Error::NonzeroExitcode(e)) => e,
-        other => panic!("expected NonzeroExitcode, got {other:?}"),
-    }
-}
-
-/// Waits until `pid` is gone: not running, not a zombie. Fails after 3 s.
-fn assert_gone_soon(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while common::process_exists(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "worker {pid} still exists 3 s after its future was dropped"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// The pid a worker wrote to `path`, once it has.
-async fn pid_in(path: &Path) -> u32 {
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

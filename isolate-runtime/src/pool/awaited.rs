@@ -153,6 +153,22 @@ impl Pool {
         Ok((encode_request(args, call_id)?, call_id))
     }
 
+    /// [`call`](Pool::call), awaited: `args` are encoded at once, the
+    /// future borrows only the pool.
+    pub(crate) fn call_soon<A: Serialize + ?Sized, R>(
+        &self,
+        args: &A,
+        codec: Codec<R>,
+    ) -> impl Future<Output = Result<R, Error>> + Send + use<'_, A, R> {
+        let request = self.request(args);
+        async move {
+            let (request, call_id) = request?;
+            let isolate = &self.options.isolate;
+            self.call_async(isolate, &request, call_id, codec, None)
+                .await
+        }
+    }
+
     /// [`call_as`](Pool::call_as), awaited: the `Request` frame `request`
     /// for the call `call_id`, on a worker awaited from the pool.
     pub(crate) async fn call_async<R>(

@@ -221,14 +221,7 @@ impl<T: Task> Worker<T> {
         &self,
         input: T::Input,
     ) -> impl Future<Output = Result<Result<T::Output, T::Error>, Error>> + Send + '_ {
-        let request = self.pool.request(&input);
-        async move {
-            let (request, call_id) = request?;
-            let isolate = &self.pool.options.isolate;
-            (self.pool)
-                .call_async(isolate, &request, call_id, Codec::serde(), None)
-                .await
-        }
+        self.pool.call_soon(&input, Codec::serde())
     }
 
     /// How many workers were replaced after they died, timed out or were
@@ -334,14 +327,7 @@ impl RemoteWorker {
         &self,
         input: &I,
     ) -> impl Future<Output = Result<O, Error>> + Send + use<'_, I, O> {
-        let request = self.pool.request(input);
-        async move {
-            let (request, call_id) = request?;
-            let isolate = &self.pool.options.isolate;
-            (self.pool)
-                .call_async(isolate, &request, call_id, Codec::serde(), None)
-                .await
-        }
+        self.pool.call_soon(input, Codec::serde())
     }
 
     /// As [`Worker::restarts`].
