@@ -356,6 +356,35 @@ fn a_task_waiting_for_a_worker_can_be_dropped_and_the_others_are_served() {
 }
 
 #[test]
+fn a_pooled_call_polled_after_its_runtime_is_gone_fails_and_its_worker_is_reaped() {
+    let runtime = guarded(current_thread, |runtime| {
+        runtime.block_on(pooled_hangs(None, 0)).unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pid");
+    let first = current_thread();
+    let mut call = Box::pin(pooled_hangs(Some(path.display().to_string()), 1));
+    let pid = first.block_on(async {
+        tokio::select! {
+            done = &mut call => panic!("the call ended early: {done:?}"),
+            pid = pid_in(&path) => pid,
+        }
+    });
+    drop(first);
+    match runtime.block_on(call) {
+        Err(Error::Spawn { what, .. }) => assert_eq!(
+            what,
+            "wait for the child process (tokio's runtime is shutting down)"
+        ),
+        other => panic!("expected a spawn error, got {other:?}"),
+    }
+    assert_gone_soon(pid);
+    let (fresh, value) = runtime.block_on(pooled_hangs(None, 3)).unwrap();
+    assert_eq!(value, 3);
+    assert_ne!(fresh, pid);
+}
+
+#[test]
 fn progress_messages_of_a_pooled_async_fn_arrive_in_order() {
     let runtime = guarded(multi_thread, |runtime| {
         let progress = bombsquad::Progress::new(|_: u32| {});

@@ -4,7 +4,11 @@
 //!
 //! The calling thread runs its call itself on a worker it checks out, so a
 //! warm call costs one round trip on a socket; only starting a worker goes
-//! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3).
+//! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3). An awaited
+//! call (`awaited.rs`, feature `tokio`) takes the same steps with each wait
+//! awaited: for a worker (a waker kept in the pool's state), for its
+//! `Hello`, and for its answer (the exchange of `process.rs` driven on
+//! tokio's reactor).
 
 pub(crate) mod arena;
 #[cfg(feature = "tokio")]
