@@ -143,6 +143,12 @@ async fn pooled_times_out(millis: u64) -> u64 {
     millis
 }
 
+/// A checksum of `bytes`, and their length.
+#[bombsquad(pool = 1)]
+async fn pooled_sums(bytes: Vec<u8>) -> (u64, usize) {
+    (bytes.iter().map(|&b| u64::from(b)).sum(), bytes.len())
+}
+
 #[bombsquad(pool = 1)]
 async fn pooled_reports(steps: u32, progress: bombsquad::Progress<u32>) -> u32 {
     for step in 0..steps {
@@ -382,6 +388,22 @@ fn a_pooled_call_polled_after_its_runtime_is_gone_fails_and_its_worker_is_reaped
     let (fresh, value) = runtime.block_on(pooled_hangs(None, 3)).unwrap();
     assert_eq!(value, 3);
     assert_ne!(fresh, pid);
+}
+
+#[test]
+fn a_request_larger_than_the_socket_buffer_is_sent_while_awaited() {
+    let runtime = guarded(current_thread, |runtime| {
+        runtime.block_on(pooled_sums(vec![1])).unwrap();
+    });
+    // Far more than a socket takes at once: the rest is sent as the
+    // channel becomes writable.
+    let bytes: Vec<u8> = (0..24 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let expected: u64 = bytes.iter().map(|&b| u64::from(b)).sum();
+    // A pool of one: the second call waits for the first's worker.
+    let sums = runtime
+        .block_on(async { tokio::join!(pooled_sums(bytes.clone()), pooled_sums(bytes.clone())) });
+    assert_eq!(sums.0.unwrap(), (expected, 24 << 20));
+    assert_eq!(sums.1.unwrap(), (expected, 24 << 20));
 }
 
 #[test]
