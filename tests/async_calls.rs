@@ -13,9 +13,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use bombsquad::{Error, NonzeroExitcode, bombsquad};
+use bombsquad::{Error, bombsquad};
+use common::awaiting::{assert_gone_soon, current_thread, multi_thread, nonzero, pid_in};
 
 /// Leak checks look at the whole process: they run alone (write), the
 /// other tests together (read).
@@ -29,52 +30,6 @@ fn shared() -> RwLockReadGuard<'static, ()> {
 fn alone() -> RwLockWriteGuard<'static, ()> {
     common::watchdog();
     LEAK_CHECK.write().unwrap_or_else(|e| e.into_inner())
-}
-
-fn current_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn multi_thread() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-fn nonzero<T: std::fmt::Debug>(result: Result<T, Error>) -> NonzeroExitcode {
-    match result {
-        Err(Error::NonzeroExitcode(e)) => e,
-        other => panic!("expected NonzeroExitcode, got {other:?}"),
-    }
-}
-
-/// Waits until `pid` is gone: not running, not a zombie. Fails after 3 s.
-fn assert_gone_soon(pid: u32) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while common::process_exists(pid) {
-        assert!(
-            Instant::now() < deadline,
-            "child {pid} still exists 3 s after its future was dropped"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// The pid a child wrote to `path`, once it has.
-async fn pid_in(path: &std::path::Path) -> u32 {
-    loop {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && let Ok(pid) = text.trim().parse()
-        {
-            return pid;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 macro_rules! outcome_matrix {

@@ -1152,3 +1152,110 @@ fn scenario_a_worker_exits_when_its_parent_dies() {
     println!("worker pid {}", pid_of(&worker));
     std::thread::sleep(Duration::from_secs(60));
 }
+
+// ---------------------------------------------------------------------------
+// Awaited calls (`RemoteWorker::call_async`, feature `tokio`)
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn call_async_answers_and_a_crash_is_the_blocking_calls_error() {
+    let turn = turn();
+    let runtime = current_thread();
+    let options = with_isolate(
+        Isolate::new()
+            .timeout(Duration::from_secs(20))
+            .stderr(Stderr::Capture),
+    );
+    let worker = RemoteWorker::spawn_with(demo(), options).unwrap();
+    let answer: Answer<i64> = runtime
+        .block_on(worker.call_async(&Double {
+            op: "double",
+            x: 21,
+        }))
+        .unwrap();
+    assert_eq!(answer, Ok(42));
+    let first = pid_of(&worker);
+    match runtime.block_on(worker.call_async::<_, Answer<()>>(&plain("crash"))) {
+        Err(Error::NonzeroExitcode(exit)) => {
+            assert_eq!(exit.signal(), Some(libc::SIGSEGV));
+            assert_eq!(exit.exitcode(), -libc::SIGSEGV);
+            assert_eq!(exit.pid(), first);
+            assert_eq!(exit.stderr_tail(), b"worker_demo: crashing on purpose\n");
+        }
+        other => panic!("expected NonzeroExitcode, got {other:?}"),
+    }
+    assert!(!common::process_exists(first), "reaped");
+    match runtime.block_on(worker.call_async::<_, Answer<()>>(&plain("abort"))) {
+        Err(Error::NonzeroExitcode(exit)) => assert_eq!(exit.signal(), Some(libc::SIGABRT)),
+        other => panic!("expected NonzeroExitcode, got {other:?}"),
+    }
+    let answer: Answer<i64> = runtime
+        .block_on(worker.call_async(&Double { op: "double", x: 4 }))
+        .unwrap();
+    assert_eq!(answer, Ok(8));
+    assert_eq!(worker.restarts(), 2);
+    drop(worker);
+    drop(runtime);
+    turn.check();
+}
+
+#[test]
+fn call_async_dropped_mid_call_kills_the_worker_and_the_next_call_gets_its_own_answer() {
+    let turn = turn();
+    let runtime = current_thread();
+    let worker = RemoteWorker::spawn_with(demo(), options()).unwrap();
+    let first = pid_of(&worker);
+    let sleep = Sleep {
+        op: "sleep",
+        seconds: 30.0,
+    };
+    let outcome = runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_millis(300),
+            worker.call_async::<_, Answer<f64>>(&sleep),
+        )
+        .await
+    });
+    assert!(outcome.is_err(), "tokio's timeout dropped the call");
+    // Killed and reaped as the future dropped: not even a zombie.
+    assert!(!common::process_exists(first), "the worker is gone");
+    let answer: Answer<i64> = runtime
+        .block_on(worker.call_async(&Double { op: "double", x: 5 }))
+        .unwrap();
+    assert_eq!(answer, Ok(10), "its own answer");
+    assert_ne!(pid_of(&worker), first);
+    drop(worker);
+    drop(runtime);
+    turn.check();
+}
+
+#[test]
+fn many_tasks_awaiting_remote_workers_each_get_their_own_answer() {
+    let turn = turn();
+    let runtime = current_thread();
+    let worker =
+        std::sync::Arc::new(RemoteWorker::spawn_with(demo(), options().workers(2)).unwrap());
+    let answers = runtime.block_on(async {
+        let mut calls = tokio::task::JoinSet::new();
+        for x in 0..30 {
+            let worker = worker.clone();
+            calls.spawn(async move {
+                let answer = worker.call_async::<_, Answer<i64>>(&Double { op: "double", x });
+                (x, answer.await)
+            });
+        }
+        calls.join_all().await
+    });
+    for (x, answer) in answers {
+        assert_eq!(answer.unwrap(), Ok(2 * x));
+    }
+    drop(worker);
+    drop(runtime);
+    turn.check();
+}

@@ -27,6 +27,16 @@ async fn awaited_forkserver() -> u64 {
     42
 }
 
+#[bombsquad(pool = 1)]
+fn blocking_pooled() -> u64 {
+    42
+}
+
+#[bombsquad(pool = 1)]
+async fn awaited_pooled() -> u64 {
+    42
+}
+
 pub fn awaited(config: &Config) {
     let plan = config.scale(Plan {
         rounds: 20,
@@ -54,7 +64,16 @@ pub fn awaited(config: &Config) {
         Case::new("forkserver-mode call, awaited (current-thread)", || {
             assert_eq!(runtime.block_on(awaited_forkserver()).unwrap(), 42);
         }),
+        Case::new("warm pooled call (pool = 1), blocking", || {
+            assert_eq!(blocking_pooled().unwrap(), 42);
+        }),
+        Case::new("warm pooled call, awaited (current-thread)", || {
+            assert_eq!(runtime.block_on(awaited_pooled()).unwrap(), 42);
+        }),
     ];
+    // Warm: each pool's worker started before the clock runs.
+    assert_eq!(blocking_pooled().unwrap(), 42);
+    assert_eq!(runtime.block_on(awaited_pooled()).unwrap(), 42);
     interleave(&mut cases, plan);
     println!(
         "{:<48} {:>12} {:>14} {:>8}",

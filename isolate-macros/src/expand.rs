@@ -187,7 +187,10 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
         StartMethod::Fork => call_forked(private, &options, &codec, &params, unsafety.is_some()),
         StartMethod::Spawn | StartMethod::Forkserver => {
             let (via, leading) = match (args.start_method(), &args.pool) {
-                // `valid.rs` refuses `pool` on an async function.
+                (_, Some(_)) if is_async => (
+                    quote!(prepare_pooled_async),
+                    pooled(private, args, &options),
+                ),
                 (_, Some(_)) => (quote!(call_pooled), pooled(private, args, &options)),
                 (StartMethod::Forkserver, None) if is_async => {
                     (quote!(prepare_forkserved_async), quote!(&#options,))
@@ -202,6 +205,7 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
                 leading,
                 result: &result,
                 is_async,
+                pooled: args.pool.is_some(),
             };
             call_spawned(private, &spawned, &codec, &params, unsafety.is_some())
         }
@@ -465,6 +469,8 @@ struct Spawned<'a> {
     /// An `async fn`: the child runs the body to completion on a runtime
     /// of its own, and the wrapper returns the call's future.
     is_async: bool,
+    /// `pool = N`: an `async fn`'s future awaits a worker of its pool.
+    pooled: bool,
 }
 
 fn call_spawned(
@@ -480,6 +486,7 @@ fn call_spawned(
         leading,
         result,
         is_async,
+        pooled,
     } = spawned;
     let name = name.to_string();
     let sent = || params.iter().filter(|p| !p.is_progress());
@@ -515,8 +522,14 @@ fn call_spawned(
                 // On the parameter's type: a message type that is not serde
                 // is reported there.
                 let private = respan(private, ty.span());
-                quote_spanned!(ty.span()=> #private::run_async_with_progress(#prepared, #codec, #name))
+                let run = if *pooled {
+                    quote!(run_pooled_async_with_progress)
+                } else {
+                    quote!(run_async_with_progress)
+                };
+                quote_spanned!(ty.span()=> #private::#run(#prepared, #codec, #name))
             }
+            None if *pooled => quote!(#private::run_pooled_async(#prepared, #codec)),
             None => quote!(#private::run_async(#prepared, #codec)),
         }
     } else {

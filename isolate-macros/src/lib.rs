@@ -68,8 +68,10 @@ use crate::errors::{Errors, Recovery};
 /// 'static`: the arguments are encoded when it is called, the body runs in
 /// the child on a current-thread tokio runtime, and dropping the future
 /// kills and reaps the child. Its `Progress` parameter takes a
-/// `Send + 'static` callback (a blocking function's takes any). Not with `start_method = "fork"`, `pool`, or
-/// above `#[test]`.
+/// `Send + 'static` callback (a blocking function's takes any). With
+/// `pool = N`, the future awaits a free worker and its answer; dropping it
+/// kills and reaps that worker, which the pool replaces. Not with
+/// `start_method = "fork"`, or above `#[test]`.
 ///
 /// Not accepted, each with a compile error on the offending token: generic,
 /// `const` or `extern` functions, `self` receivers, `impl Trait`

@@ -63,9 +63,8 @@ fn check_pool(args: &Args, errors: &mut Errors) {
     }
 }
 
-/// An `async fn` is spawned or forkserved, one call per child: forking
-/// from an async runtime's threads is unsafe, and its pool is not
-/// awaitable yet.
+/// An `async fn` is spawned, forkserved or pooled: forking from an async
+/// runtime's threads is unsafe.
 fn check_async(args: &Args, function: &ItemFn, errors: &mut Errors) {
     if function.sig.asyncness.is_none() {
         return;
@@ -75,13 +74,6 @@ fn check_async(args: &Args, function: &ItemFn, errors: &mut Errors) {
             span,
             "an async function cannot fork: forking from an async runtime's threads can deadlock \
              the child; use start_method = \"spawn\" or \"forkserver\"",
-        );
-    }
-    if let Some((_, span)) = args.pool {
-        errors.option(
-            span,
-            "an async function cannot have a pool yet: remove `pool`, or make the function \
-             synchronous and await `Worker::call` from `spawn_blocking`",
         );
     }
 }

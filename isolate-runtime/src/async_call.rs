@@ -2,26 +2,25 @@
 //! second driver of the call engine (`supervise.rs`), and the child's
 //! runtime for an `async fn` body.
 //!
-//! No thread per call: for each wait the engine's watches (the pidfd, the
-//! pipes, the socket while the request is sent) are registered with
-//! tokio's reactor and raced against a timer for the deadline. They are
-//! deregistered before the engine acts, since it may close a pipe at EOF.
-//! Dropping the call's future drops the engine, whose `Child` kills the
-//! process group and reaps the child.
+//! No thread per call: the engine's watches (the pidfd, the pipes, the
+//! socket while the request is sent) are kept in an epoll set of the
+//! call's own (`parent/watch_set.rs`), which is registered with tokio's
+//! reactor once and raced against a timer for the deadline. Dropping the
+//! call's future drops the engine, whose `Child` kills the process group
+//! and reaps the child. A pool's exchange registers the worker's
+//! descriptors for each wait instead (`pool/awaited.rs`, through [`lend`]
+//! and [`wait`]): a warm call waits once.
 //!
-//! Everything tokio-specific is in [`wait`]: another runtime would need
-//! only its own way to wait for a descriptor and a deadline.
+//! Everything tokio-specific is in [`lend`], [`wait`] and the set's
+//! `wait`: another runtime would need only its own way to wait for a
+//! descriptor and a deadline.
 
 use std::future::{Future, poll_fn};
-use std::io;
 use std::os::fd::AsFd;
-use std::pin::pin;
 use std::task::Poll;
 use std::time::Instant;
 
 use serde::Serialize;
-use smallvec::SmallVec;
-use tokio::io::Interest;
 
 use crate::child::progress::ProgressSink;
 use crate::child::registry::Entry;
@@ -30,11 +29,12 @@ use crate::options::throttle;
 use crate::parent::backend::ReplyChannel;
 use crate::parent::outcome;
 use crate::parent::progress::ProgressStream;
+use crate::parent::reactor::check_runtime;
 use crate::parent::stdio::OutputRelay;
-use crate::parent::supervise::{CallEngine, Child, Exit, Outgoing, Source, Step};
+use crate::parent::supervise::{CallEngine, Child, Exit, Outgoing, Step};
+use crate::parent::watch_set::WatchSet;
 use crate::start::forkserver;
 use crate::start::spawn::{self, Prepared, Running, Start};
-use crate::sys;
 use crate::vocabulary::error::Error;
 use crate::wire::codec::Codec;
 
@@ -195,103 +195,51 @@ async fn supervise(
     progress: Option<&mut ProgressStream<'_, SendSink<'_>>>,
 ) -> Result<Exit, Error> {
     let mut engine = CallEngine::new(child, deadline, reply, outgoing, output, progress);
+    check_runtime()?;
+    // Declared after the engine, dropped before it.
+    let mut set = WatchSet::new()?;
     while !engine.is_over() {
         if engine.is_past_deadline(Instant::now()) {
             engine.on_deadline();
             break;
         }
-        let registered = register(&engine)?;
-        let ready = wait(registered, engine.deadline()).await?;
+        set.follow(
+            engine
+                .watches()
+                .iter()
+                .map(|watch| (watch.fd, watch.source)),
+        )?;
+        let ready = set.wait(engine.deadline()).await?;
         if !ready.is_empty() && engine.on_ready(ready) == Step::Finished {
             break;
         }
     }
+    drop(set);
     engine.finish()
-}
-
-/// The engine's descriptors, lent to the reactor for one wait.
-type Registered<'e> = SmallVec<[(sys::reactor::Registration<'e>, Source); 6]>;
-
-/// Registers what the engine waits for now with the current runtime's
-/// reactor.
-fn register<'e>(engine: &'e CallEngine<'_, '_, SendSink<'_>>) -> Result<Registered<'e>, Error> {
-    check_runtime()?;
-    engine
-        .watches()
-        .iter()
-        .map(|watch| {
-            let interest = if watch.source.wants_write() {
-                Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            sys::reactor::register(watch.fd, interest).map(|fd| (fd, watch.source))
-        })
-        .collect::<Result<_, _>>()
-        .map_err(|e| Error::spawn("watch the child process with tokio's reactor", e))
-}
-
-/// Whether the call is polled inside a tokio runtime, whose reactor and
-/// timers it needs.
-fn check_runtime() -> Result<(), Error> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => Ok(()),
-        Err(e) => Err(Error::spawn(
-            "wait for the child process: an async isolated call must be awaited inside a \
-             tokio runtime",
-            io::Error::other(e),
-        )),
-    }
-}
-
-/// Waits until some of `registered` are ready (returned, once
-/// deregistered) or `deadline` passes (nothing returned).
-async fn wait(
-    registered: Registered<'_>,
-    deadline: Option<Instant>,
-) -> Result<SmallVec<[Source; 6]>, Error> {
-    let mut timer = pin!(deadline.map(|at| tokio::time::sleep_until(at.into())));
-    poll_fn(|cx| {
-        let mut ready = SmallVec::new();
-        for (fd, source) in &registered {
-            let polled = if source.wants_write() {
-                fd.poll_write_ready(cx).map_ok(drop)
-            } else {
-                fd.poll_read_ready(cx).map_ok(drop)
-            };
-            match polled {
-                Poll::Ready(Ok(())) => ready.push(*source),
-                // The runtime is shutting down: its reactor will not wake us.
-                Poll::Ready(Err(e)) => {
-                    return Poll::Ready(Err(Error::spawn(
-                        "wait for the child process (tokio's runtime is shutting down)",
-                        e,
-                    )));
-                }
-                Poll::Pending => {}
-            }
-        }
-        if !ready.is_empty() {
-            return Poll::Ready(Ok(ready));
-        }
-        match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
-            Some(Poll::Ready(())) => Poll::Ready(Ok(SmallVec::new())),
-            _ => Poll::Pending,
-        }
-    })
-    .await
 }
 
 /// Runs an `async fn` body in the child, on a fresh current-thread tokio
 /// runtime with I/O and timers.
 ///
+/// The runtime is kept, not dropped, once the body is done: a one-shot
+/// child leaves by `_exit` right after its reply, so its runtime's
+/// shutdown (~7 µs) is never paid; a worker drops the previous call's
+/// runtime when its next call's body is done. Its tasks never run again
+/// either way: a current-thread runtime runs them only inside `block_on`.
+///
 /// # Panics
 ///
 /// If the runtime cannot be built (the call reports the child's panic).
 pub fn block_on<F: Future>(body: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
+    thread_local! {
+        static LAST_RUNTIME: std::cell::Cell<Option<tokio::runtime::Runtime>> =
+            const { std::cell::Cell::new(None) };
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("build the isolated async function's tokio runtime in the child")
-        .block_on(body)
+        .expect("build the isolated async function's tokio runtime in the child");
+    let output = runtime.block_on(body);
+    drop(LAST_RUNTIME.replace(Some(runtime)));
+    output
 }

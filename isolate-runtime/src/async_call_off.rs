@@ -5,6 +5,7 @@ use std::future::Future;
 
 use crate::child::registry::Entry;
 use crate::options::isolate::Isolate;
+use crate::pool::{StaticPool, WorkerOptions};
 use crate::vocabulary::error::Error;
 use crate::wire::codec::Codec;
 
@@ -32,6 +33,33 @@ pub fn prepare_forkserved_async<A: AsyncNeedsTheTokioFeature + ?Sized>(
     _: &A,
 ) -> Result<(), Error> {
     unreachable!("the bound cannot be met")
+}
+
+/// Never callable: see `AsyncNeedsTheTokioFeature`.
+pub fn prepare_pooled_async<A: AsyncNeedsTheTokioFeature + ?Sized>(
+    _: &'static StaticPool,
+    _: impl FnOnce() -> WorkerOptions,
+    _: &'static Entry,
+    _: &A,
+) -> Result<(), Error> {
+    unreachable!("the bound cannot be met")
+}
+
+/// What the wrapper returns, so no second error follows the first.
+pub fn run_pooled_async<R>(
+    _: Result<(), Error>,
+    _: Codec<R>,
+) -> std::future::Pending<Result<R, Error>> {
+    std::future::pending()
+}
+
+/// What the wrapper returns, so no second error follows the first.
+pub fn run_pooled_async_with_progress<R, P>(
+    _: Result<(), Error>,
+    _: Codec<R>,
+    _: P,
+) -> std::future::Pending<Result<R, Error>> {
+    std::future::pending()
 }
 
 /// What the wrapper returns, so no second error follows the first.

@@ -103,7 +103,12 @@ pub mod __private {
     };
     #[cfg(not(feature = "tokio"))]
     pub use crate::async_call_off::{
-        block_on, prepare_forkserved_async, prepare_spawned_async, run_async,
-        run_async_with_progress,
+        block_on, prepare_forkserved_async, prepare_pooled_async, prepare_spawned_async, run_async,
+        run_async_with_progress, run_pooled_async, run_pooled_async_with_progress,
+    };
+    #[cfg(feature = "tokio")]
+    pub use crate::pool::{
+        PooledCall, prepare_pooled as prepare_pooled_async, run_pooled as run_pooled_async,
+        run_pooled_with_progress as run_pooled_async_with_progress,
     };
 }

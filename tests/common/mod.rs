@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod awaiting;
 pub mod pool_guard;
 pub mod scenario;
 

@@ -6,5 +6,9 @@ pub(crate) mod backend;
 pub(crate) mod classify;
 pub(crate) mod outcome;
 pub(crate) mod progress;
+#[cfg(feature = "tokio")]
+pub(crate) mod reactor;
 pub(crate) mod stdio;
 pub(crate) mod supervise;
+#[cfg(feature = "tokio")]
+pub(crate) mod watch_set;

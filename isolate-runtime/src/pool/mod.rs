@@ -4,8 +4,14 @@
 //!
 //! The calling thread runs its call itself on a worker it checks out, so a
 //! warm call costs one round trip on a socket; only starting a worker goes
-//! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3).
+//! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3). An awaited
+//! call (`awaited.rs`, feature `tokio`) takes the same steps with each wait
+//! awaited: for a worker (a waker kept in the pool's state), for its
+//! `Hello`, and for its answer (the exchange of `process.rs` driven on
+//! tokio's reactor).
 
+#[cfg(feature = "tokio")]
+mod awaited;
 mod keeper;
 mod options;
 mod process;
@@ -16,6 +22,7 @@ mod task;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
@@ -31,6 +38,8 @@ use crate::vocabulary::panic_report::message_of;
 use crate::wire::codec::Codec;
 use crate::wire::{self, CallId, FrameKind, Frames};
 
+#[cfg(feature = "tokio")]
+pub use awaited::{PooledCall, prepare_pooled, run_pooled, run_pooled_with_progress};
 pub use options::WorkerOptions;
 pub(crate) use process::Launch;
 use process::{CallEnd, WorkerProcess};
@@ -68,9 +77,15 @@ struct State {
     /// Callers waiting in `checkout` for a worker: a check-in wakes one
     /// only when there is one (a futex syscall saved on every warm call).
     waiting: usize,
+    /// Async callers waiting for a worker (`awaited.rs`), by their id:
+    /// all are woken on any change, and look again.
+    wakers: Wakers,
     closed: bool,
     failures: Failures,
 }
+
+/// Async callers waiting for a worker, each with its id.
+type Wakers = Vec<(u64, Waker)>;
 
 /// Consecutive start failures (docs/FAULTS.md J2).
 #[derive(Debug, Default)]
@@ -195,41 +210,67 @@ impl Pool {
             };
             let (worker, end) = worker.call(&request, call_id, limit, deadline, &mut deliver);
             std::mem::forget(slot);
-            match end {
-                CallEnd::Answered { reply } => {
-                    let mut worker = worker.expect("an answering worker lives on");
-                    let result = decode_answer(&mut worker, reply, call_id, limit, codec);
-                    if matches!(
-                        result,
-                        Err(Error::Protocol { .. } | Error::ResultTooLarge { .. })
-                    ) {
-                        // A worker that answers nonsense is not trusted again.
-                        drop(worker);
-                        self.lost(pid);
-                    } else {
-                        self.checkin(worker);
-                    }
-                    return outcome::deliver(result, isolate, pid, 0);
+            let may_retry = crashes < self.options.retries;
+            match self.settle(worker, end, pid, call_id, isolate, codec, may_retry) {
+                Settled::Done(result) => return result,
+                Settled::Again => {}
+                Settled::Retry => {
+                    std::thread::sleep(backoff(crashes));
+                    crashes += 1;
                 }
-                // Nothing ran: a fresh worker gets the request (docs/FAULTS.md F11, J3).
-                CallEnd::Undelivered => self.lost(pid),
-                CallEnd::Lost { exit, oom, reply } => {
+            }
+        }
+    }
+
+    /// What a call on the worker `pid` comes to, once it `end`ed: its
+    /// result, or another try on another worker (a crash is retried only
+    /// if it `may_retry`). The worker is checked in, or forgotten when lost.
+    #[allow(clippy::too_many_arguments)]
+    #[track_caller]
+    fn settle<R>(
+        &self,
+        worker: Option<WorkerProcess>,
+        end: CallEnd,
+        pid: u32,
+        call_id: CallId,
+        isolate: &Isolate,
+        codec: Codec<R>,
+        may_retry: bool,
+    ) -> Settled<R> {
+        let limit = isolate.result_limit();
+        match end {
+            CallEnd::Answered { reply } => {
+                let mut worker = worker.expect("an answering worker lives on");
+                let result = decode_answer(&mut worker, reply, call_id, limit, codec);
+                if matches!(
+                    result,
+                    Err(Error::Protocol { .. } | Error::ResultTooLarge { .. })
+                ) {
+                    // A worker that answers nonsense is not trusted again.
+                    drop(worker);
                     self.lost(pid);
-                    if self.lock().closed {
-                        return Err(Error::PoolClosed);
-                    }
-                    let exitcode = exit.termination.map_or(0, exitcode_of);
-                    let read = || Ok(Reply::checked(reply, call_id));
-                    let result = outcome::judge(*exit, read, codec, isolate, &oom);
-                    if matches!(result, Err(Error::NonzeroExitcode(_)))
-                        && crashes < self.options.retries
-                    {
-                        std::thread::sleep(backoff(crashes));
-                        crashes += 1;
-                        continue;
-                    }
-                    return outcome::deliver(result, isolate, pid, exitcode);
+                } else {
+                    self.checkin(worker);
                 }
+                Settled::Done(outcome::deliver(result, isolate, pid, 0))
+            }
+            // Nothing ran: a fresh worker gets the request (docs/FAULTS.md F11, J3).
+            CallEnd::Undelivered => {
+                self.lost(pid);
+                Settled::Again
+            }
+            CallEnd::Lost { exit, oom, reply } => {
+                self.lost(pid);
+                if self.lock().closed {
+                    return Settled::Done(Err(Error::PoolClosed));
+                }
+                let exitcode = exit.termination.map_or(0, exitcode_of);
+                let read = || Ok(Reply::checked(reply, call_id));
+                let result = outcome::judge(*exit, read, codec, isolate, &oom);
+                if may_retry && matches!(result, Err(Error::NonzeroExitcode(_))) {
+                    return Settled::Retry;
+                }
+                Settled::Done(outcome::deliver(result, isolate, pid, exitcode))
             }
         }
     }
@@ -247,22 +288,13 @@ impl Pool {
     fn checkout(&self) -> Result<WorkerProcess, Error> {
         let mut state = self.lock();
         loop {
-            if state.closed {
-                return Err(Error::PoolClosed);
-            }
-            if let Some((until, failure)) = &state.failures.broken {
-                if Instant::now() < *until {
-                    return Err(failure.error());
+            match self.find(&mut state)? {
+                Some(Found::Idle(worker)) => return Ok(worker),
+                Some(Found::Room) => {
+                    drop(state);
+                    return self.start_worker();
                 }
-                state.failures = Failures::default(); // cooled down: try again
-            }
-            if let Some(worker) = state.idle.pop() {
-                return Ok(worker);
-            }
-            if state.live < self.options.workers {
-                state.live += 1;
-                drop(state);
-                return self.start_worker();
+                None => {}
             }
             state.waiting += 1;
             state = self
@@ -273,50 +305,83 @@ impl Pool {
         }
     }
 
+    /// An idle worker, or room for a new one (counted in `live` at once);
+    /// `None` when every worker is busy.
+    fn find(&self, state: &mut State) -> Result<Option<Found>, Error> {
+        if state.closed {
+            return Err(Error::PoolClosed);
+        }
+        if let Some((until, failure)) = &state.failures.broken {
+            if Instant::now() < *until {
+                return Err(failure.error());
+            }
+            state.failures = Failures::default(); // cooled down: try again
+        }
+        if let Some(worker) = state.idle.pop() {
+            return Ok(Some(Found::Idle(worker)));
+        }
+        if state.live < self.options.workers {
+            state.live += 1;
+            return Ok(Some(Found::Room));
+        }
+        Ok(None)
+    }
+
     /// Starts a worker for a slot already counted in `live`, retrying with
     /// backoff; five failures in a row within 10 s break the pool.
     fn start_worker(&self) -> Result<WorkerProcess, Error> {
         loop {
-            let error = match WorkerProcess::start(&self.launch, &self.options.isolate, self.depth)
-            {
-                Ok(worker) => {
-                    let mut state = self.lock();
-                    state.failures = Failures::default();
-                    if let Some(handle) = worker.kill_handle() {
-                        state.members.push((worker.pid(), handle));
-                    }
-                    return Ok(worker);
-                }
-                Err(error) => error,
-            };
-            let mut state = self.lock();
-            let retry = is_retriable(&error) && !state.closed;
-            let failures = &mut state.failures;
-            let now = Instant::now();
-            if failures
-                .first
-                .is_none_or(|first| now - first > FAILURE_WINDOW)
-            {
-                *failures = Failures {
-                    first: Some(now),
-                    ..Failures::default()
-                };
+            match WorkerProcess::start(&self.launch, &self.options.isolate, self.depth) {
+                Ok(worker) => return Ok(self.started(worker)),
+                Err(error) => std::thread::sleep(self.start_failed(error)?),
             }
-            failures.count += 1;
-            let count = failures.count;
-            if !retry || count >= MAX_START_FAILURES {
-                state.live -= 1;
-                self.changed.notify_all();
-                if !retry {
-                    return Err(error);
-                }
-                let failure = startup_failure(count, &error);
-                state.failures.broken = Some((now + FAILURE_WINDOW, failure.clone()));
-                return Err(failure.error());
-            }
-            drop(state);
-            std::thread::sleep(backoff(count - 1));
         }
+    }
+
+    /// Counts a worker that started (and said hello) as a member.
+    fn started(&self, worker: WorkerProcess) -> WorkerProcess {
+        let mut state = self.lock();
+        state.failures = Failures::default();
+        if let Some(handle) = worker.kill_handle() {
+            state.members.push((worker.pid(), handle));
+        }
+        worker
+    }
+
+    /// Counts a failed start: the pause before the next try, or the error
+    /// that ends the tries (the slot is given back then).
+    fn start_failed(&self, error: Error) -> Result<Duration, Error> {
+        let mut state = self.lock();
+        let retry = is_retriable(&error) && !state.closed;
+        let failures = &mut state.failures;
+        let now = Instant::now();
+        if failures
+            .first
+            .is_none_or(|first| now - first > FAILURE_WINDOW)
+        {
+            *failures = Failures {
+                first: Some(now),
+                ..Failures::default()
+            };
+        }
+        failures.count += 1;
+        let count = failures.count;
+        if retry && count < MAX_START_FAILURES {
+            return Ok(backoff(count - 1));
+        }
+        state.live -= 1;
+        let error = if retry {
+            let failure = startup_failure(count, &error);
+            let error = failure.error();
+            state.failures.broken = Some((now + FAILURE_WINDOW, failure));
+            error
+        } else {
+            error
+        };
+        let wakers = self.notify_all(&mut state);
+        drop(state);
+        wake(wakers);
+        Err(error)
     }
 
     /// Returns a worker after a call: idle again, or retired when it has
@@ -335,6 +400,7 @@ impl Pool {
         });
         let mut state = self.lock();
         let waiting = state.waiting > 0;
+        let wakers = std::mem::take(&mut state.wakers);
         if spent || grown || state.closed {
             let pid = worker.pid();
             state.members.retain(|(member, _)| *member != pid);
@@ -348,6 +414,7 @@ impl Pool {
         if waiting {
             self.changed.notify_one();
         }
+        wake(wakers);
     }
 
     /// Forgets a worker that died or was killed (it is already reaped).
@@ -362,15 +429,23 @@ impl Pool {
         let mut state = self.lock();
         state.members.retain(|(member, _)| *member != pid);
         state.live -= 1;
+        let wakers = self.notify_all(&mut state);
         drop(state);
+        wake(wakers);
+    }
+
+    /// Wakes every caller waiting for a worker; the async ones are woken
+    /// by [`wake`] once the lock is dropped.
+    fn notify_all(&self, state: &mut State) -> Wakers {
         self.changed.notify_all();
+        std::mem::take(&mut state.wakers)
     }
 
     /// Asks every worker to leave, waits up to `grace` for them, then kills
     /// their process groups. Calls in flight end with [`Error::PoolClosed`];
     /// later calls get it at once. Returns within `grace` plus a little.
     pub(crate) fn shutdown(&self, grace: Duration) {
-        let (idle, handles) = {
+        let (idle, handles, wakers) = {
             let mut state = self.lock();
             state.closed = true;
             state.live -= state.idle.len();
@@ -380,9 +455,9 @@ impl Pool {
                 .drain(..)
                 .filter_map(|(_, handle)| handle.try_clone().ok())
                 .collect();
-            (idle, handles)
+            (idle, handles, self.notify_all(&mut state))
         };
-        self.changed.notify_all();
+        wake(wakers);
         for worker in &idle {
             worker.ask_to_leave();
         }
@@ -394,6 +469,26 @@ impl Pool {
         }
         drop(idle); // reaps them
     }
+}
+
+/// What a caller looking for a worker found.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "moved once per checkout; boxing would allocate on every warm call"
+)]
+enum Found {
+    Idle(WorkerProcess),
+    /// Room for one more worker, counted in `live`: the caller starts it.
+    Room,
+}
+
+/// What a call on a worker came to.
+enum Settled<R> {
+    Done(Result<R, Error>),
+    /// The request never reached the worker: send it to another at once.
+    Again,
+    /// The worker crashed: send the request to another after a backoff.
+    Retry,
 }
 
 /// A busy worker's place in the pool, given back if its call unwinds.
@@ -413,6 +508,13 @@ impl Drop for Pool {
         if !self.lock().closed {
             self.shutdown(self.options.shutdown_grace);
         }
+    }
+}
+
+/// Wakes async callers waiting for a worker: they look again.
+fn wake(wakers: Wakers) {
+    for (_, waker) in wakers {
+        waker.wake();
     }
 }
 

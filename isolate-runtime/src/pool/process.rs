@@ -109,6 +109,19 @@ impl WorkerProcess {
     /// `Timeout`, `Protocol`, a panic in its init) when it dies or
     /// misbehaves before it is ready.
     pub(crate) fn start(launch: &Launch, options: &Isolate, depth: u32) -> Result<Self, Error> {
+        let (mut worker, mut frames, started) = Self::launch(launch, options, depth)?;
+        let deadline = Self::hello_deadline(started);
+        let greeted = worker.exchange(&[], NO_CALL, &mut frames, deadline, &mut |_| Ok(()));
+        worker.greeted(greeted, frames, options, started)
+    }
+
+    /// Starts a worker; its `Hello` is still to come (in `frames`, from
+    /// the start `Instant` returned, within [`HANDSHAKE_TIMEOUT`]).
+    pub(crate) fn launch(
+        launch: &Launch,
+        options: &Isolate,
+        depth: u32,
+    ) -> Result<(Self, FrameReader, Instant), Error> {
         if options.sandbox.is_some() && !matches!(launch, Launch::Registered(_)) {
             return Err(Error::Sandbox {
                 reason: "a RemoteWorker's program is not sandboxed by bombsquad; it must \
@@ -168,11 +181,34 @@ impl WorkerProcess {
             calls: 0,
             rss_baseline: None,
         };
-        worker.handshake(options)
+        let frames = FrameReader::new(Limit::Results(options.result_limit()));
+        Ok((worker, frames, Instant::now()))
+    }
+
+    /// The deadline of a launched worker's `Hello`.
+    pub(crate) fn hello_deadline(started: Instant) -> Option<Instant> {
+        Some(started + HANDSHAKE_TIMEOUT)
     }
 
     pub(crate) fn pid(&self) -> u32 {
         self.child.pid()
+    }
+
+    /// What a wait watches: the pidfd (`None` once the process is gone),
+    /// the channel, the output pipes.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn descriptors(
+        &self,
+    ) -> (
+        Option<BorrowedFd<'_>>,
+        BorrowedFd<'_>,
+        impl Iterator<Item = BorrowedFd<'_>>,
+    ) {
+        (
+            self.child.pidfd(),
+            self.socket.as_fd(),
+            self.output.poll_fds(),
+        )
     }
 
     /// A second descriptor for the process, for a shutdown that must kill
@@ -181,12 +217,16 @@ impl WorkerProcess {
         self.child.pidfd()?.try_clone_to_owned().ok()
     }
 
-    /// Waits for `Hello`, or judges why it did not come.
-    fn handshake(mut self, options: &Isolate) -> Result<Self, Error> {
-        let started = Instant::now();
-        let deadline = Some(started + HANDSHAKE_TIMEOUT);
-        let mut frames = FrameReader::new(Limit::Results(options.result_limit()));
-        if let Err(loss) = self.exchange(&[], NO_CALL, &mut frames, deadline, &mut |_| Ok(())) {
+    /// Checks the `Hello` that the exchange `greeted` brought, or judges
+    /// why it did not come.
+    pub(crate) fn greeted(
+        self,
+        greeted: Result<(), Loss>,
+        frames: FrameReader,
+        options: &Isolate,
+        started: Instant,
+    ) -> Result<Self, Error> {
+        if let Err(loss) = greeted {
             let options = options.clone().timeout(HANDSHAKE_TIMEOUT);
             let (exit, oom) = self.take_exit(loss, started);
             let reply = Reply::checked(frames.into_bytes(), NO_CALL);
@@ -237,13 +277,32 @@ impl WorkerProcess {
     ) -> (Option<Self>, CallEnd) {
         let started = Instant::now();
         let mut frames = FrameReader::new(Limit::Results(limit));
-        let exchanged = match sys::bytes_waiting(self.socket.as_fd()) {
+        let exchanged = self
+            .check_silent()
+            .and_then(|()| self.exchange(request, call_id, &mut frames, deadline, progress));
+        self.called(exchanged, frames, started)
+    }
+
+    /// Refuses a worker whose channel holds bytes before a request: a reply
+    /// that belongs to no call (docs/FAULTS.md E10).
+    pub(crate) fn check_silent(&self) -> Result<(), Loss> {
+        match sys::bytes_waiting(self.socket.as_fd()) {
             Ok(waiting) if waiting > 0 => Err(Loss::BadFrame(FrameError::Malformed(format!(
                 "{waiting} bytes were waiting in the worker's channel before the request: \
                  a reply that belongs to no call"
             )))),
-            _ => self.exchange(request, call_id, &mut frames, deadline, progress),
-        };
+            _ => Ok(()),
+        }
+    }
+
+    /// How a call that `exchanged` (its reply in `frames`, sent at
+    /// `started`) ended; a lost worker is killed and reaped.
+    pub(crate) fn called(
+        mut self,
+        exchanged: Result<(), Loss>,
+        frames: FrameReader,
+        started: Instant,
+    ) -> (Option<Self>, CallEnd) {
         match exchanged {
             Ok(()) => {
                 self.calls += 1;
@@ -328,7 +387,7 @@ impl WorkerProcess {
 
     /// Sends `request`, then reads until a frame for the call `call_id`
     /// that ends the exchange (`Hello` or an answer) has arrived whole in
-    /// `frames`.
+    /// `frames`. The blocking driver of [`Exchange`].
     fn exchange(
         &mut self,
         request: &[u8],
@@ -337,6 +396,23 @@ impl WorkerProcess {
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Loss> {
+        let mut exchange = self.begin(request, call_id, deadline)?;
+        loop {
+            let (channel, wake) = exchange.next_wait(Instant::now())?;
+            let ready = self.wait(channel, wake)?;
+            if self.on_ready(&mut exchange, ready, frames, progress)? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Starts an exchange: sends what the channel takes of `request`.
+    pub(crate) fn begin<'r>(
+        &mut self,
+        request: &'r [u8],
+        call_id: CallId,
+        deadline: Option<Instant>,
+    ) -> Result<Exchange<'r>, Loss> {
         self.output.clear_tail();
         let mut outgoing = request;
         if !outgoing.is_empty() {
@@ -347,57 +423,52 @@ impl WorkerProcess {
                 Err(_) => return Err(Loss::Undelivered),
             }
         }
-        // Once the channel has ended without an answer: when the worker
-        // must have exited. The channel is not polled any more (it would
-        // stay readable, and the loop would spin).
-        let mut exit_by: Option<Instant> = None;
-        loop {
-            let now = Instant::now();
-            if deadline.is_some_and(|deadline| now >= deadline) {
-                return Err(Loss::TimedOut);
-            }
-            if exit_by.is_some_and(|by| now >= by) {
-                return Err(Loss::BadFrame(FrameError::Malformed(format!(
-                    "the worker closed its channel without answering and did not exit within {EXIT_AFTER_EOF:?}"
-                ))));
-            }
-            let channel = exit_by.is_none().then(|| {
-                if outgoing.is_empty() {
-                    PollFlags::POLLIN
-                } else {
-                    PollFlags::POLLIN | PollFlags::POLLOUT
-                }
-            });
-            let wake = deadline.into_iter().chain(exit_by).min();
-            let ready = self.wait(channel, wake)?;
-            if ready.output {
-                self.output.relay_available();
-            }
-            if ready.writable {
-                match self.send_some(outgoing) {
-                    Ok(n) => outgoing = &outgoing[n..],
-                    Err(Errno::EAGAIN | Errno::EINTR) => {}
-                    Err(_) => outgoing = &[], // it died; its exit will say why
-                }
-            }
-            if ready.readable || ready.exited {
-                let budget = if ready.exited {
-                    usize::MAX
-                } else {
-                    READ_BUDGET
-                };
-                let ended = read_available(self.socket.as_fd(), frames.buffer(), budget);
-                if take_frames(frames, call_id, progress)? {
-                    return Ok(());
-                }
-                if ended && exit_by.is_none() {
-                    exit_by = Some(Instant::now() + EXIT_AFTER_EOF);
-                }
-            }
-            if ready.exited {
-                return Err(Loss::Died);
+        Ok(Exchange {
+            outgoing,
+            call_id,
+            deadline,
+            exit_by: None,
+        })
+    }
+
+    /// Acts on what a wait found: relays output, sends more of the
+    /// request, takes the frames that arrived. `true` once the answer is
+    /// whole.
+    pub(crate) fn on_ready(
+        &mut self,
+        exchange: &mut Exchange<'_>,
+        ready: Ready,
+        frames: &mut FrameReader,
+        progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
+    ) -> Result<bool, Loss> {
+        if ready.output {
+            self.output.relay_available();
+        }
+        if ready.writable {
+            match self.send_some(exchange.outgoing) {
+                Ok(n) => exchange.outgoing = &exchange.outgoing[n..],
+                Err(Errno::EAGAIN | Errno::EINTR) => {}
+                Err(_) => exchange.outgoing = &[], // it died; its exit will say why
             }
         }
+        if ready.readable || ready.exited {
+            let budget = if ready.exited {
+                usize::MAX
+            } else {
+                READ_BUDGET
+            };
+            let ended = read_available(self.socket.as_fd(), frames.buffer(), budget);
+            if take_frames(frames, exchange.call_id, progress)? {
+                return Ok(true);
+            }
+            if ended && exchange.exit_by.is_none() {
+                exchange.exit_by = Some(Instant::now() + EXIT_AFTER_EOF);
+            }
+        }
+        if ready.exited {
+            return Err(Loss::Died);
+        }
+        Ok(false)
     }
 
     /// Sends what the channel takes now, never raising SIGPIPE (docs/FAULTS.md F11).
@@ -456,18 +527,60 @@ impl WorkerProcess {
     }
 }
 
-/// What a poll found.
-#[derive(Debug, Clone, Copy)]
-struct Ready {
-    exited: bool,
-    readable: bool,
-    writable: bool,
-    output: bool,
+/// One request and its answer on a worker's channel, as a state machine
+/// that a blocking driver ([`WorkerProcess::exchange`]) or an awaiting one
+/// (`awaited.rs`) runs: [`next_wait`](Self::next_wait) says what to wait
+/// for, [`WorkerProcess::on_ready`] acts on what the wait found.
+#[derive(Debug)]
+pub(crate) struct Exchange<'r> {
+    /// What the channel has not taken yet of the request.
+    outgoing: &'r [u8],
+    call_id: CallId,
+    deadline: Option<Instant>,
+    /// Once the channel has ended without an answer: when the worker
+    /// must have exited. The channel is not polled any more (it would
+    /// stay readable, and the loop would spin).
+    exit_by: Option<Instant>,
+}
+
+impl Exchange<'_> {
+    /// What to wait for at `now`: the channel (`None`: not the channel)
+    /// and the time to wake up at; or the loss, once a time is up.
+    pub(crate) fn next_wait(
+        &self,
+        now: Instant,
+    ) -> Result<(Option<PollFlags>, Option<Instant>), Loss> {
+        if self.deadline.is_some_and(|deadline| now >= deadline) {
+            return Err(Loss::TimedOut);
+        }
+        if self.exit_by.is_some_and(|by| now >= by) {
+            return Err(Loss::BadFrame(FrameError::Malformed(format!(
+                "the worker closed its channel without answering and did not exit within {EXIT_AFTER_EOF:?}"
+            ))));
+        }
+        let channel = self.exit_by.is_none().then(|| {
+            if self.outgoing.is_empty() {
+                PollFlags::POLLIN
+            } else {
+                PollFlags::POLLIN | PollFlags::POLLOUT
+            }
+        });
+        Ok((channel, self.deadline.into_iter().chain(self.exit_by).min()))
+    }
+}
+
+/// What a wait found.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ready {
+    pub(crate) exited: bool,
+    pub(crate) readable: bool,
+    pub(crate) writable: bool,
+    pub(crate) output: bool,
 }
 
 /// Why an exchange did not end with an answer.
 #[derive(Debug)]
-enum Loss {
+pub(crate) enum Loss {
     Undelivered,
     Died,
     TimedOut,

@@ -53,6 +53,24 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
     codec: Codec<R>,
     progress: Option<&mut dyn ProgressSink>,
 ) -> Result<R, Error> {
+    let pool = pool_of(pool, options, entry)?;
+    let name = pool.options.isolate.name.as_deref();
+    match isolate::scoped(&pool.options.isolate) {
+        None => pool.call(args, codec, progress),
+        Some((scoped, set)) => {
+            check_scoped(&scoped, &set)?;
+            pool.call_as(&scoped, args, codec, progress)
+        }
+    }
+    .map_err(|e| e.of_function(name))
+}
+
+/// The pool of `entry`, made with `options` on its first use.
+pub(crate) fn pool_of(
+    pool: &'static StaticPool,
+    options: impl FnOnce() -> WorkerOptions,
+    entry: &'static Entry,
+) -> Result<&'static Pool, Error> {
     crate::child::entry::keep_linked();
     let made = pool
         .pool
@@ -68,15 +86,7 @@ pub fn call_pooled<A: Serialize + ?Sized, R>(
         }
     };
     registered.call_once(|| register(pool));
-    let name = pool.options.isolate.name.as_deref();
-    match isolate::scoped(&pool.options.isolate) {
-        None => pool.call(args, codec, progress),
-        Some((scoped, set)) => {
-            check_scoped(&scoped, &set)?;
-            pool.call_as(&scoped, args, codec, progress)
-        }
-    }
-    .map_err(|e| e.of_function(name))
+    Ok(pool)
 }
 
 /// The options an `Isolate::scope` may set for one call of a pool's
@@ -95,7 +105,7 @@ const PER_CALL: [&str; 9] = [
 ];
 
 /// Refuses what a scope asks of a pooled call that its workers cannot do.
-fn check_scoped(scoped: &Isolate, set: &[&'static str]) -> Result<(), Error> {
+pub(crate) fn check_scoped(scoped: &Isolate, set: &[&'static str]) -> Result<(), Error> {
     let function = scoped.name.as_deref().unwrap_or("this function");
     if let Some(method) = scoped.start_method.filter(|&m| m != StartMethod::Spawn) {
         return Err(Error::InvalidOptions {

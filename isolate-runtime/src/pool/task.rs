@@ -181,6 +181,49 @@ impl<T: Task> Worker<T> {
         self.pool.call(&input, Codec::serde(), None)
     }
 
+    /// [`call`](Self::call), awaited on tokio (feature `tokio`): waiting
+    /// for a free worker and for its answer never blocks the executor's
+    /// thread. The input is encoded at once; the future borrows only the
+    /// `Worker`. Dropping it mid-call kills the worker's process group and
+    /// reaps it; the pool starts a fresh worker for the next call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use bombsquad::{bombsquad, Task, Worker};
+    /// # #[derive(Default)]
+    /// # struct Counter { total: u64 }
+    /// # #[bombsquad]
+    /// # impl Task for Counter {
+    /// #     type Input = u64;
+    /// #     type Output = u64;
+    /// #     type Error = String;
+    /// #     fn run(&mut self, add: u64) -> Result<u64, String> { self.total += add; Ok(self.total) }
+    /// # }
+    /// # fn main() -> Result<(), bombsquad::Error> {
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// let counter = Worker::<Counter>::spawn()?;
+    /// assert_eq!(counter.call_async(2).await?, Ok(2));
+    /// # Ok(()) })
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call)'s; [`Error::Spawn`] when it is polled
+    /// outside a tokio runtime, or after its runtime shut down.
+    ///
+    /// # Panics
+    ///
+    /// As [`call`](Self::call), when polled to completion.
+    #[cfg(feature = "tokio")]
+    pub fn call_async(
+        &self,
+        input: T::Input,
+    ) -> impl Future<Output = Result<Result<T::Output, T::Error>, Error>> + Send + '_ {
+        self.pool.call_soon(&input, Codec::serde())
+    }
+
     /// How many workers were replaced after they died, timed out or were
     /// killed (recycling by `max_calls` does not count).
     #[must_use]
@@ -269,6 +312,22 @@ impl RemoteWorker {
         input: &I,
     ) -> Result<O, Error> {
         self.pool.call(input, Codec::serde(), None)
+    }
+
+    /// [`call`](Self::call), awaited on tokio (feature `tokio`), as
+    /// [`Worker::call_async`]: the input is encoded at once, and dropping
+    /// the future mid-call kills and reaps the worker, which is replaced.
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call)'s; [`Error::Spawn`] when it is polled
+    /// outside a tokio runtime, or after its runtime shut down.
+    #[cfg(feature = "tokio")]
+    pub fn call_async<I: Serialize + ?Sized, O: DeserializeOwned + Serialize>(
+        &self,
+        input: &I,
+    ) -> impl Future<Output = Result<O, Error>> + Send + use<'_, I, O> {
+        self.pool.call_soon(input, Codec::serde())
     }
 
     /// As [`Worker::restarts`].

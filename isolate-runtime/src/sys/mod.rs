@@ -307,6 +307,28 @@ pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Removes the descriptor numbered `fd` from the epoll set `epoll`. The
+/// number may be closed already (it then left the set by itself, and this
+/// fails with `EBADF`), or reused by a file that is not in the set
+/// (`ENOENT`): only the set is looked at, never the file.
+#[cfg(feature = "tokio")]
+pub(crate) fn epoll_remove(epoll: BorrowedFd<'_>, fd: RawFd) -> io::Result<()> {
+    // SAFETY: EPOLL_CTL_DEL ignores the event pointer (null is allowed
+    // since Linux 2.6.9) and touches no memory of ours.
+    let status = unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd,
+            std::ptr::null_mut(),
+        )
+    };
+    if status < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// How many bytes are waiting to be read on a socket or pipe (`FIONREAD`).
 pub(crate) fn bytes_waiting(fd: BorrowedFd<'_>) -> io::Result<usize> {
     let mut waiting: libc::c_int = 0;

@@ -335,6 +335,7 @@ pub(crate) fn rusage_of(user_micros: u64, system_micros: u64, max_rss_kib: u64) 
 /// dies, check that the parent is still there, and write itself into each
 /// of the cgroups whose `cgroup.procs` files are `cgroup_procs`. An error
 /// there fails the spawn.
+#[cfg(feature = "jobs")]
 pub(crate) fn before_exec_join(
     command: &mut std::process::Command,
     supervisor: nix::unistd::Pid,

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
+use nix::sys::epoll::Epoll;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
@@ -47,5 +48,49 @@ impl Deref for Registration<'_> {
 
     fn deref(&self) -> &AsyncFd<Lent> {
         &self.registered
+    }
+}
+
+/// An epoll set registered with the current runtime's reactor, owned by the
+/// registration: it stays open exactly as long as it is registered.
+#[derive(Debug)]
+pub(crate) struct EpollRegistration(AsyncFd<OwnedEpoll>);
+
+/// An epoll set's descriptor, which never changes while it is owned.
+#[derive(Debug)]
+pub(crate) struct OwnedEpoll(Epoll);
+
+impl AsRawFd for OwnedEpoll {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0.0.as_raw_fd()
+    }
+}
+
+/// Registers `epoll` (readable when a member is ready) with the current
+/// tokio runtime's reactor, which then owns it.
+///
+/// # Errors
+///
+/// No runtime is current, or the reactor refuses the descriptor.
+pub(crate) fn register_epoll(epoll: Epoll) -> io::Result<EpollRegistration> {
+    // SAFETY: the registration owns the set, so its descriptor stays open
+    // and the same until the registration is dropped.
+    let registered =
+        unsafe { AsyncFd::register_with_interest(OwnedEpoll(epoll), Interest::READABLE) }?;
+    Ok(EpollRegistration(registered))
+}
+
+impl EpollRegistration {
+    /// The set itself, to add and remove members.
+    pub(crate) fn epoll(&self) -> &Epoll {
+        &self.0.get_ref().0
+    }
+}
+
+impl Deref for EpollRegistration {
+    type Target = AsyncFd<OwnedEpoll>;
+
+    fn deref(&self) -> &AsyncFd<OwnedEpoll> {
+        &self.0
     }
 }
