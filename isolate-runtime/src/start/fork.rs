@@ -1,4 +1,4 @@
-//! Fork mode: the one place that calls fork(2). The child runs the closure
+//! Fork mode: the caller forks itself (`sys::fork`). The child runs the closure
 //! directly and leaves by `_exit`; until the closure runs it makes raw
 //! syscalls only (docs/FAULTS.md L16).
 

@@ -1,6 +1,9 @@
-//! Thin wrappers over the Linux calls the runtime makes, and the home of
-//! most of its `unsafe`: processes (`process.rs`), large buffers
-//! (`buffers.rs`), and descriptors and signals here. Linux only.
+//! Thin wrappers over the Linux calls the runtime makes, and with the fault
+//! handler (`child/fault.rs`) the only home of its `unsafe`: processes and
+//! `fork` (`process.rs`), large buffers (`buffers.rs`), memory maps
+//! (`mmap.rs`), descriptors known only by number (`fd_slot.rs`), tokio's
+//! reactor (`reactor.rs`), the fork gate, and descriptors and signals
+//! here. Each safe wrapper states the rule that makes it sound. Linux only.
 //!
 //! Functions marked "async-signal-safe" make raw syscalls only and allocate
 //! nothing, so a child forked from a multi-threaded parent may call them.
