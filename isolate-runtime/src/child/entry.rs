@@ -71,9 +71,7 @@ pub(crate) fn accept_channel(marker: &Marker) -> Result<Option<OwnedFd>, String>
 /// a child of the fork server; `marker` carries the token and depth. A
 /// `Worker` frame instead of a call makes this process a pool's worker.
 pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
-    sys::disable_core_dumps();
-    sys::unblock_all_signals();
-    sys::ignore_sigpipe();
+    limits::enter_process_hygiene();
     let Received {
         reply_fd,
         progress_fd,

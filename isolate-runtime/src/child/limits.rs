@@ -20,6 +20,7 @@
 //! `memory`, plus the `stack_size` of the function's thread. A spawned
 //! child starts small and applies its own size the same way.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -122,13 +123,56 @@ pub(crate) fn enter_forked_child(setup: &ForkSetup, reply_fd: i32) {
 
 /// In a spawned child, once the call is received.
 pub(crate) fn enter_spawned_child(setup: &ChildSetup, reply_fd: i32) {
-    fault::install(reply_fd);
+    // A fork server's child finds the handler and the OOM preference in
+    // place; what it forks in turn sets up its own.
+    let prepared = SERVER_PREPARED.swap(false, Ordering::Relaxed);
+    if prepared {
+        fault::report_to(reply_fd);
+    } else {
+        fault::install(reply_fd);
+    }
     let baseline = if setup.memory.is_some() {
         data_in_use().unwrap_or(0)
     } else {
         0
     };
-    apply(setup, baseline);
+    apply_limits(setup, baseline);
+    if !prepared {
+        let _ = sys::prefer_as_oom_victim();
+    }
+}
+
+/// Set in a fork server by [`prepare_fork_server`] and inherited by its
+/// children, each of which clears it once set up (so that a process it
+/// forks does its own set-up).
+static SERVER_PREPARED: AtomicBool = AtomicBool::new(false);
+
+/// In a fork server, once, what every child would otherwise do for itself
+/// and inherits instead: the hygiene of [`enter_process_hygiene`], the
+/// fault handler and its alternate stack, the panic hook,
+/// `oom_score_adj` = 1000 (per process, and inherited: the server is
+/// small, so the kernel still takes a child first) and the detection of
+/// the CPU's features (`cpuid`, a trap to the hypervisor in a VM, which
+/// the first checksum of every child would pay).
+pub(crate) fn prepare_fork_server() {
+    enter_process_hygiene();
+    fault::install(-1);
+    crate::child::panic::install_hook();
+    let _ = sys::prefer_as_oom_victim();
+    std::hint::black_box(crc32fast::hash(&[]));
+    SERVER_PREPARED.store(true, Ordering::Relaxed);
+}
+
+/// A child's process-wide hygiene: no core dump, no blocked signal,
+/// SIGPIPE ignored; nothing to do in a fork server's child, which
+/// inherits it.
+pub(crate) fn enter_process_hygiene() {
+    if SERVER_PREPARED.load(Ordering::Relaxed) {
+        return;
+    }
+    sys::disable_core_dumps();
+    sys::unblock_all_signals();
+    sys::ignore_sigpipe();
 }
 
 /// In a worker, once it has its channel: as a spawned child, except that
@@ -159,10 +203,19 @@ pub(crate) fn arm_cpu_for_call(setup: &ChildSetup) {
     }
 }
 
-/// Applies `setup`. A limit the process cannot set (an inherited hard limit
-/// is lower) is left as it is: the tighter one holds. Async-signal-safe.
+/// Applies `setup` and prefers the process as the OOM victim.
+/// Async-signal-safe.
 #[inline]
 fn apply(setup: &ChildSetup, baseline: u64) {
+    apply_limits(setup, baseline);
+    let _ = sys::prefer_as_oom_victim();
+}
+
+/// Applies `setup`'s limits. A limit the process cannot set (an inherited
+/// hard limit is lower) is left as it is: the tighter one holds.
+/// Async-signal-safe.
+#[inline]
+fn apply_limits(setup: &ChildSetup, baseline: u64) {
     if let Some(limit) = setup.data_limit(baseline) {
         let _ = sys::set_rlimit(libc::RLIMIT_DATA, limit, limit);
     }
@@ -171,7 +224,6 @@ fn apply(setup: &ChildSetup, baseline: u64) {
         // caught or ignored.
         let _ = sys::set_rlimit(libc::RLIMIT_CPU, secs, secs + 1);
     }
-    let _ = sys::prefer_as_oom_victim();
     fault::set_stack_size(setup.stack_size);
 }
 
