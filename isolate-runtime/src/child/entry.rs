@@ -93,6 +93,11 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
             args,
         } => (name, call_id, args),
         Request::Worker { name } => {
+            // The worker's loop reads the channel afresh: the pool sends its
+            // first call only after the worker's hello.
+            if !frames.is_drained() {
+                refuse("the pool sent more than the worker's set-up before its hello");
+            }
             crate::child::worker::serve_worker(channel, reply_fd, &name, &setup, marker.depth)
         }
     };

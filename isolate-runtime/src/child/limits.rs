@@ -123,10 +123,9 @@ pub(crate) fn enter_forked_child(setup: &ForkSetup, reply_fd: i32) {
 
 /// In a spawned child, once the call is received.
 pub(crate) fn enter_spawned_child(setup: &ChildSetup, reply_fd: i32) {
-    // A fork server's child finds the handler and the OOM preference in
-    // place; what it forks in turn sets up its own.
-    let prepared = SERVER_PREPARED.swap(false, Ordering::Relaxed);
-    if prepared {
+    // A fork server's child finds the handler in place; what it forks in
+    // turn sets up its own.
+    if SERVER_PREPARED.swap(false, Ordering::Relaxed) {
         fault::report_to(reply_fd);
     } else {
         fault::install(reply_fd);
@@ -136,10 +135,7 @@ pub(crate) fn enter_spawned_child(setup: &ChildSetup, reply_fd: i32) {
     } else {
         0
     };
-    apply_limits(setup, baseline);
-    if !prepared {
-        let _ = sys::prefer_as_oom_victim();
-    }
+    apply(setup, baseline);
 }
 
 /// Set in a fork server by [`prepare_fork_server`] and inherited by its
@@ -149,16 +145,16 @@ static SERVER_PREPARED: AtomicBool = AtomicBool::new(false);
 
 /// In a fork server, once, what every child would otherwise do for itself
 /// and inherits instead: the hygiene of [`enter_process_hygiene`], the
-/// fault handler and its alternate stack, the panic hook,
-/// `oom_score_adj` = 1000 (per process, and inherited: the server is
-/// small, so the kernel still takes a child first) and the detection of
-/// the CPU's features (`cpuid`, a trap to the hypervisor in a VM, which
-/// the first checksum of every child would pay).
+/// fault handler and its alternate stack, the panic hook, and the
+/// detection of the CPU's features (`cpuid`, a trap to the hypervisor in a
+/// VM, which the first checksum of every child would pay). Not
+/// `oom_score_adj`, which each child still sets for itself: a server that
+/// preferred itself as the OOM killer's victim would be taken before the
+/// host's other processes, and every running call with it.
 pub(crate) fn prepare_fork_server() {
     enter_process_hygiene();
     fault::install(-1);
     crate::child::panic::install_hook();
-    let _ = sys::prefer_as_oom_victim();
     std::hint::black_box(crc32fast::hash(&[]));
     SERVER_PREPARED.store(true, Ordering::Relaxed);
 }
@@ -203,19 +199,10 @@ pub(crate) fn arm_cpu_for_call(setup: &ChildSetup) {
     }
 }
 
-/// Applies `setup` and prefers the process as the OOM victim.
-/// Async-signal-safe.
+/// Applies `setup`. A limit the process cannot set (an inherited hard limit
+/// is lower) is left as it is: the tighter one holds. Async-signal-safe.
 #[inline]
 fn apply(setup: &ChildSetup, baseline: u64) {
-    apply_limits(setup, baseline);
-    let _ = sys::prefer_as_oom_victim();
-}
-
-/// Applies `setup`'s limits. A limit the process cannot set (an inherited
-/// hard limit is lower) is left as it is: the tighter one holds.
-/// Async-signal-safe.
-#[inline]
-fn apply_limits(setup: &ChildSetup, baseline: u64) {
     if let Some(limit) = setup.data_limit(baseline) {
         let _ = sys::set_rlimit(libc::RLIMIT_DATA, limit, limit);
     }
@@ -224,6 +211,7 @@ fn apply_limits(setup: &ChildSetup, baseline: u64) {
         // caught or ignored.
         let _ = sys::set_rlimit(libc::RLIMIT_CPU, secs, secs + 1);
     }
+    let _ = sys::prefer_as_oom_victim();
     fault::set_stack_size(setup.stack_size);
 }
 

@@ -178,6 +178,11 @@ pub(crate) struct FrameStream {
 }
 
 impl FrameStream {
+    /// Whether no byte was read past the frames handed out.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.ahead.is_empty()
+    }
+
     /// The next frame, its payload at most `limit` bytes, its checksum
     /// checked.
     ///
