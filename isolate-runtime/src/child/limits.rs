@@ -156,6 +156,8 @@ pub(crate) fn prepare_fork_server() {
     fault::install(-1);
     crate::child::panic::install_hook();
     std::hint::black_box(crc32fast::hash(&[]));
+    #[cfg(feature = "tokio")]
+    crate::child::runtime::warm_up();
     SERVER_PREPARED.store(true, Ordering::Relaxed);
 }
 
