@@ -235,9 +235,7 @@ pub fn block_on<F: Future>(body: F) -> F::Output {
         static LAST_RUNTIME: std::cell::Cell<Option<tokio::runtime::Runtime>> =
             const { std::cell::Cell::new(None) };
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
+    let runtime = crate::child::runtime::fresh()
         .expect("build the isolated async function's tokio runtime in the child");
     let output = runtime.block_on(body);
     drop(LAST_RUNTIME.replace(Some(runtime)));

@@ -14,7 +14,7 @@ use nix::sys::stat::{SFlag, fstat};
 use crate::child::{self, forkserver, limits, progress, registry};
 use crate::sys;
 use crate::wire::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
-use crate::wire::{self, CallId, FrameKind, MAX_FRAME_LEN};
+use crate::wire::{self, CallId, FrameKind, FrameStream, MAX_FRAME_LEN};
 
 /// Function names longer than this are refused.
 const MAX_NAME_LEN: u64 = 4096;
@@ -71,17 +71,21 @@ pub(crate) fn accept_channel(marker: &Marker) -> Result<Option<OwnedFd>, String>
 /// a child of the fork server; `marker` carries the token and depth. A
 /// `Worker` frame instead of a call makes this process a pool's worker.
 pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
-    sys::disable_core_dumps();
-    sys::unblock_all_signals();
-    sys::ignore_sigpipe();
+    limits::enter_process_hygiene();
     let Received {
         reply_fd,
         progress_fd,
         request,
+        mut frames,
     } = receive_call(channel.as_fd(), marker).unwrap_or_else(|why| refuse(&why));
-    let setup = read_frame(channel.as_fd(), FrameKind::Setup, limits::MAX_SETUP_LEN)
-        .and_then(|setup| limits::ChildSetup::decode(setup.payload()))
-        .unwrap_or_else(|why| refuse(&why));
+    let setup = read_frame(
+        &mut frames,
+        channel.as_fd(),
+        FrameKind::Setup,
+        limits::MAX_SETUP_LEN,
+    )
+    .and_then(|setup| limits::ChildSetup::decode(setup.payload()))
+    .unwrap_or_else(|why| refuse(&why));
     let (name, call_id, args) = match request {
         Request::Call {
             name,
@@ -89,6 +93,11 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
             args,
         } => (name, call_id, args),
         Request::Worker { name } => {
+            // The worker's loop reads the channel afresh: the pool sends its
+            // first call only after the worker's hello.
+            if !frames.is_drained() {
+                refuse("the pool sent more than the worker's set-up before its hello");
+            }
             crate::child::worker::serve_worker(channel, reply_fd, &name, &setup, marker.depth)
         }
     };
@@ -160,6 +169,8 @@ struct Received {
     /// Sent only when the function takes a `Progress`.
     progress_fd: Option<OwnedFd>,
     request: Request,
+    /// The rest of the request comes through it.
+    frames: FrameStream,
 }
 
 /// Reads the token and the descriptors, then the call and args frames (or
@@ -173,13 +184,14 @@ fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<Received, St
     let mut fds = fds.into_iter();
     let reply_fd = fds.next().ok_or("the parent sent no reply descriptor")?;
     let progress_fd = fds.next();
-    let first = read_any_frame(channel, MAX_NAME_LEN)?;
+    let mut frames = FrameStream::default();
+    let first = read_any_frame(&mut frames, channel, MAX_NAME_LEN)?;
     let (kind, call_id) = (first.kind, first.call_id);
     let name = String::from_utf8(first.into_payload())
         .map_err(|_| "function name is not UTF-8".to_owned())?;
     let request = match kind {
         FrameKind::Call => {
-            let args = read_frame(channel, FrameKind::Args, MAX_FRAME_LEN)?;
+            let args = read_frame(&mut frames, channel, FrameKind::Args, MAX_FRAME_LEN)?;
             if args.call_id != call_id {
                 return Err(format!(
                     "the arguments are for call {}, the call is {call_id}",
@@ -199,6 +211,7 @@ fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<Received, St
         reply_fd,
         progress_fd,
         request,
+        frames,
     })
 }
 
@@ -216,11 +229,12 @@ fn receive_token_and_fds(
 }
 
 fn read_frame(
+    frames: &mut FrameStream,
     channel: BorrowedFd<'_>,
     expected: FrameKind,
     limit: u64,
 ) -> Result<wire::OwnedFrame, String> {
-    match read_any_frame(channel, limit)? {
+    match read_any_frame(frames, channel, limit)? {
         frame if frame.kind == expected => Ok(frame),
         frame => Err(format!(
             "expected a {expected:?} frame, got {:?} of {} bytes",
@@ -231,9 +245,17 @@ fn read_frame(
 }
 
 /// The next frame, whatever its kind, if its payload is at most `limit` bytes.
-fn read_any_frame(channel: BorrowedFd<'_>, limit: u64) -> Result<wire::OwnedFrame, String> {
-    wire::read_frame(channel, limit).map_err(|refusal| match refusal {
-        wire::FrameError::TooLarge { size, .. } => format!("a frame of {size} bytes is too long"),
-        wire::FrameError::Malformed(message) => format!("receive the call: {message}"),
-    })
+fn read_any_frame(
+    frames: &mut FrameStream,
+    channel: BorrowedFd<'_>,
+    limit: u64,
+) -> Result<wire::OwnedFrame, String> {
+    frames
+        .next(channel, limit)
+        .map_err(|refusal| match refusal {
+            wire::FrameError::TooLarge { size, .. } => {
+                format!("a frame of {size} bytes is too long")
+            }
+            wire::FrameError::Malformed(message) => format!("receive the call: {message}"),
+        })
 }

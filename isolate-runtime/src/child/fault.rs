@@ -83,6 +83,13 @@ pub(crate) fn install(reply_fd: i32) {
     }
 }
 
+/// Points the handler a fork server installed (and its child inherited)
+/// at `reply_fd`: the rest of [`install`] is in place already.
+#[inline]
+pub(crate) fn report_to(reply_fd: i32) {
+    FAULT_FD.store(reply_fd, Ordering::Relaxed);
+}
+
 /// Reports the SIGSYS of a seccomp trap too: called by a child that enters
 /// the sandbox, after [`install`].
 pub(crate) fn watch_sandbox_traps() {

@@ -49,9 +49,7 @@ struct Held {
 /// The server's loop: fork on request, reap on request, and on the end of
 /// the control socket kill everything still held and leave.
 fn serve_forks(control: &OwnedFd, marker: &Marker) -> ! {
-    sys::unblock_all_signals();
-    sys::ignore_sigpipe();
-    sys::disable_core_dumps();
+    crate::child::limits::prepare_fork_server();
     let mut token = [0u8; TOKEN_LEN];
     let greeted = nix::sys::socket::recv(control.as_raw_fd(), &mut token, MsgFlags::empty());
     if greeted != Ok(TOKEN_LEN) || !tokens_match(&token, &marker.token) {

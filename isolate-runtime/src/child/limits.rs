@@ -20,6 +20,7 @@
 //! `memory`, plus the `stack_size` of the function's thread. A spawned
 //! child starts small and applies its own size the same way.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -122,13 +123,54 @@ pub(crate) fn enter_forked_child(setup: &ForkSetup, reply_fd: i32) {
 
 /// In a spawned child, once the call is received.
 pub(crate) fn enter_spawned_child(setup: &ChildSetup, reply_fd: i32) {
-    fault::install(reply_fd);
+    // A fork server's child finds the handler in place; what it forks in
+    // turn sets up its own.
+    if SERVER_PREPARED.swap(false, Ordering::Relaxed) {
+        fault::report_to(reply_fd);
+    } else {
+        fault::install(reply_fd);
+    }
     let baseline = if setup.memory.is_some() {
         data_in_use().unwrap_or(0)
     } else {
         0
     };
     apply(setup, baseline);
+}
+
+/// Set in a fork server by [`prepare_fork_server`] and inherited by its
+/// children, each of which clears it once set up (so that a process it
+/// forks does its own set-up).
+static SERVER_PREPARED: AtomicBool = AtomicBool::new(false);
+
+/// In a fork server, once, what every child would otherwise do for itself
+/// and inherits instead: the hygiene of [`enter_process_hygiene`], the
+/// fault handler and its alternate stack, the panic hook, and the
+/// detection of the CPU's features (`cpuid`, a trap to the hypervisor in a
+/// VM, which the first checksum of every child would pay). Not
+/// `oom_score_adj`, which each child still sets for itself: a server that
+/// preferred itself as the OOM killer's victim would be taken before the
+/// host's other processes, and every running call with it.
+pub(crate) fn prepare_fork_server() {
+    enter_process_hygiene();
+    fault::install(-1);
+    crate::child::panic::install_hook();
+    std::hint::black_box(crc32fast::hash(&[]));
+    #[cfg(feature = "tokio")]
+    crate::child::runtime::warm_up();
+    SERVER_PREPARED.store(true, Ordering::Relaxed);
+}
+
+/// A child's process-wide hygiene: no core dump, no blocked signal,
+/// SIGPIPE ignored; nothing to do in a fork server's child, which
+/// inherits it.
+pub(crate) fn enter_process_hygiene() {
+    if SERVER_PREPARED.load(Ordering::Relaxed) {
+        return;
+    }
+    sys::disable_core_dumps();
+    sys::unblock_all_signals();
+    sys::ignore_sigpipe();
 }
 
 /// In a worker, once it has its channel: as a spawned child, except that

@@ -9,6 +9,8 @@ pub(crate) mod limits;
 pub(crate) mod panic;
 pub(crate) mod progress;
 pub(crate) mod registry;
+#[cfg(feature = "tokio")]
+pub(crate) mod runtime;
 pub(crate) mod worker;
 
 use std::cell::Cell;

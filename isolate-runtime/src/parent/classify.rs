@@ -99,10 +99,17 @@ impl OomWatch {
 }
 
 fn oom_kills() -> Option<u64> {
+    use std::io::Read as _;
     // Opened per call, not kept: a descriptor held for the process's life
-    // would show up in every descriptor count the host makes.
-    let events = std::fs::read_to_string(memory_events()?).ok()?;
-    oom_kill_count(&events)
+    // would show up in every descriptor count the host makes. One `read`
+    // (a few lines, well under the buffer), not `read_to_string`'s
+    // `statx` and three.
+    let mut events = [0u8; 1024];
+    let len = std::fs::File::open(memory_events()?)
+        .ok()?
+        .read(&mut events)
+        .ok()?;
+    oom_kill_count(std::str::from_utf8(&events[..len]).ok()?)
 }
 
 fn oom_kill_count(events: &str) -> Option<u64> {

@@ -44,19 +44,26 @@ pub(crate) fn copy_to_fresh(bytes: &[u8]) -> Vec<u8> {
     fresh
 }
 
-/// Reads exactly `n` more bytes onto the end of `buf`, never past them
-/// (what follows on `fd` is not ours), into huge pages when the room made
-/// for them is large. Retries on EINTR.
+/// Reads at least `least` and at most `most` more bytes onto the end of
+/// `buf`, taking in each `read` whatever has arrived up to `most` (a
+/// reader that owns every byte of `fd` gets several small messages in one
+/// system call; `least == most` never reads past what it needs), into
+/// huge pages when the room made for them is large. Retries on EINTR.
 ///
 /// # Errors
 ///
 /// The read failed, or `fd` ended first (`UnexpectedEof`).
-pub(crate) fn read_exact_onto(fd: BorrowedFd<'_>, buf: &mut Vec<u8>, n: usize) -> io::Result<()> {
-    buf.reserve_exact(n);
-    advise_huge_pages(&mut buf.spare_capacity_mut()[..n]);
-    let end = buf.len() + n;
+pub(crate) fn read_onto(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    least: usize,
+    most: usize,
+) -> io::Result<()> {
+    buf.reserve_exact(most);
+    advise_huge_pages(&mut buf.spare_capacity_mut()[..most]);
+    let (end, limit) = (buf.len() + least, buf.len() + most);
     while buf.len() < end {
-        let want = end - buf.len();
+        let want = limit - buf.len();
         let spare = &mut buf.spare_capacity_mut()[..want];
         // SAFETY: `spare` is valid for writes of `want` bytes; read(2)
         // writes at most that many.

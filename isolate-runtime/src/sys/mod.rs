@@ -22,7 +22,7 @@ mod process;
 #[cfg(feature = "tokio")]
 pub(crate) mod reactor;
 
-pub(crate) use buffers::{copy_to_fresh, read_exact_onto};
+pub(crate) use buffers::{copy_to_fresh, read_onto};
 pub(crate) use fd_slot::{FdSlot, inherited_fd};
 pub(crate) use mmap::{map_arena, map_sealed};
 pub(crate) use process::*;
@@ -302,11 +302,12 @@ pub(crate) fn read_exact(fd: BorrowedFd<'_>, mut buf: &mut [u8]) -> io::Result<(
     Ok(())
 }
 
-/// Puts a descriptor into non-blocking mode.
+/// Puts a fresh pipe or socket end (one with no other file status flag
+/// set: no `O_APPEND`, `O_ASYNC`, `O_DIRECT`, `O_NOATIME`) into
+/// non-blocking mode, with one `fcntl` (no `F_GETFL` first).
 pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let flags = OFlag::from_bits_truncate(fcntl(fd.as_fd(), FcntlArg::F_GETFL)?);
-    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    fcntl(fd.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     Ok(())
 }
 

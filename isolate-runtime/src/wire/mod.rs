@@ -35,7 +35,7 @@ mod reader;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub(crate) use reader::{
-    Frame, FrameAt, FrameReader, Frames, OwnedFrame, read_frame, split_frames,
+    Frame, FrameAt, FrameReader, FrameStream, Frames, OwnedFrame, split_frames,
 };
 
 /// The frame format: `BSQ` and its version.

@@ -163,27 +163,58 @@ impl OwnedFrame {
     }
 }
 
-/// Reads exactly one frame from the blocking descriptor `fd` (no byte of
-/// the next one), its payload at most `limit` bytes, its checksum checked.
-///
-/// # Errors
-///
-/// The read failed or the channel ended, or the frame is bad.
-pub(crate) fn read_frame(fd: BorrowedFd<'_>, limit: u64) -> Result<OwnedFrame, FrameError> {
-    let mut reader = FrameReader::new(Limit::Each(limit));
-    let mut missing = HEADER_LEN;
-    loop {
-        sys::read_exact_onto(fd, &mut reader.bytes, missing)
-            .map_err(|e| FrameError::Malformed(format!("read a frame: {e}")))?;
-        if let Some(frame) = reader.next_frame()? {
-            return Ok(OwnedFrame {
-                kind: frame.kind,
-                call_id: frame.call_id,
-                bytes: reader.bytes,
-            });
+/// The most a [`FrameStream`] reads past the frame it needs.
+const READ_AHEAD: usize = 4096;
+
+/// Frames read one after another from a blocking descriptor every byte of
+/// which is this reader's (a child's channel from its parent): each `read`
+/// takes whatever has arrived, up to [`READ_AHEAD`] bytes past the frame
+/// it needs, so a request of small frames (a call, its arguments, the
+/// set-up) costs one `read`, not two per frame.
+#[derive(Debug, Default)]
+pub(crate) struct FrameStream {
+    /// Bytes read past the last frame handed out.
+    ahead: Vec<u8>,
+}
+
+impl FrameStream {
+    /// Whether no byte was read past the frames handed out.
+    pub(crate) fn is_drained(&self) -> bool {
+        self.ahead.is_empty()
+    }
+
+    /// The next frame, its payload at most `limit` bytes, its checksum
+    /// checked.
+    ///
+    /// # Errors
+    ///
+    /// The read failed or the channel ended, or the frame is bad.
+    pub(crate) fn next(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        limit: u64,
+    ) -> Result<OwnedFrame, FrameError> {
+        let mut reader = FrameReader::new(Limit::Each(limit));
+        *reader.buffer() = std::mem::take(&mut self.ahead);
+        loop {
+            if let Some(frame) = reader.next_frame()? {
+                let mut bytes = reader.into_bytes();
+                self.ahead = bytes.split_off(frame.payload.end);
+                return Ok(OwnedFrame {
+                    kind: frame.kind,
+                    call_id: frame.call_id,
+                    bytes,
+                });
+            }
+            // Whole up to its header's end, or (once the header is whole)
+            // its payload's.
+            let whole = reader
+                .announced()
+                .map_or(HEADER_LEN, |len| HEADER_LEN + len as usize);
+            let missing = whole - reader.bytes().len();
+            sys::read_onto(fd, reader.buffer(), missing, missing + READ_AHEAD)
+                .map_err(|e| FrameError::Malformed(format!("read a frame: {e}")))?;
         }
-        let announced = reader.announced().expect("a whole header was read");
-        missing = HEADER_LEN + announced as usize - reader.bytes.len();
     }
 }
 
@@ -450,35 +481,63 @@ mod tests {
     }
 
     #[test]
-    fn a_blocking_read_takes_one_frame_exactly() {
-        let (read, write) = nix::unistd::pipe().unwrap();
+    fn a_stream_hands_out_frames_read_together_or_in_pieces() {
+        let (read, write) = std::os::unix::net::UnixStream::pair().unwrap();
+        let large = vec![9; 3 * READ_AHEAD + 5];
         let mut bytes = frame(FrameKind::Call, 4, b"name");
+        bytes.extend(frame(FrameKind::Args, 4, &large));
         bytes.extend(frame(FrameKind::Setup, 0, &[]));
         bytes.extend(frame(FrameKind::Return, 4, &[7; 100]));
-        sys::write_all(std::os::fd::AsFd::as_fd(&write), &bytes).unwrap();
-        drop(write);
+        let writer = std::thread::spawn(move || {
+            // In pieces that split headers and payloads.
+            for piece in bytes.chunks(1000) {
+                sys::write_all(std::os::fd::AsFd::as_fd(&write), piece).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        });
         let fd = std::os::fd::AsFd::as_fd(&read);
-        let call = read_frame(fd, 10).unwrap();
+        let mut stream = FrameStream::default();
+        let call = stream.next(fd, 10).unwrap();
         assert_eq!(
             (call.kind, call.call_id, call.payload()),
             (FrameKind::Call, 4, &b"name"[..])
         );
-        assert_eq!(read_frame(fd, 10).unwrap().kind, FrameKind::Setup);
+        let args = stream.next(fd, 1 << 20).unwrap();
+        assert_eq!((args.kind, args.payload()), (FrameKind::Args, &large[..]));
+        assert_eq!(stream.next(fd, 10).unwrap().kind, FrameKind::Setup);
         assert_eq!(
-            read_frame(fd, 10).unwrap_err(),
+            stream.next(fd, 10).unwrap_err(),
             FrameError::TooLarge {
                 size: 100,
                 limit: 10
             }
         );
+        writer.join().unwrap();
         let (read, write) = nix::unistd::pipe().unwrap();
         let cut = frame(FrameKind::Args, 4, &[7; 100]);
         sys::write_all(std::os::fd::AsFd::as_fd(&write), &cut[..50]).unwrap();
         drop(write);
         assert_eq!(
-            read_frame(std::os::fd::AsFd::as_fd(&read), 1000).unwrap_err(),
+            FrameStream::default()
+                .next(std::os::fd::AsFd::as_fd(&read), 1000)
+                .unwrap_err(),
             FrameError::Malformed("read a frame: unexpected end of file".to_owned())
         );
+    }
+
+    #[test]
+    fn small_frames_that_arrived_together_take_one_read() {
+        let (read, write) = nix::unistd::pipe().unwrap();
+        let mut bytes = frame(FrameKind::Call, 4, b"name");
+        bytes.extend(frame(FrameKind::Setup, 0, &[]));
+        sys::write_all(std::os::fd::AsFd::as_fd(&write), &bytes).unwrap();
+        let mut stream = FrameStream::default();
+        let fd = std::os::fd::AsFd::as_fd(&read);
+        assert_eq!(stream.next(fd, 10).unwrap().kind, FrameKind::Call);
+        // Nothing is left in the pipe: the first read took both frames.
+        assert_eq!(sys::bytes_waiting(fd).unwrap(), 0);
+        assert_eq!(stream.next(fd, 10).unwrap().kind, FrameKind::Setup);
+        drop(write);
     }
 
     #[test]
