@@ -23,14 +23,15 @@
 //!   (`PR_SET_PDEATHSIG`).
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd as _, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use nix::sys::socket::{ControlMessage, MsgFlags, SockType, send, sendmsg};
+use nix::sys::stat::fstat;
 use serde::Serialize;
 
 use crate::child::progress::ProgressSink;
@@ -38,7 +39,7 @@ use crate::child::registry::Entry;
 use crate::options::isolate::Isolate;
 use crate::parent::supervise::Child;
 use crate::start::spawn::{self, SELF_EXE, Start, unix_socketpair};
-use crate::sys;
+use crate::sys::{self, fork_gate};
 use crate::vocabulary::error::Error;
 use crate::wire::codec::Codec;
 use crate::wire::forkserver::{REQUEST_LEN, SERVER_VAR, WITH_CONTEXT};
@@ -83,8 +84,36 @@ pub fn start_forkserver() -> Result<(), Error> {
 /// The fork server of this process, if one was started.
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
 
-fn lock_server() -> std::sync::MutexGuard<'static, Option<Server>> {
-    SERVER.lock().unwrap_or_else(PoisonError::into_inner)
+/// Locks the server slot, with forks kept out while it is held
+/// (`sys::fork_gate`): a fork-mode child gets a copy of the lock as it was
+/// at the fork, and calls of its own must not find it held forever.
+fn lock_server() -> Slot {
+    let gate = fork_gate::shared();
+    Slot {
+        server: SERVER.lock().unwrap_or_else(PoisonError::into_inner),
+        _gate: gate,
+    }
+}
+
+/// The locked server slot; the lock is released before the gate (fields
+/// drop in order).
+struct Slot {
+    server: MutexGuard<'static, Option<Server>>,
+    _gate: fork_gate::Shared,
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Option<Server>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.server
+    }
+}
+
+impl std::ops::DerefMut for Slot {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.server
+    }
 }
 
 /// The caller's handle on its fork server.
@@ -96,6 +125,9 @@ struct Server {
     /// Tells servers apart, so that callers who saw one die replace it once.
     generation: u64,
     control: OwnedFd,
+    /// The control socket's device and inode, which tell it apart from
+    /// whatever a forked copy's number for it names later.
+    control_id: (u64, u64),
     process: OwnedFd,
     /// The caller's context this server last adopted; `None` until a
     /// request carried one.
@@ -108,6 +140,8 @@ impl Server {
             SockType::SeqPacket,
             "create the fork server's control socket",
         )?;
+        let control_stat = fstat(control.as_fd())
+            .map_err(|e| Error::spawn("identify the fork server's control socket", e))?;
         // Requests carry each call's depth; the server's own is unused.
         let marker =
             Marker::for_new_child(0).map_err(|e| Error::spawn("draw a random token", e))?;
@@ -130,6 +164,7 @@ impl Server {
             owner: std::process::id(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             control,
+            control_id: (control_stat.st_dev, control_stat.st_ino),
             process,
             sent: None,
         };
@@ -152,13 +187,24 @@ impl Server {
         )
     }
 
-    /// Stops and reaps a server that is ours; a forked copy's handle only
-    /// closes its descriptors.
+    /// Stops and reaps a server that is ours. A forked copy's handle
+    /// closes its descriptors only if they are still the server's: a
+    /// fork-mode child closed every inherited descriptor before its
+    /// function ran, and their numbers may name its own files by now.
     fn retire(self) {
         if self.is_ours() {
             let _ = sys::pidfd_signal(self.process.as_fd(), libc::SIGKILL, false);
             let _ = sys::reap_pidfd(self.process.as_fd());
+        } else if !self.still_inherited() {
+            let _ = (self.control.into_raw_fd(), self.process.into_raw_fd());
         }
+    }
+
+    /// Whether the control socket's number still names the socket this
+    /// handle was made with (a socket's inode is its own). The two
+    /// descriptors are inherited, or closed, together.
+    fn still_inherited(&self) -> bool {
+        fstat(self.control.as_fd()).is_ok_and(|now| (now.st_dev, now.st_ino) == self.control_id)
     }
 }
 
@@ -216,8 +262,10 @@ pub(crate) fn fork_from_server(start: Start) -> Result<Child, Error> {
 
 /// Sends a request and returns the generation of the server that took it,
 /// (re)starting the server when there is none, it is `dead` (a generation),
-/// it refuses the message, or it belongs to the process this one was forked
-/// from. The request carries `context` when that server has not adopted it.
+/// its end of the control socket is gone, or it belongs to the process this
+/// one was forked from. The request carries `context` when that server has
+/// not adopted it. A failure of the caller's own (no descriptor left for
+/// the context) is returned as it is: the server is not to blame.
 fn send_request(
     request: &mut [u8; REQUEST_LEN],
     fds: &[RawFd; 4],
@@ -229,28 +277,40 @@ fn send_request(
         Some(server) if server.is_ours() && Some(server.generation) != dead => server,
         _ => replace_server(&mut slot)?,
     };
-    if send_with_context(server, request, fds, context).is_ok() {
-        return Ok(server.generation);
+    match send_with_context(server, request, fds, context)? {
+        Ok(_) => return Ok(server.generation),
+        Err(e) if !server_is_gone(e) => {
+            return Err(Error::spawn("send a request to the fork server", e));
+        }
+        Err(_) => {}
     }
     let server = replace_server(&mut slot)?;
-    send_with_context(server, request, fds, context)
+    send_with_context(server, request, fds, context)?
         .map_err(|e| Error::spawn("send a request to the fork server", e))?;
     Ok(server.generation)
 }
 
+/// Whether a failed send means the server's end of the control socket is
+/// gone (it died, or was killed), rather than a lack of memory or buffer.
+fn server_is_gone(errno: nix::errno::Errno) -> bool {
+    use nix::errno::Errno;
+    matches!(errno, Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
+}
+
 /// Sends `request` to `server`, with `context` when it differs from what
-/// the server last adopted.
+/// the server last adopted. The outer error is the caller's (the context's
+/// descriptors), the inner one the send's.
 fn send_with_context(
     server: &mut Server,
     request: &mut [u8; REQUEST_LEN],
     fds: &[RawFd; 4],
     context: &CallContext,
-) -> io::Result<usize> {
+) -> Result<nix::Result<usize>, Error> {
     if !context.differs_from(server.sent.as_ref()) {
         request[REQUEST_LEN - 1] = 0;
-        return Ok(server.send(request, fds)?);
+        return Ok(server.send(request, fds));
     }
-    let extra = context.to_fds().map_err(io::Error::other)?;
+    let extra = context.to_fds()?;
     request[REQUEST_LEN - 1] = WITH_CONTEXT;
     let all = [
         fds[0],
@@ -260,8 +320,10 @@ fn send_with_context(
         extra[0].as_raw_fd(),
         extra[1].as_raw_fd(),
     ];
-    let sent = server.send(request, &all)?;
-    server.sent = Some(context.clone());
+    let sent = server.send(request, &all);
+    if sent.is_ok() {
+        server.sent = Some(context.clone());
+    }
     Ok(sent)
 }
 
