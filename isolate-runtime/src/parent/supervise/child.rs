@@ -163,11 +163,26 @@ impl Drop for Child {
         {
             self.kill_group();
             self.kill_one();
-            // A fork server's child is reaped by the server once `reaper`
-            // (the status socket) closes.
-            if matches!(self.reaper, Reaper::Us) {
-                let _ = sys::reap_pidfd(pidfd.as_fd());
+            match &self.reaper {
+                Reaper::Us => {
+                    let _ = sys::reap_pidfd(pidfd.as_fd());
+                }
+                // Reaped by the server when asked: ask, and wait for it (a
+                // bounded while, should the server be stopped), so that the
+                // drop leaves no zombie behind, as for a child of ours.
+                Reaper::ForkServer(status) => {
+                    let _ = nix::sys::socket::setsockopt(
+                        status,
+                        nix::sys::socket::sockopt::ReceiveTimeout,
+                        &nix::sys::time::TimeVal::new(SERVER_REAP_WAIT_SECS, 0),
+                    );
+                    let _ = crate::wire::forkserver::collect_status(status.as_fd());
+                }
             }
         }
     }
 }
+
+/// How long a dropped fork-server child's handle waits for the server to
+/// reap it; past that the server reaps it when it gets to it.
+const SERVER_REAP_WAIT_SECS: libc::time_t = 2;
