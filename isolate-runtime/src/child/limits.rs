@@ -143,7 +143,9 @@ pub(crate) fn enter_spawned_child(setup: &ChildSetup, reply_fd: i32) {
 /// forks does its own set-up).
 static SERVER_PREPARED: AtomicBool = AtomicBool::new(false);
 
-/// In a fork server, once, what every child would otherwise do for itself
+/// In a fork server, once: SIGCHLD's default action (it reaps its children
+/// itself, so they inherit the default action too, even when the caller
+/// ignores SIGCHLD), then what every child would otherwise do for itself
 /// and inherits instead: the hygiene of [`enter_process_hygiene`], the
 /// fault handler and its alternate stack, the panic hook, and the
 /// detection of the CPU's features (`cpuid`, a trap to the hypervisor in a
@@ -153,6 +155,7 @@ static SERVER_PREPARED: AtomicBool = AtomicBool::new(false);
 /// host's other processes, and every running call with it.
 pub(crate) fn prepare_fork_server() {
     enter_process_hygiene();
+    sys::default_sigchld();
     fault::install(-1);
     crate::child::panic::install_hook();
     std::hint::black_box(crc32fast::hash(&[]));

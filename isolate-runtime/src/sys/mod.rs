@@ -130,6 +130,15 @@ pub(crate) fn ignore_sigpipe() {
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
 }
 
+/// Restores SIGCHLD's default action, so that this process's children stay
+/// for it to reap: a fork server whose caller ignores SIGCHLD inherited
+/// that across `exec`, and the kernel would reap its children, status and
+/// all, before it could report them.
+pub(crate) fn default_sigchld() {
+    // SAFETY: SIG_DFL runs no code.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) };
+}
+
 /// Whether the kernel marked this exec as secure (setuid, setcap, LSM).
 pub(crate) fn is_secure_exec() -> bool {
     // SAFETY: getauxval only reads the auxiliary vector.
