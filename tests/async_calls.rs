@@ -439,7 +439,7 @@ fn a_hundred_concurrent_calls_on_a_multi_thread_runtime_each_get_their_result() 
 #[test]
 fn a_call_polled_outside_a_tokio_runtime_is_an_error_and_starts_nothing() {
     let _guard = alone();
-    let children = common::children_of(std::process::id()).len();
+    let children = common::call_children(std::process::id()).len();
     let mut call = std::pin::pin!(doubles(1));
     match call.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(Err(Error::Spawn { what, .. })) => assert_eq!(
@@ -450,7 +450,7 @@ fn a_call_polled_outside_a_tokio_runtime_is_an_error_and_starts_nothing() {
         Poll::Ready(other) => panic!("expected a spawn error, got {other:?}"),
         Poll::Pending => panic!("expected a spawn error, got Pending"),
     }
-    assert_eq!(common::children_of(std::process::id()).len(), children);
+    assert_eq!(common::call_children(std::process::id()).len(), children);
 }
 
 #[test]
@@ -480,7 +480,7 @@ fn a_hundred_futures_dropped_at_once_leave_no_child_no_zombie_and_no_descriptor(
     let runtime = multi_thread();
     runtime.block_on(doubles(0)).unwrap();
     let fds = common::open_fds();
-    let children = common::children_of(std::process::id()).len();
+    let children = common::call_children(std::process::id()).len();
     runtime.block_on(async {
         let calls: Vec<_> = (0..100).map(|_| tokio::spawn(sleeps_untimed())).collect();
         // Let most of them start their child.
@@ -493,7 +493,7 @@ fn a_hundred_futures_dropped_at_once_leave_no_child_no_zombie_and_no_descriptor(
         }
     });
     bombsquad::set_max_children(8);
-    assert_eq!(common::children_of(std::process::id()).len(), children);
+    assert_eq!(common::call_children(std::process::id()).len(), children);
     assert_eq!(common::zombie_children(), Vec::<i32>::new());
     assert_eq!(common::open_fds(), fds);
 }

@@ -52,7 +52,7 @@ fn watch_children(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let mut most = 0;
         while !stop.load(Ordering::Relaxed) {
-            most = most.max(common::children_of(std::process::id()).len());
+            most = most.max(common::call_children(std::process::id()).len());
             std::thread::sleep(Duration::from_millis(10));
         }
         most
@@ -147,7 +147,7 @@ fn thousand_calls_scenario() {
     );
     assert_eq!(common::open_fds(), fds, "descriptors leaked");
     assert_eq!(common::zombie_children(), Vec::<i32>::new(), "zombies");
-    assert_eq!(common::children_of(std::process::id()), Vec::new());
+    assert_eq!(common::call_children(std::process::id()), Vec::new());
     eprintln!("at most {most} children at once (cap {cap})");
     eprintln!("SCENARIO PASSED");
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bombsquad::{Backend, Error, Isolate, bombsquad};
+use bombsquad::{Backend, Error, Isolate, StartMethod, bombsquad};
 
 fn crash() -> u32 {
     unsafe { libc::strlen(std::ptr::null()) as u32 }
@@ -43,7 +43,14 @@ fn crash_file() -> u32 {
     crash()
 }
 
-const COMBINATIONS: [&str; 4] = ["fork/pipe", "fork/file", "spawn/pipe", "spawn/file"];
+const COMBINATIONS: [&str; 6] = [
+    "fork/pipe",
+    "fork/file",
+    "spawn/pipe",
+    "spawn/file",
+    "forkserver/pipe",
+    "forkserver/file",
+];
 
 /// Calls `token` (or a crash) in `combination`.
 fn call(combination: &str, token: u32, crashes: bool) -> Result<u32, Error> {
@@ -52,14 +59,20 @@ fn call(combination: &str, token: u32, crashes: bool) -> Result<u32, Error> {
     } else {
         Backend::File
     };
-    match (combination.starts_with("fork"), crashes) {
-        (true, false) => Isolate::new().backend(backend).fork(|| token),
-        (true, true) => Isolate::new().backend(backend).fork(crash),
-        (false, false) if backend == Backend::Pipe => echo_pipe(token),
-        (false, false) => echo_file(token),
-        (false, true) if backend == Backend::Pipe => crash_pipe(),
-        (false, true) => crash_file(),
-    }
+    let method = match combination.split('/').next() {
+        Some("fork") if crashes => return Isolate::new().backend(backend).fork(crash),
+        Some("fork") => return Isolate::new().backend(backend).fork(|| token),
+        Some("spawn") => StartMethod::Spawn,
+        _ => StartMethod::Forkserver,
+    };
+    Isolate::new()
+        .start_method(method)
+        .scope(|| match (backend, crashes) {
+            (Backend::Pipe, false) => echo_pipe(token),
+            (_, false) => echo_file(token),
+            (Backend::Pipe, true) => crash_pipe(),
+            (_, true) => crash_file(),
+        })
 }
 
 fn run_scenario(name: &str) {
@@ -85,6 +98,10 @@ fn sigchld_ignored_scenario() {
             );
         }
         match call(combination, 0, true) {
+            // The fork server reaps its children itself, SIGCHLD or not.
+            Err(Error::NonzeroExitcode(exit)) if combination.starts_with("forkserver") => {
+                assert_eq!(exit.signal(), Some(libc::SIGSEGV), "{combination}");
+            }
             Err(Error::StatusUnavailable { pid, report }) => {
                 assert_eq!(report.pid(), pid, "{combination}");
                 assert_eq!(
@@ -102,7 +119,7 @@ fn sigchld_ignored_scenario() {
             "{combination}: {slept:?}"
         );
     }
-    assert_eq!(common::children_of(std::process::id()), Vec::new());
+    assert_eq!(common::call_children(std::process::id()), Vec::new());
     eprintln!("SCENARIO PASSED");
 }
 
@@ -135,7 +152,7 @@ fn foreign_reaper_scenario() {
     });
     let mut unavailable = 0;
     for i in 0..100u32 {
-        let combination = COMBINATIONS[i as usize % 4];
+        let combination = COMBINATIONS[i as usize % COMBINATIONS.len()];
         let crashes = i % 2 == 1;
         match call(combination, i, crashes) {
             Ok(value) => assert!(!crashes && value == i, "{combination} {i}: {value}"),
@@ -195,7 +212,7 @@ fn eintr_storm_scenario() {
         }
     });
     for i in 0..200u32 {
-        let combination = COMBINATIONS[i as usize % 4];
+        let combination = COMBINATIONS[i as usize % COMBINATIONS.len()];
         // Slow enough that the supervisor waits, and is interrupted, in poll.
         let result = if combination.starts_with("fork") {
             Isolate::new()

@@ -13,7 +13,7 @@ use common::RefusesToSerialize;
 
 use std::time::Duration;
 
-use bombsquad::{Backend, Error, Isolate, Progress, bombsquad};
+use bombsquad::{Backend, Error, Isolate, Progress, StartMethod, bombsquad};
 
 #[bombsquad(backend = "file", timeout = "200ms")]
 fn spawned_file(kind: u8) -> u8 {
@@ -71,8 +71,11 @@ fn act(kind: u8) -> u8 {
 fn every_kind_of_call() {
     let timeout = Isolate::new().timeout(Duration::from_millis(200));
     for kind in 0..8 {
-        let _ = std::panic::catch_unwind(|| spawned_file(kind));
-        let _ = std::panic::catch_unwind(|| spawned_pipe(kind));
+        for method in [StartMethod::Forkserver, StartMethod::Spawn] {
+            let scope = Isolate::new().start_method(method);
+            let _ = std::panic::catch_unwind(|| scope.scope(|| spawned_file(kind)));
+            let _ = std::panic::catch_unwind(|| scope.scope(|| spawned_pipe(kind)));
+        }
         for backend in [Backend::File, Backend::Pipe] {
             let isolate = timeout.clone().backend(backend);
             let _ = std::panic::catch_unwind(|| isolate.fork(|| act(kind)));
@@ -88,6 +91,13 @@ fn every_kind_of_call() {
             let _ = std::panic::catch_unwind(|| call(kind, Progress::new(|_| {}).into()));
             // A callback that panics ends the call.
             let _ = std::panic::catch_unwind(|| call(kind, Progress::new(|_| panic!("no")).into()));
+        }
+        // Declared without a start method (the fork server): spawned too.
+        let spawn = Isolate::new().start_method(StartMethod::Spawn);
+        for call in [calls[0], calls[2]] {
+            let _ = std::panic::catch_unwind(|| {
+                spawn.scope(|| call(kind, Progress::new(|_| {}).into()))
+            });
         }
     }
     // Failures before anything starts.
@@ -114,7 +124,7 @@ fn nothing_leaks() {
     assert_eq!(common::open_fds(), fds, "descriptors leaked");
     assert_eq!(common::zombie_children(), Vec::<i32>::new(), "zombies left");
     assert_eq!(
-        common::children_of(std::process::id()),
+        common::call_children(std::process::id()),
         Vec::new(),
         "children left running"
     );

@@ -303,7 +303,7 @@ fn parent_panics_scenario() {
     }
     assert_eq!(common::open_fds(), fds, "descriptors leaked");
     assert_eq!(common::zombie_children(), Vec::<i32>::new(), "zombies");
-    assert_eq!(common::children_of(std::process::id()), Vec::new());
+    assert_eq!(common::call_children(std::process::id()), Vec::new());
 
     unsafe { libc::dup2(saved_stdout, 1) };
     unsafe { libc::close(saved_stdout) };

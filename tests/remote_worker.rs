@@ -295,7 +295,7 @@ fn turn() -> Turn {
     // A test that failed left its workers to the keeper: let it reap them
     // before this test takes stock.
     let deadline = Instant::now() + Duration::from_secs(5);
-    while !common::children_of(std::process::id()).is_empty() && Instant::now() < deadline {
+    while !common::call_children(std::process::id()).is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
     Turn {
@@ -311,7 +311,7 @@ impl Turn {
         let me = std::process::id();
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let children = common::children_of(me);
+            let children = common::call_children(me);
             let fds = common::open_fds();
             if children.is_empty() && fds == self.fds {
                 return;

@@ -74,7 +74,7 @@ fn ten_thousand_calls_with_random_timeouts_hit_no_bystander_and_leave_no_zombie(
     );
     assert_eq!(common::zombie_children(), Vec::<i32>::new(), "zombies left");
     let sentinel_pid = sentinel.id().cast_signed();
-    let others: Vec<_> = common::children_of(std::process::id())
+    let others: Vec<_> = common::call_children(std::process::id())
         .into_iter()
         .filter(|(pid, _)| *pid != sentinel_pid)
         .collect();

@@ -9,8 +9,13 @@ use crate::common;
 
 use bombsquad::{Error, bombsquad};
 
-#[bombsquad]
+#[bombsquad(start_method = "spawn")]
 fn spawned_pid() -> u32 {
+    std::process::id()
+}
+
+#[bombsquad(start_method = "forkserver")]
+fn forkserved_pid() -> u32 {
     std::process::id()
 }
 
@@ -19,22 +24,33 @@ fn forked_pid() -> u32 {
     std::process::id()
 }
 
-/// Spawn inside fork: (outer child pid, inner child pid, inner's parent).
+/// The calling child's pid, then each start method's child's, called from
+/// inside it.
+fn own_and_nested() -> [u32; 4] {
+    [
+        std::process::id(),
+        spawned_pid().unwrap(),
+        forkserved_pid().unwrap(),
+        forked_pid().unwrap(),
+    ]
+}
+
+/// Every start method inside fork. A forked child finds the caller's fork
+/// server handle, which it must neither use nor close (its descriptors
+/// were closed at the fork, and their numbers may be reused by then).
 #[bombsquad(start_method = "fork")]
-fn spawn_inside_fork() -> (u32, u32) {
-    (std::process::id(), spawned_pid().unwrap())
+fn every_mode_inside_fork() -> [u32; 4] {
+    own_and_nested()
 }
 
-/// Fork inside spawn.
-#[bombsquad(backend = "pipe")]
-fn fork_inside_spawn() -> (u32, u32) {
-    (std::process::id(), forked_pid().unwrap())
+#[bombsquad(start_method = "spawn", backend = "pipe")]
+fn every_mode_inside_spawn() -> [u32; 4] {
+    own_and_nested()
 }
 
-/// Spawn inside spawn.
-#[bombsquad]
-fn spawn_inside_spawn() -> (u32, u32) {
-    (std::process::id(), spawned_pid().unwrap())
+#[bombsquad(start_method = "forkserver", backend = "pipe")]
+fn every_mode_inside_forkserver() -> [u32; 4] {
+    own_and_nested()
 }
 
 /// Recurses through isolated calls; returns how deep it got.
@@ -60,20 +76,21 @@ fn depth_spawn(n: u32) -> Result<u32, String> {
     }
 }
 
-fn assert_nested((outer, inner): (u32, u32)) {
+fn assert_nested(pids: [u32; 4]) {
     let me = std::process::id();
-    assert!(
-        outer != me && inner != me && inner != outer,
-        "{me} {outer} {inner}"
-    );
+    let mut distinct = pids.to_vec();
+    distinct.push(me);
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "{me} {pids:?}");
 }
 
 #[test]
 fn every_mode_nests_in_every_other() {
     common::watchdog();
-    assert_nested(spawn_inside_fork().unwrap());
-    assert_nested(fork_inside_spawn().unwrap());
-    assert_nested(spawn_inside_spawn().unwrap());
+    assert_nested(every_mode_inside_fork().unwrap());
+    assert_nested(every_mode_inside_spawn().unwrap());
+    assert_nested(every_mode_inside_forkserver().unwrap());
 }
 
 #[test]

@@ -193,3 +193,29 @@ impl<'de> serde::Deserialize<'de> for PanicsInDeserialize {
         panic!("deserialize panicked")
     }
 }
+
+/// The fork server among `parent`'s children, if it started one (its
+/// environment names it).
+pub fn fork_server_of(parent: u32) -> Option<i32> {
+    children_of(parent).into_iter().find_map(|(pid, _)| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        environ
+            .split(|&b| b == 0)
+            .any(|entry| entry.starts_with(b"BOMBSQUAD_FORKSERVER="))
+            .then_some(pid)
+    })
+}
+
+/// The children of `parent`'s calls: its own children but its fork
+/// server, and the fork server's children.
+pub fn call_children(parent: u32) -> Vec<(i32, char)> {
+    let server = fork_server_of(parent);
+    let mut children: Vec<_> = children_of(parent)
+        .into_iter()
+        .filter(|&(pid, _)| Some(pid) != server)
+        .collect();
+    if let Some(server) = server {
+        children.extend(children_of(server.cast_unsigned()));
+    }
+    children
+}
