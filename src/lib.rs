@@ -62,7 +62,7 @@
 //!
 //! | option | values | default |
 //! |---|---|---|
-//! | `start_method` | `"spawn"`: re-execute this binary and run the function before `main`; `"fork"`: fork and run it directly; `"forkserver"`: a small server process forks the child, with spawn's semantics, at a cost that does not grow with the caller ([`start_forkserver`]) | `"spawn"` |
+//! | `start_method` | `"forkserver"`: a small server process forks the child, with spawn's semantics, at a cost that does not grow with the caller ([`start_forkserver`]); `"spawn"`: re-execute this binary and run the function before `main`; `"fork"`: fork and run it directly | `"forkserver"` |
 //! | `backend` | `"file"`: an unnamed temp file; `"pipe"`: a pipe drained while the child writes; `"shm"`: a memfd, sealed after the child exits and decoded from a read-only mapping | `"file"` |
 //! | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"`: then the child's process group is killed | none |
 //! | `panic` | `"resume"`: re-raise in the caller; `"error"`: return [`Error::Panicked`] | `"resume"` |
@@ -168,17 +168,31 @@
 //! the limit is `RLIMIT_DATA`, and [`Isolate::on_success`] for the outcome
 //! callbacks.
 //!
-//! # Fork or spawn
+//! # Forkserver, spawn or fork
 //!
-//! - **spawn** (the default) re-executes `/proc/self/exe` with no arguments;
+//! - **forkserver** (the default): one small server per process, a fresh
+//!   execution of this binary stopped in a constructor before `main`,
+//!   forks each call's child, so a call costs a fork of a small process
+//!   however large the caller has grown. Its semantics are spawn's: the
+//!   function is found by its registered name, the arguments are encoded,
+//!   and each call sees the caller's environment, working directory and
+//!   umask as they are at the call. What the server took from the caller
+//!   when it started, and keeps, is what every child has: resource limits,
+//!   CPU affinity, credentials, cgroup. A caller that changes those after
+//!   its first call, and wants its children to follow, uses spawn. The
+//!   caller supervises each child itself (a pidfd, group kills, reports);
+//!   the server dies with its caller, and a process forked from the caller
+//!   starts its own ([`start_forkserver`] starts it ahead of the first call).
+//! - **spawn** re-executes `/proc/self/exe` with no arguments for each call;
 //!   a constructor finds the function by its registered name before `main`
 //!   runs, so it works in binaries, examples, tests and doctests without
 //!   touching `main`, and the user's `main` never starts in the child. The
-//!   binary's other constructors do run. Arguments must be
-//!   `Serialize + DeserializeOwned`, or shared references to such (`&T`,
-//!   `&str`, `&[T]`, `&Path`), which the child rebuilds as owned values.
-//!   Its cost does not grow with the parent's memory.
-//! - **fork** is the fastest, and arguments need no serde at all (memory is
+//!   binary's other constructors do run. Its cost does not grow with the
+//!   parent's memory, but is a whole program's start.
+//! - In both, arguments must be `Serialize + DeserializeOwned`, or shared
+//!   references to such (`&T`, `&str`, `&[T]`, `&Path`), which the child
+//!   rebuilds as owned values.
+//! - **fork** forks the caller, and arguments need no serde at all (memory is
 //!   copied). The library never forks while one of its own threads holds
 //!   a lock a child could need (its replay of other calls' output, its
 //!   re-raise of their panics, its panic hook, its diagnostics): those wait
@@ -193,7 +207,7 @@
 //!   A function that calls `std::process::exit` runs the parent's `atexit`
 //!   handlers in the child; the library itself always leaves with `_exit`.
 //!
-//! Results must be `Serialize + DeserializeOwned` in both modes. A
+//! Results must be `Serialize + DeserializeOwned` in every mode. A
 //! `Vec<u8>` result travels as one MessagePack `bin` object.
 //!
 //! # Progress

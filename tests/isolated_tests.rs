@@ -34,7 +34,7 @@ fn segfault() {
     }
 }
 
-// Both orders, spawn mode (the default).
+// Both orders, forkserver mode (the default).
 
 #[bombsquad]
 #[test]

@@ -80,7 +80,7 @@ pub fn warm_bytes(len: usize) -> Vec<u8> {
     floors::payload(len)
 }
 
-/// The same function one-shot, with the defaults (spawn mode, file backend).
+/// The same function one-shot, with the defaults (forkserver mode, file backend).
 #[bombsquad]
 pub fn oneshot_bytes(len: usize) -> Vec<u8> {
     floors::payload(len)
@@ -361,12 +361,12 @@ fn warm_large(config: &Config) {
         Case::new("pool = 1 function, warm", move || {
             check(&warm_bytes(LARGE).unwrap());
         }),
-        Case::new("#[bombsquad] one-shot (spawn, file)", move || {
+        Case::new("#[bombsquad] one-shot (forkserver, file)", move || {
             check(&oneshot_bytes(LARGE).unwrap());
         }),
     ];
-    // spawn/file is the default, measured above.
-    for call in BYTES.iter().filter(|c| c.fork || !c.name.contains("file")) {
+    // The default (forkserver, file) is measured above.
+    for call in BYTES {
         cases.push(Case::new(call.name, move || {
             check(&(call.run)(LARGE).unwrap());
         }));

@@ -19,9 +19,9 @@ pub(crate) enum Sandbox {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum StartMethod {
-    #[default]
     Spawn,
     Fork,
+    #[default]
     Forkserver,
 }
 

@@ -36,7 +36,7 @@ use crate::errors::{Errors, Recovery};
 ///
 /// | option | values | default |
 /// |---|---|---|
-/// | `start_method` | `"spawn"` (re-execute this binary), `"fork"`, `"forkserver"` (a small server forks the child) | `"spawn"` |
+/// | `start_method` | `"forkserver"` (a small server forks the child), `"spawn"` (re-execute this binary), `"fork"` | `"forkserver"` |
 /// | `backend` | `"file"` (unnamed temp file), `"pipe"`, `"shm"` (sealed memfd) | `"file"` |
 /// | `timeout` | `"250ms"`, `"2s"`, `"1m"`, `"1h"` | none |
 /// | `panic` | `"resume"` (re-raise), `"error"` (`Error::Panicked`) | `"resume"` |
@@ -49,9 +49,10 @@ use crate::errors::{Errors, Recovery};
 /// On `impl Task for Type { .. }` (no options but `crate`), it registers the task so a
 /// `bombsquad::Worker<Type>` can run it.
 ///
-/// In spawn mode, arguments must be `Serialize + DeserializeOwned` or
-/// top-level shared references to such (`&T`, `&str`, `&[T]`, `&Path`). In
-/// fork mode any argument works. Results must be serde types in both.
+/// In forkserver and spawn mode, arguments must be `Serialize +
+/// DeserializeOwned` or top-level shared references to such (`&T`, `&str`,
+/// `&[T]`, `&Path`). In fork mode any argument works. Results must be serde
+/// types in all three.
 ///
 /// One parameter may be a `Progress<M>` (its type's last path segment is
 /// `Progress`, with one generic argument), taken by value: it is not sent

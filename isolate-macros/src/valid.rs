@@ -169,7 +169,7 @@ fn check_argument(args: &Args, input: &FnArg, progress: &mut bool, errors: &mut 
     }
 }
 
-const NESTED_BORROW: &str = "a spawned child rebuilds arguments as owned values, so only a top-level `&T` may borrow: use owned types inside (`String` for `&str`), or start_method = \"fork\"";
+const NESTED_BORROW: &str = "a spawn or forkserver child rebuilds arguments as owned values, so only a top-level `&T` may borrow: use owned types inside (`String` for `&str`), or start_method = \"fork\"";
 
 /// A spawned child rebuilds each argument as an owned value: a top-level
 /// `&T` becomes `T`, but a borrow nested inside (`Vec<&str>`, `&&str`) or a
@@ -180,7 +180,7 @@ fn check_spawned_argument(ty: &Type, errors: &mut Errors) {
         if let Some(mutability) = &reference.mutability {
             let and = &reference.and_token;
             let and_mut = quote::quote!(#and #mutability);
-            return errors.option_spanned(&and_mut, "a spawned child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
+            return errors.option_spanned(&and_mut, "a spawn or forkserver child cannot write through `&mut`: pass the value and return the new one, or use start_method = \"fork\"");
         }
         if borrows(&reference.elem) {
             errors.option_spanned(&reference.elem, NESTED_BORROW);

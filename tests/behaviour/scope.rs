@@ -31,11 +31,16 @@ fn parent_and_memory() -> (u32, u32) {
 }
 
 #[test]
-fn a_spawn_function_runs_under_each_start_method_of_a_scope() {
+fn a_function_without_a_start_method_runs_under_each_start_method_of_a_scope() {
     common::watchdog();
     SET_AT_RUN_TIME.store(7, Ordering::Relaxed);
     let me = std::process::id();
-    assert_eq!(parent_and_memory().unwrap(), (me, 0), "declared: spawn");
+    let (declared, memory) = parent_and_memory().unwrap();
+    assert_eq!(
+        (Some(declared.cast_signed()), memory),
+        (common::fork_server_of(me), 0),
+        "declared: none, so the fork server's child"
+    );
     let under = |method| {
         Isolate::new()
             .start_method(method)

@@ -39,10 +39,11 @@ pub enum StartMethod {
     /// arguments; the cost grows with the caller's memory).
     Fork,
     /// Re-execute this binary and run the registered function before
-    /// `main` (the default of `#[bombsquad]`).
+    /// `main`.
     Spawn,
     /// A small server process forks the child: spawn's semantics at a
-    /// cost that does not grow with the caller.
+    /// cost that does not grow with the caller (the default of
+    /// `#[bombsquad]`).
     Forkserver,
 }
 
