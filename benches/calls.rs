@@ -22,8 +22,13 @@ fn fork_trivial() -> u64 {
     42
 }
 
-#[bombsquad(backend = "pipe")]
+#[bombsquad(start_method = "spawn", backend = "pipe")]
 fn spawn_trivial() -> u64 {
+    42
+}
+
+#[bombsquad(start_method = "forkserver", backend = "pipe")]
+fn forkserver_trivial() -> u64 {
     42
 }
 
@@ -70,6 +75,7 @@ fn trivial(c: &mut Criterion) {
     let mut group = c.benchmark_group("trivial call");
     group.bench_function("fork", |b| b.iter(|| fork_trivial().unwrap()));
     group.bench_function("spawn", |b| b.iter(|| spawn_trivial().unwrap()));
+    group.bench_function("forkserver", |b| b.iter(|| forkserver_trivial().unwrap()));
     group.bench_function("warm, pool = 1", |b| {
         b.iter(|| warm_trivial(black_box(41)).unwrap());
     });

@@ -12,12 +12,12 @@ const SIZE: usize = 64 << 20;
 /// The target: an argument costs at most 1.5x the same result.
 const TARGET: f64 = 1.5;
 
-#[bombsquad(backend = "pipe")]
+#[bombsquad(start_method = "spawn", backend = "pipe")]
 fn takes_bytes(bytes: Vec<u8>) -> u64 {
     bytes.len() as u64
 }
 
-#[bombsquad(backend = "pipe")]
+#[bombsquad(start_method = "spawn", backend = "pipe")]
 fn returns_bytes(len: usize) -> Vec<u8> {
     floors::payload(len)
 }

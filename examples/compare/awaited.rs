@@ -7,12 +7,12 @@ use bombsquad::bombsquad;
 use crate::Config;
 use crate::bench::{Case, Plan, interleave, ratio, show};
 
-#[bombsquad(backend = "pipe")]
+#[bombsquad(start_method = "spawn", backend = "pipe")]
 fn blocking_pipe() -> u64 {
     42
 }
 
-#[bombsquad(backend = "pipe")]
+#[bombsquad(start_method = "spawn", backend = "pipe")]
 async fn awaited_pipe() -> u64 {
     42
 }
