@@ -12,8 +12,13 @@
 
 use bombsquad::{Error, bombsquad};
 
-#[bombsquad]
+#[bombsquad(start_method = "spawn")]
 fn panics_spawned() -> u8 {
+    panic!("abort build panic")
+}
+
+#[bombsquad]
+fn panics_forkserved() -> u8 {
     panic!("abort build panic")
 }
 
@@ -27,7 +32,11 @@ fn main() {
         eprintln!("build this example with `--profile panic-abort`");
         std::process::exit(1);
     }
-    for (mode, result) in [("spawn", panics_spawned()), ("fork", panics_forked())] {
+    for (mode, result) in [
+        ("forkserver", panics_forkserved()),
+        ("spawn", panics_spawned()),
+        ("fork", panics_forked()),
+    ] {
         match result {
             Err(Error::NonzeroExitcode(e))
                 if e.signal() == Some(libc::SIGABRT)

@@ -42,7 +42,7 @@ impl Isolate {
     ///
     /// # Panics
     ///
-    /// Re-raises a panic of `function` (with [`PanicMode::Resume`]).
+    /// Re-raises a panic of `function` (with [`PanicMode::Resume`](crate::PanicMode::Resume)).
     #[track_caller]
     pub fn fork<R, M, F: ChildFn<R, M>>(&self, function: F) -> Result<R, Error> {
         crate::options::throttle::check()?;

@@ -1,11 +1,12 @@
 //! What the running kernel offers a sandbox.
 
 /// The oldest Landlock ABI that `compute` needs without
-/// [`best_effort`](Sandbox::best_effort): ABI 3 (Linux 6.2) handles every
+/// [`best_effort`](crate::Sandbox::best_effort): ABI 3 (Linux 6.2) handles every
 /// file-system right, truncation included.
 pub(crate) const REQUIRED_LANDLOCK_ABI: i32 = 3;
 
-/// What the running kernel offers a [`Sandbox`]: see [`Sandbox::support`].
+/// What the running kernel offers a [`Sandbox`](crate::Sandbox): see
+/// [`Sandbox::support`](crate::Sandbox::support).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SandboxSupport {
     landlock_abi: Option<i32>,
