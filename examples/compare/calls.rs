@@ -188,6 +188,10 @@ pub fn payload(config: &Config) {
 /// The warm-call targets (the issue "Benchmarks in the comparison runner").
 const WARM_TARGET: f64 = 1.5;
 const LARGE_TARGET: f64 = 2.0;
+
+/// Issue 18's target for a warm call against a round trip over two pipes,
+/// both pinned to one CPU.
+const WARM_PIPE_TARGET: f64 = 1.3;
 /// The large result of the warm section.
 const LARGE: usize = 64 << 20;
 
@@ -213,16 +217,19 @@ fn warm_trivial_calls(config: &Config) {
         "\n== warm call (u64 in, u64 out), {} rounds x {} calls, medians",
         plan.rounds, plan.block
     );
-    // The echo child first: it is forked, and should inherit no worker's socket.
+    // The echo children first: they are forked, and should inherit no
+    // worker's socket.
     let mut echo = floors::WarmEcho::start();
+    let mut pipe_echo = floors::WarmEcho::start_pipes();
     let mut message = [7u8; floors::WARM_MESSAGE];
+    let mut pipe_message = message;
     let worker = Worker::<Increment>::spawn().expect("start the task worker");
     assert_eq!(warm_trivial(1).unwrap(), 2, "start the pool's worker");
     let mut x = 0u64;
     let mut y = 0u64;
     println!(
-        "{:<44} {:>10} {:>13} {:>8}",
-        "case", "median", "vs the floor", "target"
+        "{:<44} {:>10} {:>13} {:>8} {:>9} {:>8}",
+        "case", "median", "vs the floor", "target", "vs pipes", "target"
     );
     for placement in Placement::ALL {
         let Some(pinned) = placement.apply() else {
@@ -237,6 +244,9 @@ fn warm_trivial_calls(config: &Config) {
             Case::new("raw 64-byte round trip to a warm child", || {
                 echo.round_trip(&mut message);
             }),
+            Case::new("  the same over two pipes", || {
+                pipe_echo.round_trip(&mut pipe_message);
+            }),
             Case::new("pool = 1 function, warm", || {
                 x = warm_trivial(x).unwrap();
             }),
@@ -246,19 +256,24 @@ fn warm_trivial_calls(config: &Config) {
         ];
         interleave(&mut cases, plan);
         pinned.restore();
-        let floor = cases[0].median();
+        let (floor, pipe_floor) = (cases[0].median(), cases[1].median());
         for (i, case) in cases.iter().enumerate() {
-            let target = if i == 0 {
-                String::new()
+            let (target, pipe_target) = if i < 2 {
+                (String::new(), String::new())
             } else {
-                format!("<= {WARM_TARGET:.1}x")
+                (
+                    format!("<= {WARM_TARGET:.1}x"),
+                    format!("<= {WARM_PIPE_TARGET:.1}x"),
+                )
             };
             println!(
-                "  {:<42} {:>10} {:>12.2}x {:>8}",
+                "  {:<42} {:>10} {:>12.2}x {:>8} {:>8.2}x {:>8}",
                 case.name,
                 show(case.median()),
                 bench::ratio(case.median(), floor),
-                target
+                target,
+                bench::ratio(case.median(), pipe_floor),
+                pipe_target
             );
         }
     }

@@ -59,61 +59,102 @@ pub fn raw_fork() -> u64 {
 /// The size of one message of the warm round-trip floor.
 pub const WARM_MESSAGE: usize = 64;
 
-/// A child forked once that echoes [`WARM_MESSAGE`]-byte messages on a Unix
-/// stream socket pair (what a warm worker's channel is) until the parent
-/// closes its end: one [`WarmEcho::round_trip`] is the floor of a call to a
-/// warm worker.
+/// A child forked once that echoes [`WARM_MESSAGE`]-byte messages until the
+/// parent closes its end: one [`WarmEcho::round_trip`] is the floor of a
+/// call to a warm worker. Over a Unix stream socket pair (what a warm
+/// worker's channel is), or over two pipes (issue 18's floor).
 #[derive(Debug)]
 pub struct WarmEcho {
-    socket: i32,
+    /// The parent writes here...
+    to_child: i32,
+    /// ...and reads the echo here (the same socket, or the other pipe).
+    from_child: i32,
     pid: i32,
 }
 
 impl WarmEcho {
-    /// Forks the echoing child. Its loop neither allocates nor locks, so
-    /// the parent may have threads.
+    /// Forks a child echoing on a socket pair. Its loop neither allocates
+    /// nor locks, so the parent may have threads.
     #[must_use]
     pub fn start() -> Self {
-        let mut fds = [0; 2];
-        // SAFETY: `fds` is valid for writes of two ints.
-        let made = unsafe {
-            libc::socketpair(
-                libc::AF_UNIX,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-                0,
-                fds.as_mut_ptr(),
-            )
-        };
-        assert_eq!(made, 0, "{}", io::Error::last_os_error());
-        let [parent, child] = fds;
+        let [parent, child] = socket_pair();
+        Self::fork_echo([parent, parent], [child, child])
+    }
+
+    /// Forks a child echoing over two pipes, one each way.
+    #[must_use]
+    pub fn start_pipes() -> Self {
+        let [from_child, child_writes] = pipe_pair();
+        let [child_reads, to_child] = pipe_pair();
+        Self::fork_echo([to_child, from_child], [child_reads, child_writes])
+    }
+
+    /// Forks the echo; `parent` is (write, read) for the parent, `child`
+    /// (read, write) for the child.
+    fn fork_echo(parent: [i32; 2], child: [i32; 2]) -> Self {
         // SAFETY: the child only closes, reads, writes and `_exit`s.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "{}", io::Error::last_os_error());
         if pid == 0 {
-            close(parent);
+            close_once(parent);
             let mut message = [0u8; WARM_MESSAGE];
-            while read_exact(child, &mut message) && write_all(child, &message) {}
+            while read_exact(child[0], &mut message) && write_all(child[1], &message) {}
             // SAFETY: always safe; never returns.
             unsafe { libc::_exit(0) };
         }
-        close(child);
+        close_once(child);
         Self {
-            socket: parent,
+            to_child: parent[0],
+            from_child: parent[1],
             pid,
         }
     }
 
     /// One round trip: [`WARM_MESSAGE`] bytes there and back.
     pub fn round_trip(&mut self, message: &mut [u8; WARM_MESSAGE]) {
-        assert!(write_all(self.socket, message));
-        assert!(read_exact(self.socket, message));
+        assert!(write_all(self.to_child, message));
+        assert!(read_exact(self.from_child, message));
     }
 }
 
 impl Drop for WarmEcho {
     fn drop(&mut self) {
-        close(self.socket); // the child reads end of file and leaves
+        // The child reads end of file and leaves.
+        close_once([self.to_child, self.from_child]);
         reap(self.pid);
+    }
+}
+
+/// A Unix stream socket pair, close-on-exec.
+fn socket_pair() -> [i32; 2] {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is valid for writes of two ints.
+    let made = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(made, 0, "{}", io::Error::last_os_error());
+    fds
+}
+
+/// A pipe, close-on-exec: (read end, write end).
+fn pipe_pair() -> [i32; 2] {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is valid for writes of two ints.
+    let made = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) };
+    assert_eq!(made, 0, "{}", io::Error::last_os_error());
+    fds
+}
+
+/// Closes both descriptors, or the one when they are the same.
+fn close_once([a, b]: [i32; 2]) {
+    close(a);
+    if b != a {
+        close(b);
     }
 }
 
