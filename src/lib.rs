@@ -176,10 +176,12 @@
 //!   however large the caller has grown. Its semantics are spawn's: the
 //!   function is found by its registered name, the arguments are encoded,
 //!   and each call sees the caller's environment, working directory and
-//!   umask as they are at the call. What the server took from the caller
-//!   when it started, and keeps, is what every child has: resource limits,
-//!   CPU affinity, credentials, cgroup. A caller that changes those after
-//!   its first call, and wants its children to follow, uses spawn. The
+//!   umask as they are at the call. No child has more than its caller: a
+//!   call made after the calling thread gave up credentials, capabilities,
+//!   `no_new_privs`, seccomp filters or CPUs since the server started is
+//!   spawned instead. Resource limits and the cgroup are the server's,
+//!   from its start: a caller that changes those after its first call, and
+//!   wants its children to follow, uses spawn. The
 //!   caller supervises each child itself (a pidfd, group kills, reports);
 //!   the server dies with its caller, and a process forked from the caller
 //!   starts its own ([`start_forkserver`] starts it ahead of the first call).

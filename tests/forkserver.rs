@@ -304,3 +304,81 @@ fn a_forkserver_call_sees_the_callers_env_cwd_and_umask_at_the_call() {
     let output = scenario::run(scenario::command("context_scenario"));
     assert!(String::from_utf8_lossy(&output.stderr).contains("SCENARIO PASSED"));
 }
+
+/// What a call's child has of its caller's standing: its parent, its
+/// `NoNewPrivs` and its `Cpus_allowed_list` (from `/proc/self/status`).
+#[bombsquad(start_method = "forkserver")]
+fn standing_in_child() -> (i32, String, String) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    (
+        unsafe { libc::getppid() },
+        field("NoNewPrivs:"),
+        field("Cpus_allowed_list:"),
+    )
+}
+
+/// A caller that gives up something after its server started (here
+/// `no_new_privs`, then all CPUs but one) never gets a child that still
+/// has it: the call is spawned instead (its parent is the caller), and the
+/// server stays for callers it matches.
+#[test]
+fn standing_scenario() {
+    if !scenario::is("standing_scenario") {
+        return;
+    }
+    common::watchdog();
+    let me = std::process::id().cast_signed();
+    let (server, privs, cpus) = standing_in_child().unwrap();
+    assert_ne!(server, me, "served by the fork server");
+    assert_eq!(privs, "0");
+    let fds = common::open_fds();
+
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
+        0
+    );
+    let (parent, privs, _) = standing_in_child().unwrap();
+    assert_eq!(
+        (parent, privs.as_str()),
+        (me, "1"),
+        "spawned, with no_new_privs"
+    );
+
+    if std::thread::available_parallelism().unwrap().get() > 1 {
+        let mut one: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(0, &mut one) };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(
+            unsafe { libc::sched_setaffinity(0, size, &raw const one) },
+            0
+        );
+        let (parent, _, pinned) = standing_in_child().unwrap();
+        assert_eq!(
+            (parent, pinned.as_str()),
+            (me, "0"),
+            "spawned, on CPU 0 (was {cpus})"
+        );
+    }
+    assert_eq!(common::open_fds(), fds, "descriptors leaked");
+    assert_eq!(
+        common::fork_server_of(me.cast_unsigned()),
+        Some(server),
+        "the server stays"
+    );
+    eprintln!("SCENARIO PASSED");
+}
+
+#[test]
+fn a_caller_that_gave_up_privileges_or_cpus_never_gets_a_child_that_has_them() {
+    common::watchdog();
+    let output = scenario::run(scenario::command("standing_scenario"));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("SCENARIO PASSED"));
+}

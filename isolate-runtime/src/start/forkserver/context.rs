@@ -4,7 +4,9 @@
 //! state of that moment; whenever the caller's state differs from what it
 //! last sent this server, the request carries the new state and the server
 //! adopts it before it forks, so every later child inherits it. A call
-//! whose caller changed nothing sends nothing more.
+//! whose caller changed nothing sends nothing more. The caller's standing
+//! (credentials, seccomp, affinity) cannot be adopted: a caller whose
+//! standing differs from the server's is spawned (docs/FAULTS.md H10).
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -19,7 +21,8 @@ use nix::sys::stat::Mode;
 
 use crate::vocabulary::error::Error;
 
-/// The caller's environment, working directory and umask.
+/// The caller's environment, working directory and umask, which the
+/// server adopts, and its standing, which it cannot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct CallContext {
     env: Vec<(OsString, OsString)>,
@@ -27,20 +30,76 @@ pub(super) struct CallContext {
     /// such a context never equals another, so it is always sent.
     cwd: Option<PathBuf>,
     umask: u32,
+    pub(super) standing: Standing,
 }
 
-impl CallContext {
-    /// The calling process's state now.
+/// What the calling thread is allowed and where it may run, which a
+/// server cannot take on once started (it would have to gain privileges a
+/// caller dropped): credentials, capabilities, `no_new_privs`, seccomp
+/// filters, CPU and memory-node affinity, as `/proc/thread-self/status`
+/// lists them. A call whose caller's standing differs from the server's is
+/// spawned instead, so that no child ever has more than its caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Standing(Vec<u8>);
+
+/// The lines of `/proc/thread-self/status` that make up a [`Standing`].
+const STANDING_LINES: [&[u8]; 13] = [
+    b"Uid:",
+    b"Gid:",
+    b"Groups:",
+    b"CapInh:",
+    b"CapPrm:",
+    b"CapEff:",
+    b"CapBnd:",
+    b"CapAmb:",
+    b"NoNewPrivs:",
+    b"Seccomp:",
+    b"Seccomp_filters:",
+    b"Cpus_allowed_list:",
+    b"Mems_allowed_list:",
+];
+
+impl Standing {
+    /// The calling thread's standing now.
     ///
     /// # Errors
     ///
-    /// `Spawn` when the umask cannot be read from `/proc/self/status`.
+    /// `Spawn` when `/proc/thread-self/status` cannot be read.
+    pub(super) fn now() -> Result<Self, Error> {
+        Ok(Self::parse(&read_status()?))
+    }
+
+    fn parse(status: &[u8]) -> Self {
+        let lines = status
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|line| STANDING_LINES.iter().any(|name| line.starts_with(name)));
+        Self(lines.flatten().copied().collect())
+    }
+}
+
+impl CallContext {
+    /// The calling thread's state now.
+    ///
+    /// # Errors
+    ///
+    /// `Spawn` when `/proc/thread-self/status` cannot be read, or lacks
+    /// the umask.
     pub(super) fn current() -> Result<Self, Error> {
+        let status = read_status()?;
+        let umask = parse_umask(&status).ok_or_else(|| {
+            Error::spawn(
+                "read the umask from /proc/thread-self/status",
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "no Umask line (Linux before 4.7?)",
+                ),
+            )
+        })?;
         Ok(Self {
             env: std::env::vars_os().collect(),
             cwd: std::env::current_dir().ok(),
-            umask: current_umask()
-                .map_err(|e| Error::spawn("read the umask from /proc/self/status", e))?,
+            umask,
+            standing: Standing::parse(&status),
         })
     }
 
@@ -83,19 +142,19 @@ impl CallContext {
     }
 }
 
-/// The process's umask, read from `/proc/self/status` (Linux 4.7+): the
-/// `umask` call that reads it also sets it, which would race with other
-/// threads creating files. One `read`: the line is the file's second, and
-/// every `read` of a procfs file makes all of it again (~10 µs each).
-fn current_umask() -> io::Result<u32> {
-    let mut status = [0u8; 4096];
-    let len = File::open("/proc/self/status")?.read(&mut status)?;
-    parse_umask(&status[..len]).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            "no Umask line (Linux before 4.7?)",
-        )
-    })
+/// The calling thread's `/proc/thread-self/status`, which holds the umask
+/// (Linux 4.7+; the `umask` call that reads it also sets it, which would
+/// race with other threads creating files) and the [`Standing`]. One
+/// `read`: every `read` of a procfs file makes all of it again (~10 µs
+/// each), and the whole file fits.
+fn read_status() -> Result<Vec<u8>, Error> {
+    let read = || -> io::Result<Vec<u8>> {
+        let mut status = vec![0u8; 16 * 1024];
+        let len = File::open("/proc/thread-self/status")?.read(&mut status)?;
+        status.truncate(len);
+        Ok(status)
+    };
+    read().map_err(|e| Error::spawn("read /proc/thread-self/status", e))
 }
 
 fn parse_umask(status: &[u8]) -> Option<u32> {
@@ -118,6 +177,22 @@ mod tests {
     }
 
     #[test]
+    fn the_standing_is_the_lines_of_privilege_and_placement() {
+        let status = b"Name:\tx\nUmask:\t0022\nUid:\t0\t0\t0\t0\nVmRSS:\t1 kB\n\
+            NoNewPrivs:\t1\nCpus_allowed_list:\t0-1\nvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(
+            Standing::parse(status).0,
+            b"Uid:\t0\t0\t0\t0\nNoNewPrivs:\t1\nCpus_allowed_list:\t0-1\n"
+        );
+        // The real file has every line (a kernel with seccomp).
+        let now = Standing::now().unwrap();
+        let text = String::from_utf8(now.0).unwrap();
+        for name in STANDING_LINES {
+            assert!(text.contains(std::str::from_utf8(name).unwrap()), "{text}");
+        }
+    }
+
+    #[test]
     fn a_removed_working_directory_is_always_sent() {
         let mut context = CallContext::current().unwrap();
         assert!(!context.differs_from(Some(&context.clone())));
@@ -132,6 +207,7 @@ mod tests {
             env: vec![("A".into(), "1".into()), ("B".into(), "x=y".into())],
             cwd: Some("/".into()),
             umask: 0o22,
+            standing: Standing(Vec::new()),
         };
         assert_eq!(context.encode(), b"\x12\0\0\0A=1\0B=x=y\0");
     }

@@ -47,7 +47,7 @@ use crate::wire::marker::{Marker, TOKEN_LEN};
 
 mod context;
 
-use context::CallContext;
+use context::{CallContext, Standing};
 
 /// Runs the registered `entry` in a child of the fork server with `args`,
 /// delivering the messages it sends to `progress`, if any.
@@ -132,10 +132,14 @@ struct Server {
     /// The caller's context this server last adopted; `None` until a
     /// request carried one.
     sent: Option<CallContext>,
+    /// The standing of the thread that started it, which every child of
+    /// the server has.
+    standing: Standing,
 }
 
 impl Server {
     fn start() -> Result<Self, Error> {
+        let standing = Standing::now()?;
         let (control, server_end) = unix_socketpair(
             SockType::SeqPacket,
             "create the fork server's control socket",
@@ -167,6 +171,7 @@ impl Server {
             control_id: (control_stat.st_dev, control_stat.st_ino),
             process,
             sent: None,
+            standing,
         };
         send(server.control.as_raw_fd(), &token, MsgFlags::MSG_NOSIGNAL)
             .map_err(|e| Error::spawn("greet the fork server", e))?;
@@ -208,6 +213,19 @@ impl Server {
     }
 }
 
+/// Whether this process's fork server, if it has one, may fork a child for
+/// a caller of `standing`: it has the same credentials, capabilities,
+/// seccomp filters and affinity. A server that has more than the caller
+/// (a caller that dropped privileges, entered seccomp or was pinned after
+/// the server started) is not used: the call is spawned, at spawn's price
+/// and with spawn's semantics. A missing or inherited server is replaced
+/// by one with the caller's standing.
+fn may_serve(standing: &Standing) -> bool {
+    lock_server()
+        .as_ref()
+        .is_none_or(|server| !server.is_ours() || server.standing == *standing)
+}
+
 /// Replaces a missing, dead or inherited server with a new one.
 fn replace_server(slot: &mut Option<Server>) -> Result<&mut Server, Error> {
     if let Some(old) = slot.take() {
@@ -222,6 +240,9 @@ pub(crate) fn fork_from_server(start: Start) -> Result<Child, Error> {
     request[..4].copy_from_slice(&start.marker.depth.to_le_bytes());
     request[4..4 + TOKEN_LEN].copy_from_slice(&start.marker.token);
     let context = CallContext::current()?;
+    if !may_serve(&context.standing) {
+        return spawn::re_execute(start);
+    }
     let mut dead_server = None;
     loop {
         let (status, server_status) = unix_socketpair(
