@@ -76,7 +76,7 @@ where
 pub fn start_forkserver() -> Result<(), Error> {
     let mut server = lock_server();
     if server.as_ref().is_none_or(|s| !s.is_ours()) {
-        replace_server(&mut server)?;
+        replace_server(&mut server, Standing::now()?)?;
     }
     Ok(())
 }
@@ -138,8 +138,7 @@ struct Server {
 }
 
 impl Server {
-    fn start() -> Result<Self, Error> {
-        let standing = Standing::now()?;
+    fn start(standing: Standing) -> Result<Self, Error> {
         let (control, server_end) = unix_socketpair(
             SockType::SeqPacket,
             "create the fork server's control socket",
@@ -213,25 +212,13 @@ impl Server {
     }
 }
 
-/// Whether this process's fork server, if it has one, may fork a child for
-/// a caller of `standing`: it has the same credentials, capabilities,
-/// seccomp filters and affinity. A server that has more than the caller
-/// (a caller that dropped privileges, entered seccomp or was pinned after
-/// the server started) is not used: the call is spawned, at spawn's price
-/// and with spawn's semantics. A missing or inherited server is replaced
-/// by one with the caller's standing.
-fn may_serve(standing: &Standing) -> bool {
-    lock_server()
-        .as_ref()
-        .is_none_or(|server| !server.is_ours() || server.standing == *standing)
-}
-
-/// Replaces a missing, dead or inherited server with a new one.
-fn replace_server(slot: &mut Option<Server>) -> Result<&mut Server, Error> {
+/// Replaces a missing, dead or inherited server with a new one, started
+/// by a thread of `standing`.
+fn replace_server(slot: &mut Option<Server>, standing: Standing) -> Result<&mut Server, Error> {
     if let Some(old) = slot.take() {
         old.retire();
     }
-    Ok(slot.insert(Server::start()?))
+    Ok(slot.insert(Server::start(standing)?))
 }
 
 /// Asks the server to fork a child for `start`, and takes charge of it.
@@ -240,9 +227,6 @@ pub(crate) fn fork_from_server(start: Start) -> Result<Child, Error> {
     request[..4].copy_from_slice(&start.marker.depth.to_le_bytes());
     request[4..4 + TOKEN_LEN].copy_from_slice(&start.marker.token);
     let context = CallContext::current()?;
-    if !may_serve(&context.standing) {
-        return spawn::re_execute(start);
-    }
     let mut dead_server = None;
     loop {
         let (status, server_status) = unix_socketpair(
@@ -255,7 +239,9 @@ pub(crate) fn fork_from_server(start: Start) -> Result<Child, Error> {
             start.stdio.stderr.as_raw_fd(),
             server_status.as_raw_fd(),
         ];
-        let generation = send_request(&mut request, &fds, &context, dead_server)?;
+        let Some(generation) = send_request(&mut request, &fds, &context, dead_server)? else {
+            return spawn::re_execute(start);
+        };
         drop(server_status);
         match read_pid(status.as_fd()) {
             Ok(pid) => {
@@ -287,28 +273,36 @@ pub(crate) fn fork_from_server(start: Start) -> Result<Child, Error> {
 /// one was forked from. The request carries `context` when that server has
 /// not adopted it. A failure of the caller's own (no descriptor left for
 /// the context) is returned as it is: the server is not to blame.
+///
+/// `None`, and nothing sent, when the server has more than the caller: the
+/// caller's thread gave up credentials, capabilities, seccomp filters or
+/// CPUs since the server started, so its child must not come from there;
+/// the call is spawned instead (docs/FAULTS.md H10).
 fn send_request(
     request: &mut [u8; REQUEST_LEN],
     fds: &[RawFd; 4],
     context: &CallContext,
     dead: Option<u64>,
-) -> Result<u64, Error> {
+) -> Result<Option<u64>, Error> {
     let mut slot = lock_server();
     let server = match slot.as_mut() {
+        Some(server) if server.is_ours() && server.standing != context.standing => {
+            return Ok(None);
+        }
         Some(server) if server.is_ours() && Some(server.generation) != dead => server,
-        _ => replace_server(&mut slot)?,
+        _ => replace_server(&mut slot, context.standing.clone())?,
     };
     match send_with_context(server, request, fds, context)? {
-        Ok(_) => return Ok(server.generation),
+        Ok(_) => return Ok(Some(server.generation)),
         Err(e) if !server_is_gone(e) => {
             return Err(Error::spawn("send a request to the fork server", e));
         }
         Err(_) => {}
     }
-    let server = replace_server(&mut slot)?;
+    let server = replace_server(&mut slot, context.standing.clone())?;
     send_with_context(server, request, fds, context)?
         .map_err(|e| Error::spawn("send a request to the fork server", e))?;
-    Ok(server.generation)
+    Ok(Some(server.generation))
 }
 
 /// Whether a failed send means the server's end of the control socket is
