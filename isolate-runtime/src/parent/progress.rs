@@ -152,10 +152,8 @@ impl<'s, S: ?Sized + ProgressSink> ProgressStream<'s, S> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
-
     use super::*;
-    use crate::child::progress::Progress;
+    use crate::child::progress::tests::recorder;
     use crate::vocabulary::error::CodecStage;
 
     use crate::wire::codec;
@@ -165,15 +163,6 @@ mod tests {
 
     fn frame(payload: &[u8]) -> Vec<u8> {
         wire::frame(FrameKind::Progress, CALL, payload)
-    }
-
-    fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let progress = Progress::new({
-            let seen = Arc::clone(&seen);
-            move |m| seen.lock().unwrap().push(m)
-        });
-        (progress.into(), seen)
     }
 
     #[test]

@@ -375,12 +375,13 @@ pub(crate) fn deliver<S: ?Sized + ProgressSink>(sink: &mut S, payload: &[u8]) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
 
-    fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
+    /// A caller's `Progress` that records what it receives.
+    pub(crate) fn recorder() -> (Progress<'static, String>, Arc<Mutex<Vec<String>>>) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let progress = Progress::new({
             let seen = Arc::clone(&seen);
