@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bombsquad::{Error, bombsquad};
 use common::awaiting::{assert_gone_soon, current_thread, multi_thread, nonzero, pid_in};
@@ -274,14 +274,23 @@ fn a_call_waiting_for_a_permit_does_not_block_the_executor() {
             })
         };
         let before = ticks.load(Ordering::SeqCst);
+        let started = Instant::now();
         // One child at a time: the second call waits about 400 ms for its permit.
         let results = tokio::join!(naps(400), naps(400));
+        let took = started.elapsed();
         let during = ticks.load(Ordering::SeqCst) - before;
         ticker.abort();
-        (results, during)
+        (results, (during, took))
     });
+    let (ticks_during_calls, took) = ticks_during_calls;
     bombsquad::set_max_children(8);
     assert_eq!([results.0.unwrap(), results.1.unwrap()], [400; 2]);
+    // A lower bound, not a speed: two 400 ms children that ran at once
+    // would be done in about 400 ms.
+    assert!(
+        took >= Duration::from_millis(800),
+        "two 400 ms calls under a cap of 1 took {took:?}: they ran at once"
+    );
     assert!(
         ticks_during_calls >= 5,
         "the ticker ticked {ticks_during_calls} times while two 400 ms calls ran one after the other"

@@ -84,7 +84,9 @@ pub(crate) fn acquire() -> Permit {
 pub(crate) fn try_acquire_or_wake(waker: &Waker) -> Option<Permit> {
     THROTTLE
         .try_acquire_or_wake(|| cap().unwrap_or_else(|_| default_cap()), waker)
-        .then_some(Permit(()))
+        // Lazily: a `Permit` made and dropped when none was taken would
+        // release another call's.
+        .then(|| Permit(()))
 }
 
 impl Drop for Permit {
