@@ -52,7 +52,7 @@ fn watch_children(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let mut most = 0;
         while !stop.load(Ordering::Relaxed) {
-            most = most.max(common::call_children(std::process::id()).len());
+            most = most.max(common::call_children_at_once(std::process::id()));
             std::thread::sleep(Duration::from_millis(10));
         }
         most

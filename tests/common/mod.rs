@@ -219,3 +219,15 @@ pub fn call_children(parent: u32) -> Vec<(i32, char)> {
     }
     children
 }
+
+/// How many of `parent`'s calls' children ([`call_children`]) existed at
+/// one instant: those a scan of `/proc` found that still exist when it is
+/// over. A scan is not atomic: a child that ended early in it and one that
+/// started later would both be listed; each one kept existed from its
+/// listing to its re-check, so all of them at the instant between the two.
+pub fn call_children_at_once(parent: u32) -> usize {
+    call_children(parent)
+        .into_iter()
+        .filter(|&(pid, _)| process_exists(pid.cast_unsigned()))
+        .count()
+}
