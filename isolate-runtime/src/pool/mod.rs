@@ -136,7 +136,7 @@ impl Pool {
         Ok(Self {
             launch,
             options,
-            owner: std::process::id(),
+            owner: sys::current_pid(),
             depth,
             state: Mutex::new(State::default()),
             changed: Condvar::new(),
@@ -276,7 +276,7 @@ impl Pool {
     }
 
     fn check_owner(&self) -> Result<(), Error> {
-        if std::process::id() == self.owner {
+        if sys::current_pid() == self.owner {
             Ok(())
         } else {
             Err(Error::PoolInForkedChild { owner: self.owner })

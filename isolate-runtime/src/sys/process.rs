@@ -1,8 +1,10 @@
 //! Processes: leaving, pidfds, reaping, signals to a child or its group,
-//! death with the parent, process groups and resource limits.
+//! death with the parent, process groups and resource limits, and this
+//! process's own id.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use nix::errno::Errno;
 
@@ -403,4 +405,57 @@ fn thread_count() -> io::Result<u64> {
         .ok()
         .and_then(|rest| rest.split_ascii_whitespace().nth(17)?.parse().ok())
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed /proc/self/stat"))
+}
+
+/// This process's id, without a system call after the first ask: cached in
+/// a page that a fork gives the child zeroed (`MADV_WIPEONFORK`, Linux
+/// 4.14), so the child of any fork (`fork`, `clone`, a raw system call: no
+/// `pthread_atfork` handler to miss) reads 0 and asks the kernel again.
+/// Where the kernel refuses the advice, every call asks.
+///
+/// Why: a pool checks on every call that this process started its
+/// workers, and a `getpid` was a tenth of a warm call's cost beyond its
+/// pipe floor.
+pub(crate) fn current_pid() -> u32 {
+    static CACHE: std::sync::OnceLock<Option<&'static AtomicU32>> = std::sync::OnceLock::new();
+    let Some(cached) = *CACHE.get_or_init(wiped_on_fork) else {
+        return std::process::id();
+    };
+    match cached.load(Ordering::Relaxed) {
+        0 => {
+            let pid = std::process::id();
+            cached.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
+}
+
+/// A zeroed word in a page of its own that reads 0 again in a forked
+/// child; `None` where the kernel refuses `MADV_WIPEONFORK`.
+fn wiped_on_fork() -> Option<&'static AtomicU32> {
+    use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous, munmap};
+    let page = std::num::NonZeroUsize::new(4096)?;
+    // SAFETY: a fresh private anonymous mapping, overlapping nothing.
+    let mapping = unsafe {
+        mmap_anonymous(
+            None,
+            page,
+            ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+            MapFlags::MAP_PRIVATE,
+        )
+    }
+    .ok()?;
+    // SAFETY: the advice applies to the mapping just made, which nothing
+    // else uses yet; it changes what a fork's child sees, not this process.
+    if unsafe { madvise(mapping, page.get(), MmapAdvise::MADV_WIPEONFORK) }.is_err() {
+        // SAFETY: the mapping was made above and nothing refers to it.
+        let _ = unsafe { munmap(mapping, page.get()) };
+        return None;
+    }
+    // SAFETY: the page is mapped read-write for the rest of the process's
+    // life (never unmapped), zero-filled, and page-aligned, so it holds an
+    // aligned `AtomicU32` (all-zero is a valid one) that only atomic
+    // accesses reach.
+    Some(unsafe { mapping.cast::<AtomicU32>().as_ref() })
 }

@@ -164,7 +164,7 @@ impl Server {
         })?;
         static GENERATION: AtomicU64 = AtomicU64::new(0);
         let server = Self {
-            owner: std::process::id(),
+            owner: sys::current_pid(),
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
             control,
             control_id: (control_stat.st_dev, control_stat.st_ino),
@@ -178,7 +178,7 @@ impl Server {
     }
 
     fn is_ours(&self) -> bool {
-        self.owner == std::process::id()
+        self.owner == sys::current_pid()
     }
 
     fn send(&self, request: &[u8; REQUEST_LEN], fds: &[RawFd]) -> nix::Result<usize> {
