@@ -17,13 +17,23 @@ use std::time::Duration;
 
 use bombsquad::{Backend, Error, Isolate, PanicMode, Task, Worker, WorkerOptions, bombsquad};
 
-/// Inside a worker: its channel to the parent (the only socket above stdio).
+/// Inside a worker: where it answers the parent (the only pipe above stdio
+/// that it writes; the other one brings its requests).
 fn worker_channel() -> RawFd {
     common::open_fds()
         .into_iter()
-        .find(|(fd, target)| *fd > 2 && target.starts_with("socket:"))
+        .find(|(fd, target)| *fd > 2 && target.starts_with("pipe:") && write_only(*fd))
         .map(|(fd, _)| fd)
-        .expect("no channel in this worker")
+        .expect("no answer pipe in this worker")
+}
+
+/// Whether this process opened `fd` write-only (`O_WRONLY` in its flags).
+fn write_only(fd: RawFd) -> bool {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+    info.lines()
+        .find_map(|line| line.strip_prefix("flags:"))
+        .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
+        .is_some_and(|flags| flags & 0o3 == 0o1)
 }
 
 /// Options for a fork-mode call on `backend`, with a timeout: a forked

@@ -13,7 +13,7 @@ use nix::sys::stat::{SFlag, fstat};
 
 use crate::child::{self, forkserver, limits, progress, registry};
 use crate::sys;
-use crate::wire::marker::{MARKER_VAR, Marker, TOKEN_LEN, tokens_match};
+use crate::wire::marker::{MARKER_VAR, MAX_TOKEN_FDS, Marker, TOKEN_LEN, tokens_match};
 use crate::wire::{self, CallId, FrameKind, FrameStream, MAX_FRAME_LEN};
 
 /// Function names longer than this are refused.
@@ -73,8 +73,7 @@ pub(crate) fn accept_channel(marker: &Marker) -> Result<Option<OwnedFd>, String>
 pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     limits::enter_process_hygiene();
     let Received {
-        reply_fd,
-        progress_fd,
+        fds,
         request,
         mut frames,
     } = receive_call(channel.as_fd(), marker).unwrap_or_else(|why| refuse(&why));
@@ -86,6 +85,7 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
     )
     .and_then(|setup| limits::ChildSetup::decode(setup.payload()))
     .unwrap_or_else(|why| refuse(&why));
+    let mut fds = fds.into_iter();
     let (name, call_id, args) = match request {
         Request::Call {
             name,
@@ -93,18 +93,31 @@ pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
             args,
         } => (name, call_id, args),
         Request::Worker { name } => {
-            // The worker's loop reads the channel afresh: the pool sends its
+            // The worker's loop reads its request pipe: the pool sends its
             // first call only after the worker's hello.
             if !frames.is_drained() {
                 refuse("the pool sent more than the worker's set-up before its hello");
             }
-            crate::child::worker::serve_worker(channel, reply_fd, &name, &setup, marker.depth)
+            let (Some(arena), Some(requests), Some(answers)) = (fds.next(), fds.next(), fds.next())
+            else {
+                refuse("the pool sent a worker fewer than its arena and two pipes")
+            };
+            drop(channel);
+            let ends = crate::child::worker::Ends {
+                requests,
+                answers,
+                arena,
+            };
+            crate::child::worker::serve_worker(ends, &name, &setup, marker.depth)
         }
     };
     drop(channel);
+    let reply_fd = fds
+        .next()
+        .unwrap_or_else(|| refuse("the parent sent no reply descriptor"));
     // Descriptors the parent left open without CLOEXEC (a listening
     // socket, a lock file) must not live on in the child (docs/FAULTS.md G3).
-    let progress_fd = progress_fd.map_or(-1, IntoRawFd::into_raw_fd);
+    let progress_fd = fds.next().map_or(-1, IntoRawFd::into_raw_fd);
     sys::close_fds_except(&mut [reply_fd.as_raw_fd(), progress_fd]);
     let reply_fd = reply_fd.into_raw_fd();
     child::become_child(reply_fd, call_id, marker.depth, true);
@@ -165,9 +178,9 @@ fn take_channel(marker: &Marker) -> Result<OwnedFd, String> {
 
 /// What the parent sends a re-executed child.
 struct Received {
-    reply_fd: OwnedFd,
-    /// Sent only when the function takes a `Progress`.
-    progress_fd: Option<OwnedFd>,
+    /// A call's reply descriptor, then its progress pipe when the function
+    /// takes a `Progress`; a worker's arena, request pipe and answer pipe.
+    fds: Vec<OwnedFd>,
     request: Request,
     /// The rest of the request comes through it.
     frames: FrameStream,
@@ -181,9 +194,6 @@ fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<Received, St
     if !tokens_match(&token, &marker.token) {
         return Err("the channel token does not match the marker".to_owned());
     }
-    let mut fds = fds.into_iter();
-    let reply_fd = fds.next().ok_or("the parent sent no reply descriptor")?;
-    let progress_fd = fds.next();
     let mut frames = FrameStream::default();
     let first = read_any_frame(&mut frames, channel, MAX_NAME_LEN)?;
     let (kind, call_id) = (first.kind, first.call_id);
@@ -208,21 +218,20 @@ fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<Received, St
         other => return Err(format!("expected a Call or Worker frame, got {other:?}")),
     };
     Ok(Received {
-        reply_fd,
-        progress_fd,
+        fds,
         request,
         frames,
     })
 }
 
-/// Reads the token, and the descriptors that came with it: the reply
-/// descriptor, then the progress pipe if the function takes a `Progress`.
+/// Reads the token, and the descriptors that came with it (see
+/// [`Received::fds`]).
 fn receive_token_and_fds(
     channel: BorrowedFd<'_>,
     token: &mut [u8; TOKEN_LEN],
 ) -> Result<Vec<OwnedFd>, String> {
     let (received, fds) =
-        sys::recv_with_fds::<2>(channel, token).map_err(|e| format!("receive the token: {e}"))?;
+        sys::recv_with_fds::<MAX_TOKEN_FDS>(channel, token).map_err(|e| format!("receive the token: {e}"))?;
     sys::read_exact(channel, &mut token[received..])
         .map_err(|e| format!("receive the token: {e}"))?;
     Ok(fds)

@@ -1,6 +1,6 @@
 //! The worker's side: a re-executed child that, instead of one call, serves
-//! requests on its channel until told to leave or the channel closes
-//! (`PROTOCOL.md`).
+//! the requests that come down its request pipe until told to leave or the
+//! pipe closes (`PROTOCOL.md` has the frames).
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -25,22 +25,35 @@ pub(crate) struct Hello {
     pub(crate) pid: u32,
 }
 
-/// Serves `name` on `channel` until a `Shutdown` frame or the end of the
-/// channel. The registered init hook (a task's) runs first, before `Hello`,
-/// so a worker whose init crashes never looks ready.
-pub(crate) fn serve_worker(
-    channel: OwnedFd,
-    arena_fd: OwnedFd,
-    name: &str,
-    setup: &ChildSetup,
-    depth: u32,
-) -> ! {
-    sys::close_fds_except(&mut [channel.as_raw_fd(), arena_fd.as_raw_fd()]);
-    arena::install(arena_fd);
-    // `channel` lives until the worker leaves by `_exit`.
-    let fd = channel.as_raw_fd();
+/// A worker's descriptors (`pool/process/channel.rs` says why pipes).
+pub(crate) struct Ends {
+    /// The request pipe's read end.
+    pub(crate) requests: OwnedFd,
+    /// The answer pipe's write end: answers, progress, fault records.
+    pub(crate) answers: OwnedFd,
+    /// The shared arena's memfd.
+    pub(crate) arena: OwnedFd,
+}
+
+/// Serves `name` until a `Shutdown` frame or the end of the request pipe.
+/// The registered init hook (a task's) runs first, before `Hello`, so a
+/// worker whose init crashes never looks ready.
+pub(crate) fn serve_worker(ends: Ends, name: &str, setup: &ChildSetup, depth: u32) -> ! {
+    let Ends {
+        requests,
+        answers,
+        arena,
+    } = ends;
+    sys::close_fds_except(&mut [
+        requests.as_raw_fd(),
+        answers.as_raw_fd(),
+        arena.as_raw_fd(),
+    ]);
+    arena::install(arena);
+    // `answers` lives until the worker leaves by `_exit`.
+    let fd = answers.as_raw_fd();
     child::become_child(fd, NO_CALL, depth, true);
-    // Progress frames go to the same socket as the answers.
+    // Progress frames go to the same pipe as the answers.
     crate::child::progress::set_fd(fd);
     limits::enter_worker(setup, fd);
     let entry = match registry::find(name) {
@@ -61,7 +74,7 @@ pub(crate) fn serve_worker(
     if !sent {
         child::leave();
     }
-    let mut requests = Requests::new(channel.as_fd());
+    let mut requests = Requests::new(requests.as_fd());
     while let Some(request) = requests.next() {
         // Every frame sent for this request echoes its id.
         child::set_call_id(request.call_id);
@@ -82,12 +95,13 @@ fn initialize(entry: &Entry) {
     }
 }
 
-/// Requests as they arrive on the channel. A request comes whole in one
-/// read as a rule, so it costs one `read(2)` rather than one for its header
-/// and one for its payload (a warm call's round trip is a few syscalls on
-/// each side: each one counts).
+/// Requests as they arrive on the request pipe. A request comes whole in
+/// one read as a rule, so it costs one `read(2)` rather than one for its
+/// header and one for its payload (a warm call's round trip is a few
+/// syscalls on each side: each one counts). The worker waits for the next
+/// one asleep in that `read`: a pipe's reader is woken only by data.
 struct Requests<'a> {
-    channel: BorrowedFd<'a>,
+    pipe: BorrowedFd<'a>,
     /// What was read and not yet served: the current request first.
     frames: FrameReader,
 }
@@ -97,14 +111,14 @@ struct Requests<'a> {
 const KEEP_BUFFER: usize = 1 << 20;
 
 impl<'a> Requests<'a> {
-    fn new(channel: BorrowedFd<'a>) -> Self {
+    fn new(pipe: BorrowedFd<'a>) -> Self {
         Self {
-            channel,
+            pipe,
             frames: FrameReader::new(Limit::Each(MAX_FRAME_LEN)),
         }
     }
 
-    /// The next request; `None` on `Shutdown`, at the end of the channel,
+    /// The next request; `None` on `Shutdown`, at the end of the pipe,
     /// or on anything the parent would never send (a frame that does not
     /// match its checksum included).
     fn next(&mut self) -> Option<FrameAt> {
@@ -119,8 +133,7 @@ impl<'a> Requests<'a> {
                 Ok(Some(_)) | Err(_) => return None,
                 Ok(None) => {}
             }
-            wait_readable(self.channel);
-            match sys::read_into_spare(self.channel, self.frames.buffer(), 4 << 10) {
+            match sys::read_into_spare(self.pipe, self.frames.buffer(), 4 << 10) {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
             }
@@ -130,25 +143,4 @@ impl<'a> Requests<'a> {
     fn payload(&self, request: &FrameAt) -> &[u8] {
         self.frames.payload(request)
     }
-}
-
-/// Sleeps until the channel has data (or an error, or its end), in `poll`
-/// rather than in `read`.
-///
-/// Why: a reader asleep in `read` on a Unix socket is woken by every
-/// write-space event on it as well, and the parent makes one each time it
-/// reads a reply this worker sent (the reply's buffer is freed). A worker
-/// already back asleep by then wakes for nothing, and with a sync wake-up,
-/// onto the parent's CPU. On the project's VM that happened on most calls
-/// of about half the runs (1.6-1.7 context switches per call instead of
-/// 1.0): a warm call took ~20 µs in those runs and ~14.5 µs in the others
-/// (1.58x or 1.15x its floor, by where the processes happened to run).
-/// `poll` wakes only for what it asked for: 1.0 switch per call, ~17.5 µs
-/// (1.38-1.45x) in every run, for one more syscall (BENCHMARKS.md "Warm
-/// workers").
-fn wait_readable(channel: BorrowedFd<'_>) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut fds = [PollFd::new(channel, PollFlags::POLLIN)];
-    // EINTR or an error: the read that follows tells.
-    let _ = poll(&mut fds, PollTimeout::NONE);
 }

@@ -16,7 +16,7 @@
 //! its future is dropped goes the same way.
 
 use std::future::poll_fn;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -380,7 +380,7 @@ async fn wait_for(
     wake: Option<Instant>,
 ) -> Result<Ready, Error> {
     check_runtime()?;
-    let (pidfd, socket, outputs) = worker.descriptors();
+    let (pidfd, channel_fds, outputs) = worker.descriptors();
     let Some(pidfd) = pidfd else {
         // Reaped by someone else: a blocking wait says the same.
         return Ok(Ready {
@@ -388,16 +388,11 @@ async fn wait_for(
             ..Ready::default()
         });
     };
-    // The reactor takes a descriptor once: sending waits on a second one.
-    let to_send: Option<OwnedFd> = match channel {
-        Some(flags) if flags.contains(PollFlags::POLLOUT) => Some(
-            socket
-                .try_clone_to_owned()
-                .map_err(|e| Error::spawn("watch the worker's channel", e))?,
-        ),
-        _ => None,
-    };
-    let registered = register(pidfd, channel.map(|_| socket), to_send.as_ref(), outputs)?;
+    let to_send = channel
+        .filter(|flags| flags.contains(PollFlags::POLLOUT))
+        .map(|_| channel_fds.outgoing());
+    let incoming = channel.map(|_| channel_fds.incoming());
+    let registered = register(pidfd, incoming, to_send, outputs)?;
     let mut ready = Ready::default();
     for side in wait(registered, wake).await? {
         match side {
@@ -413,7 +408,7 @@ async fn wait_for(
 fn register<'a, 'o: 'a>(
     pidfd: BorrowedFd<'a>,
     channel: Option<BorrowedFd<'a>>,
-    to_send: Option<&'a OwnedFd>,
+    to_send: Option<BorrowedFd<'a>>,
     outputs: impl Iterator<Item = BorrowedFd<'o>>,
 ) -> Result<Registered<'a, Side>, Error> {
     let mut registered: Registered<'a, Side> = SmallVec::new();
@@ -422,7 +417,7 @@ fn register<'a, 'o: 'a>(
         registered.push(lend(channel, Side::Readable)?);
     }
     if let Some(to_send) = to_send {
-        registered.push(lend(to_send.as_fd(), Side::Writable)?);
+        registered.push(lend(to_send, Side::Writable)?);
     }
     for output in outputs {
         registered.push(lend(output, Side::Output)?);

@@ -8,7 +8,7 @@
 //! takes a `Progress`, travel over the socket (SCM_RIGHTS).
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -19,6 +19,7 @@ use nix::sys::socket::{
     sockopt,
 };
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::child::limits::ChildSetup;
 use crate::child::progress::ProgressSink;
@@ -36,7 +37,7 @@ use crate::sys;
 use crate::vocabulary::error::{CodecStage, Error};
 use crate::vocabulary::panic_report::message_of;
 use crate::wire::codec::Codec;
-use crate::wire::marker::{MARKER_VAR, Marker, TOKEN_LEN};
+use crate::wire::marker::{MARKER_VAR, MAX_TOKEN_FDS, Marker, TOKEN_LEN};
 use crate::wire::{self, CallId, FrameKind};
 
 /// The binary to re-execute: the same inode even if the file was replaced.
@@ -191,7 +192,10 @@ pub(crate) fn start_call<'p, S: ?Sized + ProgressSink>(
     })?;
     // A child that died early cannot take the token; its exit status will say why.
     let progress_end = progress.as_ref().map(ProgressStream::child_end);
-    let _ = send_token_and_fds(socket.as_fd(), &token, reply.child_end(), progress_end);
+    let fds: SmallVec<[BorrowedFd<'_>; MAX_TOKEN_FDS]> =
+        std::iter::once(reply.child_end()).chain(progress_end).collect();
+    let _ = send_token_and_fds(socket.as_fd(), &token, &fds);
+    drop(fds);
     reply.close_child_end();
     if let Some(progress) = &mut progress {
         progress.close_child_end();
@@ -296,24 +300,19 @@ fn encode_args_onto<A: Serialize + ?Sized>(out: &mut Vec<u8>, args: &A) -> Resul
     }
 }
 
-/// Sends the token with the reply descriptor and, when the function takes a
-/// `Progress`, the progress pipe's write end, in that order.
+/// Sends the token with the descriptors the child takes: a call's reply
+/// descriptor and, when the function takes a `Progress`, the progress
+/// pipe's write end; a worker's arena, request pipe and answer pipe.
 pub(crate) fn send_token_and_fds(
     socket: BorrowedFd<'_>,
     token: &[u8; TOKEN_LEN],
-    reply: BorrowedFd<'_>,
-    progress: Option<BorrowedFd<'_>>,
+    fds: &[BorrowedFd<'_>],
 ) -> nix::Result<usize> {
-    let both = [reply.as_raw_fd(), progress.map_or(-1, |fd| fd.as_raw_fd())];
-    let fds = if progress.is_some() {
-        &both[..]
-    } else {
-        &both[..1]
-    };
+    let fds: SmallVec<[RawFd; MAX_TOKEN_FDS]> = fds.iter().map(AsRawFd::as_raw_fd).collect();
     sendmsg::<()>(
         socket.as_raw_fd(),
         &[IoSlice::new(token)],
-        &[ControlMessage::ScmRights(fds)],
+        &[ControlMessage::ScmRights(&fds)],
         MsgFlags::MSG_NOSIGNAL,
         None,
     )

@@ -14,6 +14,10 @@ pub(crate) const MARKER_VAR: &str = "BOMBSQUAD_CHILD";
 
 pub(crate) const TOKEN_LEN: usize = 16;
 
+/// The most descriptors that come with the token: a call's reply
+/// descriptor and progress pipe, or a worker's arena and its two pipes.
+pub(crate) const MAX_TOKEN_FDS: usize = 3;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Marker {
     pub(crate) parent_pid: i32,

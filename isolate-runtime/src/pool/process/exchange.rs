@@ -3,12 +3,11 @@
 //! the reading of the frames that arrive. The awaiting driver is
 //! `pool/awaited.rs`.
 
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
-use nix::sys::socket::{MsgFlags, send};
 
 use super::WorkerProcess;
 use crate::parent::supervise::remaining;
@@ -19,6 +18,9 @@ use crate::wire::{CallId, FrameError, FrameKind, FrameReader};
 /// Read from the channel per wake-up, so a flooding worker cannot starve
 /// the deadline check.
 const READ_BUDGET: usize = 16 << 20;
+
+/// Room for an answer in the first read (see [`read_available`]).
+const SMALL_ANSWER: usize = 1000;
 
 /// How long a worker that closed its channel without answering may take to
 /// exit before it is killed: it can never answer, but its exit status (a
@@ -57,7 +59,7 @@ impl WorkerProcess {
         self.output.clear_tail();
         let mut outgoing = request;
         if !outgoing.is_empty() {
-            match self.send_some(outgoing) {
+            match self.channel.send_some(outgoing) {
                 Ok(n) => outgoing = &outgoing[n..],
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
                 // Nothing was received: the request never ran (docs/FAULTS.md F11).
@@ -66,6 +68,7 @@ impl WorkerProcess {
         }
         Ok(Exchange {
             outgoing,
+            sent: request.len() - outgoing.len(),
             call_id,
             deadline,
             exit_by: None,
@@ -86,8 +89,11 @@ impl WorkerProcess {
             self.output.relay_available();
         }
         if ready.writable {
-            match self.send_some(exchange.outgoing) {
-                Ok(n) => exchange.outgoing = &exchange.outgoing[n..],
+            match self.channel.send_some(exchange.outgoing) {
+                Ok(n) => {
+                    exchange.outgoing = &exchange.outgoing[n..];
+                    exchange.sent += n;
+                }
                 Err(Errno::EAGAIN | Errno::EINTR) => {}
                 Err(_) => exchange.outgoing = &[], // it died; its exit will say why
             }
@@ -98,7 +104,7 @@ impl WorkerProcess {
             } else {
                 READ_BUDGET
             };
-            let ended = read_available(self.socket.as_fd(), frames.buffer(), budget);
+            let ended = read_available(self.channel.incoming(), frames.buffer(), budget);
             if take_frames(frames, exchange.call_id, progress)? {
                 return Ok(true);
             }
@@ -107,15 +113,14 @@ impl WorkerProcess {
             }
         }
         if ready.exited {
+            // A worker that died before it read any of the request never
+            // ran it (docs/FAULTS.md F11): the pool sends it to another.
+            if self.channel.untaken(exchange.sent) {
+                return Err(Loss::Undelivered);
+            }
             return Err(Loss::Died);
         }
         Ok(false)
-    }
-
-    /// Sends what the channel takes now, never raising SIGPIPE (docs/FAULTS.md F11).
-    pub(super) fn send_some(&self, bytes: &[u8]) -> nix::Result<usize> {
-        let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
-        send(self.socket.as_raw_fd(), bytes, flags)
     }
 
     /// Polls the process, the channel (for `channel`, unless `None`) and
@@ -140,7 +145,10 @@ impl WorkerProcess {
         }
         let mut fds = vec![PollFd::new(pidfd, PollFlags::POLLIN)];
         if let Some(flags) = channel {
-            fds.push(PollFd::new(self.socket.as_fd(), flags));
+            fds.push(PollFd::new(self.channel.incoming(), PollFlags::POLLIN));
+            if flags.contains(PollFlags::POLLOUT) {
+                fds.push(PollFd::new(self.channel.outgoing(), PollFlags::POLLOUT));
+            }
         }
         let outputs = fds.len();
         fds.extend(
@@ -153,16 +161,17 @@ impl WorkerProcess {
             Err(_) => return Err(Loss::Died),
         }
         let events = |fd: &PollFd<'_>| fd.revents().unwrap_or(PollFlags::POLLERR);
-        let channel = if channel.is_some() {
-            events(&fds[1])
-        } else {
-            PollFlags::empty()
+        let (incoming, outgoing) = match outputs {
+            1 => (PollFlags::empty(), PollFlags::empty()),
+            2 => (events(&fds[1]), PollFlags::empty()),
+            _ => (events(&fds[1]), events(&fds[2])),
         };
         Ok(Ready {
             exited: !events(&fds[0]).is_empty(),
-            readable: channel
+            readable: incoming
                 .intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR),
-            writable: channel.contains(PollFlags::POLLOUT),
+            // An error says the worker is gone: the send that follows tells.
+            writable: !outgoing.is_empty(),
             output: fds[outputs..].iter().any(|fd| !events(fd).is_empty()),
         })
     }
@@ -176,6 +185,8 @@ impl WorkerProcess {
 pub(crate) struct Exchange<'r> {
     /// What the channel has not taken yet of the request.
     outgoing: &'r [u8],
+    /// How much of it the channel has taken.
+    sent: usize,
     call_id: CallId,
     deadline: Option<Instant>,
     /// Once the channel has ended without an answer: when the worker
@@ -272,18 +283,25 @@ fn take_frames(
 
 /// Reads what the channel holds, up to `budget` bytes; `true` once the
 /// channel has ended (the worker closed it, or died). A read that left
-/// room in the buffer drained the socket: stop there rather than pay a
-/// read that fails with `EAGAIN` (a warm call's reply comes in one read;
+/// room in the buffer drained the channel: stop there rather than pay a
+/// read that fails with `EAGAIN` (a warm call's answer comes in one read;
 /// anything later makes the next wait ready).
-fn read_available(socket: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) -> bool {
+///
+/// The first read makes room for a small answer only, under glibc's
+/// large-chunk size (1 KiB): allocating a large chunk first consolidates
+/// the heap's fast bins, which cost a warm call more than the rare second
+/// read does.
+fn read_available(channel: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) -> bool {
     let mut taken = 0;
+    let mut room = SMALL_ANSWER;
     while taken < budget {
-        match sys::read_into_spare(socket, reply, 64 << 10) {
+        match sys::read_into_spare(channel, reply, room) {
             Ok(0) => return true,
             Ok(_) if reply.len() < reply.capacity() => return false, // a short read
             Ok(n) => taken += n,
             Err(e) => return e.kind() != std::io::ErrorKind::WouldBlock,
         }
+        room = 64 << 10;
     }
     false
 }

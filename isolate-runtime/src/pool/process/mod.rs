@@ -2,8 +2,10 @@
 //! thread), the handshake, and one call at a time over its channel (the
 //! exchange itself is `exchange.rs`).
 
+mod channel;
 mod exchange;
 
+pub(crate) use channel::Channel;
 pub(crate) use exchange::Loss;
 #[cfg(feature = "tokio")]
 pub(crate) use exchange::Ready;
@@ -65,8 +67,7 @@ impl std::fmt::Debug for Launch {
 #[derive(Debug)]
 pub(crate) struct WorkerProcess {
     child: Child,
-    /// Non-blocking.
-    socket: OwnedFd,
+    channel: Channel,
     output: OutputRelay,
     /// `None` for a worker that is not this binary.
     arena: Option<Arena>,
@@ -129,14 +130,16 @@ impl WorkerProcess {
         }
         crate::options::sandbox::check(options.sandbox.as_ref())?;
         let oom = OomWatch::start();
+        let (output, stdio) = OutputRelay::create(&options.stderr)?;
+        let started_at = Instant::now();
         let (socket, child_socket) = unix_socketpair(
             SockType::Stream,
             "create the channel to the worker (socketpair)",
         )?;
-        let (output, stdio) = OutputRelay::create(&options.stderr)?;
-        let started_at = Instant::now();
-        let (child, arena) = match launch {
+        let configure = |e| Error::spawn("create the channel to the worker", e);
+        let (child, channel, arena) = match launch {
             Launch::Registered(entry) => {
+                let (channel, ends) = Channel::pipes().map_err(configure)?;
                 let marker = Marker::for_new_child(depth)
                     .map_err(|e| Error::spawn("draw a random token", e))?;
                 let token = marker.token;
@@ -149,10 +152,12 @@ impl WorkerProcess {
                 let child = keeper::run(move || spawn::re_execute(start))?;
                 let arena = Arena::create()
                     .map_err(|e| Error::spawn("create the worker's arena (memfd_create)", e))?;
-                // A worker that died early cannot take these; its exit says why.
-                let _ = spawn::send_token_and_fds(socket.as_fd(), &token, arena.fd(), None);
+                // A worker that died early cannot take these; its exit says
+                // why. The socket closes here: the pipes are the channel.
+                let fds = [arena.fd(), ends.requests.as_fd(), ends.answers.as_fd()];
+                let _ = spawn::send_token_and_fds(socket.as_fd(), &token, &fds);
                 let _ = send_setup(socket.as_fd(), entry.name, options);
-                (child, Some(arena))
+                (child, channel, Some(arena))
             }
             Launch::Command(make) => {
                 let mut command = make();
@@ -162,16 +167,16 @@ impl WorkerProcess {
                     .stderr(Stdio::from(stdio.stderr))
                     .process_group(0);
                 let child = keeper::run(move || start_command(command, started_at))?;
-                (child, None)
+                let channel = Channel::socket(socket).map_err(configure)?;
+                (child, channel, None)
             }
         };
-        sys::set_nonblocking(&socket).map_err(|e| Error::spawn("configure the channel", e))?;
         let readiness = child
             .pidfd()
-            .and_then(|pidfd| Readiness::new(pidfd, socket.as_fd(), output.poll_fds()).ok());
+            .and_then(|pidfd| Readiness::new(pidfd, channel.incoming(), output.poll_fds()).ok());
         let worker = Self {
             child,
-            socket,
+            channel,
             output,
             arena,
             readiness,
@@ -199,12 +204,12 @@ impl WorkerProcess {
         &self,
     ) -> (
         Option<BorrowedFd<'_>>,
-        BorrowedFd<'_>,
+        &Channel,
         impl Iterator<Item = BorrowedFd<'_>>,
     ) {
         (
             self.child.pidfd(),
-            self.socket.as_fd(),
+            &self.channel,
             self.output.poll_fds(),
         )
     }
@@ -284,7 +289,7 @@ impl WorkerProcess {
     /// Refuses a worker whose channel holds bytes before a request: a reply
     /// that belongs to no call (docs/FAULTS.md E10).
     pub(crate) fn check_silent(&self) -> Result<(), Loss> {
-        match sys::bytes_waiting(self.socket.as_fd()) {
+        match sys::bytes_waiting(self.channel.incoming()) {
             Ok(waiting) if waiting > 0 => Err(Loss::BadFrame(FrameError::Malformed(format!(
                 "{waiting} bytes were waiting in the worker's channel before the request: \
                  a reply that belongs to no call"
@@ -348,7 +353,7 @@ impl WorkerProcess {
     /// Sends `Shutdown`: the worker leaves once it reads it. Dropping a
     /// `WorkerProcess` kills and reaps it.
     pub(crate) fn ask_to_leave(&self) {
-        let _ = self.send_some(&wire::header(FrameKind::Shutdown, NO_CALL, &[]));
+        let _ = self.channel.send_some(&wire::header(FrameKind::Shutdown, NO_CALL, &[]));
     }
 
     /// The worker's resident set size, from `/proc/<pid>/statm`.
