@@ -222,14 +222,16 @@ fn warm_trivial_calls(config: &Config) {
     let mut echo = floors::WarmEcho::start();
     let mut pipe_echo = floors::WarmEcho::start_pipes();
     let mut message = [7u8; floors::WARM_MESSAGE];
+    let mut watched_echo = floors::WarmEcho::start_watched();
     let mut pipe_message = message;
+    let mut watched_message = message;
     let worker = Worker::<Increment>::spawn().expect("start the task worker");
     assert_eq!(warm_trivial(1).unwrap(), 2, "start the pool's worker");
     let mut x = 0u64;
     let mut y = 0u64;
     println!(
-        "{:<44} {:>10} {:>13} {:>8} {:>9} {:>8}",
-        "case", "median", "vs the floor", "target", "vs pipes", "target"
+        "{:<44} {:>10} {:>11} {:>8} {:>9} {:>8} {:>10}",
+        "case", "median", "vs socket", "target", "vs pipes", "target", "vs watched"
     );
     for placement in Placement::ALL {
         let Some(pinned) = placement.apply() else {
@@ -247,6 +249,9 @@ fn warm_trivial_calls(config: &Config) {
             Case::new("  the same over two pipes", || {
                 pipe_echo.round_trip(&mut pipe_message);
             }),
+            Case::new("  the same, watched (epoll: pidfd, 3 pipes)", || {
+                watched_echo.round_trip(&mut watched_message);
+            }),
             Case::new("pool = 1 function, warm", || {
                 x = warm_trivial(x).unwrap();
             }),
@@ -256,9 +261,9 @@ fn warm_trivial_calls(config: &Config) {
         ];
         interleave(&mut cases, plan);
         pinned.restore();
-        let (floor, pipe_floor) = (cases[0].median(), cases[1].median());
+        let floors = [cases[0].median(), cases[1].median(), cases[2].median()];
         for (i, case) in cases.iter().enumerate() {
-            let (target, pipe_target) = if i < 2 {
+            let (target, pipe_target) = if i < floors.len() {
                 (String::new(), String::new())
             } else {
                 (
@@ -266,14 +271,16 @@ fn warm_trivial_calls(config: &Config) {
                     format!("<= {WARM_PIPE_TARGET:.1}x"),
                 )
             };
+            let [socket, pipes, watched] = floors.map(|floor| bench::ratio(case.median(), floor));
             println!(
-                "  {:<42} {:>10} {:>12.2}x {:>8} {:>8.2}x {:>8}",
+                "  {:<42} {:>10} {:>10.2}x {:>8} {:>8.2}x {:>8} {:>9.2}x",
                 case.name,
                 show(case.median()),
-                bench::ratio(case.median(), floor),
+                socket,
                 target,
-                bench::ratio(case.median(), pipe_floor),
-                pipe_target
+                pipes,
+                pipe_target,
+                watched
             );
         }
     }

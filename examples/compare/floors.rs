@@ -61,8 +61,9 @@ pub const WARM_MESSAGE: usize = 64;
 
 /// A child forked once that echoes [`WARM_MESSAGE`]-byte messages until the
 /// parent closes its end: one [`WarmEcho::round_trip`] is the floor of a
-/// call to a warm worker. Over a Unix stream socket pair (what a warm
-/// worker's channel is), or over two pipes (issue 18's floor).
+/// call to a warm worker. Over a Unix stream socket pair (what a
+/// `RemoteWorker`'s channel is), or over two pipes (issue 18's floor, and
+/// a registered worker's channel), with or without a wait in `epoll` first.
 #[derive(Debug)]
 pub struct WarmEcho {
     /// The parent writes here...
@@ -70,6 +71,19 @@ pub struct WarmEcho {
     /// ...and reads the echo here (the same socket, or the other pipe).
     from_child: i32,
     pid: i32,
+    /// What the parent waits in before each read, when watched.
+    watch: Option<Watch>,
+}
+
+/// An epoll set of what a warm call must watch to keep its guarantees: the
+/// child's pidfd (its death, whoever holds its pipes), its answer pipe, and
+/// two output pipes it holds open (its stdout and stderr, relayed as they
+/// come).
+#[derive(Debug)]
+struct Watch {
+    epoll: i32,
+    /// The pidfd and both ends of the two output pipes.
+    fds: [i32; 5],
 }
 
 impl WarmEcho {
@@ -87,6 +101,39 @@ impl WarmEcho {
         let [from_child, child_writes] = pipe_pair();
         let [child_reads, to_child] = pipe_pair();
         Self::fork_echo([to_child, from_child], [child_reads, child_writes])
+    }
+
+    /// Forks a child echoing over two pipes, and waits in an epoll set of
+    /// its pidfd, the answer pipe and two idle output pipes before each
+    /// read: the floor of a warm call that keeps its guarantees.
+    #[must_use]
+    pub fn start_watched() -> Self {
+        let [stdout, child_stdout] = pipe_pair();
+        let [stderr, child_stderr] = pipe_pair();
+        let mut echo = Self::start_pipes();
+        // The parent holds the write ends (the child never writes to them):
+        // an idle pipe in the set costs the same whoever holds it open.
+        // SAFETY: plain syscall with integer arguments.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, echo.pid, 0) };
+        let pidfd = i32::try_from(pidfd).expect("pidfd_open");
+        assert!(pidfd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: plain syscall.
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        assert!(epoll >= 0, "{}", io::Error::last_os_error());
+        for fd in [pidfd, echo.from_child, stdout, stderr] {
+            let mut event = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: u64::try_from(fd).unwrap_or(0),
+            };
+            // SAFETY: `event` is valid for reads.
+            let added = unsafe { libc::epoll_ctl(epoll, libc::EPOLL_CTL_ADD, fd, &raw mut event) };
+            assert_eq!(added, 0, "{}", io::Error::last_os_error());
+        }
+        echo.watch = Some(Watch {
+            epoll,
+            fds: [pidfd, stdout, stderr, child_stdout, child_stderr],
+        });
+        echo
     }
 
     /// Forks the echo; `parent` is (write, read) for the parent, `child`
@@ -107,12 +154,19 @@ impl WarmEcho {
             to_child: parent[0],
             from_child: parent[1],
             pid,
+            watch: None,
         }
     }
 
     /// One round trip: [`WARM_MESSAGE`] bytes there and back.
     pub fn round_trip(&mut self, message: &mut [u8; WARM_MESSAGE]) {
         assert!(write_all(self.to_child, message));
+        if let Some(watch) = &self.watch {
+            let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            // SAFETY: `events` is valid for writes of 4 events.
+            let n = unsafe { libc::epoll_wait(watch.epoll, events.as_mut_ptr(), 4, -1) };
+            assert!(n >= 1, "{}", io::Error::last_os_error());
+        }
         assert!(read_exact(self.from_child, message));
     }
 }
@@ -121,6 +175,10 @@ impl Drop for WarmEcho {
     fn drop(&mut self) {
         // The child reads end of file and leaves.
         close_once([self.to_child, self.from_child]);
+        if let Some(watch) = self.watch.take() {
+            close(watch.epoll);
+            watch.fds.into_iter().for_each(close);
+        }
         reap(self.pid);
     }
 }
