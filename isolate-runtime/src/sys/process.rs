@@ -459,3 +459,27 @@ fn wiped_on_fork() -> Option<&'static AtomicU32> {
     // accesses reach.
     Some(unsafe { mapping.cast::<AtomicU32>().as_ref() })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cached_pid_is_the_child_s_own_after_a_fork() {
+        let parent = current_pid();
+        assert_eq!(parent, std::process::id());
+        // SAFETY: the child only reads its id, compares and `_exit`s.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "{}", io::Error::last_os_error());
+        if pid == 0 {
+            // SAFETY: `getpid` is always safe.
+            let own = unsafe { libc::getpid() }.cast_unsigned();
+            let code = if current_pid() == own && own != parent { 0 } else { 1 };
+            exit_now(code);
+        }
+        let (status, _) = reap(pid).unwrap();
+        assert!(libc::WIFEXITED(status), "status {status:#x}");
+        assert_eq!(libc::WEXITSTATUS(status), 0, "the child read its parent's id");
+        assert_eq!(current_pid(), parent);
+    }
+}
