@@ -230,8 +230,8 @@ fn receive_token_and_fds(
     channel: BorrowedFd<'_>,
     token: &mut [u8; TOKEN_LEN],
 ) -> Result<Vec<OwnedFd>, String> {
-    let (received, fds) =
-        sys::recv_with_fds::<MAX_TOKEN_FDS>(channel, token).map_err(|e| format!("receive the token: {e}"))?;
+    let (received, fds) = sys::recv_with_fds::<MAX_TOKEN_FDS>(channel, token)
+        .map_err(|e| format!("receive the token: {e}"))?;
     sys::read_exact(channel, &mut token[received..])
         .map_err(|e| format!("receive the token: {e}"))?;
     Ok(fds)

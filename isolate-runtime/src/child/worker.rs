@@ -44,11 +44,7 @@ pub(crate) fn serve_worker(ends: Ends, name: &str, setup: &ChildSetup, depth: u3
         answers,
         arena,
     } = ends;
-    sys::close_fds_except(&mut [
-        requests.as_raw_fd(),
-        answers.as_raw_fd(),
-        arena.as_raw_fd(),
-    ]);
+    sys::close_fds_except(&mut [requests.as_raw_fd(), answers.as_raw_fd(), arena.as_raw_fd()]);
     arena::install(arena);
     // `answers` lives until the worker leaves by `_exit`.
     let fd = answers.as_raw_fd();

@@ -360,6 +360,8 @@ async fn exchange(
 /// What a worker's descriptor stands for in a wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
+    /// The worker's epoll set: one of the others is ready.
+    Set,
     Exit,
     Readable,
     Writable,
@@ -380,6 +382,21 @@ async fn wait_for(
     wake: Option<Instant>,
 ) -> Result<Ready, Error> {
     check_runtime()?;
+    // The common case, waiting for an answer: the worker's epoll set, as
+    // one descriptor.
+    if channel == Some(PollFlags::POLLIN)
+        && let Some(readiness) = worker.readiness()
+    {
+        let registered: Registered<'_, Side> =
+            SmallVec::from_iter([lend(readiness.fd(), Side::Set)?]);
+        if wait(registered, wake).await?.is_empty() {
+            return Ok(Ready::default()); // the time to wake up came
+        }
+        let found = readiness
+            .wait(nix::poll::PollTimeout::ZERO)
+            .map_err(|e| Error::spawn("wait for the worker", std::io::Error::from(e)))?;
+        return Ok(found.into());
+    }
     let (pidfd, channel_fds, outputs) = worker.descriptors();
     let Some(pidfd) = pidfd else {
         // Reaped by someone else: a blocking wait says the same.
@@ -397,6 +414,7 @@ async fn wait_for(
     for side in wait(registered, wake).await? {
         match side {
             Side::Exit => ready.exited = true,
+            Side::Set => {}
             Side::Readable => ready.readable = true,
             Side::Writable => ready.writable = true,
             Side::Output => ready.output = true,

@@ -13,8 +13,12 @@
 //! holds its only descriptor). Waiting to send the rest of a large request
 //! (`POLLOUT`) still goes through `poll`: it is rare, and the set stays
 //! fixed.
+//!
+//! An awaited call lends tokio's reactor this one set (readable when any
+//! of its descriptors is), not its four descriptors: one registration per
+//! wait instead of four, each an `epoll_ctl` to add and one to remove.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
 use nix::poll::PollTimeout;
@@ -52,6 +56,12 @@ impl Readiness {
             epoll.add(pipe, EpollEvent::new(EpollFlags::EPOLLIN, OUTPUT))?;
         }
         Ok(Self { epoll })
+    }
+
+    /// The set itself: readable when one of its descriptors is.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.epoll.0.as_fd()
     }
 
     /// Waits until the worker exits, the channel is readable or output

@@ -192,8 +192,9 @@ pub(crate) fn start_call<'p, S: ?Sized + ProgressSink>(
     })?;
     // A child that died early cannot take the token; its exit status will say why.
     let progress_end = progress.as_ref().map(ProgressStream::child_end);
-    let fds: SmallVec<[BorrowedFd<'_>; MAX_TOKEN_FDS]> =
-        std::iter::once(reply.child_end()).chain(progress_end).collect();
+    let fds: SmallVec<[BorrowedFd<'_>; MAX_TOKEN_FDS]> = std::iter::once(reply.child_end())
+        .chain(progress_end)
+        .collect();
     let _ = send_token_and_fds(socket.as_fd(), &token, &fds);
     drop(fds);
     reply.close_child_end();

@@ -474,12 +474,20 @@ mod tests {
         if pid == 0 {
             // SAFETY: `getpid` is always safe.
             let own = unsafe { libc::getpid() }.cast_unsigned();
-            let code = if current_pid() == own && own != parent { 0 } else { 1 };
+            let code = if current_pid() == own && own != parent {
+                0
+            } else {
+                1
+            };
             exit_now(code);
         }
         let (status, _) = reap(pid).unwrap();
         assert!(libc::WIFEXITED(status), "status {status:#x}");
-        assert_eq!(libc::WEXITSTATUS(status), 0, "the child read its parent's id");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "the child read its parent's id"
+        );
         assert_eq!(current_pid(), parent);
     }
 }

@@ -11,6 +11,7 @@ use nix::poll::{PollFd, PollFlags, poll};
 
 use super::WorkerProcess;
 use crate::parent::supervise::remaining;
+use crate::pool::readiness::Found;
 use crate::sys;
 use crate::vocabulary::error::Error;
 use crate::wire::{CallId, FrameError, FrameKind, FrameReader};
@@ -136,12 +137,7 @@ impl WorkerProcess {
             let found = readiness
                 .wait(remaining(deadline))
                 .map_err(|_| Loss::Died)?;
-            return Ok(Ready {
-                exited: found.exited,
-                readable: found.readable,
-                writable: false,
-                output: found.output,
-            });
+            return Ok(found.into());
         }
         let mut fds = vec![PollFd::new(pidfd, PollFlags::POLLIN)];
         if let Some(flags) = channel {
@@ -228,6 +224,17 @@ pub(crate) struct Ready {
     pub(crate) readable: bool,
     pub(crate) writable: bool,
     pub(crate) output: bool,
+}
+
+impl From<Found> for Ready {
+    fn from(found: Found) -> Self {
+        Self {
+            exited: found.exited,
+            readable: found.readable,
+            writable: false,
+            output: found.output,
+        }
+    }
 }
 
 /// Why an exchange did not end with an answer.

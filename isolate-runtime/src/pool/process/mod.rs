@@ -207,11 +207,15 @@ impl WorkerProcess {
         &Channel,
         impl Iterator<Item = BorrowedFd<'_>>,
     ) {
-        (
-            self.child.pidfd(),
-            &self.channel,
-            self.output.poll_fds(),
-        )
+        (self.child.pidfd(), &self.channel, self.output.poll_fds())
+    }
+
+    /// The epoll set of the pidfd, the channel and the output pipes, if
+    /// it was made, and the process is not reaped yet.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn readiness(&self) -> Option<&Readiness> {
+        self.child.pidfd()?;
+        self.readiness.as_ref()
     }
 
     /// A second descriptor for the process, for a shutdown that must kill
@@ -353,7 +357,9 @@ impl WorkerProcess {
     /// Sends `Shutdown`: the worker leaves once it reads it. Dropping a
     /// `WorkerProcess` kills and reaps it.
     pub(crate) fn ask_to_leave(&self) {
-        let _ = self.channel.send_some(&wire::header(FrameKind::Shutdown, NO_CALL, &[]));
+        let _ = self
+            .channel
+            .send_some(&wire::header(FrameKind::Shutdown, NO_CALL, &[]));
     }
 
     /// The worker's resident set size, from `/proc/<pid>/statm`.
