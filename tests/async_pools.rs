@@ -241,6 +241,46 @@ fn a_panic_in_a_pooled_async_fn_is_re_raised_when_polled_to_completion() {
     assert_eq!(message, Some("boom 7"));
 }
 
+/// Ticks counted by a task that `left_behind(true)` spawns and leaves
+/// running; it lives in the worker process.
+static LEFT_BEHIND_TICKS: AtomicUsize = AtomicUsize::new(0);
+
+/// With `spawn`: spawns a task that counts a tick every millisecond, and
+/// returns at once, leaving it behind. Without: its pid, and the ticks
+/// counted before and after a 100 ms sleep.
+#[bombsquad(pool = 1)]
+async fn left_behind(spawn: bool) -> (u32, usize, usize) {
+    if spawn {
+        tokio::spawn(async {
+            loop {
+                LEFT_BEHIND_TICKS.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+        return (std::process::id(), 0, 0);
+    }
+    let before = LEFT_BEHIND_TICKS.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let after = LEFT_BEHIND_TICKS.load(Ordering::SeqCst);
+    (std::process::id(), before, after)
+}
+
+#[test]
+fn a_task_one_call_left_behind_never_runs_during_a_later_call_on_the_same_worker() {
+    let runtime = guarded(current_thread, |runtime| {
+        runtime.block_on(left_behind(false)).unwrap();
+    });
+    let (spawner, _, _) = runtime.block_on(left_behind(true)).unwrap();
+    let (pid, before, after) = runtime.block_on(left_behind(false)).unwrap();
+    assert_eq!(pid, spawner, "the same warm worker served both calls");
+    // Each call's body runs on a runtime of its own: the previous call's
+    // task is never polled again, so it counts nothing while this one sleeps.
+    assert_eq!(
+        after, before,
+        "the left-behind task ran during a later call"
+    );
+}
+
 #[test]
 fn a_panic_in_error_mode_returns_the_message_and_the_worker_serves_on() {
     let runtime = guarded(current_thread, |runtime| {

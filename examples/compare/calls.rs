@@ -249,7 +249,7 @@ fn warm_trivial_calls(config: &Config) {
             Case::new("  the same over two pipes", || {
                 pipe_echo.round_trip(&mut pipe_message);
             }),
-            Case::new("  the same, watched (epoll: pidfd, 3 pipes)", || {
+            Case::new("  the same, watched (epoll: pidfd + pipes)", || {
                 watched_echo.round_trip(&mut watched_message);
             }),
             Case::new("pool = 1 function, warm", || {

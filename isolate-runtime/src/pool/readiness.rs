@@ -18,7 +18,7 @@
 //! of its descriptors is), not its four descriptors: one registration per
 //! wait instead of four, each an `epoll_ctl` to add and one to remove.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 
 use nix::errno::Errno;
 use nix::poll::PollTimeout;
@@ -61,7 +61,7 @@ impl Readiness {
     /// The set itself: readable when one of its descriptors is.
     #[cfg(feature = "tokio")]
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.epoll.0.as_fd()
+        std::os::fd::AsFd::as_fd(&self.epoll.0)
     }
 
     /// Waits until the worker exits, the channel is readable or output
