@@ -73,6 +73,34 @@ fn an_attribute_pool_serves_calls_and_replaces_a_crashed_worker() {
     assert_ne!(pooled_pid(false).unwrap(), first);
 }
 
+/// With `close`: closes every descriptor above stdio, as daemonizing C
+/// code does, its two pipes to the parent included, then returns. Without:
+/// its pid.
+#[bombsquad(pool = 1)]
+fn pooled_closes_everything(close: bool) -> u32 {
+    if close {
+        // SAFETY: closes descriptors this process may not use again; the
+        // worker's loop finds its request pipe gone and leaves.
+        unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    }
+    std::process::id()
+}
+
+#[test]
+fn e5_a_worker_that_closed_its_pipes_ends_its_call_without_payload_and_is_replaced() {
+    let mut first = 0;
+    let _guard = guard_after(|| first = pooled_closes_everything(false).unwrap());
+    match pooled_closes_everything(true) {
+        Err(Error::ZeroExitcodeWithoutPayload { pid, .. }) => {
+            assert_eq!(pid, first, "the warm worker ran it");
+            assert!(!common::process_exists(pid), "the worker was reaped");
+        }
+        other => panic!("expected ZeroExitcodeWithoutPayload, got {other:?}"),
+    }
+    let next = pooled_closes_everything(false).unwrap();
+    assert_ne!(next, first, "a fresh worker serves the next call");
+}
+
 #[test]
 fn an_attribute_pool_applies_timeout_memory_and_max_calls_per_call() {
     let _guard = guard_after(|| {
