@@ -1,7 +1,9 @@
 //! `#[bombsquad(pool = N)]`: a function's own pool of warm workers, made on
 //! its first call: crashes replace a worker, the attribute's options apply
 //! per call, large results cross the shared arena, progress arrives in
-//! order, and a forked child makes a pool of its own (docs/FAULTS.md D4).
+//! order, a forked child makes a pool of its own (docs/FAULTS.md D4), and a
+//! worker that closes its pipes or leaves a grandchild holding them ends
+//! its call all the same (E5, E6).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -99,6 +101,50 @@ fn e5_a_worker_that_closed_its_pipes_ends_its_call_without_payload_and_is_replac
     }
     let next = pooled_closes_everything(false).unwrap();
     assert_ne!(next, first, "a fresh worker serves the next call");
+}
+
+/// Forks a grandchild that holds the worker's pipes open for 30 s, writes
+/// its pid to `path`, then crashes.
+#[bombsquad(pool = 1)]
+fn pooled_leaves_a_grandchild_and_crashes(path: String) -> u32 {
+    // SAFETY: the grandchild only sleeps and `_exit`s.
+    match unsafe { libc::fork() } {
+        0 => {
+            // SAFETY: as above.
+            unsafe { libc::sleep(30) };
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+        grandchild => std::fs::write(&path, grandchild.to_string()).unwrap(),
+    }
+    u32::try_from(null_strlen()).unwrap()
+}
+
+#[test]
+fn e6_a_grandchild_holding_a_crashed_workers_pipes_does_not_delay_the_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("grandchild");
+    let _guard = guard_after(|| {});
+    let started = std::time::Instant::now();
+    match pooled_leaves_a_grandchild_and_crashes(path.display().to_string()) {
+        Err(Error::NonzeroExitcode(exit)) => assert_eq!(exit.signal(), Some(libc::SIGSEGV)),
+        other => panic!("expected SIGSEGV, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "completion came from the worker's exit, not from the end of its pipes"
+    );
+    let grandchild: u32 = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    // The group kill got it; init reaps it shortly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while common::process_exists(grandchild) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+    assert!(
+        state.is_empty() || state.contains(") Z "),
+        "grandchild still running: {state}"
+    );
 }
 
 #[test]
