@@ -3,7 +3,7 @@
 //! (docs/FAULTS.md J1-J6).
 //!
 //! The calling thread runs its call itself on a worker it checks out, so a
-//! warm call costs one round trip on a socket; only starting a worker goes
+//! warm call costs one round trip over two pipes; only starting a worker goes
 //! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3). An awaited
 //! call (`awaited.rs`, feature `tokio`) takes the same steps with each wait
 //! awaited: for a worker (a waker kept in the pool's state), for its

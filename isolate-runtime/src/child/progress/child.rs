@@ -16,7 +16,8 @@ static PROGRESS_FD: sys::FdSlot = sys::FdSlot::empty();
 static WRITE_LOCK: Mutex<()> = Mutex::new(());
 
 /// Makes `fd` the descriptor this process's child-side `Progress` writes
-/// to: a one-shot child's progress pipe, or a worker's socket; -1 for none.
+/// to: a one-shot child's progress pipe, or a worker's answer pipe; -1 for
+/// none.
 /// A new child starts with none (`child::become_child`).
 #[inline]
 pub(crate) fn set_fd(fd: RawFd) {
@@ -24,7 +25,7 @@ pub(crate) fn set_fd(fd: RawFd) {
 }
 
 /// Holds back progress frames while a reply goes to `fd`, if progress goes
-/// there too (a worker's socket), so a thread still sending messages
+/// there too (a worker's answer pipe), so a thread still sending messages
 /// cannot split the reply.
 #[inline]
 pub(crate) fn lock_if_shared(fd: RawFd) -> Option<std::sync::MutexGuard<'static, ()>> {
