@@ -491,6 +491,8 @@ enum Step {
     Panic(String),
     /// Writes the pid to the path, then sleeps for an hour.
     Hang(String),
+    /// Sleeps that many milliseconds, then answers the count.
+    Nap(u64),
 }
 
 #[derive(Default)]
@@ -516,6 +518,10 @@ impl Task for Counter {
                 std::fs::write(&path, std::process::id().to_string()).unwrap();
                 std::thread::sleep(Duration::from_secs(3600));
                 Ok(0)
+            }
+            Step::Nap(millis) => {
+                std::thread::sleep(Duration::from_millis(millis));
+                Ok(self.0)
             }
         }
     }
@@ -594,5 +600,67 @@ fn worker_call_async_dropped_mid_call_kills_and_reaps_the_worker_and_the_next_ca
         Ok(7)
     );
     assert_ne!(pid_of(&worker, &runtime), pid);
+    drop(worker);
+}
+
+/// A worker stays registered with the reactor of the runtime that awaited
+/// it last; a call from another runtime moves the registration, even while
+/// that runtime lives and is not driven (it would never wake the call).
+#[test]
+fn a_worker_awaited_on_one_runtime_is_served_on_another_while_the_first_lives_idle() {
+    let runtime = guarded(current_thread, |_| ());
+    let worker = Worker::<Counter>::spawn().unwrap();
+    let idle = current_thread();
+    assert_eq!(
+        idle.block_on(worker.call_async(Step::Add(1))).unwrap(),
+        Ok(1)
+    );
+    let served = runtime.block_on(async {
+        // The answer comes late, so only the reactor can wake the call.
+        tokio::time::timeout(Duration::from_secs(10), worker.call_async(Step::Nap(300))).await
+    });
+    assert_eq!(
+        served
+            .expect("not woken: still registered with the idle runtime")
+            .unwrap(),
+        Ok(1)
+    );
+    assert_eq!(
+        idle.block_on(worker.call_async(Step::Add(3))).unwrap(),
+        Ok(4)
+    );
+    assert_eq!(worker.restarts(), 0);
+    drop(worker);
+}
+
+/// A dropped runtime's descriptors stay open only while a worker is still
+/// registered with its reactor: the next call, awaited on another runtime
+/// or blocking, takes the worker back and they close.
+#[test]
+fn a_dropped_runtimes_descriptors_close_at_the_workers_next_call_awaited_or_blocking() {
+    let runtime = guarded(current_thread, |_| ());
+    let worker = Worker::<Counter>::spawn().unwrap();
+    assert_eq!(worker.call(Step::Add(1)).unwrap(), Ok(1));
+    let before = common::open_fds();
+    let first = current_thread();
+    assert_eq!(
+        first.block_on(worker.call_async(Step::Add(1))).unwrap(),
+        Ok(2)
+    );
+    drop(first);
+    assert_eq!(
+        runtime.block_on(worker.call_async(Step::Add(1))).unwrap(),
+        Ok(3)
+    );
+    assert_eq!(common::open_fds(), before, "awaited on another runtime");
+    let second = current_thread();
+    assert_eq!(
+        second.block_on(worker.call_async(Step::Add(1))).unwrap(),
+        Ok(4)
+    );
+    drop(second);
+    assert_eq!(worker.call(Step::Add(1)).unwrap(), Ok(5));
+    assert_eq!(common::open_fds(), before, "called without await");
+    assert_eq!(worker.restarts(), 0);
     drop(worker);
 }

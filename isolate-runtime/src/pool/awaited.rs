@@ -17,6 +17,7 @@
 
 use std::future::poll_fn;
 use std::os::fd::BorrowedFd;
+use std::pin::pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use smallvec::SmallVec;
 
 use super::process::{Loss, Ready, WorkerProcess};
+use super::readiness::Readiness;
 use super::statics::{StaticPool, check_scoped, pool_of};
 use super::{Found, Pool, Settled, Slot, WorkerOptions, backoff, encode_request, wake};
 use crate::child::progress::{self, ProgressSink};
@@ -360,8 +362,6 @@ async fn exchange(
 /// What a worker's descriptor stands for in a wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Side {
-    /// The worker's epoll set: one of the others is ready.
-    Set,
     Exit,
     Readable,
     Writable,
@@ -377,25 +377,17 @@ impl Watched for Side {
 /// Waits on the reactor for what a blocking exchange polls (the process,
 /// the channel for `channel`, the output pipes) until `wake`.
 async fn wait_for(
-    worker: &WorkerProcess,
+    worker: &mut WorkerProcess,
     channel: Option<PollFlags>,
     wake: Option<Instant>,
 ) -> Result<Ready, Error> {
     check_runtime()?;
     // The common case, waiting for an answer: the worker's epoll set, as
-    // one descriptor.
+    // one descriptor, registered once per runtime.
     if channel == Some(PollFlags::POLLIN)
         && let Some(readiness) = worker.readiness()
     {
-        let registered: Registered<'_, Side> =
-            SmallVec::from_iter([lend(readiness.fd(), Side::Set)?]);
-        if wait(registered, wake).await?.is_empty() {
-            return Ok(Ready::default()); // the time to wake up came
-        }
-        let found = readiness
-            .wait(nix::poll::PollTimeout::ZERO)
-            .map_err(|e| Error::spawn("wait for the worker", std::io::Error::from(e)))?;
-        return Ok(found.into());
+        return wait_for_set(readiness, wake).await;
     }
     let (pidfd, channel_fds, outputs) = worker.descriptors();
     let Some(pidfd) = pidfd else {
@@ -414,13 +406,62 @@ async fn wait_for(
     for side in wait(registered, wake).await? {
         match side {
             Side::Exit => ready.exited = true,
-            Side::Set => {}
             Side::Readable => ready.readable = true,
             Side::Writable => ready.writable = true,
             Side::Output => ready.output = true,
         }
     }
     Ok(ready)
+}
+
+/// Waits on the reactor until one of the worker's descriptors is ready
+/// (found in its epoll set) or `wake` comes (nothing found).
+///
+/// The set stays registered after the wait, so tokio may report it ready
+/// for events an earlier call took already: readiness is cleared only when
+/// the set, asked directly, has nothing. A registration kept from an
+/// earlier wait whose runtime was dropped (a runtime's id can be reused)
+/// is replaced once; one made in this wait failing means the runtime is
+/// shutting down.
+async fn wait_for_set(readiness: &mut Readiness, wake: Option<Instant>) -> Result<Ready, Error> {
+    let mut timer = pin!(wake.map(|at| tokio::time::sleep_until(at.into())));
+    loop {
+        let fresh = readiness
+            .lend_to_current()
+            .map_err(|e| Error::spawn("watch the worker with tokio's reactor", e))?;
+        let Some(lent) = readiness.lent() else {
+            return Ok(Ready::default()); // not reached: lent just now
+        };
+        let polled = poll_fn(|cx| match lent.poll_read_ready(cx) {
+            Poll::Ready(result) => Poll::Ready(Some(result)),
+            Poll::Pending => match timer.as_mut().as_pin_mut().map(|timer| timer.poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(None),
+                _ => Poll::Pending,
+            },
+        })
+        .await;
+        let mut guard = match polled {
+            None => return Ok(Ready::default()), // the time to wake up came
+            Some(Ok(guard)) => guard,
+            Some(Err(_)) if !fresh => {
+                readiness.reclaim();
+                continue;
+            }
+            Some(Err(e)) => {
+                return Err(Error::spawn(
+                    "wait for the child process (tokio's runtime is shutting down)",
+                    e,
+                ));
+            }
+        };
+        let found = readiness
+            .wait(nix::poll::PollTimeout::ZERO)
+            .map_err(|e| Error::spawn("wait for the worker", std::io::Error::from(e)))?;
+        if found.any() {
+            return Ok(found.into());
+        }
+        guard.clear_ready();
+    }
 }
 
 fn register<'a, 'o: 'a>(

@@ -15,8 +15,10 @@
 //! fixed.
 //!
 //! An awaited call lends tokio's reactor this one set (readable when any
-//! of its descriptors is), not its four descriptors: one registration per
-//! wait instead of four, each an `epoll_ctl` to add and one to remove.
+//! of its descriptors is), not its four descriptors, and the set stays
+//! registered while the calls come from one runtime: no `epoll_ctl` per
+//! call. A blocking call takes it back first (its events must not wake a
+//! runtime's thread); so does a call awaited on another runtime.
 
 use std::os::fd::BorrowedFd;
 
@@ -31,8 +33,13 @@ const OUTPUT: u64 = 2;
 /// A worker's descriptors in one epoll set.
 #[derive(Debug)]
 pub(crate) struct Readiness {
-    epoll: Epoll,
+    epoll: Set,
 }
+
+#[cfg(feature = "tokio")]
+type Set = crate::sys::reactor::LendableEpoll;
+#[cfg(not(feature = "tokio"))]
+type Set = Epoll;
 
 /// What one wait found.
 #[derive(Debug, Clone, Copy, Default)]
@@ -41,6 +48,14 @@ pub(crate) struct Found {
     /// Data, the end of the channel, or an error on it.
     pub(crate) readable: bool,
     pub(crate) output: bool,
+}
+
+impl Found {
+    /// Whether the wait found anything.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn any(self) -> bool {
+        self.exited || self.readable || self.output
+    }
 }
 
 impl Readiness {
@@ -55,13 +70,32 @@ impl Readiness {
         for pipe in output {
             epoll.add(pipe, EpollEvent::new(EpollFlags::EPOLLIN, OUTPUT))?;
         }
-        Ok(Self { epoll })
+        Ok(Self {
+            epoll: Set::from(epoll),
+        })
     }
 
-    /// The set itself: readable when one of its descriptors is.
+    /// Registers the set with the current runtime's reactor unless it is
+    /// registered there already; `true` when registered just now.
+    ///
+    /// # Errors
+    ///
+    /// No runtime is current, or the reactor refuses the set.
     #[cfg(feature = "tokio")]
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        std::os::fd::AsFd::as_fd(&self.epoll.0)
+    pub(crate) fn lend_to_current(&mut self) -> std::io::Result<bool> {
+        self.epoll.lend_to_current()
+    }
+
+    /// The set's registration with a runtime's reactor, if it stands.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn lent(&self) -> Option<&tokio::io::unix::AsyncFd<crate::sys::reactor::Lent>> {
+        self.epoll.lent()
+    }
+
+    /// Takes the set back from the reactor it is registered with, if any.
+    pub(crate) fn reclaim(&mut self) {
+        #[cfg(feature = "tokio")]
+        self.epoll.reclaim();
     }
 
     /// Waits until the worker exits, the channel is readable or output

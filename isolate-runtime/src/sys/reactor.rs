@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use nix::sys::epoll::Epoll;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
+use tokio::runtime::{Handle, Id};
 
 /// A borrowed descriptor registered with the current runtime's reactor for
 /// as long as the borrow lasts. Dropping it deregisters the descriptor and
@@ -92,5 +93,66 @@ impl Deref for EpollRegistration {
 
     fn deref(&self) -> &AsyncFd<OwnedEpoll> {
         &self.0
+    }
+}
+
+/// An epoll set that stays registered with the reactor of the runtime that
+/// last awaited it, across waits: a pool worker's set, awaited call after
+/// call on one runtime, costs no `epoll_ctl` per call. Dereferences to the
+/// set, for blocking waits.
+#[derive(Debug)]
+pub(crate) struct LendableEpoll {
+    // Declared before `epoll`: deregistered before the set is closed.
+    lent: Option<(Id, AsyncFd<Lent>)>,
+    epoll: Epoll,
+}
+
+impl From<Epoll> for LendableEpoll {
+    fn from(epoll: Epoll) -> Self {
+        Self { lent: None, epoll }
+    }
+}
+
+impl Deref for LendableEpoll {
+    type Target = Epoll;
+
+    fn deref(&self) -> &Epoll {
+        &self.epoll
+    }
+}
+
+impl LendableEpoll {
+    /// Registers the set with the current runtime's reactor, unless it is
+    /// registered there already (then nothing is done, and `false` is
+    /// returned). A registration with another runtime is removed first.
+    ///
+    /// # Errors
+    ///
+    /// No runtime is current, or the reactor refuses the set.
+    pub(crate) fn lend_to_current(&mut self) -> io::Result<bool> {
+        let runtime = Handle::try_current().map_err(io::Error::other)?.id();
+        if matches!(&self.lent, Some((id, _)) if *id == runtime) {
+            return Ok(false);
+        }
+        self.reclaim();
+        // SAFETY: `lent` is dropped (deregistered) before `epoll` closes
+        // the descriptor: by `reclaim`, or by the field order on drop.
+        let registered = unsafe {
+            AsyncFd::register_with_interest(Lent(self.epoll.0.as_raw_fd()), Interest::READABLE)
+        }?;
+        self.lent = Some((runtime, registered));
+        Ok(true)
+    }
+
+    /// The registration made by [`Self::lend_to_current`], if it stands.
+    pub(crate) fn lent(&self) -> Option<&AsyncFd<Lent>> {
+        self.lent.as_ref().map(|(_, registered)| registered)
+    }
+
+    /// Removes the set from the reactor it is registered with, if any: a
+    /// blocking wait must not wake a runtime's thread, and a runtime that
+    /// was dropped must not be kept open by the registration.
+    pub(crate) fn reclaim(&mut self) {
+        self.lent = None;
     }
 }

@@ -40,6 +40,9 @@ impl WorkerProcess {
         deadline: Option<Instant>,
         progress: &mut dyn FnMut(&[u8]) -> Result<(), Error>,
     ) -> Result<(), Loss> {
+        if let Some(readiness) = &mut self.readiness {
+            readiness.reclaim(); // its events must not wake a runtime's thread
+        }
         let mut exchange = self.begin(request, call_id, deadline)?;
         loop {
             let (channel, wake) = exchange.next_wait(Instant::now())?;

@@ -213,9 +213,9 @@ impl WorkerProcess {
     /// The epoll set of the pidfd, the channel and the output pipes, if
     /// it was made, and the process is not reaped yet.
     #[cfg(feature = "tokio")]
-    pub(crate) fn readiness(&self) -> Option<&Readiness> {
+    pub(crate) fn readiness(&mut self) -> Option<&mut Readiness> {
         self.child.pidfd()?;
-        self.readiness.as_ref()
+        self.readiness.as_mut()
     }
 
     /// A second descriptor for the process, for a shutdown that must kill
