@@ -1,11 +1,13 @@
 //! `async`: what awaiting an isolated call on tokio adds to the blocking
 //! call, the same function in both forms, in the same run (target: at
-//! most 1.1x).
+//! most 1.1x), and what tokio's wait adds to a bare round trip over pipes
+//! (the floor of the warm rows).
 
 use bombsquad::bombsquad;
 
 use crate::Config;
 use crate::bench::{Case, Plan, interleave, ratio, show};
+use crate::floors::{WARM_MESSAGE, WarmEcho};
 
 #[bombsquad(start_method = "spawn", backend = "pipe")]
 fn blocking_pipe() -> u64 {
@@ -51,6 +53,10 @@ pub fn awaited(config: &Config) {
         .build()
         .expect("build a tokio runtime");
     bombsquad::start_forkserver().expect("start the fork server");
+    // The floor of the warm rows: what tokio's wait adds to a round trip
+    // over pipes that waits in an epoll set (`WarmEcho::start_watched`).
+    let mut blocking_echo = WarmEcho::start_watched();
+    let mut awaited_echo = WarmEcho::start_watched();
     let mut cases = vec![
         Case::new("spawn-mode call, blocking", || {
             assert_eq!(blocking_pipe().unwrap(), 42);
@@ -70,6 +76,12 @@ pub fn awaited(config: &Config) {
         Case::new("warm pooled call, awaited (current-thread)", || {
             assert_eq!(runtime.block_on(awaited_pooled()).unwrap(), 42);
         }),
+        Case::new("floor: watched pipe round trip, blocking", || {
+            blocking_echo.round_trip(&mut [7; WARM_MESSAGE]);
+        }),
+        Case::new("floor: watched pipe round trip, awaited", || {
+            runtime.block_on(awaited_echo.round_trip_awaited(&mut [7; WARM_MESSAGE]));
+        }),
     ];
     // Warm: each pool's worker started before the clock runs.
     assert_eq!(blocking_pooled().unwrap(), 42);
@@ -81,7 +93,12 @@ pub fn awaited(config: &Config) {
     );
     for pair in cases.chunks(2) {
         let blocking = pair[0].median();
-        for (case, target) in pair.iter().zip(["", "<= 1.10x"]) {
+        let target = if pair[0].name.starts_with("floor") {
+            ""
+        } else {
+            "<= 1.10x"
+        };
+        for (case, target) in pair.iter().zip(["", target]) {
             println!(
                 "{:<48} {:>12} {:>13.2}x {:>8}",
                 case.name,

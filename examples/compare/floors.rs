@@ -84,6 +84,9 @@ struct Watch {
     epoll: i32,
     /// The pidfd and both ends of the two output pipes.
     fds: [i32; 5],
+    /// The set, registered with a tokio runtime's reactor at the first
+    /// awaited round trip and kept, as an awaited pool worker's set is.
+    registered: Option<tokio::io::unix::AsyncFd<i32>>,
 }
 
 impl WarmEcho {
@@ -132,6 +135,7 @@ impl WarmEcho {
         echo.watch = Some(Watch {
             epoll,
             fds: [pidfd, stdout, stderr, child_stdout, child_stderr],
+            registered: None,
         });
         echo
     }
@@ -169,13 +173,46 @@ impl WarmEcho {
         }
         assert!(read_exact(self.from_child, message));
     }
+
+    /// [`Self::round_trip`] of a watched echo, awaited on the current tokio
+    /// runtime: the wait is on the reactor (the set stays registered across
+    /// round trips), then a non-blocking look into the set, as an awaited
+    /// pool call does. The floor of an awaited warm call.
+    pub async fn round_trip_awaited(&mut self, message: &mut [u8; WARM_MESSAGE]) {
+        let watch = self.watch.as_mut().expect("a watched echo");
+        if watch.registered.is_none() {
+            // SAFETY: the set stays open until `Drop`, which drops the
+            // registration first.
+            let registered = unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(
+                    watch.epoll,
+                    tokio::io::Interest::READABLE,
+                )
+            };
+            watch.registered = Some(registered.expect("register the set with tokio"));
+        }
+        assert!(write_all(self.to_child, message));
+        let registered = watch.registered.as_ref().expect("registered above");
+        loop {
+            let mut guard = registered.readable().await.expect("tokio's reactor");
+            let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
+            // SAFETY: `events` is valid for writes of 4 events.
+            let n = unsafe { libc::epoll_wait(watch.epoll, events.as_mut_ptr(), 4, 0) };
+            if n > 0 {
+                break;
+            }
+            guard.clear_ready();
+        }
+        assert!(read_exact(self.from_child, message));
+    }
 }
 
 impl Drop for WarmEcho {
     fn drop(&mut self) {
         // The child reads end of file and leaves.
         close_once([self.to_child, self.from_child]);
-        if let Some(watch) = self.watch.take() {
+        if let Some(mut watch) = self.watch.take() {
+            drop(watch.registered.take()); // before its descriptor closes
             close(watch.epoll);
             watch.fds.into_iter().for_each(close);
         }
