@@ -15,6 +15,7 @@ use crate::child::{self, forkserver, limits, progress, registry};
 use crate::sys;
 use crate::wire::marker::{MARKER_VAR, MAX_TOKEN_FDS, Marker, TOKEN_LEN, tokens_match};
 use crate::wire::{self, CallId, FrameKind, FrameStream, MAX_FRAME_LEN};
+use smallvec::SmallVec;
 
 /// Function names longer than this are refused.
 const MAX_NAME_LEN: u64 = 4096;
@@ -180,7 +181,7 @@ fn take_channel(marker: &Marker) -> Result<OwnedFd, String> {
 struct Received {
     /// A call's reply descriptor, then its progress pipe when the function
     /// takes a `Progress`; a worker's arena, request pipe and answer pipe.
-    fds: Vec<OwnedFd>,
+    fds: SmallVec<[OwnedFd; MAX_TOKEN_FDS]>,
     request: Request,
     /// The rest of the request comes through it.
     frames: FrameStream,
@@ -229,7 +230,7 @@ fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<Received, St
 fn receive_token_and_fds(
     channel: BorrowedFd<'_>,
     token: &mut [u8; TOKEN_LEN],
-) -> Result<Vec<OwnedFd>, String> {
+) -> Result<SmallVec<[OwnedFd; MAX_TOKEN_FDS]>, String> {
     let (received, fds) = sys::recv_with_fds::<MAX_TOKEN_FDS>(channel, token)
         .map_err(|e| format!("receive the token: {e}"))?;
     sys::read_exact(channel, &mut token[received..])

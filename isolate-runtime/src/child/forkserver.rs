@@ -14,6 +14,7 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, send};
 use nix::sys::stat::{Mode, umask};
+use smallvec::SmallVec;
 
 use crate::child::entry::{self, refuse};
 use crate::sys;
@@ -44,6 +45,11 @@ pub(crate) fn serve_if_marked() {
 struct Held {
     pid: i32,
     status: OwnedFd,
+    /// The child's stdout and stderr, held until it is reaped: the pipes
+    /// then reach their end only after the caller has seen the child exit
+    /// (completion comes from its pidfd), so the child's exit wakes the
+    /// caller once, not once per pipe.
+    _output: [OwnedFd; 2],
 }
 
 /// The server's loop: fork on request, reap on request, and on the end of
@@ -56,12 +62,15 @@ fn serve_forks(control: &OwnedFd, marker: &Marker) -> ! {
         refuse("the fork server's control socket did not carry its token");
     }
     let client = marker.parent_pid;
-    let mut held: Vec<Held> = Vec::new();
+    // Opened once: every child's stdin (a path lookup per child otherwise).
+    let null = std::fs::File::open("/dev/null").ok().map(OwnedFd::from);
+    // On the stack, as in `wait_for_work`.
+    let mut held: SmallVec<[Held; 8]> = SmallVec::new();
     loop {
         let (control_ready, ready) = wait_for_work(control.as_fd(), &held);
         if control_ready {
             match receive_request(control.as_fd()) {
-                Some(request) => held.extend(fork_child(request, client)),
+                Some(request) => held.extend(fork_child(request, client, null.as_ref())),
                 None => leave(held),
             }
         }
@@ -74,9 +83,14 @@ fn serve_forks(control: &OwnedFd, marker: &Marker) -> ! {
 
 /// Polls the control socket and every status socket; returns whether the
 /// control socket is readable and which held children have news.
-fn wait_for_work(control: BorrowedFd<'_>, held: &[Held]) -> (bool, Vec<usize>) {
+///
+/// On the stack for the usual number of children: a heap page (or the
+/// allocator's state in libc) written while a child shares it is a
+/// copy-on-write fault, and the server loops here right after each fork.
+fn wait_for_work(control: BorrowedFd<'_>, held: &[Held]) -> (bool, SmallVec<[usize; 8]>) {
     loop {
-        let mut fds = vec![PollFd::new(control, PollFlags::POLLIN)];
+        let mut fds: SmallVec<[PollFd<'_>; 9]> =
+            SmallVec::from_iter([PollFd::new(control, PollFlags::POLLIN)]);
         fds.extend(
             held.iter()
                 .map(|h| PollFd::new(h.status.as_fd(), PollFlags::POLLIN)),
@@ -99,7 +113,7 @@ struct Request {
     depth: u32,
     token: [u8; TOKEN_LEN],
     with_context: bool,
-    fds: Vec<OwnedFd>,
+    fds: SmallVec<[OwnedFd; 6]>,
 }
 
 /// `None` when the caller is gone (the control socket reached its end).
@@ -123,14 +137,22 @@ fn receive_request(control: BorrowedFd<'_>) -> Option<Request> {
 /// Forks the requested child, after adopting the caller's context when the
 /// request carries it; answers the child's pid (or `-errno`) on the status
 /// socket. A malformed request is dropped, which the caller sees as EOF.
-fn fork_child(mut request: Request, client: i32) -> Option<Held> {
-    let context = if request.with_context {
-        let fds = request.fds.split_off(4.min(request.fds.len()));
-        Some(<[OwnedFd; 2]>::try_from(fds).ok()?)
-    } else {
-        None
+fn fork_child(request: Request, client: i32, null: Option<&OwnedFd>) -> Option<Held> {
+    let expected = if request.with_context { 6 } else { 4 };
+    if request.fds.len() != expected {
+        return None;
+    }
+    let mut fds = request.fds.into_iter();
+    let mut next = || fds.next();
+    let (Some(channel), Some(stdout), Some(stderr), Some(status)) =
+        (next(), next(), next(), next())
+    else {
+        return None;
     };
-    let [channel, stdout, stderr, status] = <[OwnedFd; 4]>::try_from(request.fds).ok()?;
+    let context = match (next(), next()) {
+        (Some(context), Some(cwd)) => Some([context, cwd]),
+        _ => None,
+    };
     if let Some(context) = context
         && let Err(e) = adopt(context)
     {
@@ -153,7 +175,7 @@ fn fork_child(mut request: Request, client: i32) -> Option<Held> {
     // another thread; the child branch never returns (`sys::fork`'s rule).
     match sys::fork() {
         Ok(nix::unistd::ForkResult::Child) => {
-            become_call_child(channel, &stdout, &stderr, server, &marker)
+            become_call_child(channel, [&stdout, &stderr], null, server, &marker)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             let pid = child.as_raw();
@@ -162,7 +184,11 @@ fn fork_child(mut request: Request, client: i32) -> Option<Held> {
                 &pid.to_le_bytes(),
                 MsgFlags::MSG_NOSIGNAL,
             );
-            Some(Held { pid, status })
+            Some(Held {
+                pid,
+                status,
+                _output: [stdout, stderr],
+            })
         }
         Err(e) => {
             let errno = -(e as i32);
@@ -181,15 +207,15 @@ fn fork_child(mut request: Request, client: i32) -> Option<Held> {
 /// then the same path as a re-executed child.
 fn become_call_child(
     channel: OwnedFd,
-    stdout: &OwnedFd,
-    stderr: &OwnedFd,
+    [stdout, stderr]: [&OwnedFd; 2],
+    null: Option<&OwnedFd>,
     server: i32,
     marker: &Marker,
 ) -> ! {
     sys::lead_own_process_group();
     let _ = sys::dup_onto(stdout.as_fd(), 1);
     let _ = sys::dup_onto(stderr.as_fd(), 2);
-    if let Ok(null) = std::fs::File::open("/dev/null") {
+    if let Some(null) = null {
         let _ = sys::dup_onto(null.as_fd(), 0);
     }
     sys::close_fds_except(&mut [channel.as_raw_fd()]);
@@ -219,7 +245,7 @@ fn reap_on_request(child: &Held) {
 }
 
 /// The caller is gone: kill and reap every child still held, then leave.
-fn leave(held: Vec<Held>) -> ! {
+fn leave(held: SmallVec<[Held; 8]>) -> ! {
     for child in held {
         sys::kill_group(child.pid);
         sys::kill_one(child.pid);

@@ -168,7 +168,7 @@ pub(crate) fn start_call<'p, S: ?Sized + ProgressSink>(
 ) -> Result<Running<'p, S>, Error> {
     let oom = OomWatch::start();
     let call_id = prepared.call_id;
-    let mut reply = ReplyChannel::create(options, call_id)?;
+    let reply = ReplyChannel::create(options, call_id)?;
     let mut progress = ProgressStream::create(progress, call_id, options.result_limit())?;
     let (socket, child_socket) = unix_socketpair(
         SockType::Stream,
@@ -197,7 +197,10 @@ pub(crate) fn start_call<'p, S: ?Sized + ProgressSink>(
         .collect();
     let _ = send_token_and_fds(socket.as_fd(), &token, &fds);
     drop(fds);
-    reply.close_child_end();
+    // The reply pipe's write end stays open here until the call is over:
+    // the child's exit then reaches the pipe's end only after its pidfd
+    // (where completion comes from) has woken the caller, one wake-up
+    // fewer per call. The reply is drained without waiting for its end.
     if let Some(progress) = &mut progress {
         progress.close_child_end();
     }

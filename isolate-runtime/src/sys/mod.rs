@@ -13,6 +13,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::errno::Errno;
 use nix::sys::signal::{SigHandler, Signal};
+use smallvec::SmallVec;
 
 mod buffers;
 mod fd_slot;
@@ -255,46 +256,80 @@ pub(crate) fn same_type<A, B>(value: A) -> Option<B> {
 /// `SCM_RIGHTS` (made close-on-exec), retrying on EINTR: the bytes
 /// received and the descriptors, owned.
 ///
+/// Nothing on the heap (nix's `recvmsg` allocates the control buffer and
+/// each descriptor list): the fork server receives every request here
+/// right after a fork, when each heap page written is a copy-on-write
+/// fault.
+///
 /// # Errors
 ///
 /// What `recvmsg` reports.
 pub(crate) fn recv_with_fds<const N: usize>(
     socket: BorrowedFd<'_>,
     buf: &mut [u8],
-) -> nix::Result<(usize, Vec<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    let mut cmsg = nix::cmsg_space!([RawFd; N]);
+) -> nix::Result<(usize, SmallVec<[OwnedFd; N]>)> {
+    /// Room for the control messages, aligned as `cmsghdr` is.
+    #[repr(C, align(8))]
+    struct Control([u8; 256]);
+    let mut control = Control([0; 256]);
+    let fd_bytes = u32::try_from(N * size_of::<RawFd>()).unwrap_or(u32::MAX);
+    // SAFETY: arithmetic only.
+    let space = unsafe { libc::CMSG_SPACE(fd_bytes) } as usize;
+    assert!(space <= control.0.len(), "no room for {N} descriptors");
+    // The length of exactly `N` descriptors' message: the kernel passes no
+    // more than fit (the aligned space could take one more).
+    // SAFETY: arithmetic only.
+    let room = unsafe { libc::CMSG_LEN(fd_bytes) } as usize;
     loop {
-        let mut iov = [io::IoSliceMut::new(buf)];
-        match recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        ) {
-            Ok(msg) => {
-                let raw: Vec<RawFd> = msg
-                    .cmsgs()
-                    .ok()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| match c {
-                        ControlMessageOwned::ScmRights(fds) => Some(fds),
-                        _ => None,
-                    })
-                    .flatten()
-                    .collect();
-                let fds = raw
-                    .into_iter()
-                    // SAFETY: SCM_RIGHTS installed these descriptors in our
-                    // table just now; nothing else owns them.
-                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-                    .collect();
-                return Ok((msg.bytes, fds));
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: an all-zero `msghdr` is a valid empty one.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &raw mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = room;
+        // SAFETY: `msg` points at `iov` (valid for `buf.len()` bytes) and at
+        // `control` (valid for `room` bytes), both alive for the call.
+        let received =
+            unsafe { libc::recvmsg(socket.as_raw_fd(), &raw mut msg, libc::MSG_CMSG_CLOEXEC) };
+        let Ok(received) = usize::try_from(received) else {
+            match Errno::last() {
+                Errno::EINTR => continue,
+                e => return Err(e),
             }
-            Err(Errno::EINTR) => {}
-            Err(e) => return Err(e),
+        };
+        let mut fds = SmallVec::new();
+        // SAFETY: the kernel filled `msg_controllen` bytes of `control`
+        // with well-formed headers; each pointer stays inside it.
+        let mut header = unsafe { libc::CMSG_FIRSTHDR(&raw const msg) };
+        while !header.is_null() {
+            // SAFETY: a header inside `control` (see above).
+            let (level, kind, len) = unsafe {
+                (
+                    (*header).cmsg_level,
+                    (*header).cmsg_type,
+                    (*header).cmsg_len,
+                )
+            };
+            if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+                // SAFETY: as above; the data follows its header.
+                let data = unsafe { libc::CMSG_DATA(header) };
+                let data_len = len - (data as usize - header as usize);
+                for index in 0..data_len / size_of::<RawFd>() {
+                    // SAFETY: inside the message's data; it may be unaligned.
+                    let fd = unsafe { data.cast::<RawFd>().add(index).read_unaligned() };
+                    // SAFETY: SCM_RIGHTS installed this descriptor in our
+                    // table just now; nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+            // SAFETY: `header` is one of `msg`'s (see above).
+            header = unsafe { libc::CMSG_NXTHDR(&raw const msg, header) };
         }
+        return Ok((received, fds));
     }
 }
 
@@ -386,6 +421,56 @@ mod tests {
     use std::io::Read;
 
     use super::*;
+
+    /// Descriptors passed with a message arrive owned, close-on-exec and
+    /// naming the same files; more than `N` are cut off (the kernel closes
+    /// the rest), and the bytes arrive either way.
+    #[test]
+    fn descriptors_received_with_a_message_name_the_files_sent() {
+        use nix::sys::socket::{
+            AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, sendmsg, socketpair,
+        };
+        use nix::sys::stat::fstat;
+        let (sender, receiver) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        let identity = |fd: BorrowedFd<'_>| {
+            let stat = fstat(fd).unwrap();
+            (stat.st_dev, stat.st_ino)
+        };
+        let passed = [read_end.as_raw_fd(), write_end.as_raw_fd()];
+        for (room, expected) in [(3usize, 2usize), (1, 1)] {
+            let sent = sendmsg::<()>(
+                sender.as_raw_fd(),
+                &[io::IoSlice::new(b"hello")],
+                &[ControlMessage::ScmRights(&passed)],
+                MsgFlags::empty(),
+                None,
+            )
+            .unwrap();
+            assert_eq!(sent, 5);
+            let mut bytes = [0u8; 5];
+            let (len, fds) = if room == 3 {
+                let (len, fds) = recv_with_fds::<3>(receiver.as_fd(), &mut bytes).unwrap();
+                (len, fds.into_vec())
+            } else {
+                let (len, fds) = recv_with_fds::<1>(receiver.as_fd(), &mut bytes).unwrap();
+                (len, fds.into_vec())
+            };
+            assert_eq!((len, &bytes), (5, b"hello"));
+            assert_eq!(fds.len(), expected);
+            for (fd, original) in fds.iter().zip([&read_end, &write_end]) {
+                assert_eq!(identity(fd.as_fd()), identity(original.as_fd()));
+                let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+                assert_ne!(flags & libc::FD_CLOEXEC, 0, "close-on-exec");
+            }
+        }
+    }
 
     /// Parts larger than a pipe holds go out in several `writev`s, each
     /// resuming mid-part, and arrive whole and in order.
