@@ -45,7 +45,7 @@ fn run_if_marked() {
     if !sys::die_with_parent(marker.parent_pid) {
         sys::exit_now(2);
     }
-    serve_call(channel, &marker)
+    serve_call(channel, &marker, Vec::new())
 }
 
 /// The checks every re-executed process makes before it believes its
@@ -71,13 +71,15 @@ pub(crate) fn accept_channel(marker: &Marker) -> Result<Option<OwnedFd>, String>
 /// frames, then the registered function. Shared by a re-executed child and
 /// a child of the fork server; `marker` carries the token and depth. A
 /// `Worker` frame instead of a call makes this process a pool's worker.
-pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker) -> ! {
+/// The request's first `read` goes into `first_read` (see
+/// [`FrameStream::with_buffer`]).
+pub(crate) fn serve_call(channel: OwnedFd, marker: &Marker, first_read: Vec<u8>) -> ! {
     limits::enter_process_hygiene();
     let Received {
         fds,
         request,
         mut frames,
-    } = receive_call(channel.as_fd(), marker).unwrap_or_else(|why| refuse(&why));
+    } = receive_call(channel.as_fd(), marker, first_read).unwrap_or_else(|why| refuse(&why));
     let setup = read_frame(
         &mut frames,
         channel.as_fd(),
@@ -189,13 +191,17 @@ struct Received {
 
 /// Reads the token and the descriptors, then the call and args frames (or
 /// a worker's name). The token is checked before anything else is believed.
-fn receive_call(channel: BorrowedFd<'_>, marker: &Marker) -> Result<Received, String> {
+fn receive_call(
+    channel: BorrowedFd<'_>,
+    marker: &Marker,
+    first_read: Vec<u8>,
+) -> Result<Received, String> {
     let mut token = [0u8; TOKEN_LEN];
     let fds = receive_token_and_fds(channel, &mut token)?;
     if !tokens_match(&token, &marker.token) {
         return Err("the channel token does not match the marker".to_owned());
     }
-    let mut frames = FrameStream::default();
+    let mut frames = FrameStream::with_buffer(first_read);
     let first = read_any_frame(&mut frames, channel, MAX_NAME_LEN)?;
     let (kind, call_id) = (first.kind, first.call_id);
     let name = String::from_utf8(first.into_payload())

@@ -18,6 +18,7 @@ use smallvec::SmallVec;
 
 use crate::child::entry::{self, refuse};
 use crate::sys;
+use crate::wire;
 use crate::wire::forkserver::{REQUEST_LEN, SERVER_VAR, WITH_CONTEXT, status_report};
 use crate::wire::marker::{Marker, TOKEN_LEN, tokens_match};
 
@@ -64,13 +65,20 @@ fn serve_forks(control: &OwnedFd, marker: &Marker) -> ! {
     let client = marker.parent_pid;
     // Opened once: every child's stdin (a path lookup per child otherwise).
     let null = std::fs::File::open("/dev/null").ok().map(OwnedFd::from);
+    // Allocated once, here: each child reads its request into its copy.
+    // Its own allocation would first merge and sort the free chunks the
+    // server's heap holds, and each page that writes to is a child's
+    // copy-on-write fault (three or four per call).
+    let mut first_read: Vec<u8> = Vec::with_capacity(wire::FIRST_READ);
     // On the stack, as in `wait_for_work`.
     let mut held: SmallVec<[Held; 8]> = SmallVec::new();
     loop {
         let (control_ready, ready) = wait_for_work(control.as_fd(), &held);
         if control_ready {
             match receive_request(control.as_fd()) {
-                Some(request) => held.extend(fork_child(request, client, null.as_ref())),
+                Some(request) => {
+                    held.extend(fork_child(request, client, null.as_ref(), &mut first_read));
+                }
                 None => leave(held),
             }
         }
@@ -137,7 +145,12 @@ fn receive_request(control: BorrowedFd<'_>) -> Option<Request> {
 /// Forks the requested child, after adopting the caller's context when the
 /// request carries it; answers the child's pid (or `-errno`) on the status
 /// socket. A malformed request is dropped, which the caller sees as EOF.
-fn fork_child(request: Request, client: i32, null: Option<&OwnedFd>) -> Option<Held> {
+fn fork_child(
+    request: Request,
+    client: i32,
+    null: Option<&OwnedFd>,
+    first_read: &mut Vec<u8>,
+) -> Option<Held> {
     let expected = if request.with_context { 6 } else { 4 };
     if request.fds.len() != expected {
         return None;
@@ -175,7 +188,16 @@ fn fork_child(request: Request, client: i32, null: Option<&OwnedFd>) -> Option<H
     // another thread; the child branch never returns (`sys::fork`'s rule).
     match sys::fork() {
         Ok(nix::unistd::ForkResult::Child) => {
-            become_call_child(channel, [&stdout, &stderr], null, server, &marker)
+            // The child's copy of the buffer (the server's stays).
+            let first_read = std::mem::take(first_read);
+            become_call_child(
+                channel,
+                [&stdout, &stderr],
+                null,
+                server,
+                &marker,
+                first_read,
+            )
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             let pid = child.as_raw();
@@ -211,6 +233,7 @@ fn become_call_child(
     null: Option<&OwnedFd>,
     server: i32,
     marker: &Marker,
+    first_read: Vec<u8>,
 ) -> ! {
     sys::lead_own_process_group();
     let _ = sys::dup_onto(stdout.as_fd(), 1);
@@ -222,7 +245,7 @@ fn become_call_child(
     if !sys::die_with_parent(server) {
         sys::exit_now(2);
     }
-    entry::serve_call(channel, marker)
+    entry::serve_call(channel, marker, first_read)
 }
 
 /// The caller asked for the status (`r`), or closed the socket (it gave the

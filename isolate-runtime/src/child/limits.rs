@@ -161,6 +161,9 @@ pub(crate) fn prepare_fork_server() {
     std::hint::black_box(crc32fast::hash(&[]));
     #[cfg(feature = "tokio")]
     crate::child::runtime::warm_up();
+    // std's stdout, made (its buffer allocated) once: a child flushes it
+    // after the call.
+    drop(std::io::stdout());
     SERVER_PREPARED.store(true, Ordering::Relaxed);
 }
 
