@@ -69,11 +69,15 @@ pub fn call<R>(
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => {
             sys::put_in_own_group(child.as_raw());
-            reply.close_child_end();
             if let Some(progress) = &mut progress {
                 progress.close_child_end();
             }
-            drop((null, stdio));
+            drop(null);
+            // The reply pipe's write end and the output pipes' stay open
+            // here until the call is over: the child's exit then reaches
+            // no pipe's end before its pidfd (where completion comes from)
+            // has woken the caller, one wake-up instead of four. What the
+            // child wrote is drained without waiting for the ends.
             let child = Child::adopt(child.as_raw(), started)?;
             // While the child sets itself up: the threads were the same at
             // the fork.
@@ -86,6 +90,7 @@ pub fn call<R>(
                 output,
                 progress.as_mut(),
             )?;
+            drop(stdio);
             outcome::conclude(exit, reply, codec, options, &oom)
         }
     }

@@ -197,10 +197,8 @@ pub(crate) fn start_call<'p, S: ?Sized + ProgressSink>(
         .collect();
     let _ = send_token_and_fds(socket.as_fd(), &token, &fds);
     drop(fds);
-    // The reply pipe's write end stays open here until the call is over:
-    // the child's exit then reaches the pipe's end only after its pidfd
-    // (where completion comes from) has woken the caller, one wake-up
-    // fewer per call. The reply is drained without waiting for its end.
+    // The reply pipe's write end stays open here until the call is over
+    // (`PipeReply`), one wake-up fewer when the child exits.
     if let Some(progress) = &mut progress {
         progress.close_child_end();
     }

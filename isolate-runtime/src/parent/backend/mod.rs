@@ -301,13 +301,6 @@ impl ReplyChannel {
         }
     }
 
-    /// Drops the parent's copy of the child's end once the child has its own.
-    pub(crate) fn close_child_end(&mut self) {
-        if let ChannelKind::Pipe(pipe) = &mut self.kind {
-            pipe.close_child_end();
-        }
-    }
-
     /// A descriptor to poll for readability while the child runs.
     pub(crate) fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
         match &self.kind {

@@ -33,7 +33,10 @@ const FIRST_CAPACITY: usize = 4 << 10;
 #[derive(Debug)]
 pub(crate) struct PipeReply {
     read: OwnedFd,
-    write: Option<OwnedFd>,
+    /// The child's end, kept open here until the call is over: the
+    /// child's exit then wakes the caller once (its pidfd), not also for
+    /// the pipe's end. The reply is drained without waiting for that end.
+    write: OwnedFd,
     frames: FrameReader,
     /// The largest result accepted.
     limit: u64,
@@ -47,7 +50,7 @@ impl PipeReply {
         let (read, write) = crate::parent::stdio::pipe_from_child("reply pipe")?;
         Ok(Self {
             read,
-            write: Some(write),
+            write,
             frames: FrameReader::new(Limit::Results(limit)),
             limit,
             eof: false,
@@ -56,11 +59,7 @@ impl PipeReply {
     }
 
     pub(crate) fn child_end(&self) -> BorrowedFd<'_> {
-        self.write.as_ref().expect("child end taken").as_fd()
-    }
-
-    pub(crate) fn close_child_end(&mut self) {
-        self.write = None;
+        self.write.as_fd()
     }
 
     pub(crate) fn poll_fd(&self) -> Option<BorrowedFd<'_>> {

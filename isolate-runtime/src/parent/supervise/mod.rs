@@ -430,7 +430,6 @@ mod tests {
     #[test]
     fn the_engine_watches_the_exit_first_and_finishes_on_it() {
         let mut reply = ReplyChannel::create(&Isolate::new().backend(Backend::Pipe), 1).unwrap();
-        reply.close_child_end();
         let mut engine = engine_for("echo oops >&2; exit 3", &mut reply, None);
         let sources: Vec<Source> = engine.watches().iter().map(|w| w.source).collect();
         assert_eq!(
@@ -453,7 +452,6 @@ mod tests {
     #[test]
     fn a_passed_deadline_kills_the_group_and_the_exit_says_so() {
         let mut reply = ReplyChannel::create(&Isolate::new().backend(Backend::Pipe), 1).unwrap();
-        reply.close_child_end();
         let now = Instant::now();
         let mut engine = engine_for("sleep 30", &mut reply, Some(now));
         assert!(engine.is_past_deadline(now));
