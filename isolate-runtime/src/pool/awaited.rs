@@ -425,8 +425,10 @@ async fn wait_for(
 /// shutting down.
 async fn wait_for_set(readiness: &mut Readiness, wake: Option<Instant>) -> Result<Ready, Error> {
     let mut timer = pin!(wake.map(|at| tokio::time::sleep_until(at.into())));
+    // Whether this wait registered the set (then a failure is final).
+    let mut made_here = false;
     loop {
-        let fresh = readiness
+        made_here |= readiness
             .lend_to_current()
             .map_err(|e| Error::spawn("watch the worker with tokio's reactor", e))?;
         let Some(lent) = readiness.lent() else {
@@ -443,7 +445,7 @@ async fn wait_for_set(readiness: &mut Readiness, wake: Option<Instant>) -> Resul
         let mut guard = match polled {
             None => return Ok(Ready::default()), // the time to wake up came
             Some(Ok(guard)) => guard,
-            Some(Err(_)) if !fresh => {
+            Some(Err(_)) if !made_here => {
                 readiness.reclaim();
                 continue;
             }
