@@ -18,7 +18,6 @@ use smallvec::SmallVec;
 
 use crate::child::entry::{self, refuse};
 use crate::sys;
-use crate::wire;
 use crate::wire::forkserver::{REQUEST_LEN, SERVER_VAR, WITH_CONTEXT, status_report};
 use crate::wire::marker::{Marker, TOKEN_LEN, tokens_match};
 
@@ -69,7 +68,7 @@ fn serve_forks(control: &OwnedFd, marker: &Marker) -> ! {
     // Its own allocation would first merge and sort the free chunks the
     // server's heap holds, and each page that writes to is a child's
     // copy-on-write fault (three or four per call).
-    let mut first_read: Vec<u8> = Vec::with_capacity(wire::FIRST_READ);
+    let mut first_read: Vec<u8> = Vec::with_capacity(sys::SMALL_READ);
     // On the stack, as in `wait_for_work`.
     let mut held: SmallVec<[Held; 8]> = SmallVec::new();
     loop {

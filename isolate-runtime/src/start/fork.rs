@@ -73,11 +73,8 @@ pub fn call<R>(
                 progress.close_child_end();
             }
             drop(null);
-            // The reply pipe's write end and the output pipes' stay open
-            // here until the call is over: the child's exit then reaches
-            // no pipe's end before its pidfd (where completion comes from)
-            // has woken the caller, one wake-up instead of four. What the
-            // child wrote is drained without waiting for the ends.
+            // The output pipes' write ends stay open here until the call
+            // is over, as the reply pipe's does (`PipeReply` says why).
             let child = Child::adopt(child.as_raw(), started)?;
             // While the child sets itself up: the threads were the same at
             // the fork.

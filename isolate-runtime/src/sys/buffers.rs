@@ -8,6 +8,14 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 /// Buffers at least this large are advised for transparent huge pages.
 const HUGE_BUFFER: usize = 4 << 20;
 
+/// The most a first read of a message allocates: under glibc's large-chunk
+/// size (1 KiB). glibc serves a larger allocation only after merging and
+/// sorting the free chunks its heap holds, which cost a warm call more
+/// than the rare second read of a larger message; in a fork server's child
+/// each heap page it writes that way is a copy-on-write fault too (six or
+/// seven per call with 4 KiB).
+pub(crate) const SMALL_READ: usize = 1000;
+
 /// `madvise(MADV_HUGEPAGE)` on the whole pages inside `buffer`, when it is
 /// at least [`HUGE_BUFFER`] long. Faulting in a fresh buffer 4 KiB at a
 /// time is most of the cost of filling it (64 MiB: ~50 ms of faults

@@ -23,7 +23,7 @@ mod process;
 #[cfg(feature = "tokio")]
 pub(crate) mod reactor;
 
-pub(crate) use buffers::{copy_to_fresh, read_onto};
+pub(crate) use buffers::{SMALL_READ, copy_to_fresh, read_onto};
 pub(crate) use fd_slot::{FdSlot, inherited_fd};
 pub(crate) use mmap::{map_arena, map_sealed};
 pub(crate) use process::*;
@@ -454,13 +454,15 @@ mod tests {
             )
             .unwrap();
             assert_eq!(sent, 5);
-            let mut bytes = [0u8; 5];
-            let (len, fds) = if room == 3 {
-                let (len, fds) = recv_with_fds::<3>(receiver.as_fd(), &mut bytes).unwrap();
-                (len, fds.into_vec())
+            fn receive<const N: usize>(socket: BorrowedFd<'_>) -> ([u8; 5], usize, Vec<OwnedFd>) {
+                let mut bytes = [0u8; 5];
+                let (len, fds) = recv_with_fds::<N>(socket, &mut bytes).unwrap();
+                (bytes, len, fds.into_vec())
+            }
+            let (bytes, len, fds) = if room == 3 {
+                receive::<3>(receiver.as_fd())
             } else {
-                let (len, fds) = recv_with_fds::<1>(receiver.as_fd(), &mut bytes).unwrap();
-                (len, fds.into_vec())
+                receive::<1>(receiver.as_fd())
             };
             assert_eq!((len, &bytes), (5, b"hello"));
             assert_eq!(fds.len(), expected);

@@ -35,7 +35,7 @@ mod reader;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub(crate) use reader::{
-    FIRST_READ, Frame, FrameAt, FrameReader, FrameStream, Frames, OwnedFrame, split_frames,
+    Frame, FrameAt, FrameReader, FrameStream, Frames, OwnedFrame, split_frames,
 };
 
 /// The frame format: `BSQ` and its version.

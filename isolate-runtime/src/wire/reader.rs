@@ -164,15 +164,9 @@ impl OwnedFrame {
 }
 
 /// The most a [`FrameStream`] reads past the frame it needs: a small
-/// request's frames in one `read`. The first read's buffer (a header and
-/// this) stays under 1 KiB: glibc serves a larger allocation only after
-/// merging and sorting the free chunks its heap holds, and in a fork
-/// server's child each heap page that writes to is a copy-on-write fault
-/// (six or seven per call with 4 KiB here).
-const READ_AHEAD: usize = FIRST_READ - super::HEADER_LEN;
-
-/// The most the first `read` of a [`FrameStream`] takes.
-pub(crate) const FIRST_READ: usize = 1000;
+/// request's frames in one `read`, whose buffer (a header and this) stays
+/// small ([`sys::SMALL_READ`]).
+const READ_AHEAD: usize = sys::SMALL_READ - super::HEADER_LEN;
 
 /// Frames read one after another from a blocking descriptor every byte of
 /// which is this reader's (a child's channel from its parent): each `read`
@@ -187,7 +181,7 @@ pub(crate) struct FrameStream {
 
 impl FrameStream {
     /// A stream whose first `read` goes into `buffer` (emptied), which
-    /// spares an allocation when `buffer` has room for [`FIRST_READ`].
+    /// spares an allocation when `buffer` has room for [`sys::SMALL_READ`].
     pub(crate) fn with_buffer(mut buffer: Vec<u8>) -> Self {
         buffer.clear();
         Self { ahead: buffer }
@@ -563,7 +557,7 @@ mod tests {
         let mut bytes = frame(FrameKind::Call, 4, b"name");
         bytes.extend(frame(FrameKind::Setup, 0, &[]));
         sys::write_all(std::os::fd::AsFd::as_fd(&write), &bytes).unwrap();
-        let mut buffer = Vec::with_capacity(FIRST_READ);
+        let mut buffer = Vec::with_capacity(sys::SMALL_READ);
         buffer.extend_from_slice(b"stale");
         let given = buffer.as_ptr();
         let mut stream = FrameStream::with_buffer(buffer);

@@ -20,9 +20,6 @@ use crate::wire::{CallId, FrameError, FrameKind, FrameReader};
 /// the deadline check.
 const READ_BUDGET: usize = 16 << 20;
 
-/// Room for an answer in the first read (see [`read_available`]).
-const SMALL_ANSWER: usize = 1000;
-
 /// How long a worker that closed its channel without answering may take to
 /// exit before it is killed: it can never answer, but its exit status (a
 /// crash closes the channel a moment before the process is reaped) says why.
@@ -297,13 +294,11 @@ fn take_frames(
 /// read that fails with `EAGAIN` (a warm call's answer comes in one read;
 /// anything later makes the next wait ready).
 ///
-/// The first read makes room for a small answer only, under glibc's
-/// large-chunk size (1 KiB): allocating a large chunk first consolidates
-/// the heap's fast bins, which cost a warm call more than the rare second
-/// read does.
+/// The first read makes room for a small answer only
+/// ([`sys::SMALL_READ`]).
 fn read_available(channel: BorrowedFd<'_>, reply: &mut Vec<u8>, budget: usize) -> bool {
     let mut taken = 0;
-    let mut room = SMALL_ANSWER;
+    let mut room = sys::SMALL_READ;
     while taken < budget {
         match sys::read_into_spare(channel, reply, room) {
             Ok(0) => return true,
