@@ -397,10 +397,10 @@
 //! wrapper returns a `Send + 'static` future of `Result<R, Error>`, awaited
 //! on tokio's reactor without blocking an executor thread (no thread per
 //! call); the body runs in the child on a fresh current-thread tokio
-//! runtime; dropping the future kills the child's process group and reaps
-//! it. Spawn and forkserver only (forking from a runtime's threads is
-//! refused at compile time); no `pool` yet. The README's "Async callers"
-//! has an example.
+//! runtime, or on none when it has nothing to wait for (no `.await`);
+//! dropping the future kills the child's process group and reaps it.
+//! Spawn, forkserver and `pool = N` (forking from a runtime's threads is
+//! refused at compile time). The README's "Async callers" has an example.
 //!
 //! # Concurrency
 //!

@@ -32,6 +32,12 @@ fn alone() -> RwLockWriteGuard<'static, ()> {
     LEAK_CHECK.write().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Whether the child's body runs in a tokio runtime: a function of its
+/// own, so that the bodies calling it do not name tokio.
+fn in_a_runtime() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
 macro_rules! outcome_matrix {
     ($module:ident, $start_method:literal, $backend:literal) => {
         mod $module {
@@ -78,6 +84,32 @@ macro_rules! outcome_matrix {
             async fn writes_pid_then_sleeps(path: String) {
                 std::fs::write(&path, std::process::id().to_string()).unwrap();
                 tokio::time::sleep(Duration::from_secs(3600)).await;
+            }
+
+            #[bombsquad(start_method = $start_method, backend = $backend)]
+            async fn has_a_runtime_without_waiting() -> bool {
+                in_a_runtime()
+            }
+
+            #[bombsquad(start_method = $start_method, backend = $backend)]
+            async fn has_a_runtime_after_waiting() -> bool {
+                std::future::ready(()).await;
+                in_a_runtime()
+            }
+
+            #[bombsquad(start_method = $start_method, backend = $backend)]
+            async fn has_a_runtime_naming_tokio() -> bool {
+                let _ = tokio::task::yield_now;
+                in_a_runtime()
+            }
+
+            #[test]
+            fn a_body_gets_a_runtime_when_it_may_wait_or_names_tokio() {
+                let _guard = shared();
+                let runtime = current_thread();
+                assert!(!runtime.block_on(has_a_runtime_without_waiting()).unwrap());
+                assert!(runtime.block_on(has_a_runtime_after_waiting()).unwrap());
+                assert!(runtime.block_on(has_a_runtime_naming_tokio()).unwrap());
             }
 
             #[test]

@@ -281,6 +281,32 @@ fn a_task_one_call_left_behind_never_runs_during_a_later_call_on_the_same_worker
     );
 }
 
+/// Whether the worker runs the body in a tokio runtime: a body with
+/// nothing to wait for gets none. (A function of its own, so that the
+/// body does not name tokio.)
+#[bombsquad(pool = 1)]
+async fn pooled_has_a_runtime_without_waiting() -> bool {
+    in_a_runtime()
+}
+
+fn in_a_runtime() -> bool {
+    tokio::runtime::Handle::try_current().is_ok()
+}
+
+#[test]
+fn a_pooled_body_with_nothing_to_wait_for_runs_without_a_runtime() {
+    let runtime = guarded(current_thread, |runtime| {
+        runtime
+            .block_on(pooled_has_a_runtime_without_waiting())
+            .unwrap();
+    });
+    assert!(
+        !runtime
+            .block_on(pooled_has_a_runtime_without_waiting())
+            .unwrap()
+    );
+}
+
 #[test]
 fn a_panic_in_error_mode_returns_the_message_and_the_worker_serves_on() {
     let runtime = guarded(current_thread, |runtime| {

@@ -17,8 +17,8 @@ use syn::spanned::Spanned as _;
 use syn::{FnArg, Ident, ItemFn, Pat, PatType, ReturnType, Type};
 
 use crate::args::{Args, Backend, PanicMode, Sandbox, StartMethod, Stderr};
-use crate::register;
 use crate::valid::is_progress;
+use crate::{awaits, register};
 
 /// One parameter, as the wrapper names it and the child rebuilds it.
 struct Param<'a> {
@@ -205,6 +205,7 @@ pub(crate) fn expand_named(args: &Args, function: &ItemFn, display_name: &str) -
                 leading,
                 result: &result,
                 is_async,
+                needs_runtime: is_async && awaits::needs_runtime(block),
                 pooled: args.pool.is_some(),
             };
             call_spawned(private, &spawned, &codec, &params, unsafety.is_some())
@@ -466,9 +467,12 @@ struct Spawned<'a> {
     /// The arguments before the entry: the options, or a pool.
     leading: TokenStream,
     result: &'a TokenStream,
-    /// An `async fn`: the child runs the body to completion on a runtime
-    /// of its own, and the wrapper returns the call's future.
+    /// An `async fn`: the child runs the body to completion, and the
+    /// wrapper returns the call's future.
     is_async: bool,
+    /// An `async fn` whose body may wait (`awaits.rs`): the child runs it
+    /// on a runtime of its own; otherwise it polls it once.
+    needs_runtime: bool,
     /// `pool = N`: an `async fn`'s future awaits a worker of its pool.
     pooled: bool,
 }
@@ -486,6 +490,7 @@ fn call_spawned(
         leading,
         result,
         is_async,
+        needs_runtime,
         pooled,
     } = spawned;
     let name = name.to_string();
@@ -493,8 +498,10 @@ fn call_spawned(
     let names: Vec<&Ident> = sent().map(|p| &p.name).collect();
     let owned_types = sent().map(|p| p.owned_type(private));
     let mut body = body_call(params.iter().map(|p| p.passed_in_child(private)), unsafe_fn);
-    if *is_async {
+    if *needs_runtime {
         body = quote!(#private::block_on(#body));
+    } else if *is_async {
+        body = quote!(#private::poll_once(#body));
     }
     let sink = progress_sink(private, params);
     let registration = register::entry(

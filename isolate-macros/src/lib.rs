@@ -11,6 +11,7 @@
 //! unchanged next to the error.
 
 mod args;
+mod awaits;
 mod child_init;
 mod errors;
 mod expand;
@@ -67,7 +68,9 @@ use crate::errors::{Errors, Recovery};
 /// An `async fn` (feature `tokio` of `bombsquad`) becomes a function
 /// returning `impl Future<Output = Result<R, bombsquad::Error>> + Send +
 /// 'static`: the arguments are encoded when it is called, the body runs in
-/// the child on a current-thread tokio runtime, and dropping the future
+/// the child on a current-thread tokio runtime (none when the body has
+/// nothing to wait for: no `.await`, `async`, `tokio` or `Handle`, no macro
+/// but std's formatting and assertion ones), and dropping the future
 /// kills and reaps the child. Its `Progress` parameter takes a
 /// `Send + 'static` callback (a blocking function's takes any). With
 /// `pool = N`, the future awaits a free worker and its answer; dropping it

@@ -218,6 +218,23 @@ async fn supervise(
     engine.finish()
 }
 
+/// Runs an `async fn` body with no `.await` in it (the attribute's
+/// `awaits.rs` decides) in the child, without a runtime: such a future is
+/// done at its first poll. Should it not be, which only a mistake of that
+/// scan could cause, the rest runs on a runtime ([`block_on`]).
+///
+/// # Panics
+///
+/// As [`block_on`], if it falls back to it.
+pub fn poll_once<F: Future>(body: F) -> F::Output {
+    let mut body = std::pin::pin!(body);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match body.as_mut().poll(&mut context) {
+        Poll::Ready(output) => output,
+        Poll::Pending => block_on(body),
+    }
+}
+
 /// Runs an `async fn` body in the child, on a current-thread tokio runtime
 /// with I/O and timers that no task of an earlier call can run on.
 ///

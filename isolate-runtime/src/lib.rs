@@ -97,14 +97,14 @@ pub mod __private {
     }
     #[cfg(feature = "tokio")]
     pub use crate::async_call::{
-        AsyncCall, block_on, prepare_forkserved as prepare_forkserved_async,
+        AsyncCall, block_on, poll_once, prepare_forkserved as prepare_forkserved_async,
         prepare_spawned as prepare_spawned_async, run as run_async,
         run_with_progress as run_async_with_progress,
     };
     #[cfg(not(feature = "tokio"))]
     pub use crate::async_call_off::{
-        block_on, prepare_forkserved_async, prepare_pooled_async, prepare_spawned_async, run_async,
-        run_async_with_progress, run_pooled_async, run_pooled_async_with_progress,
+        block_on, poll_once, prepare_forkserved_async, prepare_pooled_async, prepare_spawned_async,
+        run_async, run_async_with_progress, run_pooled_async, run_pooled_async_with_progress,
     };
     #[cfg(feature = "tokio")]
     pub use crate::pool::{
