@@ -48,7 +48,9 @@ type Deliver<'a> = dyn FnMut(&[u8]) -> Result<(), Error> + Send + 'a;
 #[derive(Debug)]
 pub struct PooledCall {
     pool: &'static Pool,
-    isolate: Isolate,
+    /// The options of an `Isolate::scope` over the pool's; `None`: the
+    /// pool's own (not copied for each call).
+    scoped: Option<Isolate>,
     request: Vec<u8>,
     call_id: CallId,
 }
@@ -68,19 +70,20 @@ pub fn prepare_pooled<A: Serialize + ?Sized>(
     args: &A,
 ) -> Result<PooledCall, Error> {
     let pool = pool_of(pool, options, entry)?;
-    let isolate = match isolate::scoped(&pool.options.isolate) {
-        None => pool.options.isolate.clone(),
+    let scoped = match isolate::scoped(&pool.options.isolate) {
+        None => None,
         Some((scoped, set)) => {
             check_scoped(&scoped, &set).map_err(|e| e.of_function(scoped.name.as_deref()))?;
-            scoped
+            Some(scoped)
         }
     };
+    let isolate = scoped.as_ref().unwrap_or(&pool.options.isolate);
     let (request, call_id) = pool
         .request(args)
         .map_err(|e| e.of_function(isolate.name.as_deref()))?;
     Ok(PooledCall {
         pool,
-        isolate,
+        scoped,
         request,
         call_id,
     })
@@ -130,11 +133,12 @@ async fn run_delivering<R>(
 ) -> Result<R, Error> {
     let PooledCall {
         pool,
-        isolate,
+        scoped,
         request,
         call_id,
     } = call?;
-    pool.call_async(&isolate, &request, call_id, codec, progress)
+    let isolate = scoped.as_ref().unwrap_or(&pool.options.isolate);
+    pool.call_async(isolate, &request, call_id, codec, progress)
         .await
         .map_err(|e| e.of_function(isolate.name.as_deref()))
 }
@@ -381,14 +385,15 @@ async fn wait_for(
     channel: Option<PollFlags>,
     wake: Option<Instant>,
 ) -> Result<Ready, Error> {
-    check_runtime()?;
     // The common case, waiting for an answer: the worker's epoll set, as
-    // one descriptor, registered once per runtime.
+    // one descriptor, registered once per runtime (which checks that
+    // there is one).
     if channel == Some(PollFlags::POLLIN)
         && let Some(readiness) = worker.readiness()
     {
         return wait_for_set(readiness, wake).await;
     }
+    check_runtime()?;
     let (pidfd, channel_fds, outputs) = worker.descriptors();
     let Some(pidfd) = pidfd else {
         // Reaped by someone else: a blocking wait says the same.
