@@ -11,9 +11,10 @@ const HUGE_BUFFER: usize = 4 << 20;
 /// The most a first read of a message allocates: under glibc's large-chunk
 /// size (1 KiB). glibc serves a larger allocation only after merging and
 /// sorting the free chunks its heap holds, which cost a warm call more
-/// than the rare second read of a larger message; in a fork server's child
-/// each heap page it writes that way is a copy-on-write fault too (six or
-/// seven per call with 4 KiB).
+/// than the rare second read of a larger message. In a fork server's
+/// child, and in a fork-mode parent while its child lives, each heap page
+/// written that way is a copy-on-write fault too (six or seven per call in
+/// the child with 4 KiB; two per call in the parent, ~2 µs each).
 pub(crate) const SMALL_READ: usize = 1000;
 
 /// `madvise(MADV_HUGEPAGE)` on the whole pages inside `buffer`, when it is

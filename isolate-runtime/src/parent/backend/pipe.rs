@@ -23,12 +23,6 @@ const DEFAULT_CAPACITY: u64 = 64 << 10;
 /// Most one wake-up reads before the supervisor gets to check its deadline
 /// again: a child writing nonstop never lets the pipe run empty.
 const READ_BUDGET: usize = 16 << 20;
-/// The buffer's first size: a small reply fits in one page. A frame header
-/// then reserves room for its whole payload (up to 64 MiB ahead), so the
-/// buffer is never grown (and copied) by guesswork: a trivial call used to
-/// grow it from 64 KiB to 128 KiB right after the reply arrived, copying
-/// the whole buffer into fresh pages (about 30 page faults).
-const FIRST_CAPACITY: usize = 4 << 10;
 
 #[derive(Debug)]
 pub(crate) struct PipeReply {
@@ -75,8 +69,11 @@ impl PipeReply {
                 return Ok(true);
             }
             let buffer = self.frames.buffer();
+            // A small reply fits in the first read; a frame header then
+            // reserves room for its whole payload (up to 64 MiB ahead), so
+            // the buffer is never grown (and copied) by guesswork.
             let min_spare = if buffer.capacity() == 0 {
-                FIRST_CAPACITY
+                sys::SMALL_READ
             } else {
                 HEADER_LEN
             };
