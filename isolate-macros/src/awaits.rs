@@ -9,9 +9,9 @@
 //! `tokio` or of a `Handle`, and any macro but std's formatting and
 //! assertion ones, since a macro such as `join!` may hide an `.await`.
 //! The scan is of tokens, so an `.await` inside a macro's arguments is
-//! found too. What it cannot see is a function the body calls that asks
-//! for the runtime itself (`Handle::current()`); the attribute's
-//! documentation says so.
+//! found too. What it cannot see is tokio under another name (a renamed
+//! import) or a function the body calls that asks for the runtime itself
+//! (`Handle::current()`); the README says so.
 
 use proc_macro2::{Spacing, TokenStream, TokenTree};
 use quote::ToTokens as _;
