@@ -271,3 +271,29 @@ pub fn block_on<F: Future>(body: F) -> F::Output {
     LAST_RUNTIME.set(Some(runtime));
     output
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pending at its first poll (it wakes itself), then ready.
+    struct PendingOnce(bool);
+
+    impl Future for PendingOnce {
+        type Output = u32;
+
+        fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<u32> {
+            if std::mem::replace(&mut self.0, true) {
+                return Poll::Ready(7);
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn a_body_that_was_not_done_at_its_first_poll_finishes_on_a_runtime() {
+        assert_eq!(poll_once(async { 3 }), 3);
+        assert_eq!(poll_once(PendingOnce(false)), 7);
+    }
+}
