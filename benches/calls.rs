@@ -1,12 +1,16 @@
 //! The hot paths, with criterion: a trivial call in each start method and
-//! to a warm worker (`pool = 1`, `Worker<T>`), a 1 MiB `Vec<u8>` result on
-//! each backend and from a warm worker (through its arena), and the codec
-//! of a 1 MiB `Vec<u8>`. `examples/compare` measures the same against the kernel's
+//! to a warm worker (`pool = 1`, `Worker<T>`), blocking and awaited on
+//! tokio, a 1 MiB `Vec<u8>` result on each backend and from a warm worker
+//! (through its arena), and the codec of a 1 MiB `Vec<u8>`. `examples/compare` measures the same against the kernel's
 //! floors; these track regressions.
 //!
 //! ```text
-//! cargo bench --bench calls
+//! taskset -c 0 cargo bench --bench calls
 //! ```
+//!
+//! Pinned to one CPU: unpinned, each wake-up may cross to the other vCPU,
+//! and on this 2-vCPU VM the warm rows then read 4-6x slower and vary
+//! from run to run.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -32,6 +36,11 @@ fn forkserver_trivial() -> u64 {
     42
 }
 
+#[bombsquad(start_method = "forkserver", backend = "pipe")]
+async fn forkserver_trivial_awaited() -> u64 {
+    42
+}
+
 #[bombsquad(start_method = "fork", backend = "file")]
 fn fork_file(len: usize) -> Vec<u8> {
     vec![7; len]
@@ -49,6 +58,11 @@ fn fork_shm(len: usize) -> Vec<u8> {
 
 #[bombsquad(pool = 1)]
 fn warm_trivial(x: u64) -> u64 {
+    x + 1
+}
+
+#[bombsquad(pool = 1)]
+async fn warm_trivial_awaited(x: u64) -> u64 {
     x + 1
 }
 
@@ -82,6 +96,40 @@ fn trivial(c: &mut Criterion) {
     let worker = Worker::<Increment>::spawn().unwrap();
     group.bench_function("warm, Worker<T>", |b| {
         b.iter(|| worker.call(black_box(41)).unwrap().unwrap());
+    });
+    group.finish();
+}
+
+/// The awaited calls, each iteration's calls awaited in one task (an
+/// async caller is in its runtime already): against the blocking rows of
+/// "trivial call".
+fn awaited(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build a tokio runtime");
+    let mut group = c.benchmark_group("trivial call, awaited on tokio");
+    group.bench_function("forkserver", |b| {
+        b.iter_custom(|calls| {
+            runtime.block_on(async {
+                let start = std::time::Instant::now();
+                for _ in 0..calls {
+                    black_box(forkserver_trivial_awaited().await.unwrap());
+                }
+                start.elapsed()
+            })
+        });
+    });
+    group.bench_function("warm, pool = 1", |b| {
+        b.iter_custom(|calls| {
+            runtime.block_on(async {
+                let start = std::time::Instant::now();
+                for x in 0..calls {
+                    black_box(warm_trivial_awaited(black_box(x)).await.unwrap());
+                }
+                start.elapsed()
+            })
+        });
     });
     group.finish();
 }
@@ -126,6 +174,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = trivial, mebibyte, codec
+    targets = trivial, awaited, mebibyte, codec
 }
 criterion_main!(benches);
