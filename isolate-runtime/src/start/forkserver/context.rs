@@ -10,8 +10,8 @@
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read as _, Write as _};
-use std::os::fd::OwnedFd;
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 
@@ -70,10 +70,14 @@ impl Standing {
     }
 
     fn parse(status: &[u8]) -> Self {
-        let lines = status
+        let mut standing = Vec::with_capacity(status.len());
+        for line in status
             .split_inclusive(|&b| b == b'\n')
-            .filter(|line| STANDING_LINES.iter().any(|name| line.starts_with(name)));
-        Self(lines.flatten().copied().collect())
+            .filter(|line| STANDING_LINES.iter().any(|name| line.starts_with(name)))
+        {
+            standing.extend_from_slice(line);
+        }
+        Self(standing)
     }
 }
 
@@ -149,9 +153,9 @@ impl CallContext {
 /// each), and the whole file fits.
 fn read_status() -> Result<Vec<u8>, Error> {
     let read = || -> io::Result<Vec<u8>> {
-        let mut status = vec![0u8; 16 * 1024];
-        let len = File::open("/proc/thread-self/status")?.read(&mut status)?;
-        status.truncate(len);
+        let mut status = Vec::new();
+        let file = File::open("/proc/thread-self/status")?;
+        crate::sys::read_into_spare(file.as_fd(), &mut status, 16 * 1024)?;
         Ok(status)
     };
     read().map_err(|e| Error::spawn("read /proc/thread-self/status", e))
