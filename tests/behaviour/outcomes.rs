@@ -178,6 +178,15 @@ macro_rules! outcome_tests {
                 std::thread::sleep(Duration::MAX)
             }
 
+            /// Ignores the signals a polite supervisor would send first.
+            #[bombsquad(start_method = $start_method, backend = $backend, timeout = "300ms")]
+            fn ignores_termination_and_sleeps() {
+                for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                    unsafe { libc::signal(signal, libc::SIG_IGN) };
+                }
+                std::thread::sleep(Duration::MAX)
+            }
+
             #[bombsquad(start_method = $start_method, backend = $backend, timeout = "300ms")]
             fn spins_forever() {
                 loop {
@@ -256,6 +265,31 @@ macro_rules! outcome_tests {
                         unsafe { libc::_exit(0) }
                     }
                     grandchild => grandchild,
+                }
+            }
+
+            /// A grandchild leaves the child's process group and session
+            /// (`setsid`, as a daemon does) and holds the reply channel open
+            /// for 30 s.
+            #[bombsquad(start_method = $start_method, backend = $backend)]
+            fn leaves_an_escaped_grandchild() -> i32 {
+                let mut escaped = [0; 2];
+                assert_eq!(unsafe { libc::pipe(escaped.as_mut_ptr()) }, 0);
+                match unsafe { libc::fork() } {
+                    0 => {
+                        unsafe { libc::setsid() };
+                        unsafe { libc::write(escaped[1], [1u8].as_ptr().cast(), 1) };
+                        unsafe { libc::sleep(30) };
+                        unsafe { libc::_exit(0) }
+                    }
+                    grandchild => {
+                        // Returns once it has left: else the group kill at
+                        // the end of the call could still reach it.
+                        let mut byte = [0u8];
+                        unsafe { libc::close(escaped[1]) };
+                        assert_eq!(unsafe { libc::read(escaped[0], byte.as_mut_ptr().cast(), 1) }, 1);
+                        grandchild
+                    }
                 }
             }
 
@@ -444,6 +478,18 @@ macro_rules! outcome_tests {
             }
 
             #[test]
+            fn a_child_that_ignores_sigterm_is_still_killed_at_its_timeout() {
+                common::watchdog();
+                match ignores_termination_and_sleeps() {
+                    Err(Error::Timeout { after, pid, .. }) => {
+                        assert_eq!(after, Duration::from_millis(300));
+                        assert!(!common::process_exists(pid), "the child was killed and reaped");
+                    }
+                    other => panic!("expected Timeout, got {other:?}"),
+                }
+            }
+
+            #[test]
             fn a_child_streaming_its_reply_still_times_out() {
                 common::watchdog();
                 let start = Instant::now();
@@ -532,6 +578,20 @@ macro_rules! outcome_tests {
                 }
                 let state = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
                 assert!(state.is_empty() || state.contains(") Z "), "grandchild still running: {state}");
+            }
+
+            #[test]
+            fn a_grandchild_that_left_the_group_does_not_delay_the_call_and_survives_it() {
+                common::watchdog();
+                let start = Instant::now();
+                let grandchild = leaves_an_escaped_grandchild().unwrap();
+                assert!(start.elapsed() < Duration::from_secs(10), "completion came from the child, not EOF");
+                // Out of the child's group, the group kill missed it: the
+                // documented survivor. It sits in a session of its own.
+                assert!(common::process_exists(grandchild as u32), "the escaped grandchild is alive");
+                assert_eq!(unsafe { libc::getsid(grandchild) }, grandchild);
+                // Init reaps it.
+                unsafe { libc::kill(grandchild, libc::SIGKILL) };
             }
 
             #[test]
