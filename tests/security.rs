@@ -1,5 +1,6 @@
 //! The marker is not a door (docs/FAULTS.md I1, I2): a forged marker runs
-//! nothing, and a marker inherited by a grandchild is ignored.
+//! nothing, and a marker inherited by a grandchild is ignored. Nor is
+//! there a socket to knock on (I6): nothing of a call listens.
 
 #![allow(
     clippy::undocumented_unsafe_blocks,
@@ -132,4 +133,81 @@ fn a_marker_inherited_by_a_grandchild_is_ignored() {
     let (code, stdout) = start_myself_again().unwrap();
     assert_eq!(code, Some(0));
     assert!(stdout.contains(PROBE_LINE), "{stdout}");
+}
+
+/// The inodes of the Unix sockets that listen (`__SO_ACCEPTCON` in
+/// `/proc/net/unix`'s flags) and are held by one of `pids`.
+fn listening_sockets_of(pids: &[u32]) -> Vec<String> {
+    const ACCEPTING: u32 = 1 << 16;
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap();
+    let listening: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(fields.get(3)?, 16).ok()?;
+            let inode = *fields.get(6)?;
+            (flags & ACCEPTING != 0).then_some(inode)
+        })
+        .collect();
+    let mut held = Vec::new();
+    for pid in pids {
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            let target = target.to_string_lossy();
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                && listening.contains(&inode)
+            {
+                held.push(format!("pid {pid}: {target}"));
+            }
+        }
+    }
+    held
+}
+
+/// The listening sockets of this child and of its parent: the caller, or
+/// the fork server that forked it.
+fn listening_here_and_above() -> Vec<String> {
+    listening_sockets_of(&[std::process::id(), std::os::unix::process::parent_id()])
+}
+
+#[bombsquad(start_method = "spawn")]
+fn listening_from_a_spawned_child() -> Vec<String> {
+    listening_here_and_above()
+}
+
+#[bombsquad(start_method = "forkserver")]
+fn listening_from_a_fork_server_child() -> Vec<String> {
+    listening_here_and_above()
+}
+
+#[bombsquad(start_method = "fork")]
+fn listening_from_a_forked_child() -> Vec<String> {
+    listening_here_and_above()
+}
+
+#[bombsquad(pool = 1)]
+fn listening_from_a_warm_worker() -> Vec<String> {
+    listening_here_and_above()
+}
+
+#[test]
+fn no_process_of_a_call_listens_on_a_socket() {
+    common::watchdog();
+    let none: Vec<String> = Vec::new();
+    assert_eq!(listening_from_a_spawned_child().unwrap(), none);
+    assert_eq!(listening_from_a_fork_server_child().unwrap(), none);
+    assert_eq!(listening_from_a_forked_child().unwrap(), none);
+    assert_eq!(listening_from_a_warm_worker().unwrap(), none);
+    assert_eq!(listening_sockets_of(&[std::process::id()]), none);
+    // The check sees a listener when there is one.
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(dir.path().join("door")).unwrap();
+    assert_eq!(listening_sockets_of(&[std::process::id()]).len(), 1);
+    drop(listener);
 }
