@@ -1,7 +1,8 @@
-//! Fork in a threaded parent and stopped children (docs/FAULTS.md D3, D5): a
-//! child deadlocked on a lock held by another thread at the fork is rescued
-//! by the timeout; fork mode without a timeout in a threaded process warns
-//! once; a stopped child under a timeout is killed and reaped.
+//! Fork in a threaded parent and stopped children (docs/FAULTS.md D3, D5,
+//! B6): a child deadlocked on a lock held by another thread at the fork is
+//! rescued by the timeout; a child's panic needs no such lock; fork mode
+//! without a timeout in a threaded process warns once; a stopped child
+//! under a timeout is killed and reaped.
 
 #![allow(
     clippy::undocumented_unsafe_blocks,
@@ -74,6 +75,54 @@ fn a_fork_deadlocked_on_the_stdout_lock_is_rescued_by_the_timeout() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("printed by the child"), "{stdout}");
     assert!(!stdout.contains("never printed"), "{stdout}");
+}
+
+#[bombsquad(start_method = "fork", panic = "error", timeout = "5s")]
+fn panics_forked() -> u8 {
+    panic!("reported without stderr")
+}
+
+/// B6: another thread holds std's stderr lock while the call forks, and the
+/// child panics (with backtraces on): its panic goes to the parent over the
+/// reply channel, and its hook never takes stderr.
+#[test]
+fn stderr_lock_panic_scenario() {
+    if !scenario::is("stderr_lock_panic_scenario") {
+        return;
+    }
+    let (locked, wait_locked) = mpsc::channel();
+    let (release, wait_release) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let stderr = std::io::stderr().lock();
+        locked.send(()).unwrap();
+        wait_release.recv().unwrap();
+        drop(stderr);
+    });
+    wait_locked.recv().unwrap();
+    let started = Instant::now();
+    let result = panics_forked();
+    let elapsed = started.elapsed();
+    release.send(()).unwrap(); // before any assertion: a failing one prints
+    holder.join().unwrap();
+    match result {
+        Err(Error::Panicked { message, .. }) => assert_eq!(message, "reported without stderr"),
+        other => panic!("expected the child's panic, got {other:?}"),
+    }
+    assert!(
+        elapsed < Duration::from_secs(3),
+        "took {elapsed:?}: not the timeout"
+    );
+    eprintln!("SCENARIO PASSED");
+}
+
+#[test]
+fn a_forked_childs_panic_is_reported_while_another_thread_holds_stderr() {
+    common::watchdog();
+    let mut command = scenario::command("stderr_lock_panic_scenario");
+    command.env("RUST_BACKTRACE", "1");
+    let output = scenario::run(command);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("SCENARIO PASSED"), "{stderr}");
 }
 
 const WARNING: &str = "bombsquad: warning: a fork-mode call without a timeout";
