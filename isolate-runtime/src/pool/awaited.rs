@@ -18,7 +18,7 @@
 use std::future::poll_fn;
 use std::os::fd::BorrowedFd;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -236,6 +236,7 @@ impl Pool {
         let waiting = Waiting {
             pool: self,
             id: next_waiter_id(),
+            left_waker: AtomicBool::new(false),
         };
         let found = poll_fn(|cx| waiting.poll_find(cx)).await?;
         drop(waiting);
@@ -286,6 +287,9 @@ impl Pool {
 struct Waiting<'p> {
     pool: &'p Pool,
     id: u64,
+    /// Whether its waker was left with the pool: a caller served at its
+    /// first look (a warm call's usual case) has nothing to take back.
+    left_waker: AtomicBool,
 }
 
 impl Waiting<'_> {
@@ -300,6 +304,7 @@ impl Waiting<'_> {
                     Some((_, known)) => known.clone_from(waker),
                     None => state.wakers.push((self.id, waker.clone())),
                 }
+                self.left_waker.store(true, Ordering::Relaxed);
                 Poll::Pending
             }
         }
@@ -308,10 +313,12 @@ impl Waiting<'_> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.pool
-            .lock()
-            .wakers
-            .retain(|(waiter, _)| *waiter != self.id);
+        if self.left_waker.load(Ordering::Relaxed) {
+            self.pool
+                .lock()
+                .wakers
+                .retain(|(waiter, _)| *waiter != self.id);
+        }
     }
 }
 
