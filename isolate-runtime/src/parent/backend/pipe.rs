@@ -61,7 +61,10 @@ impl PipeReply {
     }
 
     /// Reads until the pipe is empty or [`READ_BUDGET`] bytes were read (it
-    /// never blocks). Returns whether it stopped on the budget.
+    /// never blocks). Returns whether it stopped on the budget. A read that
+    /// left room in the buffer emptied the pipe: it stops there rather than
+    /// pay a read that fails with `EAGAIN` (a trivial reply comes in one
+    /// read; anything written later makes the pipe readable again).
     pub(crate) fn read_available(&mut self) -> Result<bool, FrameError> {
         let start = self.frames.bytes().len();
         while !self.eof {
@@ -79,7 +82,13 @@ impl PipeReply {
             };
             match sys::read_into_spare(self.read.as_fd(), buffer, min_spare) {
                 Ok(0) => self.eof = true,
-                Ok(_) => self.take_frames()?,
+                Ok(_) => {
+                    let emptied = buffer.len() < buffer.capacity();
+                    self.take_frames()?;
+                    if emptied {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => return Err(format!("read the reply pipe: {e}").into()),
             }

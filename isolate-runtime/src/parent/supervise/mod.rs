@@ -167,10 +167,13 @@ impl<'a, 'p, S: ?Sized + ProgressSink> CallEngine<'a, 'p, S> {
         child: Child,
         deadline: Option<Instant>,
         reply: &'a mut ReplyChannel,
-        outgoing: Outgoing<'a>,
+        mut outgoing: Outgoing<'a>,
         output: OutputRelay,
         progress: Option<&'a mut ProgressStream<'p, S>>,
     ) -> Self {
+        // A fresh socket takes a small request whole: sent now, not after a
+        // wait that would only say the socket is writable.
+        outgoing.send_some();
         // A child gone before it could be watched has nothing to wait for.
         let over = child.pidfd().is_none();
         Self {
