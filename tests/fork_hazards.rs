@@ -25,6 +25,23 @@ fn print_spawned() -> u8 {
     3
 }
 
+/// Takes `lock` on a new thread and holds it until told to release it
+/// (the sender); returns once it is held.
+fn hold_on_another_thread<L>(
+    lock: impl FnOnce() -> L + Send + 'static,
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (locked, wait_locked) = mpsc::channel();
+    let (release, wait_release) = mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let held = lock();
+        locked.send(()).unwrap();
+        wait_release.recv().unwrap();
+        drop(held);
+    });
+    wait_locked.recv().unwrap();
+    (release, holder)
+}
+
 /// D3: another thread holds std's stdout lock while the call forks.
 #[test]
 fn stdout_lock_scenario() {
@@ -32,15 +49,7 @@ fn stdout_lock_scenario() {
         return;
     }
     common::watchdog();
-    let (locked, wait_locked) = mpsc::channel();
-    let (release, wait_release) = mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let stdout = std::io::stdout().lock();
-        locked.send(()).unwrap();
-        wait_release.recv().unwrap();
-        drop(stdout);
-    });
-    wait_locked.recv().unwrap();
+    let (release, holder) = hold_on_another_thread(|| std::io::stdout().lock());
     for backend in [Backend::Pipe, Backend::File] {
         let started = Instant::now();
         let result = Isolate::new()
@@ -90,15 +99,7 @@ fn stderr_lock_panic_scenario() {
     if !scenario::is("stderr_lock_panic_scenario") {
         return;
     }
-    let (locked, wait_locked) = mpsc::channel();
-    let (release, wait_release) = mpsc::channel::<()>();
-    let holder = std::thread::spawn(move || {
-        let stderr = std::io::stderr().lock();
-        locked.send(()).unwrap();
-        wait_release.recv().unwrap();
-        drop(stderr);
-    });
-    wait_locked.recv().unwrap();
+    let (release, holder) = hold_on_another_thread(|| std::io::stderr().lock());
     let started = Instant::now();
     let result = panics_forked();
     let elapsed = started.elapsed();
