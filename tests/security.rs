@@ -1,5 +1,6 @@
-//! The marker is not a door (docs/FAULTS.md I1, I2): a forged marker runs
-//! nothing, and a marker inherited by a grandchild is ignored. Nor is
+//! The marker is not a door (docs/FAULTS.md I1, I2, I3): a forged marker
+//! runs nothing, a marker inherited by a grandchild is ignored, and a
+//! set-user-ID copy of the binary honours none. Nor is
 //! there a socket to knock on (I6): nothing of a call listens.
 
 #![allow(
@@ -9,7 +10,9 @@
 
 mod common;
 
+use std::fs::Permissions;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Output, Stdio};
 
@@ -133,6 +136,37 @@ fn a_marker_inherited_by_a_grandchild_is_ignored() {
     let (code, stdout) = start_myself_again().unwrap();
     assert_eq!(code, Some(0));
     assert!(stdout.contains(PROBE_LINE), "{stdout}");
+}
+
+/// I3: a set-user-ID copy of this binary that another user runs is a
+/// secure exec, and refuses its marker before anything else. Skipped, with
+/// the reason printed, without root and `setpriv` (util-linux).
+#[test]
+fn a_setuid_copy_refuses_to_run_an_isolated_call() {
+    common::watchdog();
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("skipped: setpriv (util-linux) is not installed, so no other uid to test with");
+        return;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to make a set-user-ID copy and run it as another uid");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.path().join("setuid-copy");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    std::fs::set_permissions(&copy, Permissions::from_mode(0o4755)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&copy)
+        .args(["--exact", "no_such_test"])
+        .env(MARKER_VAR, format!("v1:1:0:1:{}", token_hex()))
+        .stdin(Stdio::null())
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_refused(&output, "the binary runs as a secure exec (setuid, setcap)");
 }
 
 /// The inodes of the Unix sockets that listen (`__SO_ACCEPTCON` in
