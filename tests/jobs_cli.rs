@@ -2,6 +2,7 @@
 //! own, as a user runs them. Every wait is bounded, and a watchdog aborts a
 //! test that hangs anyway.
 
+mod common;
 mod jobs_support;
 
 use std::io::{Read, Write};
@@ -576,12 +577,7 @@ fn as_nobody(dir: &Path, args: &[&str]) -> Output {
 /// directory to use in it; `None` (the test is skipped, with the reason
 /// printed) without root and `setpriv` (util-linux) to act as another uid.
 fn other_uid_setup() -> Option<(tempfile::TempDir, PathBuf)> {
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: setpriv (util-linux) is not installed, so no other uid to test with");
-        return None;
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to act as another uid with setpriv");
+    if !common::can_run_as_another_uid() {
         return None;
     }
     let parent = service_dir();

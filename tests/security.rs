@@ -144,12 +144,7 @@ fn a_marker_inherited_by_a_grandchild_is_ignored() {
 #[test]
 fn a_setuid_copy_refuses_to_run_an_isolated_call() {
     common::watchdog();
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: setpriv (util-linux) is not installed, so no other uid to test with");
-        return;
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: needs root to make a set-user-ID copy and run it as another uid");
+    if !common::can_run_as_another_uid() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

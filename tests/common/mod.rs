@@ -231,3 +231,22 @@ pub fn call_children_at_once(parent: u32) -> usize {
         .filter(|&(pid, _)| process_exists(pid.cast_unsigned()))
         .count()
 }
+
+/// Whether this test can run a program as another user (`nobody`, through
+/// util-linux's `setpriv`): it needs root and `setpriv`. When it cannot,
+/// says why the test is skipped.
+pub fn can_run_as_another_uid() -> bool {
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: setpriv (util-linux) is not installed, so no other uid to test with");
+        return false;
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root to act as another uid with setpriv");
+        return false;
+    }
+    true
+}
