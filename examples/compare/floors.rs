@@ -443,7 +443,7 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) -> bool {
 }
 
 /// Reads exactly `buf.len()` bytes; `false` at end of file or on an error.
-fn read_exact(fd: i32, mut buf: &mut [u8]) -> bool {
+pub fn read_exact(fd: i32, mut buf: &mut [u8]) -> bool {
     while !buf.is_empty() {
         // SAFETY: `buf` is valid for writes of its length.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };

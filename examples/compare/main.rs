@@ -9,6 +9,9 @@
 //!   kernel operations, each rung adding one to the raw fork floor, up to
 //!   the hygienic floors of the pipe and file backends, vs the library's
 //!   fork-mode calls on those backends;
+//! - `server-hygiene`: the same for a fork-server call, from a raw fork
+//!   server (a fork and one hop of IPC) up to the hygienic floor of a
+//!   fork-server call, vs the library's;
 //! - `payload`: `Vec<u8>` results on each backend vs a raw pipe, a raw temp
 //!   file and a raw memfd into fresh memory, and in-process memcpy;
 //! - `heap`: fork-mode and spawn-mode calls as the parent's resident
@@ -128,7 +131,7 @@ fn usage(problem: &str) -> ! {
         eprintln!("compare: {problem}");
     }
     eprintln!(
-        "usage: compare [--quick] [--only trivial,hygiene,sandbox,payload,arguments,heap,peak,async,warm,peers] \
+        "usage: compare [--quick] [--only trivial,hygiene,server-hygiene,sandbox,payload,arguments,heap,peak,async,warm,peers] \
          [--max-size 1G] [--rounds MULTIPLIER]"
     );
     std::process::exit(2)
@@ -143,6 +146,7 @@ pub struct Floors {
 
 fn main() {
     floors::exit_if_floor_child();
+    hygiene::forkserver::serve_if_raw_server();
     memory::run_if_peak_child();
     let config = Config::from_args();
     println!(
@@ -162,6 +166,9 @@ fn main() {
     }
     if config.wants("hygiene") {
         hygiene::hygiene(&config);
+    }
+    if config.wants("server-hygiene") {
+        hygiene::forkserver::hygiene(&config);
     }
     if config.wants("sandbox") {
         sandbox::sandbox(&config);

@@ -41,7 +41,7 @@ pub(super) fn run_child(rung: usize, ends: ChildEnds) -> bool {
     }
     if let Some(stdio) = ends.stdio {
         install_stdio(stdio);
-        close_fds_except(ends.reply);
+        close_fds_except(&[ends.reply]);
     }
     if rung >= EXEC_LIKE_SIGNALS {
         reset_signal_state();
@@ -59,38 +59,48 @@ pub(super) fn run_child(rung: usize, ends: ChildEnds) -> bool {
         prefer_as_oom_victim();
     }
     if rung >= C_STDIO_FLUSH {
-        // SAFETY: the forked child is single-threaded; purging moves the
-        // two streams' buffer pointers, and fflush(NULL) flushes every
-        // open stream (glibc resets the stdio locks in a forked child).
-        unsafe {
-            c_stdio::__fpurge(c_stdio::stdout);
-            c_stdio::__fpurge(c_stdio::stderr);
-            libc::fflush(std::ptr::null_mut());
-        }
+        purge_and_flush_c_stdio();
     }
     floors::write_all(ends.reply, &42u64.to_le_bytes())
 }
 
+/// Drops the C output the parent had buffered at the fork, and flushes
+/// every open C stream.
+pub(super) fn purge_and_flush_c_stdio() {
+    // SAFETY: the forked child is single-threaded; purging moves the two
+    // streams' buffer pointers, and fflush(NULL) flushes every open stream
+    // (glibc resets the stdio locks in a forked child).
+    unsafe {
+        c_stdio::__fpurge(c_stdio::stdout);
+        c_stdio::__fpurge(c_stdio::stderr);
+        libc::fflush(std::ptr::null_mut());
+    }
+}
+
 /// `dup2`s `/dev/null` and the pipes onto 0, 1 and 2.
-fn install_stdio(stdio: [RawFd; 3]) {
+pub(super) fn install_stdio(stdio: [RawFd; 3]) {
     for (target, fd) in (0..).zip(stdio) {
         // SAFETY: dup2 between descriptors this process owns.
         unsafe { libc::dup2(fd, target) };
     }
 }
 
-/// Closes every descriptor from 3 up but `keep`, with `close_range`: the
-/// range below it (if any), then the range above, as the library does.
-fn close_fds_except(keep: RawFd) {
+/// Closes every descriptor from 3 up but those in `keep` (ascending), with
+/// one `close_range` per gap, as the library does.
+pub(super) fn close_fds_except(keep: &[RawFd]) {
     let close_range = |first: u32, last: u32| {
         // SAFETY: raw syscall with integer arguments; the child gave up
         // these descriptors.
         unsafe { libc::syscall(libc::SYS_close_range, first, last, 0) };
     };
     let mut first = 3;
-    if let Ok(keep) = u32::try_from(keep)
-        && keep >= first
-    {
+    for &keep in keep {
+        let Ok(keep) = u32::try_from(keep) else {
+            continue;
+        };
+        if keep < first {
+            continue;
+        }
         if keep > first {
             close_range(first, keep - 1);
         }
@@ -148,7 +158,7 @@ fn set_default(signal: i32) {
 
 /// SIGKILL when the parent dies, then a check that it has not died already
 /// (the request only covers a death after it). `false` when it has.
-fn die_with_parent(parent: i32) -> bool {
+pub(super) fn die_with_parent(parent: i32) -> bool {
     // SAFETY: raw prctl syscall with integer arguments.
     unsafe {
         libc::syscall(
@@ -165,7 +175,7 @@ fn die_with_parent(parent: i32) -> bool {
 }
 
 /// `RLIMIT_CORE` 0/0: a crash writes no core file.
-fn disable_core_files() {
+pub(super) fn disable_core_files() {
     let zero = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -188,7 +198,7 @@ const ALT_STACK_LEN: usize = 64 << 10;
 /// The fault handler's installation: an alternate stack (std's, or a new
 /// one), then an SA_SIGINFO | SA_ONSTACK handler for each fault signal,
 /// keeping what it replaced (as the library does, to chain to it).
-fn install_fault_handler() {
+pub(super) fn install_fault_handler() {
     ensure_alternate_stack();
     for signal in [libc::SIGSEGV, libc::SIGBUS, libc::SIGILL, libc::SIGFPE] {
         // SAFETY: an all-zero sigaction is valid (empty mask, no flags).
@@ -243,7 +253,7 @@ extern "C" fn exit_on_fault(signal: i32, _: *mut libc::siginfo_t, _: *mut libc::
 
 /// Makes the child the OOM killer's first choice: "1000" into
 /// `/proc/self/oom_score_adj`.
-fn prefer_as_oom_victim() {
+pub(super) fn prefer_as_oom_victim() {
     // SAFETY: a valid C string; the descriptor is closed below.
     let fd = unsafe {
         libc::open(

@@ -22,6 +22,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use crate::bench::{Case, Plan, interleave, ratio, show};
 
 mod child;
+pub mod forkserver;
 use crate::{Config, calls, floors};
 use child::{ChildEnds, run_child};
 
@@ -94,7 +95,7 @@ pub fn hygiene(config: &Config) {
     }
     interleave(&mut cases, plan);
     let floor_rungs: Vec<usize> = library.iter().map(|&(_, floor)| floor).collect();
-    print_table(&cases, &floor_rungs);
+    print_table(&RUNGS, &cases, &floor_rungs);
 }
 
 /// The fork-mode trivial call on `backend`.
@@ -105,15 +106,15 @@ fn trivial_fork_call(backend: &str) -> &'static calls::Trivial {
         .unwrap_or_else(|| panic!("no fork-mode trivial call on the {backend} backend"))
 }
 
-/// The rungs, each with what it adds to the one before; then the library's
-/// calls, each with what it adds to its floor (rung `floor_rungs[i]` for
-/// the `i`th).
-fn print_table(cases: &[Case<'_>], floor_rungs: &[usize]) {
+/// The rungs (the first `names.len()` cases), each with what it adds to
+/// the one before; then the library's calls, each with what it adds to its
+/// floor (rung `floor_rungs[i]` for the `i`th).
+fn print_table(names: &[&str], cases: &[Case<'_>], floor_rungs: &[usize]) {
     println!(
         "{:<46} {:>10} {:>11} {:>10} {:>15}",
         "case", "median", "added", "vs rung 0", "vs its floor"
     );
-    let (rungs, library) = cases.split_at(RUNGS.len());
+    let (rungs, library) = cases.split_at(names.len());
     let rung0 = rungs[0].median();
     for (i, rung) in rungs.iter().enumerate() {
         let added = i.checked_sub(1).map(|before| rungs[before].median());
@@ -136,10 +137,7 @@ fn print_table(cases: &[Case<'_>], floor_rungs: &[usize]) {
             format!("{:.2}x (rung {floor})", ratio(call.median(), floor_median)),
         );
     }
-    println!(
-        "(added: over the rung before; for a library call, over its floor: \
-         rung {PIPE_FLOOR} for the pipe backend, rung {FILE_FLOOR} for the file backend)"
-    );
+    println!("(added: over the rung before; for a library call, over its floor)");
 }
 
 /// `a - b`, signed: medians of noisy neighbours may come out in either order.
