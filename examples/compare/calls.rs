@@ -223,15 +223,17 @@ fn warm_trivial_calls(config: &Config) {
     let mut pipe_echo = floors::WarmEcho::start_pipes();
     let mut message = [7u8; floors::WARM_MESSAGE];
     let mut watched_echo = floors::WarmEcho::start_watched();
+    let mut hygienic_echo = floors::WarmEcho::start_hygienic();
     let mut pipe_message = message;
     let mut watched_message = message;
+    let mut hygienic_message = message;
     let worker = Worker::<Increment>::spawn().expect("start the task worker");
     assert_eq!(warm_trivial(1).unwrap(), 2, "start the pool's worker");
     let mut x = 0u64;
     let mut y = 0u64;
     println!(
-        "{:<44} {:>10} {:>11} {:>8} {:>9} {:>8} {:>10}",
-        "case", "median", "vs socket", "target", "vs pipes", "target", "vs watched"
+        "{:<44} {:>10} {:>11} {:>8} {:>9} {:>8} {:>10} {:>10}",
+        "case", "median", "vs socket", "target", "vs pipes", "target", "vs watched", "vs hygienic"
     );
     for placement in Placement::ALL {
         let Some(pinned) = placement.apply() else {
@@ -252,6 +254,9 @@ fn warm_trivial_calls(config: &Config) {
             Case::new("  the same, watched (epoll: pidfd + pipes)", || {
                 watched_echo.round_trip(&mut watched_message);
             }),
+            Case::new("  the same, + stray check, C stdio flush", || {
+                hygienic_echo.round_trip(&mut hygienic_message);
+            }),
             Case::new("pool = 1 function, warm", || {
                 x = warm_trivial(x).unwrap();
             }),
@@ -261,7 +266,7 @@ fn warm_trivial_calls(config: &Config) {
         ];
         interleave(&mut cases, plan);
         pinned.restore();
-        let floors = [cases[0].median(), cases[1].median(), cases[2].median()];
+        let floors: [Duration; 4] = std::array::from_fn(|i| cases[i].median());
         for (i, case) in cases.iter().enumerate() {
             let (target, pipe_target) = if i < floors.len() {
                 (String::new(), String::new())
@@ -271,16 +276,18 @@ fn warm_trivial_calls(config: &Config) {
                     format!("<= {WARM_PIPE_TARGET:.1}x"),
                 )
             };
-            let [socket, pipes, watched] = floors.map(|floor| bench::ratio(case.median(), floor));
+            let [socket, pipes, watched, hygienic] =
+                floors.map(|floor| bench::ratio(case.median(), floor));
             println!(
-                "  {:<42} {:>10} {:>10.2}x {:>8} {:>8.2}x {:>8} {:>9.2}x",
+                "  {:<42} {:>10} {:>10.2}x {:>8} {:>8.2}x {:>8} {:>9.2}x {:>10.2}x",
                 case.name,
                 show(case.median()),
                 socket,
                 target,
                 pipes,
                 pipe_target,
-                watched
+                watched,
+                hygienic
             );
         }
     }

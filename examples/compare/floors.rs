@@ -73,6 +73,9 @@ pub struct WarmEcho {
     pid: i32,
     /// What the parent waits in before each read, when watched.
     watch: Option<Watch>,
+    /// Whether the parent asks the answer pipe for stray bytes before
+    /// each message (`FIONREAD`), as a warm call does (docs/FAULTS.md E10).
+    stray_check: bool,
 }
 
 /// An epoll set of what a warm call must watch to keep its guarantees: the
@@ -95,15 +98,21 @@ impl WarmEcho {
     #[must_use]
     pub fn start() -> Self {
         let [parent, child] = socket_pair();
-        Self::fork_echo([parent, parent], [child, child])
+        Self::fork_echo([parent, parent], [child, child], false)
     }
 
     /// Forks a child echoing over two pipes, one each way.
     #[must_use]
     pub fn start_pipes() -> Self {
+        Self::start_pipes_flushing(false)
+    }
+
+    /// [`Self::start_pipes`], the child flushing C stdio before each echo
+    /// when `flush`.
+    fn start_pipes_flushing(flush: bool) -> Self {
         let [from_child, child_writes] = pipe_pair();
         let [child_reads, to_child] = pipe_pair();
-        Self::fork_echo([to_child, from_child], [child_reads, child_writes])
+        Self::fork_echo([to_child, from_child], [child_reads, child_writes], flush)
     }
 
     /// Forks a child echoing over two pipes, and waits in an epoll set of
@@ -111,9 +120,25 @@ impl WarmEcho {
     /// read: the floor of a warm call that keeps its guarantees.
     #[must_use]
     pub fn start_watched() -> Self {
+        Self::watch(Self::start_pipes())
+    }
+
+    /// [`Self::start_watched`], plus what a warm call does around each
+    /// round trip for its guarantees, raw: the parent asks the answer pipe
+    /// for stray bytes before it writes (`FIONREAD`), and the child flushes
+    /// every C stream before it answers (`fflush(NULL)`), so that what the
+    /// call wrote is out when it returns. The floor of a warm call.
+    #[must_use]
+    pub fn start_hygienic() -> Self {
+        let mut echo = Self::watch(Self::start_pipes_flushing(true));
+        echo.stray_check = true;
+        echo
+    }
+
+    /// Adds the epoll set of [`Self::start_watched`] to a pipe echo.
+    fn watch(mut echo: Self) -> Self {
         let [stdout, child_stdout] = pipe_pair();
         let [stderr, child_stderr] = pipe_pair();
-        let mut echo = Self::start_pipes();
         // The parent holds the write ends (the child never writes to them):
         // an idle pipe in the set costs the same whoever holds it open.
         // SAFETY: plain syscall with integer arguments.
@@ -141,15 +166,25 @@ impl WarmEcho {
     }
 
     /// Forks the echo; `parent` is (write, read) for the parent, `child`
-    /// (read, write) for the child.
-    fn fork_echo(parent: [i32; 2], child: [i32; 2]) -> Self {
-        // SAFETY: the child only closes, reads, writes and `_exit`s.
+    /// (read, write) for the child, which flushes C stdio before each echo
+    /// when `flush`.
+    fn fork_echo(parent: [i32; 2], child: [i32; 2], flush: bool) -> Self {
+        // SAFETY: the child only closes, reads, writes, flushes C streams
+        // (glibc resets their locks in a forked child) and `_exit`s.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0, "{}", io::Error::last_os_error());
         if pid == 0 {
             close_once(parent);
             let mut message = [0u8; WARM_MESSAGE];
-            while read_exact(child[0], &mut message) && write_all(child[1], &message) {}
+            while read_exact(child[0], &mut message) {
+                if flush {
+                    // SAFETY: flushes every open C stream; nothing is buffered.
+                    unsafe { libc::fflush(std::ptr::null_mut()) };
+                }
+                if !write_all(child[1], &message) {
+                    break;
+                }
+            }
             // SAFETY: always safe; never returns.
             unsafe { libc::_exit(0) };
         }
@@ -159,11 +194,18 @@ impl WarmEcho {
             from_child: parent[1],
             pid,
             watch: None,
+            stray_check: false,
         }
     }
 
     /// One round trip: [`WARM_MESSAGE`] bytes there and back.
     pub fn round_trip(&mut self, message: &mut [u8; WARM_MESSAGE]) {
+        if self.stray_check {
+            let mut stray: libc::c_int = 0;
+            // SAFETY: FIONREAD writes one int.
+            let asked = unsafe { libc::ioctl(self.from_child, libc::FIONREAD, &raw mut stray) };
+            assert!(asked == 0 && stray == 0, "stray bytes before a message");
+        }
         assert!(write_all(self.to_child, message));
         if let Some(watch) = &self.watch {
             let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
