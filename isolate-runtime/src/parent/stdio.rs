@@ -111,7 +111,7 @@ impl OutputRelay {
     ///
     /// `Spawn` when a pipe or `/dev/null` or the stderr file cannot be opened.
     pub(crate) fn create(stderr: &Stderr) -> Result<(Self, ChildStdio), Error> {
-        let (stdout_pipe, child_stdout) = nonblocking_pipe("stdout")?;
+        let (stdout_pipe, child_stdout) = pipe_from_child("pipe for the child's stdout")?;
         let stdout = Relay::new(Stream::Stdout, Some(stdout_pipe), Sink::Replay, false);
         let (stderr, child_stderr) = match stderr {
             Stderr::Null => {
@@ -128,7 +128,7 @@ impl OutputRelay {
                     Stderr::File(path) => Sink::Append(open_stderr_file(path)?),
                     _ => Sink::Replay,
                 };
-                let (pipe, child_end) = nonblocking_pipe("stderr")?;
+                let (pipe, child_end) = pipe_from_child("pipe for the child's stderr")?;
                 (
                     Relay::new(Stream::Stderr, Some(pipe), sink, true),
                     child_end,
@@ -283,12 +283,6 @@ fn write_raw(stream: Stream, bytes: &[u8]) {
         Stream::Stdout => io::stdout().write_all(bytes),
         Stream::Stderr => io::stderr().write_all(bytes),
     };
-}
-
-/// A pipe whose read end (the parent's) is non-blocking; both ends are
-/// close-on-exec (the child's end is installed on fd 1 or 2 with `dup2`).
-fn nonblocking_pipe(stream: &str) -> Result<(OwnedFd, OwnedFd), Error> {
-    pipe_from_child(&format!("pipe for the child's {stream}"))
 }
 
 /// A close-on-exec pipe the parent reads from a child: `(read, write)`,
