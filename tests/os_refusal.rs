@@ -1,8 +1,9 @@
 //! The OS refusing a descriptor or a process gives `Error::Spawn` with the
 //! OS error, nothing is left behind, and the next call works once the
-//! resource is free again (docs/FAULTS.md C5, C6). Lowering a limit is
-//! process-global, so it happens in a scenario: this binary run again as a
-//! subprocess, never in the libtest process itself.
+//! resource is free again (docs/FAULTS.md C5, C6, C11). Lowering a limit or
+//! installing a seccomp filter is process-global, so it happens in a
+//! scenario: this binary run again as a subprocess, never in the libtest
+//! process itself.
 
 #![allow(
     clippy::undocumented_unsafe_blocks,
@@ -236,6 +237,83 @@ fn pid_exhaustion_is_a_spawn_error() {
     // Writable by `nobody`, for the file backend.
     command.env("TMPDIR", "/tmp");
     let output = common::scenario::run(command);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
+}
+
+/// Makes every `fork` of this thread, and of the processes it starts, fail
+/// with ENOMEM, as the kernel fails it when the copy of the address space
+/// cannot be committed (`vm.overcommit_memory=2` and a large parent): a
+/// seccomp filter answers each `clone` without `CLONE_VM` with ENOMEM. A
+/// new thread (`clone3`, `CLONE_VM`) and `posix_spawn` (`CLONE_VM |
+/// CLONE_VFORK`), which spawned calls use, still work.
+fn refuse_forks_with_enomem() {
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    let a_fork = SeccompRule::new(vec![
+        SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(libc::CLONE_VM as u64),
+            0,
+        )
+        .unwrap(),
+    ])
+    .unwrap();
+    let arch = TargetArch::try_from(std::env::consts::ARCH).unwrap();
+    let filter = SeccompFilter::new(
+        [(libc::SYS_clone, vec![a_fork])].into(),
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::ENOMEM.cast_unsigned()),
+        arch,
+    )
+    .unwrap();
+    seccompiler::apply_filter(&BpfProgram::try_from(filter).unwrap()).unwrap();
+}
+
+/// C11: `fork` fails with ENOMEM. A forked call and a fork-server call
+/// (the server inherits the filter: it starts after it) are each
+/// `Spawn(ENOMEM)` naming the fork, with no retry and nothing left behind;
+/// spawned calls, which need no fork, still work: what the README advises
+/// for a parent too large to fork.
+#[test]
+fn fork_enomem_scenario() {
+    if !common::scenario::is("fork_enomem_scenario") {
+        return;
+    }
+    common::watchdog();
+    refuse_forks_with_enomem();
+    // The first fork-server call starts the server, which holds two
+    // descriptors from then on.
+    let (what, errno) = spawn_error(forkserved());
+    assert_eq!(errno, Some(libc::ENOMEM), "{what}");
+    let fds = common::open_fds();
+    for (name, call) in every_combination() {
+        if name.starts_with("spawn") {
+            let expected = if name.ends_with("pipe") { 7 } else { 8 };
+            assert_eq!(call().unwrap(), expected, "{name}");
+            continue;
+        }
+        let (what, errno) = spawn_error(call());
+        assert_eq!(errno, Some(libc::ENOMEM), "{name}: {what}");
+        let expected = if name.starts_with("forkserver") {
+            "fork the child in the fork server"
+        } else {
+            "fork the child process"
+        };
+        assert!(what.starts_with(expected), "{name}: {what}");
+    }
+    assert_eq!(common::open_fds(), fds, "descriptors leaked");
+    assert_eq!(common::call_children(std::process::id()), Vec::new());
+    println!("SCENARIO PASSED");
+}
+
+#[test]
+fn a_fork_that_fails_with_enomem_is_a_spawn_error() {
+    common::watchdog();
+    let output = common::scenario::run(common::scenario::command("fork_enomem_scenario"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
 }
