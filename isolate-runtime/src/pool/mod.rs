@@ -4,7 +4,7 @@
 //!
 //! The calling thread runs its call itself on a worker it checks out, so a
 //! warm call costs one round trip over two pipes; only starting a worker goes
-//! through the keeper thread (`keeper.rs`, docs/FAULTS.md F3). An awaited
+//! through the keeper thread (`parent/keeper.rs`, docs/FAULTS.md F3). An awaited
 //! call (`awaited.rs`, feature `tokio`) takes the same steps with each wait
 //! awaited: for a worker (a waker kept in the pool's state), for its
 //! `Hello`, and for its answer (the exchange of `process.rs` driven on
@@ -12,7 +12,6 @@
 
 #[cfg(feature = "tokio")]
 mod awaited;
-mod keeper;
 mod options;
 mod process;
 mod readiness;

@@ -2,10 +2,21 @@
 //! group, and its reaping (by us, or by the fork server on request).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, poll};
+
+use super::remaining;
+use crate::parent::keeper;
 use crate::sys;
 use crate::vocabulary::error::Error;
+
+/// How long the caller waits for a child it killed to die. Past that the
+/// child is stuck in uninterruptible sleep (D state) or in a slow exit;
+/// the keeper thread reaps it once it has died, and the caller's verdict
+/// has no exit status or resource usage (docs/FAULTS.md D7).
+const KILL_GRACE: Duration = Duration::from_secs(1);
 
 /// A started child that leads its own process group and is not reaped yet.
 /// Dropping it kills the group and reaps the child, so an early return or a
@@ -25,6 +36,9 @@ pub(crate) struct Child {
     started: Instant,
     /// Who collects the exit status.
     reaper: Reaper,
+    /// We killed it (its deadline, a bad reply): it may not have died yet
+    /// when it is reaped.
+    killed: bool,
 }
 
 /// Who collects a child's exit status.
@@ -47,6 +61,7 @@ impl Child {
                 reaped: false,
                 started,
                 reaper: Reaper::Us,
+                killed: false,
             }),
             // Our own unreaped child always exists, even as a zombie: it was
             // reaped already by a host that ignores SIGCHLD or reaps with
@@ -57,6 +72,7 @@ impl Child {
                 reaped: true,
                 started,
                 reaper: Reaper::Us,
+                killed: false,
             }),
             Err(e) => {
                 // Not reaped by us, so the pid (and group id) is still the child's.
@@ -84,6 +100,7 @@ impl Child {
             reaped: false,
             started,
             reaper: Reaper::ForkServer(status),
+            killed: false,
         })
     }
 
@@ -102,9 +119,34 @@ impl Child {
         self.pidfd.as_ref().map(AsFd::as_fd)
     }
 
+    /// Whether the child has exited within `wait` (its pidfd readable);
+    /// `true` when there is nothing to wait for.
+    pub(crate) fn has_exited_within(&self, wait: Duration) -> bool {
+        let Some(pidfd) = &self.pidfd else {
+            return true;
+        };
+        let deadline = Instant::now() + wait;
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        loop {
+            match poll(&mut fds, remaining(Some(deadline))) {
+                Ok(ready) => return ready > 0,
+                Err(Errno::EINTR) if Instant::now() < deadline => {}
+                // Cannot tell: reaping (blocking) says.
+                Err(_) => return true,
+            }
+        }
+    }
+
     /// SIGKILLs the child's process group (grandchildren included), then
     /// SIGCONTs it, as nsjail does, so a stopped member cannot linger.
-    pub(crate) fn kill_group(&self) {
+    pub(crate) fn kill_group(&mut self) {
+        self.killed = true;
+        self.signal_group();
+    }
+
+    /// [`kill_group`](Self::kill_group)'s signals, for what is left of the
+    /// group of a child that exited.
+    fn signal_group(&self) {
         let Some(pidfd) = &self.pidfd else { return };
         for signal in [libc::SIGKILL, libc::SIGCONT] {
             match sys::pidfd_signal(pidfd.as_fd(), signal, true) {
@@ -129,12 +171,18 @@ impl Child {
     }
 
     /// Reaps the child, killing what is left of its process group first.
-    /// `None` when its exit status was taken by someone else.
+    /// `None` when its exit status was taken by someone else, or when we
+    /// killed it and it has not died within [`KILL_GRACE`] (the keeper
+    /// reaps it later).
     pub(crate) fn reap(&mut self) -> Result<Option<(i32, libc::rusage)>, Error> {
         if self.reaped {
             return Ok(None);
         }
-        self.kill_group();
+        self.signal_group();
+        if self.killed && !self.has_exited_within(KILL_GRACE) {
+            self.reap_later();
+            return Ok(None);
+        }
         if let Reaper::ForkServer(status) = &self.reaper {
             self.reaped = true;
             return crate::wire::forkserver::collect_status(status.as_fd())
@@ -154,15 +202,35 @@ impl Child {
         self.reaped = true;
         reaped
     }
+
+    /// Hands the child, killed and not dead yet, to the keeper thread,
+    /// which reaps it once it has died; this handle is done with it.
+    fn reap_later(&mut self) {
+        let rest = Self {
+            pid: self.pid,
+            pidfd: self.pidfd.take(),
+            reaped: false,
+            started: self.started,
+            reaper: std::mem::replace(&mut self.reaper, Reaper::Us),
+            killed: true,
+        };
+        self.reaped = true;
+        keeper::reap_when_dead(rest);
+    }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if !self.reaped
-            && let Some(pidfd) = &self.pidfd
-        {
-            self.kill_group();
-            self.kill_one();
+        if self.reaped || self.pidfd.is_none() {
+            return;
+        }
+        self.kill_group();
+        self.kill_one();
+        if !self.has_exited_within(KILL_GRACE) {
+            self.reap_later();
+            return;
+        }
+        if let Some(pidfd) = &self.pidfd {
             match &self.reaper {
                 Reaper::Us => {
                     let _ = sys::reap_pidfd(pidfd.as_fd());
