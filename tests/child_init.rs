@@ -1,7 +1,7 @@
 //! `#[child_init]`: spawned and fork-server children and pool workers never
-//! run `main`, so a `OnceLock` set there is empty in them; a registered
-//! set-up function runs in each of them before the function instead. A
-//! forked child runs none: it has the caller's memory.
+//! run `main` (docs/FAULTS.md D8), so a `OnceLock` set there is empty in
+//! them; a registered set-up function runs in each of them before the
+//! function instead. A forked child runs none: it has the caller's memory.
 
 mod common;
 
@@ -16,6 +16,7 @@ static CONFIGURED: OnceLock<String> = OnceLock::new();
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
 const PANICS: &str = "a_panicking_child_init_is_the_calls_panic";
+const MAIN_ONCE: &str = "main_never_starts_in_a_child_scenario";
 
 #[bombsquad::child_init]
 fn configure() {
@@ -104,4 +105,33 @@ fn a_panicking_child_init_is_the_calls_panic() {
             other => panic!("expected Panicked, got {other:?}"),
         }
     }
+}
+
+/// The scenario, whose `main` is libtest running this one test (its name
+/// is in the environment, which children inherit). A spawned child, a
+/// fork-server child or a worker that started `main` would run it again
+/// and print its first line again, relayed to this stdout.
+#[test]
+fn main_never_starts_in_a_child_scenario() {
+    if !common::scenario::is(MAIN_ONCE) {
+        return;
+    }
+    common::watchdog();
+    println!("MAIN STARTED in {}", std::process::id());
+    configured_once_in(&spawned().unwrap());
+    configured_once_in(&served().unwrap());
+    configured_once_in(&pooled().unwrap());
+    println!("SCENARIO PASSED");
+}
+
+/// D8: a re-executed child cannot run `main` by mistake (there is no
+/// `init()` for `main` to call first, or to forget): it is served by a
+/// constructor, before `main`, and leaves without returning to it.
+#[test]
+fn main_never_starts_in_a_spawned_or_served_child_or_a_worker() {
+    common::watchdog();
+    let output = common::scenario::run(common::scenario::command(MAIN_ONCE));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("SCENARIO PASSED"), "{stdout}");
+    assert_eq!(stdout.matches("MAIN STARTED").count(), 1, "{stdout}");
 }
