@@ -13,6 +13,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,54 @@ fn spawned() -> u8 {
 fn pooled() -> u8 {
     std::thread::sleep(Duration::from_secs(60));
     4
+}
+
+#[bombsquad(timeout = "2s")]
+async fn awaited() -> u8 {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    5
+}
+
+#[bombsquad(pool = 1, timeout = "2s")]
+async fn awaited_pooled() -> u8 {
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    6
+}
+
+/// The longest a ticking task on the caller's current-thread runtime may
+/// go unpolled while an awaited call waits for its killed child: a call
+/// that waited for it on the runtime's thread would stop the ticks for
+/// the whole grace (1 s).
+const LONGEST_GAP: Duration = Duration::from_millis(700);
+
+/// Runs `call` on a current-thread runtime beside a task that ticks every
+/// 10 ms; returns its result and the longest time between two ticks while
+/// it ran.
+fn on_a_ticking_runtime<F: std::future::Future<Output = Result<u8, Error>>>(
+    call: impl FnOnce() -> F,
+) -> (Result<u8, Error>, Duration) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticking = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let (mut last, mut longest) = (Instant::now(), Duration::ZERO);
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    longest = longest.max(last.elapsed());
+                    last = Instant::now();
+                }
+                longest
+            }
+        });
+        let result = call().await;
+        stop.store(true, Ordering::Relaxed);
+        (result, ticking.await.unwrap())
+    })
 }
 
 /// A cgroup of the v1 freezer made for one test, thawed and removed when
@@ -135,7 +184,10 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 /// Runs `call`, freezes its child (the call child this process did not
 /// have before) while the function sleeps, and checks that the call's timeout comes
 /// back without waiting for the thaw, and that the child is reaped after it.
-fn a_killed_child_in_d_state_does_not_hold_the_caller(name: &str, call: fn() -> Result<u8, Error>) {
+fn a_killed_child_in_d_state_does_not_hold_the_caller(
+    name: &str,
+    call: impl FnOnce() -> Result<u8, Error>,
+) {
     common::watchdog();
     let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let Some(freezer) = Freezer::create(name) else {
@@ -223,4 +275,32 @@ fn a_spawned_child_in_d_state_is_reaped_after_the_callers_timeout() {
 #[test]
 fn a_pooled_worker_in_d_state_is_reaped_after_the_callers_timeout() {
     a_killed_child_in_d_state_does_not_hold_the_caller("pooled", pooled);
+}
+
+#[test]
+fn an_awaited_calls_child_in_d_state_is_not_waited_for_on_the_runtimes_thread() {
+    let mut longest = Duration::ZERO;
+    a_killed_child_in_d_state_does_not_hold_the_caller("awaited", || {
+        let (result, gap) = on_a_ticking_runtime(awaited);
+        longest = gap;
+        result
+    });
+    assert!(
+        longest < LONGEST_GAP,
+        "the runtime stood still for {longest:?}"
+    );
+}
+
+#[test]
+fn an_awaited_pooled_worker_in_d_state_is_not_waited_for_on_the_runtimes_thread() {
+    let mut longest = Duration::ZERO;
+    a_killed_child_in_d_state_does_not_hold_the_caller("awaited-pooled", || {
+        let (result, gap) = on_a_ticking_runtime(awaited_pooled);
+        longest = gap;
+        result
+    });
+    assert!(
+        longest < LONGEST_GAP,
+        "the runtime stood still for {longest:?}"
+    );
 }

@@ -18,7 +18,7 @@
 use std::future::{Future, poll_fn};
 use std::os::fd::AsFd;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -29,9 +29,9 @@ use crate::options::throttle;
 use crate::parent::backend::ReplyChannel;
 use crate::parent::outcome;
 use crate::parent::progress::ProgressStream;
-use crate::parent::reactor::check_runtime;
+use crate::parent::reactor::{self, check_runtime};
 use crate::parent::stdio::OutputRelay;
-use crate::parent::supervise::{CallEngine, Child, Exit, Outgoing, Step};
+use crate::parent::supervise::{CallEngine, Child, Exit, KILL_GRACE, Outgoing, Step};
 use crate::parent::watch_set::WatchSet;
 use crate::start::forkserver;
 use crate::start::spawn::{self, Prepared, Running, Start};
@@ -215,7 +215,12 @@ async fn supervise(
         }
     }
     drop(set);
-    engine.finish()
+    // A child killed at its deadline may not die at once (D state): its
+    // death is awaited here, not waited for on this thread by `finish`.
+    if let Some(pidfd) = engine.killed_child_alive() {
+        reactor::exit_within(pidfd, KILL_GRACE).await;
+    }
+    engine.finish_within(Duration::ZERO)
 }
 
 /// Runs an `async fn` body with no `.await` in it (the attribute's

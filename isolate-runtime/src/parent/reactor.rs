@@ -8,7 +8,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::pin::pin;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 use tokio::io::Interest;
@@ -104,4 +104,19 @@ pub(crate) async fn wait<T: Watched>(
         }
     })
     .await
+}
+
+/// Waits, on the reactor, until the child behind `pidfd` has exited or
+/// `grace` has passed. For a child the call killed, which may not die at
+/// once (uninterruptible sleep, docs/FAULTS.md D7): its reaping then need
+/// not wait on the runtime's thread.
+pub(crate) async fn exit_within(pidfd: BorrowedFd<'_>, grace: Duration) {
+    let Ok(registered) = lend(pidfd, Source::Exit) else {
+        return; // the reaping waits instead, as a blocking call's does
+    };
+    let _ = wait(
+        smallvec::smallvec![registered],
+        Some(Instant::now() + grace),
+    )
+    .await;
 }

@@ -20,7 +20,7 @@ use std::os::fd::BorrowedFd;
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::poll::PollFlags;
 use serde::Serialize;
@@ -33,7 +33,8 @@ use super::{Found, Pool, Settled, Slot, WorkerOptions, backoff, encode_request, 
 use crate::child::progress::{self, ProgressSink};
 use crate::child::registry::Entry;
 use crate::options::isolate::{self, Isolate};
-use crate::parent::reactor::{Registered, Watched, check_runtime, lend, wait};
+use crate::parent::reactor::{self, Registered, Watched, check_runtime, lend, wait};
+use crate::parent::supervise::KILL_GRACE;
 use crate::vocabulary::error::Error;
 use crate::wire::codec::Codec;
 use crate::wire::{self, CallId, FrameReader, Limit, NO_CALL};
@@ -215,7 +216,12 @@ impl Pool {
                 }
                 Err(loss) => Err(loss),
             };
-            let (worker, end) = worker.called(exchanged, frames, started);
+            // A worker killed for the loss may not die at once (D state):
+            // its death is awaited here, not waited for on this thread.
+            if let Some(pidfd) = worker.kill_for(&exchanged) {
+                reactor::exit_within(pidfd, KILL_GRACE).await;
+            }
+            let (worker, end) = worker.called(exchanged, frames, started, Duration::ZERO);
             std::mem::forget(slot);
             let may_retry = crashes < self.options.retries;
             // No result is held across the backoff's await (its type need not be `Send`).

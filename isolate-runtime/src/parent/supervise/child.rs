@@ -16,7 +16,7 @@ use crate::vocabulary::error::Error;
 /// child is stuck in uninterruptible sleep (D state) or in a slow exit;
 /// the keeper thread reaps it once it has died, and the caller's verdict
 /// has no exit status or resource usage (docs/FAULTS.md D7).
-const KILL_GRACE: Duration = Duration::from_secs(1);
+pub(crate) const KILL_GRACE: Duration = Duration::from_secs(1);
 
 /// A started child that leads its own process group and is not reaped yet.
 /// Dropping it kills the group and reaps the child, so an early return or a
@@ -170,16 +170,27 @@ impl Child {
         }
     }
 
+    /// The pidfd of a child we killed that has not died yet, to wait on.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn killed_and_alive(&self) -> Option<BorrowedFd<'_>> {
+        let alive = self.killed && !self.reaped && !self.has_exited_within(Duration::ZERO);
+        alive.then(|| self.pidfd()).flatten()
+    }
+
     /// Reaps the child, killing what is left of its process group first.
     /// `None` when its exit status was taken by someone else, or when we
-    /// killed it and it has not died within [`KILL_GRACE`] (the keeper
-    /// reaps it later).
-    pub(crate) fn reap(&mut self) -> Result<Option<(i32, libc::rusage)>, Error> {
+    /// killed it and it has not died within `grace` (the keeper reaps it
+    /// later). A blocking call's `grace` is [`KILL_GRACE`]; an awaited
+    /// call waits for the death on the reactor first, then not at all.
+    pub(crate) fn reap_within(
+        &mut self,
+        grace: Duration,
+    ) -> Result<Option<(i32, libc::rusage)>, Error> {
         if self.reaped {
             return Ok(None);
         }
         self.signal_group();
-        if self.killed && !self.has_exited_within(KILL_GRACE) {
+        if self.killed && !self.has_exited_within(grace) {
             self.reap_later();
             return Ok(None);
         }

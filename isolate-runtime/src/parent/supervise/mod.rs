@@ -25,7 +25,7 @@ use crate::wire::FrameError;
 
 mod child;
 
-pub(crate) use child::Child;
+pub(crate) use child::{Child, KILL_GRACE};
 
 /// Bytes still to send to the child on its socket.
 #[derive(Debug)]
@@ -305,8 +305,26 @@ impl<'a, 'p, S: ?Sized + ProgressSink> CallEngine<'a, 'p, S> {
     ///
     /// A panic of the caller's progress callback continues once the
     /// child's group is killed and the child reaped.
-    pub(crate) fn finish(mut self) -> Result<Exit, Error> {
-        let status = self.child.reap();
+    pub(crate) fn finish(self) -> Result<Exit, Error> {
+        self.finish_within(KILL_GRACE)
+    }
+
+    /// The pidfd of the child, when the engine killed it and it has not
+    /// died yet: an awaited call waits for it on the reactor before it
+    /// finishes (docs/FAULTS.md D7).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn killed_child_alive(&self) -> Option<BorrowedFd<'_>> {
+        self.child.killed_and_alive()
+    }
+
+    /// [`finish`](Self::finish), waiting at most `grace` for a child it
+    /// killed to die.
+    ///
+    /// # Panics
+    ///
+    /// As [`finish`](Self::finish).
+    pub(crate) fn finish_within(mut self, grace: Duration) -> Result<Exit, Error> {
+        let status = self.child.reap_within(grace);
         if let Some(payload) = self.callback_panic.take() {
             resume_unwind(payload); // the child is dead and reaped (or left to its reaper)
         }

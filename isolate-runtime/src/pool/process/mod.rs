@@ -29,7 +29,7 @@ use crate::parent::classify::OomWatch;
 use crate::parent::keeper;
 use crate::parent::outcome;
 use crate::parent::stdio::OutputRelay;
-use crate::parent::supervise::{Child, Exit};
+use crate::parent::supervise::{Child, Exit, KILL_GRACE};
 use crate::pool::readiness::Readiness;
 use crate::start::spawn::{self, Start, unix_socketpair};
 use crate::sys;
@@ -235,7 +235,7 @@ impl WorkerProcess {
     ) -> Result<Self, Error> {
         if let Err(loss) = greeted {
             let options = options.clone().timeout(HANDSHAKE_TIMEOUT);
-            let (exit, oom) = self.take_exit(loss, started);
+            let (exit, oom) = self.take_exit(loss, started, KILL_GRACE);
             let reply = Reply::checked(frames.into_bytes(), NO_CALL);
             return Err(
                 outcome::judge(exit, || Ok(reply), codec_unit(), &options, &oom)
@@ -287,7 +287,7 @@ impl WorkerProcess {
         let exchanged = self
             .check_silent()
             .and_then(|()| self.exchange(request, call_id, &mut frames, deadline, progress));
-        self.called(exchanged, frames, started)
+        self.called(exchanged, frames, started, KILL_GRACE)
     }
 
     /// Refuses a worker whose channel holds bytes before a request: a reply
@@ -303,12 +303,14 @@ impl WorkerProcess {
     }
 
     /// How a call that `exchanged` (its reply in `frames`, sent at
-    /// `started`) ended; a lost worker is killed and reaped.
+    /// `started`) ended; a lost worker is killed and reaped, waiting at
+    /// most `grace` for it to die (docs/FAULTS.md D7).
     pub(crate) fn called(
         mut self,
         exchanged: Result<(), Loss>,
         frames: FrameReader,
         started: Instant,
+        grace: Duration,
     ) -> (Option<Self>, CallEnd) {
         match exchanged {
             Ok(()) => {
@@ -317,11 +319,11 @@ impl WorkerProcess {
                 (Some(self), CallEnd::Answered { reply })
             }
             Err(Loss::Undelivered) => {
-                let _ = self.take_exit(Loss::Undelivered, started);
+                let _ = self.take_exit(Loss::Undelivered, started, grace);
                 (None, CallEnd::Undelivered)
             }
             Err(loss) => {
-                let (exit, oom) = self.take_exit(loss, started);
+                let (exit, oom) = self.take_exit(loss, started, grace);
                 let exit = Box::new(exit);
                 let reply = frames.into_bytes();
                 (None, CallEnd::Lost { exit, oom, reply })
@@ -369,8 +371,20 @@ impl WorkerProcess {
         Some(pages * page_size())
     }
 
-    /// Kills and reaps the worker after a loss, and says how it ended.
-    fn take_exit(mut self, loss: Loss, started: Instant) -> (Exit, OomWatch) {
+    /// Kills the worker when `exchanged` is a loss it must die for (its
+    /// deadline, a bad frame or progress message), and returns its pidfd
+    /// if it has not died yet, to wait on (docs/FAULTS.md D7).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn kill_for(&mut self, exchanged: &Result<(), Loss>) -> Option<BorrowedFd<'_>> {
+        if let Err(Loss::TimedOut | Loss::BadFrame(_) | Loss::BadProgress(_)) = exchanged {
+            self.child.kill_group();
+        }
+        self.child.killed_and_alive()
+    }
+
+    /// Kills and reaps the worker after a loss, waiting at most `grace`
+    /// for it to die, and says how it ended.
+    fn take_exit(mut self, loss: Loss, started: Instant, grace: Duration) -> (Exit, OomWatch) {
         let (timed_out, bad_reply, bad_progress) = match loss {
             Loss::TimedOut => (true, None, None),
             Loss::BadFrame(message) => (false, Some(message), None),
@@ -380,7 +394,7 @@ impl WorkerProcess {
         if timed_out || bad_reply.is_some() || bad_progress.is_some() {
             self.child.kill_group();
         }
-        let status = self.child.reap().unwrap_or(None);
+        let status = self.child.reap_within(grace).unwrap_or(None);
         let exit = Exit {
             pid: self.child.pid(),
             termination: status.map(|(status, _)| Termination::from_wait_status(status)),
