@@ -47,7 +47,7 @@ use service::Access;
 struct Cli {
     /// The service's directory: its socket, jobs table and logs. Default:
     /// $BOMBSQUAD_JOBS_DIR, else $XDG_RUNTIME_DIR/bombsquad-jobs, else
-    /// bombsquad-jobs-<uid> in the temp dir.
+    /// bombsquad-jobs-UID in the temp dir.
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
     #[command(subcommand)]
