@@ -118,17 +118,17 @@ fn install_the_holder() {
 
 #[bombsquad(start_method = "fork", timeout = "2s")]
 fn forked(values: Vec<u64>) -> u64 {
-    // Allocates in the child: with the allocator's lock held at the fork,
-    // this never returns.
-    values
-        .iter()
-        .map(|v| v.to_string())
-        .collect::<String>()
-        .len() as u64
+    digits(&values)
 }
 
 #[bombsquad(start_method = "forkserver", timeout = "2s")]
 fn forkserved(values: Vec<u64>) -> u64 {
+    digits(&values)
+}
+
+/// How many digits `values` have, written out: it allocates, which in a
+/// child forked with the allocator's lock held never returns.
+fn digits(values: &[u64]) -> u64 {
     values
         .iter()
         .map(|v| v.to_string())

@@ -248,6 +248,17 @@ pub(crate) enum Loss {
     BadProgress(Error),
 }
 
+impl Loss {
+    /// Whether the worker is killed for it (it may still be running):
+    /// its deadline passed, or it sent what it must not.
+    pub(crate) fn kills_the_worker(&self) -> bool {
+        matches!(
+            self,
+            Self::TimedOut | Self::BadFrame(_) | Self::BadProgress(_)
+        )
+    }
+}
+
 /// Takes the frames that arrived whole: progress messages are handed over
 /// (and dropped), and a frame that ends the exchange (`Hello` or an
 /// answer) stops the walk, `true`. Every frame must belong to the call

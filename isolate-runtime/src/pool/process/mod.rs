@@ -376,7 +376,9 @@ impl WorkerProcess {
     /// if it has not died yet, to wait on (docs/FAULTS.md D7).
     #[cfg(feature = "tokio")]
     pub(crate) fn kill_for(&mut self, exchanged: &Result<(), Loss>) -> Option<BorrowedFd<'_>> {
-        if let Err(Loss::TimedOut | Loss::BadFrame(_) | Loss::BadProgress(_)) = exchanged {
+        if let Err(loss) = exchanged
+            && loss.kills_the_worker()
+        {
             self.child.kill_group();
         }
         self.child.killed_and_alive()
@@ -385,15 +387,15 @@ impl WorkerProcess {
     /// Kills and reaps the worker after a loss, waiting at most `grace`
     /// for it to die, and says how it ended.
     fn take_exit(mut self, loss: Loss, started: Instant, grace: Duration) -> (Exit, OomWatch) {
+        if loss.kills_the_worker() {
+            self.child.kill_group();
+        }
         let (timed_out, bad_reply, bad_progress) = match loss {
             Loss::TimedOut => (true, None, None),
             Loss::BadFrame(message) => (false, Some(message), None),
             Loss::BadProgress(error) => (false, None, Some(error)),
             Loss::Undelivered | Loss::Died => (false, None, None),
         };
-        if timed_out || bad_reply.is_some() || bad_progress.is_some() {
-            self.child.kill_group();
-        }
         let status = self.child.reap_within(grace).unwrap_or(None);
         let exit = Exit {
             pid: self.child.pid(),
